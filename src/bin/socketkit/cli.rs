@@ -1,0 +1,159 @@
+//! The command line, as clap derive types. Parsing only: the work is in `cmd/`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use socketkit::{Endpoint, Engine};
+
+const EXIT_CODES: &str = "\
+Exit codes (the same for every command):
+  0    success (a signal-driven graceful stop included)
+  1    other failure
+  2    bad usage or arguments
+  3    protocol error (bad frame, oversize, a reply that failed verification)
+  4    connection refused
+  5    timed out
+  6    name not found
+  7    cannot bind (address in use, permission denied)
+  130  forced stop by a second SIGINT or SIGTERM";
+
+const ENDPOINTS: &str = "\
+Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
+HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
+Durations: 500ms, 2s, 1m, or a bare number of seconds.";
+
+/// socketkit: socket servers, clients and tools, after the classic sockets lectures.
+///
+/// Serve the uppercase service over TCP, UDP and Unix sockets on an iterative or an async
+/// engine, and talk to any server from scripts. Data goes to stdout, everything else to stderr.
+#[derive(Debug, Parser)]
+#[command(name = "socketkit", version, after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+pub struct Cli {
+    /// More log output on stderr (-v: debug, -vv: trace; timestamps on). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Errors only: no "listening on" lines, no informational logs.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a service (default: upper on tcp://127.0.0.1:12000 and udp://127.0.0.1:12000).
+    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    Serve(ServeArgs),
+    /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
+    ///
+    /// Streams (tcp, unix): write the message as given, close the write side, and copy the reply
+    /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    Send(SendArgs),
+}
+
+/// `socketkit serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(default_value = "upper", value_parser = ["upper"])]
+    pub service: String,
+
+    /// Where to listen; repeat for several endpoints.
+    /// [default: tcp://127.0.0.1:12000 and udp://127.0.0.1:12000]
+    #[arg(short, long = "listen", value_name = "ENDPOINT")]
+    pub listen: Vec<Endpoint>,
+
+    /// The engine: async (tokio tasks) or sequential (one connection at a time per listener,
+    /// the slides' iterative server).
+    #[arg(short, long, default_value = "async", value_parser = engine_parser())]
+    pub engine: Engine,
+
+    /// After SIGINT/SIGTERM, how long connections in flight may take to finish.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    pub grace: Duration,
+
+    /// Length of the queue of connections not yet accepted (listen's backlog).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub backlog: u32,
+
+    /// Close a connection that sends nothing for this long.
+    #[arg(short, long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
+    pub idle_timeout: Duration,
+}
+
+/// `socketkit send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The server to send to.
+    pub endpoint: Endpoint,
+
+    /// The message, sent exactly as given (no newline added). Without it, stdin is sent.
+    pub message: Option<std::ffi::OsString>,
+
+    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks).
+    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    pub bind: Option<SocketAddr>,
+
+    /// How long to wait for the connection and for each part of the reply.
+    #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Duration,
+}
+
+fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
+    use clap::builder::TypedValueParser;
+    let names: Vec<&'static str> = Engine::ALL.iter().map(|e| e.name()).collect();
+    clap::builder::PossibleValuesParser::new(names)
+        .map(|name| name.parse::<Engine>().expect("a listed engine name"))
+}
+
+/// ncat's duration syntax: `500ms`, `2s`, `1m`, or a bare (possibly fractional) number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{text:?} is not a duration of zero seconds or more"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 500ms, 2s or 1m ({e})"))
+}
+
+fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, 0));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("{text:?} is not an IP address or IP:PORT (IPv6 as [::1]:PORT)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_follow_ncat() {
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn bind_takes_an_address_with_or_without_port() {
+        assert_eq!(parse_bind("127.0.0.1"), Ok("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(parse_bind("[::1]:9"), Ok("[::1]:9".parse().unwrap()));
+        assert!(parse_bind("localhost").is_err());
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,21 @@
+//! `socketkit send`: one message, one reply, on stdout byte for byte.
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+
+use socketkit::client::{SendOptions, send};
+
+use crate::cli::SendArgs;
+
+pub fn run(args: SendArgs) -> anyhow::Result<()> {
+    let mut options = SendOptions::default();
+    options.bind = args.bind;
+    options.timeout = args.timeout;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    match &args.message {
+        Some(message) => send(&args.endpoint, message.as_bytes(), &mut out, &options)?,
+        None => send(&args.endpoint, io::stdin(), &mut out, &options)?,
+    };
+    Ok(())
+}

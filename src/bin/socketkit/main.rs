@@ -1,0 +1,75 @@
+//! The `socketkit` binary: parse, run, turn the outcome into an exit code. Nothing else.
+
+mod cli;
+mod cmd;
+
+use std::io::{self, IsTerminal};
+use std::process::ExitCode;
+
+use clap::Parser;
+use socketkit::ErrorKind;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit with 2, as clap does by default
+    init_logging(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Serve(args) => cmd::serve::run(args, cli.quiet),
+        Command::Send(args) => cmd::send::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS, // `socketkit ... | head`
+        Err(error) => {
+            eprintln!("socketkit: error: {error:#}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+/// The first cause socketkit can classify decides the exit code.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<socketkit::Error>() {
+            return e.kind().exit_code();
+        }
+        if let Some(e) = cause.downcast_ref::<io::Error>() {
+            return ErrorKind::of_io(e).exit_code();
+        }
+    }
+    ErrorKind::Other.exit_code()
+}
+
+/// The client already treats a server that stops reading as normal, so a broken pipe that
+/// reaches this point is stdout's: the reader of our output went away, which is not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Logs go to stderr; RUST_LOG wins over -v/-q; colour only on a terminal without NO_COLOR.
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let ansi = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(ansi)
+        .with_target(false);
+    if verbose > 0 {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
+}

@@ -1,0 +1,376 @@
+//! Engines: the I/O drivers. Each runs any service on every transport.
+//!
+//! An engine accepts connections and receives datagrams, feeds the bytes to a
+//! [`StreamSession`](crate::service::StreamSession) or a service's `datagram` method, and writes
+//! what comes back. The protocol logic is not here: it lives in [`crate::service`].
+
+mod asynchronous;
+mod sequential;
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::endpoint::Transport;
+use crate::server::Limits;
+use crate::server::listener::Listener;
+use crate::server::shutdown::Trigger;
+use crate::service::{Address, Context, DynService, Next, StreamSession};
+
+/// How a server runs its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Engine {
+    /// tokio tasks: one lightweight task per connection (the default).
+    #[default]
+    Async,
+    /// One connection at a time per listener, each listener in its own loop: the slides'
+    /// iterative server. A second client waits in the listen queue until the first is done.
+    #[doc(alias = "TCPServer")]
+    #[doc(alias = "iterative")]
+    Sequential,
+}
+
+impl Engine {
+    /// Every engine, for tests and `--help`.
+    pub const ALL: [Engine; 2] = [Engine::Async, Engine::Sequential];
+
+    /// The engine's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Async => "async",
+            Engine::Sequential => "sequential",
+        }
+    }
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Engine {
+    type Err = String;
+
+    /// ```
+    /// use socketkit::Engine;
+    /// assert_eq!("sequential".parse::<Engine>(), Ok(Engine::Sequential));
+    /// assert!("fast".parse::<Engine>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Engine, String> {
+        Engine::ALL
+            .into_iter()
+            .find(|e| e.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<_> = Engine::ALL.iter().map(|e| e.name()).collect();
+                format!("unknown engine {text:?} (expected {})", names.join(", "))
+            })
+    }
+}
+
+/// What every engine needs while serving.
+pub(crate) struct Shared {
+    pub(crate) service: Arc<dyn DynService>,
+    pub(crate) limits: Limits,
+    /// Stop accepting.
+    pub(crate) stop: Arc<Trigger>,
+    /// The grace period is over: close every connection.
+    pub(crate) force: Trigger,
+}
+
+/// Runs `listeners` on `engine` until `shared.stop` fires and the drain is done.
+pub(crate) fn serve(
+    engine: Engine,
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+) -> Result<(), crate::Error> {
+    match engine {
+        Engine::Async => asynchronous::serve(shared, listeners),
+        Engine::Sequential => sequential::serve(shared, listeners),
+    }
+}
+
+/// Why a session ended other than by closing normally.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("idle for {0:?}")]
+    IdleTimeout(Duration),
+    #[error("closed at the end of the shutdown grace period")]
+    Stopped,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Logs how a connection ended, with its peer: errors from one connection stop there.
+pub(crate) fn log_session_end(peer: &Address, result: &Result<(), SessionError>) {
+    match result {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(SessionError::Io(e)) if is_peer_gone(e) => {
+            tracing::debug!(%peer, "connection reset by peer: {e}")
+        }
+        Err(e) => tracing::info!(%peer, "connection closed: {e}"),
+    }
+}
+
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Builds the context for one request.
+pub(crate) fn context(transport: Transport, peer: Address, local: Address) -> Context {
+    Context {
+        peer,
+        local,
+        transport,
+        now: SystemTime::now(),
+    }
+}
+
+/// Answers one datagram into `reply`. Returns `false` when nothing is to be sent: the service
+/// chose silence, or the reply exceeds the datagram limit (logged: a truncated reply would be
+/// a wrong answer).
+pub(crate) fn answer_datagram(
+    shared: &Shared,
+    ctx: &Context,
+    request: &[u8],
+    reply: &mut BytesMut,
+) -> bool {
+    reply.clear();
+    if !shared.service.datagram(ctx, request, reply) {
+        return false;
+    }
+    if reply.len() > shared.limits.max_datagram {
+        tracing::warn!(
+            peer = %ctx.peer,
+            "reply of {} bytes exceeds the datagram limit of {} bytes; not sent",
+            reply.len(),
+            shared.limits.max_datagram
+        );
+        return false;
+    }
+    true
+}
+
+/// What ended a wait in [`wait_readable`].
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// The descriptor is readable (or has an error or hang-up to report).
+    Ready,
+    /// The trigger fired.
+    Triggered,
+    /// The time-out passed.
+    TimedOut,
+}
+
+/// Waits until `fd` is readable, `trigger` fires, or `timeout` passes. Blocking engines call
+/// this before every accept, receive and read, so shutdown and time-outs need no polling.
+pub(crate) fn wait_readable(
+    fd: BorrowedFd<'_>,
+    trigger: &Trigger,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        if trigger.is_fired() {
+            return Ok(Woken::Triggered);
+        }
+        let wait = match deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Round up so a sub-millisecond remainder does not spin.
+                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(trigger.fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, wait) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Ok(Woken::TimedOut);
+                }
+            }
+            Ok(_) => {
+                if fds[1].any().unwrap_or(false) {
+                    return Ok(Woken::Triggered);
+                }
+                return Ok(Woken::Ready);
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// An accepted stream connection on a blocking engine.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Conn {
+    fn set_blocking_with_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => {
+                s.set_nonblocking(false)?;
+                s.set_write_timeout(Some(timeout))
+            }
+            Conn::Unix(s) => {
+                s.set_nonblocking(false)?;
+                s.set_write_timeout(Some(timeout))
+            }
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+            Conn::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+impl AsFd for Conn {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.read(buf),
+            Conn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write(buf),
+            Conn::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one session on a blocking stream until it closes, idles out, the peer goes away, or
+/// the grace period ends (`force`). A blocking write is the backpressure: nothing is read
+/// while the peer is not reading, and the write time-out bounds that wait.
+pub(crate) fn drive(
+    mut session: Box<dyn StreamSession>,
+    conn: &mut Conn,
+    buf: &mut [u8],
+    limits: &Limits,
+    force: &Trigger,
+) -> Result<(), SessionError> {
+    conn.set_blocking_with_write_timeout(limits.idle_timeout)?;
+    let mut out = BytesMut::new();
+    let mut next = session.on_open(&mut out);
+    loop {
+        if !out.is_empty() {
+            conn.write_all(&out)?;
+            out.clear();
+        }
+        next = match next {
+            Next::Close => {
+                // A FIN, not a reset: the reply already written must reach the peer.
+                let _ = conn.shutdown_write();
+                return Ok(());
+            }
+            Next::Write => session.on_writable(&mut out),
+            Next::Read => match wait_readable(conn.as_fd(), force, Some(limits.idle_timeout))? {
+                Woken::Triggered => return Err(SessionError::Stopped),
+                Woken::TimedOut => return Err(SessionError::IdleTimeout(limits.idle_timeout)),
+                Woken::Ready => match conn.read(buf) {
+                    Ok(0) => session.on_eof(&mut out),
+                    Ok(n) => session.on_data(&buf[..n], &mut out),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                        ) =>
+                    {
+                        Next::Read
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            },
+        };
+    }
+}
+
+/// Whether an accept error concerns one connection only (retry at once) rather than the
+/// process or the system (back off).
+pub(crate) fn is_per_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error() == Some(nix::libc::EPROTO)
+}
+
+/// Back-off after accept or receive errors that concern the whole process or system (EMFILE,
+/// ENFILE, ENOBUFS, ENOMEM): retrying at once would spin a core, so wait 5 ms, doubling up to
+/// 1 s, reset on the next success; and log at most once a second.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    delay: Duration,
+    last_log: Option<Instant>,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            delay: Duration::ZERO,
+            last_log: None,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.delay = Duration::ZERO;
+    }
+
+    /// Logs `error` (rate-limited) and returns how long to wait before trying again.
+    pub(crate) fn on_error(&mut self, what: &str, error: &io::Error) -> Duration {
+        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_log = Some(now);
+            tracing::warn!("{what} failed: {error}; retrying in {:?}", self.delay);
+        }
+        self.delay
+    }
+}

@@ -1,0 +1,59 @@
+//! socketkit: a socket-server framework and command-line toolkit.
+//!
+//! It is the system of two classic networking lectures, as real software: the uppercase
+//! client-server application over TCP and UDP, an iterative and a concurrent server, and Python's
+//! `socketserver` framework, in Rust.
+//!
+//! # Layout
+//!
+//! | module            | concept                                                            |
+//! |-------------------|--------------------------------------------------------------------|
+//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
+//! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
+//! | [`engine`]        | the I/O drivers ([`Engine::Async`], [`Engine::Sequential`])         |
+//! | [`server`]        | [`ServerBuilder`], [`Server`], [`Limits`], [`ShutdownHandle`]        |
+//! | [`client`]        | the one-shot client behind `socketkit send`                         |
+//! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
+//!
+//! A service is written once, as plain code over bytes; every engine runs it on every transport.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::net::UdpSocket;
+//! use socketkit::{Engine, Server, service::Upper};
+//!
+//! let server = Server::builder()
+//!     .listen("udp://127.0.0.1:0".parse()?)
+//!     .engine(Engine::Async)
+//!     .service(Upper)
+//!     .bind()?;
+//! let addr = server.local_addr().unwrap();
+//! let stop = server.shutdown_handle();
+//! let serving = std::thread::spawn(move || server.serve_forever());
+//!
+//! // The slides' UDP client.
+//! let client = UdpSocket::bind("127.0.0.1:0")?;
+//! client.send_to(b"MixedCaseString", addr)?;
+//! let mut buf = [0u8; 1024];
+//! let (n, _) = client.recv_from(&mut buf)?;
+//! assert_eq!(&buf[..n], b"MIXEDCASESTRING");
+//!
+//! stop.shutdown();
+//! serving.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod client;
+pub mod endpoint;
+pub mod engine;
+pub mod error;
+pub mod server;
+pub mod service;
+
+pub use endpoint::{Endpoint, Host, Transport};
+pub use engine::Engine;
+pub use error::{Error, ErrorKind};
+pub use server::{Limits, MAX_DATAGRAM_BYTES, Server, ServerBuilder, ShutdownHandle};

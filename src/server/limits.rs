@@ -1,0 +1,47 @@
+//! Every limit a server enforces, in one place, each default with its reason.
+
+use std::time::Duration;
+
+/// The largest UDP payload over IPv4: 65,535 minus the 8-byte UDP and 20-byte IP headers.
+pub const MAX_DATAGRAM_BYTES: usize = 65_507;
+
+/// Limits a server enforces. Every field has a documented default (see [`Limits::default`]).
+///
+/// ```
+/// use socketkit::Limits;
+/// let limits = Limits::default();
+/// assert_eq!(limits.backlog, 128);
+/// assert_eq!(limits.max_datagram, socketkit::MAX_DATAGRAM_BYTES);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Length of the kernel's queue of connections not yet accepted (`listen(backlog)`).
+    /// Default 128: Linux's historic `SOMAXCONN`, which the kernel caps it to anyway on older
+    /// systems. The slides use 5, sized for a lab exercise, not for load.
+    pub backlog: u32,
+    /// A connection that sends nothing for this long is closed. Default 300 s, the order of
+    /// nginx's and HAProxy's client time-outs: long enough for a person typing into `client`.
+    pub idle_timeout: Duration,
+    /// After `shutdown()`, connections in flight get this long to finish before they are
+    /// closed. Default 5 s.
+    pub grace: Duration,
+    /// The largest datagram reply sent. A larger reply is not sent, and a log line says so.
+    /// Default [`MAX_DATAGRAM_BYTES`].
+    pub max_datagram: usize,
+    /// Bytes read from a stream at a time. Default 16 KiB: large enough that copying is cheap
+    /// per system call, small enough that 10,000 connections need little memory.
+    pub read_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            backlog: 128,
+            idle_timeout: Duration::from_secs(300),
+            grace: Duration::from_secs(5),
+            max_datagram: MAX_DATAGRAM_BYTES,
+            read_buffer: 16 * 1024,
+        }
+    }
+}

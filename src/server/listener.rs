@@ -1,0 +1,124 @@
+//! Listening sockets, made with socket2 so that backlog, SO_REUSEADDR and IPV6_V6ONLY are ours
+//! to set. Every listener is bound before serving starts, so port 0 is known early (Python's
+//! `bind_and_activate`), and is non-blocking: the blocking engines wait in `poll` beside the
+//! shutdown trigger, and the async engine adopts the socket as it is.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::endpoint::{Endpoint, Transport};
+use crate::error::Error;
+use crate::server::Limits;
+
+/// A bound, listening socket of any transport.
+#[derive(Debug)]
+pub(crate) enum Listener {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+    Unix(UnixListener, SocketFile),
+    UnixDatagram(UnixDatagram, SocketFile),
+}
+
+/// A Unix socket's path, removed when the server is done with it.
+#[derive(Debug)]
+pub(crate) struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Listener {
+    /// Binds `endpoint`. A name is resolved and the first address bound (as Python does).
+    pub(crate) fn bind(endpoint: &Endpoint, limits: &Limits) -> Result<Listener, Error> {
+        let bind_err = |source: io::Error| Error::Bind {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        match endpoint {
+            Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
+                let addr = endpoint.socket_addrs()?[0];
+                let stream = endpoint.transport() == Transport::Tcp;
+                let socket = inet_socket(addr, stream, limits.backlog).map_err(bind_err)?;
+                Ok(if stream {
+                    Listener::Tcp(socket.into())
+                } else {
+                    Listener::Udp(socket.into())
+                })
+            }
+            Endpoint::Unix(path) => {
+                remove_stale_socket(path, true);
+                let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(bind_err)?;
+                socket
+                    .bind(&SockAddr::unix(path).map_err(bind_err)?)
+                    .map_err(bind_err)?;
+                let file = SocketFile(path.clone());
+                socket.listen(backlog(limits)).map_err(bind_err)?;
+                socket.set_nonblocking(true).map_err(bind_err)?;
+                Ok(Listener::Unix(socket.into(), file))
+            }
+            Endpoint::UnixDatagram(path) => {
+                remove_stale_socket(path, false);
+                let socket = UnixDatagram::bind(path).map_err(bind_err)?;
+                let file = SocketFile(path.clone());
+                socket.set_nonblocking(true).map_err(bind_err)?;
+                Ok(Listener::UnixDatagram(socket, file))
+            }
+        }
+    }
+
+    /// The endpoint actually bound: the real port when port 0 was asked for.
+    pub(crate) fn local_endpoint(&self) -> io::Result<Endpoint> {
+        Ok(match self {
+            Listener::Tcp(l) => Endpoint::tcp(l.local_addr()?),
+            Listener::Udp(s) => Endpoint::udp(s.local_addr()?),
+            Listener::Unix(_, file) => Endpoint::Unix(file.0.clone()),
+            Listener::UnixDatagram(_, file) => Endpoint::UnixDatagram(file.0.clone()),
+        })
+    }
+}
+
+fn backlog(limits: &Limits) -> i32 {
+    i32::try_from(limits.backlog).unwrap_or(i32::MAX)
+}
+
+fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<Socket> {
+    let ty = if stream { Type::STREAM } else { Type::DGRAM };
+    let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    // Restarting a server must not fail while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // `[::]` means every address, IPv4 included, whatever the system default says.
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    if stream {
+        socket.listen(i32::try_from(backlog_len).unwrap_or(i32::MAX))?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Removes a Unix socket file left behind by a server that is gone (nothing accepts on it), so
+/// a restart does not fail. A live socket, or a file that is not a socket, is left alone: then
+/// `bind` fails with "address in use", as it should.
+fn remove_stale_socket(path: &Path, stream: bool) {
+    use std::os::unix::fs::FileTypeExt;
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if !is_socket {
+        return;
+    }
+    let probe = if stream {
+        UnixStream::connect(path).map(drop)
+    } else {
+        UnixDatagram::unbound().and_then(|s| s.connect(path))
+    };
+    if probe.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
+        let _ = std::fs::remove_file(path);
+    }
+}

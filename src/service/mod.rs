@@ -1,0 +1,214 @@
+//! Sans-IO services: protocol logic with no sockets, no clocks and no threads.
+//!
+//! A [`Service`] answers datagrams and makes a fresh [`StreamSession`] for each stream
+//! connection, like a socketserver handler class makes one handler instance per request. Engines
+//! (see [`crate::Engine`]) do all the I/O, so each service is written once and runs on every
+//! engine and every transport, and is unit-tested without a socket.
+
+mod upper;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+
+use crate::endpoint::Transport;
+
+pub use upper::{Upper, UpperSession, upper_message, upper_prefix};
+
+/// What the engine does after an event, once the session's output has been written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read more from the peer.
+    Read,
+    /// Call [`StreamSession::on_writable`] once the output is on the wire (flow control for
+    /// services that produce more than they are asked for).
+    Write,
+    /// Close the connection.
+    Close,
+}
+
+/// A peer's or a listener's address, whatever the transport.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    /// An IPv4 or IPv6 socket address.
+    Inet(SocketAddr),
+    /// A Unix socket path; `None` for an unnamed (unbound) socket.
+    Unix(Option<PathBuf>),
+}
+
+impl Address {
+    /// The internet socket address, if this is one.
+    pub fn inet(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Inet(addr) => Some(*addr),
+            Address::Unix(_) => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        Address::Inet(addr)
+    }
+}
+
+impl From<&std::os::unix::net::SocketAddr> for Address {
+    fn from(addr: &std::os::unix::net::SocketAddr) -> Address {
+        Address::Unix(addr.as_pathname().map(PathBuf::from))
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Inet(addr) => write!(f, "{addr}"),
+            Address::Unix(Some(path)) => write!(f, "{}", path.display()),
+            Address::Unix(None) => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+/// What a service may know about a request: who is asking, on which listener, and when.
+///
+/// Engines fill it in, so services stay free of system calls (time included: a daytime service
+/// formats `now`, it does not read a clock).
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The peer's address.
+    pub peer: Address,
+    /// The local address the request arrived on.
+    pub local: Address,
+    /// The transport the request arrived on.
+    pub transport: Transport,
+    /// The time the connection was accepted or the datagram received.
+    pub now: SystemTime,
+}
+
+impl Context {
+    /// A context for tests and for calling a service by hand.
+    ///
+    /// ```
+    /// use socketkit::{Transport, service::Context};
+    /// let ctx = Context::new(Transport::Udp, "127.0.0.1:5000".parse().unwrap());
+    /// assert_eq!(ctx.peer.to_string(), "127.0.0.1:5000");
+    /// ```
+    pub fn new(transport: Transport, peer: SocketAddr) -> Context {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        Context {
+            peer: Address::Inet(peer),
+            local: Address::Inet(unspecified),
+            transport,
+            now: SystemTime::now(),
+        }
+    }
+}
+
+/// A network service, free of I/O. Engines run it on every transport.
+///
+/// # Examples
+///
+/// A service that answers every datagram with its length, and streams back nothing but
+/// a count at the end:
+///
+/// ```
+/// use bytes::BytesMut;
+/// use socketkit::service::{Context, Next, Service, StreamSession};
+///
+/// struct Count;
+/// #[derive(Default)]
+/// struct CountSession(usize);
+///
+/// impl StreamSession for CountSession {
+///     fn on_data(&mut self, input: &[u8], _out: &mut BytesMut) -> Next {
+///         self.0 += input.len();
+///         Next::Read
+///     }
+///     fn on_eof(&mut self, out: &mut BytesMut) -> Next {
+///         out.extend_from_slice(format!("{}\n", self.0).as_bytes());
+///         Next::Close
+///     }
+/// }
+///
+/// impl Service for Count {
+///     type Session = CountSession;
+///     fn name(&self) -> &str { "count" }
+///     fn session(&self, _ctx: &Context) -> CountSession { CountSession::default() }
+///     fn datagram(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+///         reply.extend_from_slice(request.len().to_string().as_bytes());
+///         true
+///     }
+/// }
+/// ```
+pub trait Service: Send + Sync + 'static {
+    /// Per-connection state, made fresh for each stream.
+    type Session: StreamSession;
+
+    /// A short name for logs, e.g. `upper`.
+    fn name(&self) -> &str;
+
+    /// Starts a session for a new stream connection.
+    fn session(&self, ctx: &Context) -> Self::Session;
+
+    /// Answers one datagram by appending the reply to `reply`. Returns `false` to send no reply.
+    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
+}
+
+/// One stream session. Each method appends whatever it has to say to `out`; the engine writes it
+/// all before it acts on the returned [`Next`].
+pub trait StreamSession: Send + 'static {
+    /// The connection was accepted.
+    fn on_open(&mut self, _out: &mut BytesMut) -> Next {
+        Next::Read
+    }
+
+    /// Bytes arrived from the peer (never empty).
+    fn on_data(&mut self, input: &[u8], out: &mut BytesMut) -> Next;
+
+    /// The peer closed its write half (the 0-byte read).
+    fn on_eof(&mut self, _out: &mut BytesMut) -> Next {
+        Next::Close
+    }
+
+    /// The previous output is on the wire, after [`Next::Write`].
+    fn on_writable(&mut self, _out: &mut BytesMut) -> Next {
+        Next::Read
+    }
+}
+
+impl StreamSession for Box<dyn StreamSession> {
+    fn on_open(&mut self, out: &mut BytesMut) -> Next {
+        (**self).on_open(out)
+    }
+    fn on_data(&mut self, input: &[u8], out: &mut BytesMut) -> Next {
+        (**self).on_data(input, out)
+    }
+    fn on_eof(&mut self, out: &mut BytesMut) -> Next {
+        (**self).on_eof(out)
+    }
+    fn on_writable(&mut self, out: &mut BytesMut) -> Next {
+        (**self).on_writable(out)
+    }
+}
+
+/// A [`Service`] with its session type erased, so a server can hold any service (or several)
+/// without being generic over it. A boxed session per connection costs one allocation.
+pub(crate) trait DynService: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn session(&self, ctx: &Context) -> Box<dyn StreamSession>;
+    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
+}
+
+impl<S: Service> DynService for S {
+    fn name(&self) -> &str {
+        Service::name(self)
+    }
+    fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
+        Box::new(Service::session(self, ctx))
+    }
+    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        Service::datagram(self, ctx, request, reply)
+    }
+}
