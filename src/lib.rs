@@ -57,3 +57,8 @@ pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;
 pub use error::{Error, ErrorKind};
 pub use server::{Limits, MAX_DATAGRAM_BYTES, Server, ServerBuilder, ShutdownHandle};
+
+/// The README's Rust examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

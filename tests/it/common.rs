@@ -1,0 +1,246 @@
+//! Shared test fixtures: an in-process server that stops itself, clients for every transport,
+//! and a `socketkit` child process whose stderr lines can be awaited.
+
+#![allow(dead_code)] // not every test module uses every helper
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socketkit::{Endpoint, Engine, Server, ServerBuilder, ShutdownHandle};
+
+/// A safety net on every client socket: a bug fails the test fast instead of hanging it.
+/// Never used to synchronise.
+pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server running on its own thread; dropping it shuts it down and joins it, so a failing
+/// assert never leaks a server.
+pub struct TestServer {
+    endpoints: Vec<Endpoint>,
+    stop: ShutdownHandle,
+    thread: Option<JoinHandle<Result<(), socketkit::Error>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Serves upper on `engine` at each endpoint text. `unix://{dir}/x` style paths may use
+    /// the placeholder `{dir}`, replaced by a fresh temporary directory.
+    pub fn start(engine: Engine, endpoints: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut builder = Server::builder().engine(engine);
+        for text in endpoints {
+            let text = text.replace("{dir}", dir.path().to_str().unwrap());
+            builder = builder.listen(text.parse().unwrap());
+        }
+        let mut server = TestServer::with(builder);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Binds and serves a configured builder.
+    pub fn with(builder: ServerBuilder) -> TestServer {
+        let server = builder.bind().expect("bind");
+        let endpoints = server.local_endpoints().to_vec();
+        let stop = server.shutdown_handle();
+        let thread = std::thread::spawn(move || server.serve_forever());
+        TestServer {
+            endpoints,
+            stop,
+            thread: Some(thread),
+            _dir: None,
+        }
+    }
+
+    pub fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index]
+    }
+
+    /// The first endpoint's socket address (TCP or UDP).
+    pub fn addr(&self) -> SocketAddr {
+        self.endpoints[0].socket_addrs().unwrap()[0]
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.stop.clone()
+    }
+
+    /// Stops the server and returns what `serve_forever` returned.
+    pub fn stop(mut self) -> Result<(), socketkit::Error> {
+        self.stop.shutdown();
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .expect("server thread panicked")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.shutdown();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Sends `request` the way `socketkit send` does and returns the whole reply: on a stream,
+/// write, half-close, read to EOF; on datagrams, one datagram out and one back.
+pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
+    match endpoint {
+        Endpoint::Tcp { .. } => {
+            let mut conn = TcpStream::connect(endpoint.socket_addrs().unwrap()[0]).unwrap();
+            conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            conn.write_all(request).unwrap();
+            conn.shutdown(Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            conn.read_to_end(&mut reply).unwrap();
+            reply
+        }
+        Endpoint::Unix(path) => {
+            let mut conn = UnixStream::connect(path).unwrap();
+            conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            conn.write_all(request).unwrap();
+            conn.shutdown(Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            conn.read_to_end(&mut reply).unwrap();
+            reply
+        }
+        Endpoint::Udp { .. } => {
+            let server = endpoint.socket_addrs().unwrap()[0];
+            let local: SocketAddr = if server.is_ipv4() {
+                "127.0.0.1:0".parse().unwrap()
+            } else {
+                "[::1]:0".parse().unwrap()
+            };
+            let socket = UdpSocket::bind(local).unwrap();
+            socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            socket.send_to(request, server).unwrap();
+            let mut buf = vec![0u8; 65_536];
+            let (n, from) = socket.recv_from(&mut buf).unwrap();
+            assert_eq!(from, server);
+            buf.truncate(n);
+            buf
+        }
+        Endpoint::UnixDatagram(path) => {
+            let dir = tempfile::tempdir().unwrap();
+            let own = dir.path().join("client.sock");
+            let socket = UnixDatagram::bind(&own).unwrap();
+            socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            socket.send_to(request, path).unwrap();
+            let mut buf = vec![0u8; 65_536];
+            let n = socket.recv(&mut buf).unwrap();
+            buf.truncate(n);
+            buf
+        }
+        other => panic!("no test client for {other}"),
+    }
+}
+
+/// The `socketkit` binary built for these tests.
+pub fn socketkit() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_socketkit"))
+}
+
+/// The path of a Python peer program in `tests/peers/`.
+pub fn peer(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers")
+        .join(name)
+}
+
+/// A child process whose stderr lines are collected on a thread, so a test can wait for a
+/// line (an event) instead of sleeping. Killed on drop.
+pub struct Spawned {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    /// Every stderr line seen so far.
+    pub seen: Vec<String>,
+}
+
+impl Spawned {
+    /// Starts `command` with piped stdin and stderr (stdout piped too, readable via `child`).
+    pub fn start(mut command: Command) -> Spawned {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Spawned {
+            child,
+            stdin,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(SAFETY_TIMEOUT) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no stderr line with {needle:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Waits for `count` "listening on ENDPOINT (...)" lines and returns the endpoints.
+    pub fn listening(&mut self, count: usize) -> Vec<Endpoint> {
+        (0..count)
+            .map(|_| {
+                let line = self.wait_for_line("listening on ");
+                let text = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next())
+                    .unwrap();
+                text.parse().unwrap()
+            })
+            .collect()
+    }
+
+    /// Sends a signal to the child.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits for the child to exit (bounded by the safety timeout) and returns its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        use wait_timeout::ChildExt;
+        match self.child.wait_timeout(SAFETY_TIMEOUT).unwrap() {
+            Some(status) => status.code(),
+            None => panic!("child did not exit; stderr so far {:#?}", self.seen),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,6 @@
+//! socketkit's integration tests: one binary, so tokio and the library are linked once.
+//! Real sockets on loopback, ephemeral ports, events rather than sleeps.
+
+mod common;
+
+mod engines;
