@@ -10,7 +10,8 @@
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
-//! | [`engine`]        | the I/O drivers ([`Engine::Async`], [`Engine::Sequential`])         |
+//! | [`engine`]        | the I/O drivers: async, sequential, threaded, pool                  |
+//! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`server`]        | [`ServerBuilder`], [`Server`], [`Limits`], [`ShutdownHandle`]        |
 //! | [`client`]        | the one-shot client behind `socketkit send`                         |
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
@@ -50,6 +51,7 @@ pub mod client;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod handler;
 pub mod server;
 pub mod service;
 

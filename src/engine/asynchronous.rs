@@ -6,20 +6,19 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
-use super::sequential::unnamed_peer;
-use super::{
-    Backoff, SessionError, Shared, answer_datagram, context, is_per_connection_error,
-    log_session_end,
-};
+use super::blocking::unnamed_peer;
+use super::{Backoff, SessionError, Shared, answer_datagram, context, is_per_connection_error};
 use crate::endpoint::Transport;
 use crate::error::Error;
+use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
 use crate::server::Limits;
 use crate::server::listener::Listener;
-use crate::service::{Address, Next, StreamSession};
+use crate::service::{Address, Context, Next, StreamSession};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -32,22 +31,34 @@ pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(),
 
 async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections.max(1)));
     let mut loops = JoinSet::new();
     // Unix socket files are removed when their guard drops, after serving.
     let mut _socket_files = Vec::new();
     for listener in listeners {
         let shared = shared.clone();
-        let tracker = tracker.clone();
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
         match listener {
             Listener::Tcp(l) => {
                 let l = TcpListener::from_std(l).map_err(adopt)?;
-                loops.spawn(accept_loop(Accept::Tcp(l), shared, tracker));
+                let acceptor = Acceptor {
+                    listener: Accept::Tcp(l),
+                    shared,
+                    tracker: tracker.clone(),
+                    slots: slots.clone(),
+                };
+                loops.spawn(acceptor.run());
             }
             Listener::Unix(l, file) => {
                 _socket_files.push(file);
                 let l = UnixListener::from_std(l).map_err(adopt)?;
-                loops.spawn(accept_loop(Accept::Unix(l), shared, tracker));
+                let acceptor = Acceptor {
+                    listener: Accept::Unix(l),
+                    shared,
+                    tracker: tracker.clone(),
+                    slots: slots.clone(),
+                };
+                loops.spawn(acceptor.run());
             }
             Listener::Udp(s) => {
                 let s = UdpSocket::from_std(s).map_err(adopt)?;
@@ -76,93 +87,142 @@ enum Accept {
     Unix(UnixListener),
 }
 
-async fn accept_loop(listener: Accept, shared: Arc<Shared>, tracker: TaskTracker) {
-    let (transport, local) = match &listener {
-        Accept::Tcp(l) => (Transport::Tcp, l.local_addr().map(Address::Inet)),
-        Accept::Unix(l) => (
-            Transport::Unix,
-            l.local_addr().map(|a| Address::from(&a.into())),
-        ),
-    };
-    let local = local.unwrap_or(Address::Unix(None));
-    let mut backoff = Backoff::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.stop.fired() => return,
-            accepted = accept(&listener) => accepted,
+struct Acceptor {
+    listener: Accept,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        let shared = &self.shared;
+        let (transport, local) = match &self.listener {
+            Accept::Tcp(l) => (Transport::Tcp, l.local_addr().map(Address::Inet)),
+            Accept::Unix(l) => (
+                Transport::Unix,
+                l.local_addr().map(|a| Address::from(&a.into())),
+            ),
         };
-        match accepted {
-            Ok(conn) => {
-                backoff.reset();
-                let shared = shared.clone();
-                let local = local.clone();
-                tracker.spawn(async move {
-                    let (peer, result) = match conn {
-                        (Conn::Tcp(mut s), peer) => {
-                            let r = serve_conn(&mut s, &peer, local, transport, &shared).await;
-                            (peer, r)
-                        }
-                        (Conn::Unix(mut s), peer) => {
-                            let r = serve_conn(&mut s, &peer, local, transport, &shared).await;
-                            (peer, r)
-                        }
-                    };
-                    log_session_end(&peer, &result);
-                });
-            }
-            Err(e) if is_per_connection_error(&e) => {}
-            Err(e) => {
-                let delay = backoff.on_error("accept", &e);
-                tokio::select! {
-                    _ = shared.stop.fired() => return,
-                    _ = tokio::time::sleep(delay) => {}
+        let local = local.unwrap_or(Address::Unix(None));
+        let mut backoff = Backoff::new();
+        let mut last_limit_log: Option<std::time::Instant> = None;
+        loop {
+            // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let now = std::time::Instant::now();
+                    if last_limit_log.is_none_or(|t| now.duration_since(t).as_secs() >= 10) {
+                        last_limit_log = Some(now);
+                        tracing::warn!(
+                            "connection limit reached ({}); new clients wait in the listen queue",
+                            shared.limits.max_connections
+                        );
+                    }
+                    tokio::select! {
+                        _ = shared.stop.fired() => return,
+                        permit = self.slots.clone().acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                    }
+                }
+            };
+            let accepted = tokio::select! {
+                _ = shared.stop.fired() => return,
+                accepted = accept(&self.listener) => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff.reset();
+                    if !shared.verify(&peer) {
+                        continue; // dropping the stream closes it before a byte is read
+                    }
+                    tracing::debug!(%peer, "connection accepted");
+                    let ctx = context(transport, peer, local.clone());
+                    self.tracker
+                        .spawn(serve_conn(stream, ctx, shared.clone(), permit));
+                }
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    drop(permit);
+                    let delay = backoff.on_error("accept", &e);
+                    tokio::select! {
+                        _ = shared.stop.fired() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                 }
             }
         }
     }
 }
 
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Accept) -> io::Result<(Conn, Address)> {
+async fn accept(listener: &Accept) -> io::Result<(Box<dyn AsyncStream>, Address)> {
     match listener {
-        Accept::Tcp(l) => l
-            .accept()
-            .await
-            .map(|(s, a)| (Conn::Tcp(s), Address::Inet(a))),
-        Accept::Unix(l) => l
-            .accept()
-            .await
-            .map(|(s, a)| (Conn::Unix(s), Address::from(&a.into()))),
+        Accept::Tcp(l) => {
+            let (s, a) = l.accept().await?;
+            Ok((Box::new(s), Address::Inet(a)))
+        }
+        Accept::Unix(l) => {
+            let (s, a) = l.accept().await?;
+            Ok((Box::new(s), Address::from(&a.into())))
+        }
     }
 }
 
-async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut S,
-    peer: &Address,
-    local: Address,
-    transport: Transport,
-    shared: &Shared,
-) -> Result<(), SessionError> {
-    tracing::debug!(%peer, "connection accepted");
-    let ctx = context(transport, peer.clone(), local);
-    let session = shared.service.session(&ctx);
-    tokio::select! {
-        _ = shared.force.fired() => Err(SessionError::Stopped),
-        result = drive(session, conn, &shared.limits) => result,
-    }
+/// One connection's task: the async handler if there is one, else the service's session; a
+/// panic is caught here and reported like any other failure of this connection alone.
+async fn serve_conn(
+    mut stream: Box<dyn AsyncStream>,
+    ctx: Context,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let peer = ctx.peer.clone();
+    let work = async {
+        match &shared.app.async_handler {
+            Some(handler) => {
+                let mut request = AsyncStreamRequest::new(ctx, stream, shared.limits.idle_timeout);
+                let result = CatchUnwind(handler.run(&mut request)).await;
+                match result {
+                    Ok(Ok(())) => request.close().await.map_err(SessionError::Io),
+                    Ok(Err(e)) => Err(SessionError::Io(e)),
+                    Err(panic) => Err(SessionError::Panic(panic)),
+                }
+            }
+            None => {
+                let session = shared.app.service.session(&ctx);
+                match CatchUnwind(Box::pin(drive(session, &mut stream, &shared.limits))).await {
+                    Ok(result) => result,
+                    Err(panic) => Err(SessionError::Panic(panic)),
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        _ = shared.force.fired() => Err(SessionError::Io(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "closed at the end of the shutdown grace period",
+        ))),
+        result = work => result,
+    };
+    shared.report(&peer, result);
 }
 
 /// The async twin of [`super::drive`]: the same loop over [`Next`], with `.await`.
-async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+async fn drive<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     mut session: Box<dyn StreamSession>,
     conn: &mut S,
     limits: &Limits,
 ) -> Result<(), SessionError> {
     let idle = limits.idle_timeout;
+    let idle_error = || {
+        SessionError::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("idle for {idle:?}"),
+        ))
+    };
     let mut buf = vec![0u8; limits.read_buffer];
     let mut out = BytesMut::new();
     let mut next = session.on_open(&mut out);
@@ -170,7 +230,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         if !out.is_empty() {
             timeout(idle, conn.write_all(&out))
                 .await
-                .map_err(|_| SessionError::IdleTimeout(idle))??;
+                .map_err(|_| idle_error())??;
             out.clear();
         }
         next = match next {
@@ -181,7 +241,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Next::Write => session.on_writable(&mut out),
             Next::Read => match timeout(idle, conn.read(&mut buf)).await {
-                Err(_) => return Err(SessionError::IdleTimeout(idle)),
+                Err(_) => return Err(idle_error()),
                 Ok(Ok(0)) => session.on_eof(&mut out),
                 Ok(Ok(n)) => session.on_data(&buf[..n], &mut out),
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => Next::Read,
@@ -232,18 +292,24 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let ctx = context(transport, peer.clone(), local.clone());
+        if !shared.verify(&peer) {
+            continue;
+        }
+        let ctx = context(transport, peer, local.clone());
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             answer_datagram(&shared, &ctx, &buf[..n], &mut reply)
         }));
         match answered {
             Ok(true) => {
-                if let Err(e) = send_to(&socket, &reply, &peer).await {
-                    tracing::debug!(%peer, "reply not sent: {e}");
+                if let Err(e) = send_to(&socket, &reply, &ctx.peer).await {
+                    tracing::debug!(peer = %ctx.peer, "reply not sent: {e}");
                 }
             }
             Ok(false) => {}
-            Err(_) => tracing::error!(%peer, "service panicked on a datagram; no reply"),
+            Err(panic) => shared.report(
+                &ctx.peer,
+                Err(SessionError::Panic(HandlerError::from_panic(panic))),
+            ),
         }
     }
 }

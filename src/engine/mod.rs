@@ -5,7 +5,9 @@
 //! what comes back. The protocol logic is not here: it lives in [`crate::service`].
 
 mod asynchronous;
-mod sequential;
+mod blocking;
+mod pool;
+mod slots;
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -20,12 +22,20 @@ use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::endpoint::Transport;
+use crate::handler::{DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler};
 use crate::server::Limits;
 use crate::server::listener::Listener;
 use crate::server::shutdown::Trigger;
 use crate::service::{Address, Context, DynService, Next, StreamSession};
 
 /// How a server runs its connections.
+///
+/// | engine | a connection runs on | handlers it runs |
+/// |---|---|---|
+/// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) |
+/// | [`Engine::Sequential`] | the listener's own thread, one at a time | services, blocking handlers |
+/// | [`Engine::Threaded`] | a new thread | services, blocking handlers |
+/// | [`Engine::Pool`] | one of [`Limits::workers`] threads | services, blocking handlers |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Engine {
@@ -37,18 +47,38 @@ pub enum Engine {
     #[doc(alias = "TCPServer")]
     #[doc(alias = "iterative")]
     Sequential,
+    /// A new thread per connection: the slides' concurrent server, Python's `ThreadingMixIn`.
+    #[doc(alias = "ThreadingMixIn")]
+    #[doc(alias = "ThreadingTCPServer")]
+    Threaded,
+    /// A fixed pool of worker threads ([`Limits::workers`]); connections beyond it wait,
+    /// accepted, for a free worker.
+    #[doc(alias = "ThreadPool")]
+    Pool,
 }
 
 impl Engine {
     /// Every engine, for tests and `--help`.
-    pub const ALL: [Engine; 2] = [Engine::Async, Engine::Sequential];
+    pub const ALL: [Engine; 4] = [
+        Engine::Async,
+        Engine::Sequential,
+        Engine::Threaded,
+        Engine::Pool,
+    ];
 
     /// The engine's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Async => "async",
             Engine::Sequential => "sequential",
+            Engine::Threaded => "threaded",
+            Engine::Pool => "pool",
         }
+    }
+
+    /// Whether this engine runs blocking handlers (the thread engines) rather than async ones.
+    pub fn is_blocking(self) -> bool {
+        self != Engine::Async
     }
 }
 
@@ -77,14 +107,66 @@ impl FromStr for Engine {
     }
 }
 
+/// What a server runs: a service, and optionally handlers that take its place on streams or
+/// datagrams.
+pub(crate) struct App {
+    pub(crate) service: Arc<dyn DynService>,
+    pub(crate) stream_handler: Option<Arc<dyn StreamHandler>>,
+    pub(crate) datagram_handler: Option<Arc<dyn DatagramHandler>>,
+    pub(crate) async_handler: Option<Arc<dyn DynAsyncHandler>>,
+}
+
+/// `verify_request`: may this peer be served?
+pub(crate) type VerifyHook = Arc<dyn Fn(&Address) -> bool + Send + Sync>;
+/// `handle_error`: report a failed connection or datagram.
+pub(crate) type ErrorHook = Arc<dyn Fn(&Address, &HandlerError) + Send + Sync>;
+
 /// What every engine needs while serving.
 pub(crate) struct Shared {
-    pub(crate) service: Arc<dyn DynService>,
+    pub(crate) app: App,
     pub(crate) limits: Limits,
+    pub(crate) verify_request: Option<VerifyHook>,
+    pub(crate) handle_error: ErrorHook,
     /// Stop accepting.
     pub(crate) stop: Arc<Trigger>,
     /// The grace period is over: close every connection.
     pub(crate) force: Trigger,
+}
+
+impl Shared {
+    /// socketserver's `verify_request`: `false` closes the connection before a byte is read.
+    pub(crate) fn verify(&self, peer: &Address) -> bool {
+        let allowed = self
+            .verify_request
+            .as_ref()
+            .is_none_or(|verify| verify(peer));
+        if !allowed {
+            tracing::debug!(%peer, "rejected by verify_request");
+        }
+        allowed
+    }
+
+    /// Reports how a connection or datagram ended. Expected endings (EOF, a peer that went
+    /// away, an idle time-out, the end of the grace period) are logged; real failures and
+    /// panics go to `handle_error`.
+    pub(crate) fn report(&self, peer: &Address, result: Result<(), SessionError>) {
+        match result {
+            Ok(()) => tracing::debug!(%peer, "connection closed"),
+            Err(SessionError::Io(e)) if is_peer_gone(&e) => {
+                tracing::debug!(%peer, "connection ended: {e}")
+            }
+            Err(SessionError::Io(e)) if is_timeout(&e) => {
+                tracing::info!(%peer, "connection closed: {e}")
+            }
+            Err(SessionError::Io(e)) => (self.handle_error)(peer, &HandlerError::Io(e)),
+            Err(SessionError::Panic(e)) => (self.handle_error)(peer, &e),
+        }
+    }
+}
+
+/// socketserver's default `handle_error`: one log line with the peer; serving goes on.
+pub(crate) fn default_handle_error(peer: &Address, error: &HandlerError) {
+    tracing::warn!(%peer, "error while serving: {error}");
 }
 
 /// Runs `listeners` on `engine` until `shared.stop` fires and the drain is done.
@@ -95,30 +177,27 @@ pub(crate) fn serve(
 ) -> Result<(), crate::Error> {
     match engine {
         Engine::Async => asynchronous::serve(shared, listeners),
-        Engine::Sequential => sequential::serve(shared, listeners),
+        Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
+        Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
+        Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),
     }
 }
 
-/// Why a session ended other than by closing normally.
+/// Why a connection ended other than by closing normally. Idle time-outs are
+/// `io::ErrorKind::TimedOut`; the end of the grace period is `ConnectionAborted`.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SessionError {
-    #[error("idle for {0:?}")]
-    IdleTimeout(Duration),
-    #[error("closed at the end of the shutdown grace period")]
-    Stopped,
     #[error(transparent)]
     Io(#[from] io::Error),
+    #[error(transparent)]
+    Panic(HandlerError),
 }
 
-/// Logs how a connection ended, with its peer: errors from one connection stop there.
-pub(crate) fn log_session_end(peer: &Address, result: &Result<(), SessionError>) {
-    match result {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(SessionError::Io(e)) if is_peer_gone(e) => {
-            tracing::debug!(%peer, "connection reset by peer: {e}")
-        }
-        Err(e) => tracing::info!(%peer, "connection closed: {e}"),
-    }
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 fn is_peer_gone(e: &io::Error) -> bool {
@@ -150,7 +229,7 @@ pub(crate) fn answer_datagram(
     reply: &mut BytesMut,
 ) -> bool {
     reply.clear();
-    if !shared.service.datagram(ctx, request, reply) {
+    if !shared.app.service.datagram(ctx, request, reply) {
         return false;
     }
     if reply.len() > shared.limits.max_datagram {
@@ -227,7 +306,7 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    fn set_blocking_with_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_blocking_with_write_timeout(&self, timeout: Duration) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => {
                 s.set_nonblocking(false)?;
@@ -240,7 +319,7 @@ impl Conn {
         }
     }
 
-    fn shutdown_write(&self) -> io::Result<()> {
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.shutdown(Shutdown::Write),
             Conn::Unix(s) => s.shutdown(Shutdown::Write),
@@ -257,25 +336,77 @@ impl AsFd for Conn {
     }
 }
 
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Conn {
+    /// Reads through a shared reference, so a handler's reader and writer can coexist.
+    fn read_shared(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => (&*s).read(buf),
+            Conn::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write_shared(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => (&*s).write(buf),
+            Conn::Unix(s) => (&*s).write(buf),
         }
     }
 }
 
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.write(buf),
-            Conn::Unix(s) => s.write(buf),
+/// The reading side of a blocking connection: every read waits at most the idle time-out
+/// (`TimedOut`) and ends when the grace period does (`ConnectionAborted`), so no peer can hold
+/// a thread forever and shutdown always ends.
+pub(crate) struct GuardedRead<'a> {
+    pub(crate) conn: &'a Conn,
+    pub(crate) idle: Duration,
+    pub(crate) force: &'a Trigger,
+}
+
+impl Read for GuardedRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match wait_readable(self.conn.as_fd(), self.force, Some(self.idle))? {
+                Woken::Triggered => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "closed at the end of the shutdown grace period",
+                    ));
+                }
+                Woken::TimedOut => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("idle for {:?}", self.idle),
+                    ));
+                }
+                Woken::Ready => match self.conn.read_shared(buf) {
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                        ) => {}
+                    result => return result,
+                },
+            }
         }
+    }
+}
+
+/// The writing side of a blocking connection (the write time-out is set on the socket).
+pub(crate) struct SharedWrite<'a>(pub(crate) &'a Conn);
+
+impl Write for SharedWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_shared(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Prepares an accepted connection for blocking I/O: blocking mode, and a write time-out so a
+/// peer that stops reading cannot hold a thread forever.
+pub(crate) fn prepare_blocking(conn: &Conn, limits: &Limits) -> io::Result<()> {
+    conn.set_blocking_with_write_timeout(limits.idle_timeout)
 }
 
 /// Runs one session on a blocking stream until it closes, idles out, the peer goes away, or
@@ -283,17 +414,22 @@ impl Write for Conn {
 /// while the peer is not reading, and the write time-out bounds that wait.
 pub(crate) fn drive(
     mut session: Box<dyn StreamSession>,
-    conn: &mut Conn,
+    conn: &Conn,
     buf: &mut [u8],
     limits: &Limits,
     force: &Trigger,
 ) -> Result<(), SessionError> {
-    conn.set_blocking_with_write_timeout(limits.idle_timeout)?;
+    let mut reader = GuardedRead {
+        conn,
+        idle: limits.idle_timeout,
+        force,
+    };
+    let mut writer = SharedWrite(conn);
     let mut out = BytesMut::new();
     let mut next = session.on_open(&mut out);
     loop {
         if !out.is_empty() {
-            conn.write_all(&out)?;
+            writer.write_all(&out)?;
             out.clear();
         }
         next = match next {
@@ -303,22 +439,9 @@ pub(crate) fn drive(
                 return Ok(());
             }
             Next::Write => session.on_writable(&mut out),
-            Next::Read => match wait_readable(conn.as_fd(), force, Some(limits.idle_timeout))? {
-                Woken::Triggered => return Err(SessionError::Stopped),
-                Woken::TimedOut => return Err(SessionError::IdleTimeout(limits.idle_timeout)),
-                Woken::Ready => match conn.read(buf) {
-                    Ok(0) => session.on_eof(&mut out),
-                    Ok(n) => session.on_data(&buf[..n], &mut out),
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
-                        ) =>
-                    {
-                        Next::Read
-                    }
-                    Err(e) => return Err(e.into()),
-                },
+            Next::Read => match reader.read(buf)? {
+                0 => session.on_eof(&mut out),
+                n => session.on_data(&buf[..n], &mut out),
             },
         };
     }

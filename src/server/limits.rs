@@ -29,6 +29,15 @@ pub struct Limits {
     /// The largest datagram reply sent. A larger reply is not sent, and a log line says so.
     /// Default [`MAX_DATAGRAM_BYTES`].
     pub max_datagram: usize,
+    /// Connections served at once, on every engine. At the limit the server stops accepting
+    /// until a connection ends, so new clients wait in the kernel's listen queue (HAProxy's
+    /// behaviour) rather than costing a descriptor or a thread. Default 10,000: well under the
+    /// usual descriptor limits once raised, and far above what a test server meets.
+    pub max_connections: usize,
+    /// Worker threads of the `pool` engine. Default 32: a blocking worker holds one connection
+    /// for its whole session, so this is how many clients are served at once; more wait,
+    /// accepted, until a worker is free (at most `max_connections` in all).
+    pub workers: usize,
     /// Bytes read from a stream at a time. Default 16 KiB: large enough that copying is cheap
     /// per system call, small enough that 10,000 connections need little memory.
     pub read_buffer: usize,
@@ -41,6 +50,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             grace: Duration::from_secs(5),
             max_datagram: MAX_DATAGRAM_BYTES,
+            max_connections: 10_000,
+            workers: 32,
             read_buffer: 16 * 1024,
         }
     }

@@ -72,6 +72,20 @@ impl Listener {
         }
     }
 
+    /// Refuses new connections from now on without closing the descriptor, which another
+    /// thread may be polling: on Linux, `shutdown(SHUT_RD)` on a listening socket resets the
+    /// queued connections and refuses new ones.
+    pub(crate) fn stop_accepting(&self) {
+        let result = match self {
+            Listener::Tcp(l) => socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read),
+            Listener::Unix(l, _) => socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read),
+            Listener::Udp(_) | Listener::UnixDatagram(..) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!("shutting a listener down: {e}");
+        }
+    }
+
     /// The endpoint actually bound: the real port when port 0 was asked for.
     pub(crate) fn local_endpoint(&self) -> io::Result<Endpoint> {
         Ok(match self {

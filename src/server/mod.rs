@@ -11,9 +11,12 @@ pub use limits::{Limits, MAX_DATAGRAM_BYTES};
 pub use shutdown::ShutdownHandle;
 
 use crate::endpoint::Endpoint;
-use crate::engine::{self, Engine, Shared};
+use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
-use crate::service::{DynService, Service, Upper};
+use crate::handler::{
+    AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
+};
+use crate::service::{Address, DynService, Service, Upper};
 use listener::Listener;
 use shutdown::Trigger;
 
@@ -40,6 +43,12 @@ pub struct ServerBuilder {
     engine: Engine,
     limits: Limits,
     service: Arc<dyn DynService>,
+    name: Option<String>,
+    stream_handler: Option<Arc<dyn StreamHandler>>,
+    datagram_handler: Option<Arc<dyn DatagramHandler>>,
+    async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    verify_request: Option<VerifyHook>,
+    handle_error: Option<ErrorHook>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -49,7 +58,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("engine", &self.engine)
             .field("limits", &self.limits)
             .field("service", &self.service.name())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,9 +99,94 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::max_connections`].
+    pub fn max_connections(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_connections = max;
+        self
+    }
+
+    /// Sets [`Limits::workers`] (the `pool` engine's threads).
+    pub fn workers(mut self, workers: usize) -> ServerBuilder {
+        self.limits.workers = workers;
+        self
+    }
+
     /// Chooses the service to run. Default: [`Upper`].
     pub fn service<S: Service>(mut self, service: S) -> ServerBuilder {
         self.service = Arc::new(service);
+        self
+    }
+
+    /// Serves streams with a blocking handler (thread engines), in place of the service.
+    ///
+    /// ```
+    /// use std::io::{self, Write};
+    /// use socketkit::{Engine, Server, handler::{StreamHandler, StreamRequest}};
+    ///
+    /// struct Hello;
+    /// impl StreamHandler for Hello {
+    ///     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+    ///         let peer = request.peer().to_string();
+    ///         writeln!(request.writer(), "hello, {peer}")
+    ///     }
+    /// }
+    ///
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .engine(Engine::Threaded)
+    ///     .stream_handler(Hello)
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "RequestHandlerClass")]
+    pub fn stream_handler<H: StreamHandler>(mut self, handler: H) -> ServerBuilder {
+        self.name.get_or_insert_with(|| short_type_name::<H>());
+        self.stream_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Serves datagrams with a blocking handler (thread engines), in place of the service.
+    pub fn datagram_handler<H: DatagramHandler>(mut self, handler: H) -> ServerBuilder {
+        self.name.get_or_insert_with(|| short_type_name::<H>());
+        self.datagram_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Serves streams with an async handler (the async engine), in place of the service.
+    pub fn async_handler<H: AsyncStreamHandler>(mut self, handler: H) -> ServerBuilder {
+        self.name.get_or_insert_with(|| short_type_name::<H>());
+        self.async_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// socketserver's `verify_request`: called with each peer before a byte is read (for
+    /// datagrams, before the service or handler sees one). `false` closes the connection, or
+    /// drops the datagram.
+    ///
+    /// ```
+    /// use socketkit::{Server, service::Address};
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .verify_request(|peer: &Address| peer.inet().is_some_and(|a| a.ip().is_loopback()))
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn verify_request(
+        mut self,
+        verify: impl Fn(&Address) -> bool + Send + Sync + 'static,
+    ) -> ServerBuilder {
+        self.verify_request = Some(Arc::new(verify));
+        self
+    }
+
+    /// socketserver's `handle_error`: called when a connection or datagram fails with an error
+    /// or a panic. Only that connection closes; the server goes on. Default: one log line with
+    /// the peer's address.
+    pub fn handle_error(
+        mut self,
+        on_error: impl Fn(&Address, &HandlerError) + Send + Sync + 'static,
+    ) -> ServerBuilder {
+        self.handle_error = Some(Arc::new(on_error));
         self
     }
 
@@ -101,13 +195,15 @@ impl ServerBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] without an endpoint; [`Error::Bind`] when a socket cannot be bound
+    /// [`Error::Config`] without an endpoint, or with a handler the engine cannot run (blocking
+    /// handlers need a thread engine, async handlers the async engine); [`Error::Bind`] when a socket cannot be bound
     /// (address in use, permission denied); [`Error::NameNotFound`] for a host that does not
     /// resolve.
     pub fn bind(self) -> Result<Server, Error> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
+        self.check_handlers()?;
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for endpoint in &self.endpoints {
@@ -119,9 +215,19 @@ impl ServerBuilder {
             listeners.push(listener);
         }
         let trigger = || Trigger::new().map_err(|e| Error::io("cannot create a wake-up pipe", e));
+        let name = self.name.unwrap_or_else(|| self.service.name().to_string());
         let shared = Arc::new(Shared {
-            service: self.service,
+            app: App {
+                service: self.service,
+                stream_handler: self.stream_handler,
+                datagram_handler: self.datagram_handler,
+                async_handler: self.async_handler,
+            },
             limits: self.limits,
+            verify_request: self.verify_request,
+            handle_error: self
+                .handle_error
+                .unwrap_or_else(|| Arc::new(engine::default_handle_error)),
             stop: Arc::new(trigger()?),
             force: trigger()?,
         });
@@ -129,9 +235,44 @@ impl ServerBuilder {
             listeners,
             endpoints,
             engine: self.engine,
+            name,
             shared,
         })
     }
+
+    /// Refuses handlers the chosen engine cannot run, rather than ignoring them.
+    fn check_handlers(&self) -> Result<(), Error> {
+        let blocking = self.engine.is_blocking();
+        let has_stream = self.endpoints.iter().any(|e| e.transport().is_stream());
+        let has_datagram = self.endpoints.iter().any(|e| !e.transport().is_stream());
+        if !blocking && has_stream && self.stream_handler.is_some() && self.async_handler.is_none()
+        {
+            return Err(Error::Config(format!(
+                "a blocking stream handler needs a thread engine (sequential, threaded, pool), \
+                 not {}",
+                self.engine
+            )));
+        }
+        if !blocking && has_datagram && self.datagram_handler.is_some() {
+            return Err(Error::Config(format!(
+                "a datagram handler is blocking and needs a thread engine, not {}",
+                self.engine
+            )));
+        }
+        if blocking && has_stream && self.async_handler.is_some() && self.stream_handler.is_none() {
+            return Err(Error::Config(format!(
+                "an async handler needs the async engine, not {}",
+                self.engine
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `my_crate::handlers::Reverse` → `Reverse`, for the `listening on` line.
+fn short_type_name<T>() -> String {
+    let full = std::any::type_name::<T>();
+    full.rsplit("::").next().unwrap_or(full).to_string()
 }
 
 /// A bound server, ready to serve.
@@ -165,6 +306,7 @@ pub struct Server {
     listeners: Vec<Listener>,
     endpoints: Vec<Endpoint>,
     engine: Engine,
+    name: String,
     shared: Arc<Shared>,
 }
 
@@ -173,8 +315,8 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("endpoints", &self.endpoints)
             .field("engine", &self.engine)
-            .field("service", &self.shared.service.name())
-            .finish()
+            .field("service", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,6 +328,12 @@ impl Server {
             engine: Engine::default(),
             limits: Limits::default(),
             service: Arc::new(Upper),
+            name: None,
+            stream_handler: None,
+            datagram_handler: None,
+            async_handler: None,
+            verify_request: None,
+            handle_error: None,
         }
     }
 
@@ -209,9 +357,9 @@ impl Server {
         self.engine
     }
 
-    /// The name of the service this server runs, e.g. `upper`.
+    /// The name of what this server runs: the service's (`upper`), or a handler's type name.
     pub fn service_name(&self) -> &str {
-        self.shared.service.name()
+        &self.name
     }
 
     /// The limits in force.

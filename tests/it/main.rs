@@ -3,4 +3,8 @@
 
 mod common;
 
+mod cli;
 mod engines;
+mod handlers;
+mod interop;
+mod unicode;

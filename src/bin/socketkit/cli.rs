@@ -55,6 +55,22 @@ pub enum Command {
     /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
+    /// Talk to a server interactively, like the slides' clients in a loop.
+    ///
+    /// Datagrams (udp, unixgram): each line of stdin is one datagram (without its newline),
+    /// each reply is printed on its own line; on a terminal each line is prompted with
+    /// "Input a lowercase sentence:". Streams (tcp, unix): full duplex like nc: stdin to the
+    /// socket, the socket to stdout; after stdin ends the write side is half-closed, and the
+    /// command exits when the server closes.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    Client(ClientArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// For example: socketkit completions bash > ~/.local/share/bash-completion/completions/socketkit
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `socketkit serve`.
@@ -69,8 +85,9 @@ pub struct ServeArgs {
     #[arg(short, long = "listen", value_name = "ENDPOINT")]
     pub listen: Vec<Endpoint>,
 
-    /// The engine: async (tokio tasks) or sequential (one connection at a time per listener,
-    /// the slides' iterative server).
+    /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
+    /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
+    /// server) or pool (a fixed pool of worker threads, see --workers).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
@@ -82,9 +99,42 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub backlog: u32,
 
-    /// Close a connection that sends nothing for this long.
+    /// Close a connection that sends nothing for this long (ncat's -i; not nc's line interval).
     #[arg(short, long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
     pub idle_timeout: Duration,
+
+    /// Connections served at once, on every engine; beyond it, clients wait in the listen queue.
+    #[arg(
+        short,
+        long,
+        default_value_t = 10_000,
+        value_name = "N",
+        visible_alias = "max-conns"
+    )]
+    pub max_connections: usize,
+
+    /// Worker threads of the pool engine.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub workers: usize,
+}
+
+/// `socketkit client`.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server to talk to.
+    pub endpoint: Endpoint,
+
+    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks).
+    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    pub bind: Option<SocketAddr>,
+
+    /// How long to wait for the connection, and for each datagram's reply.
+    #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Duration,
+
+    /// Streams: do not half-close the write side after stdin ends (ncat's --no-shutdown).
+    #[arg(long)]
+    pub no_shutdown: bool,
 }
 
 /// `socketkit send`.

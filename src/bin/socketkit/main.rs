@@ -17,6 +17,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args, cli.quiet),
         Command::Send(args) => cmd::send::run(args),
+        Command::Client(args) => cmd::client::run(args),
+        Command::Completions { shell } => cmd::completions::run(shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,10 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match &args.message {
-        Some(message) => send(&args.endpoint, message.as_bytes(), &mut out, &options)?,
+        Some(message) => {
+            let message = io::Cursor::new(message.as_bytes().to_vec());
+            send(&args.endpoint, message, &mut out, &options)?
+        }
         None => send(&args.endpoint, io::stdin(), &mut out, &options)?,
     };
     Ok(())

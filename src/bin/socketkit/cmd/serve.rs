@@ -1,5 +1,7 @@
 //! `socketkit serve`: bind, announce, serve until a signal, drain.
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Context as _;
 use socketkit::{Endpoint, Server, ShutdownHandle, service::Upper};
 
@@ -21,7 +23,9 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         .engine(args.engine)
         .backlog(args.backlog)
         .grace(args.grace)
-        .idle_timeout(args.idle_timeout);
+        .idle_timeout(args.idle_timeout)
+        .max_connections(args.max_connections)
+        .workers(args.workers);
     builder = match args.service.as_str() {
         "upper" => builder.service(Upper),
         other => anyhow::bail!("unknown service {other:?}"),
@@ -29,7 +33,10 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     for endpoint in endpoints {
         builder = builder.listen(endpoint);
     }
+    // Handlers first: a signal that arrives once the port is announced must stop us gracefully.
+    let stopper = stop_on_signals(args.grace)?;
     let server = builder.bind()?;
+    *stopper.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.shutdown_handle());
     if !quiet {
         for endpoint in server.local_endpoints() {
             eprintln!(
@@ -39,14 +46,18 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             );
         }
     }
-    stop_on_signals(server.shutdown_handle(), args.grace)?;
     server.serve_forever()?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// SIGINT or SIGTERM starts a graceful stop; a second one ends the process at once (exit 130).
-fn stop_on_signals(stop: ShutdownHandle, grace: std::time::Duration) -> anyhow::Result<()> {
+/// Before the server exists (while binding), a signal ends the process at once too.
+fn stop_on_signals(
+    grace: std::time::Duration,
+) -> anyhow::Result<Arc<Mutex<Option<ShutdownHandle>>>> {
+    let handle: Arc<Mutex<Option<ShutdownHandle>>> = Arc::default();
+    let slot = handle.clone();
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install the signal handlers")?;
@@ -58,6 +69,11 @@ fn stop_on_signals(stop: ShutdownHandle, grace: std::time::Duration) -> anyhow::
                     "SIGINT"
                 } else {
                     "SIGTERM"
+                };
+                let stop = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let Some(stop) = stop else {
+                    eprintln!("socketkit: {name} before serving started: stopping now");
+                    std::process::exit(130);
                 };
                 if stop.is_shutdown() {
                     eprintln!("socketkit: {name} again: stopping now");
@@ -71,5 +87,5 @@ fn stop_on_signals(stop: ShutdownHandle, grace: std::time::Duration) -> anyhow::
             }
         })
         .context("cannot start the signal thread")?;
-    Ok(())
+    Ok(handle)
 }

@@ -1,0 +1,31 @@
+//! `socketkit client`: the slides' clients in a loop (datagrams) or nc-style full duplex
+//! (streams).
+
+use std::io::{self, IsTerminal};
+
+use socketkit::client::{SendOptions, talk};
+
+use crate::cli::ClientArgs;
+
+/// The slides' `input()` prompt, shown only when a person types at a terminal.
+const PROMPT: &str = "Input a lowercase sentence:";
+
+pub fn run(args: ClientArgs) -> anyhow::Result<()> {
+    let mut options = SendOptions::default();
+    options.bind = args.bind;
+    options.timeout = args.timeout;
+    let prompt =
+        (io::stdin().is_terminal() && !args.endpoint.transport().is_stream()).then_some(PROMPT);
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let input = io::BufReader::new(io::stdin());
+    talk(
+        &args.endpoint,
+        input,
+        &mut out,
+        prompt,
+        !args.no_shutdown,
+        &options,
+    )?;
+    Ok(())
+}

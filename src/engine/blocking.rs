@@ -1,0 +1,394 @@
+//! The listener loops the three thread engines share. They differ only in where a connection
+//! runs ([`Mode`]): `sequential` runs it inline on the listener's thread (the slides' iterative
+//! server), `threaded` on a new thread (`ThreadingMixIn`), `pool` on a worker of a fixed pool.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::AsFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::pool::{Job, Pool};
+use super::slots::{Permit, Slots};
+use super::{
+    Backoff, Conn, GuardedRead, SessionError, Shared, SharedWrite, Woken, answer_datagram, context,
+    drive, is_per_connection_error, prepare_blocking, wait_readable,
+};
+use crate::endpoint::Transport;
+use crate::error::Error;
+use crate::handler::{DatagramRequest, HandlerError, StreamRequest, run_stream_handler};
+use crate::server::listener::Listener;
+use crate::service::{Address, Context};
+
+/// Where a connection (or a datagram for a blocking handler) runs.
+pub(super) enum Mode {
+    /// On the listener's own thread: one at a time per listener.
+    Inline,
+    /// On a new thread each.
+    Thread,
+    /// On a worker of a fixed pool.
+    Pool,
+}
+
+enum Runner {
+    Inline,
+    Thread,
+    Pool(Pool),
+}
+
+impl Runner {
+    fn run(&self, job: Job) {
+        match self {
+            Runner::Inline => job(),
+            Runner::Thread => {
+                let spawned = std::thread::Builder::new()
+                    .name("socketkit-conn".into())
+                    .spawn(job);
+                if let Err(e) = spawned {
+                    // The job (and its connection) is dropped: that client alone is refused.
+                    tracing::warn!("cannot start a thread for a connection: {e}");
+                }
+            }
+            Runner::Pool(pool) => pool.execute(job),
+        }
+    }
+}
+
+/// Everything a listener thread needs.
+struct Loop {
+    shared: Arc<Shared>,
+    listener: Arc<Listener>,
+    slots: Arc<Slots>,
+    runner: Arc<Runner>,
+}
+
+pub(super) fn serve(
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    mode: Mode,
+) -> Result<(), Error> {
+    let runner = Arc::new(match mode {
+        Mode::Inline => Runner::Inline,
+        Mode::Thread => Runner::Thread,
+        Mode::Pool => Runner::Pool(
+            Pool::new(shared.limits.workers)
+                .map_err(|e| Error::io("cannot start the worker pool", e))?,
+        ),
+    });
+    let slots = Slots::new(shared.limits.max_connections);
+    let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
+    let mut threads = Vec::new();
+    for listener in &listeners {
+        let worker = Loop {
+            shared: shared.clone(),
+            listener: listener.clone(),
+            slots: slots.clone(),
+            runner: runner.clone(),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("socketkit-listener".into())
+            .spawn(move || worker.run());
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                shared.stop.fire();
+                slots.close();
+                for thread in threads {
+                    let _ = thread.join();
+                }
+                return Err(Error::io("cannot start a listener thread", e));
+            }
+        }
+    }
+    // Wait for shutdown; wake listeners blocked on the connection limit; drain.
+    let _ = wait_readable(shared.stop.fd(), &shared.stop, None);
+    // Stop accepting at once, even where a listener's thread is busy with a connection
+    // (sequential): new clients are refused instead of waiting in a queue nobody will serve.
+    for listener in &listeners {
+        listener.stop_accepting();
+    }
+    drop(listeners);
+    slots.close();
+    if !slots.wait_idle(Some(shared.limits.grace)) {
+        tracing::info!("grace period over; closing the connections still open");
+        shared.force.fire();
+        slots.wait_idle(None);
+    }
+    for thread in threads {
+        let _ = thread.join();
+    }
+    if let Runner::Pool(pool) = &*runner {
+        pool.join();
+    }
+    Ok(())
+}
+
+impl Loop {
+    fn run(self) {
+        let transport = match &*self.listener {
+            Listener::Tcp(_) => Transport::Tcp,
+            Listener::Unix(..) => Transport::Unix,
+            Listener::Udp(_) => Transport::Udp,
+            Listener::UnixDatagram(..) => Transport::UnixDatagram,
+        };
+        if transport.is_stream() {
+            self.accept_loop(transport)
+        } else {
+            self.datagram_loop(transport)
+        }
+    }
+
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match &*self.listener {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l, _) => l.as_fd(),
+            Listener::Udp(s) => s.as_fd(),
+            Listener::UnixDatagram(s, _) => s.as_fd(),
+        }
+    }
+
+    fn local(&self) -> Address {
+        let local = match &*self.listener {
+            Listener::Tcp(l) => l.local_addr().map(Address::Inet),
+            Listener::Unix(l, _) => l.local_addr().map(|a| Address::from(&a)),
+            Listener::Udp(s) => s.local_addr().map(Address::Inet),
+            Listener::UnixDatagram(s, _) => s.local_addr().map(|a| Address::from(&a)),
+        };
+        local.unwrap_or(Address::Unix(None))
+    }
+
+    fn accept(&self) -> io::Result<(Conn, Address)> {
+        match &*self.listener {
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), Address::Inet(a))),
+            Listener::Unix(l, _) => l.accept().map(|(s, a)| (Conn::Unix(s), Address::from(&a))),
+            _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// Waits for a connection slot; logs (at most every 10 s) when the limit holds clients back.
+    fn permit(&self, last_log: &mut Option<Instant>) -> Option<Permit> {
+        if let Some(permit) = self.slots.try_acquire() {
+            return Some(permit);
+        }
+        let now = Instant::now();
+        if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            *last_log = Some(now);
+            tracing::warn!(
+                "connection limit reached ({}); new clients wait in the listen queue",
+                self.slots.max()
+            );
+        }
+        self.slots.acquire()
+    }
+
+    fn accept_loop(&self, transport: Transport) {
+        let shared = &self.shared;
+        let local = self.local();
+        let mut backoff = Backoff::new();
+        let mut last_limit_log = None;
+        loop {
+            match wait_readable(self.fd(), &shared.stop, None) {
+                Ok(Woken::Triggered) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("waiting for connections failed: {e}");
+                    return;
+                }
+            }
+            // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
+            let Some(permit) = self.permit(&mut last_limit_log) else {
+                return; // shutting down
+            };
+            if shared.stop.is_fired() {
+                return;
+            }
+            match self.accept() {
+                Ok((conn, peer)) => {
+                    backoff.reset();
+                    if !shared.verify(&peer) {
+                        continue; // dropping `conn` closes it before a byte is read
+                    }
+                    tracing::debug!(%peer, "connection accepted");
+                    let ctx = context(transport, peer, local.clone());
+                    let shared = shared.clone();
+                    self.runner.run(Box::new(move || {
+                        let _permit = permit;
+                        serve_stream(&shared, conn, ctx);
+                    }));
+                }
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    drop(permit);
+                    let delay = backoff.on_error("accept", &e);
+                    let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+                }
+            }
+        }
+    }
+
+    fn datagram_loop(&self, transport: Transport) {
+        let shared = &self.shared;
+        let local = self.local();
+        // One byte more than the largest UDP payload, so every legal datagram arrives whole.
+        let mut buf = vec![0u8; 65_536];
+        let mut reply = BytesMut::new();
+        let mut backoff = Backoff::new();
+        let mut last_limit_log = None;
+        loop {
+            match wait_readable(self.fd(), &shared.stop, None) {
+                Ok(Woken::Triggered) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!("waiting for datagrams failed: {e}");
+                    return;
+                }
+            }
+            let (n, peer) = match recv_from(&self.listener, &mut buf) {
+                Ok(got) => {
+                    backoff.reset();
+                    got
+                }
+                // ICMP errors from earlier replies surface as ECONNREFUSED: not our concern.
+                Err(e)
+                    if is_per_connection_error(&e)
+                        || e.kind() == io::ErrorKind::ConnectionRefused =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    let delay = backoff.on_error("receive", &e);
+                    let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+                    continue;
+                }
+            };
+            if !shared.verify(&peer) {
+                continue;
+            }
+            let ctx = context(transport, peer, local.clone());
+            match shared.app.datagram_handler.clone() {
+                None => {
+                    // A sans-IO service is quick: answer on this thread, whatever the engine.
+                    let answered = catch_unwind(AssertUnwindSafe(|| {
+                        answer_datagram(shared, &ctx, &buf[..n], &mut reply)
+                    }));
+                    match answered {
+                        Ok(true) => {
+                            if let Err(e) = send_to(&self.listener, &reply, &ctx.peer) {
+                                tracing::debug!(peer = %ctx.peer, "reply not sent: {e}");
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(panic) => shared.report(
+                            &ctx.peer,
+                            Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                        ),
+                    }
+                }
+                Some(handler) => {
+                    let Some(permit) = self.permit(&mut last_limit_log) else {
+                        return;
+                    };
+                    let data = buf[..n].to_vec();
+                    let shared = shared.clone();
+                    let listener = self.listener.clone();
+                    self.runner.run(Box::new(move || {
+                        let _permit = permit;
+                        let send = |bytes: &[u8]| {
+                            if bytes.len() > shared.limits.max_datagram {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidInput,
+                                    format!(
+                                        "reply of {} bytes exceeds the datagram limit of {} bytes",
+                                        bytes.len(),
+                                        shared.limits.max_datagram
+                                    ),
+                                ));
+                            }
+                            send_to(&listener, bytes, &ctx.peer)
+                        };
+                        let mut request = DatagramRequest {
+                            data: &data,
+                            ctx: &ctx,
+                            send: &send,
+                        };
+                        let result =
+                            catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
+                        let result = match result {
+                            Ok(r) => r.map_err(SessionError::Io),
+                            Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                        };
+                        if result.is_err() {
+                            shared.report(&ctx.peer, result);
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's read buffer, reused across the connections it serves.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Serves one stream connection with the stream handler, or else the service; a panic or
+/// error stays in this connection.
+fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), SessionError> {
+        prepare_blocking(&conn, &shared.limits)?;
+        match &shared.app.stream_handler {
+            Some(handler) => {
+                let read = GuardedRead {
+                    conn: &conn,
+                    idle: shared.limits.idle_timeout,
+                    force: &shared.force,
+                };
+                let mut request =
+                    StreamRequest::new(&ctx, Box::new(read), Box::new(SharedWrite(&conn)));
+                run_stream_handler(handler.as_ref(), &mut request)?;
+                drop(request);
+                let _ = conn.shutdown_write();
+                Ok(())
+            }
+            None => READ_BUFFER.with_borrow_mut(|buf| {
+                buf.resize(shared.limits.read_buffer, 0);
+                let session = shared.app.service.session(&ctx);
+                drive(session, &conn, buf, &shared.limits, &shared.force)
+            }),
+        }
+    }));
+    let result = match result {
+        Ok(result) => result,
+        Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+    };
+    shared.report(&ctx.peer, result);
+}
+
+fn recv_from(listener: &Listener, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+    match listener {
+        Listener::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Inet(a))),
+        Listener::UnixDatagram(s, _) => s.recv_from(buf).map(|(n, a)| (n, Address::from(&a))),
+        _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
+    }
+}
+
+pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {
+    match (listener, peer) {
+        (Listener::Udp(s), Address::Inet(addr)) => s.send_to(bytes, addr).map(drop),
+        (Listener::UnixDatagram(s, _), Address::Unix(Some(path))) => {
+            s.send_to(bytes, path).map(drop)
+        }
+        _ => Err(unnamed_peer()),
+    }
+}
+
+pub(super) fn unnamed_peer() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "the peer's socket is unnamed (unbound), so no reply can reach it",
+    )
+}

@@ -1,0 +1,802 @@
+//! The `socketkit` binary driven as a user drives it: arguments in, bytes on stdout, lines on
+//! stderr, an exit code out. Servers are child processes; the tests synchronise on their stderr
+//! lines, on EOFs and on bound addresses, never on fixed sleeps.
+
+use std::io::{ErrorKind as IoErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+use socketkit::Endpoint;
+use wait_timeout::ChildExt;
+
+use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
+
+/// A bound on every one-shot command, so a bug fails the test instead of hanging it. Generous:
+/// the machine may be loaded. Never used to synchronise.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+const ENGINES: [&str; 2] = ["async", "sequential"];
+
+/// The binary, with the caller's RUST_LOG removed so log output is what the flags say.
+fn command() -> std::process::Command {
+    let mut command = socketkit();
+    command.env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `socketkit ARGS` to completion with `stdin` as its input.
+fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    assert_cmd::Command::from_std(command())
+        .args(args)
+        .write_stdin(stdin.to_vec())
+        .timeout(RUN_TIMEOUT)
+        .output()
+        .expect("run socketkit")
+}
+
+/// Runs `socketkit ARGS` to completion with an empty stdin.
+fn run(args: &[&str]) -> Output {
+    run_with_stdin(args, b"")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+#[track_caller]
+fn assert_code(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status {:?}\nstdout: {:?}\nstderr: {:?}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Asserts that a run succeeded with exactly `expected` on stdout.
+#[track_caller]
+fn assert_reply(output: &Output, expected: &str) {
+    assert_code(output, 0);
+    assert_eq!(stdout(output), expected, "stderr: {:?}", stderr(output));
+}
+
+/// Asserts the exit code, an empty stdout, and one error line on stderr that contains every
+/// needle (case-insensitive), and returns that line.
+#[track_caller]
+fn assert_error(output: &Output, code: i32, needles: &[&str]) -> String {
+    assert_code(output, code);
+    assert!(output.stdout.is_empty(), "stdout: {:?}", stdout(output));
+    let text = stderr(output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got {lines:#?}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("socketkit: error: "),
+        "the error line should start with 'socketkit: error: ': {line:?}"
+    );
+    for needle in needles {
+        assert!(
+            line.to_lowercase().contains(&needle.to_lowercase()),
+            "{line:?} should mention {needle:?}"
+        );
+    }
+    line.to_string()
+}
+
+/// Asserts a clap usage error (exit 2) whose message contains every needle.
+#[track_caller]
+fn assert_usage_error(output: &Output, needles: &[&str]) {
+    assert_code(output, 2);
+    assert!(output.stdout.is_empty(), "stdout: {:?}", stdout(output));
+    let text = stderr(output);
+    assert!(text.starts_with("error: "), "clap's usage error: {text:?}");
+    for needle in needles {
+        assert!(text.contains(needle), "{text:?} should mention {needle:?}");
+    }
+}
+
+/// `socketkit serve` as a child process, with the endpoints its stderr announced.
+struct Served {
+    process: Spawned,
+    endpoints: Vec<Endpoint>,
+    // Dropped after `process` (fields drop in order): the server is killed before its socket
+    // directory goes away.
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// `socketkit serve -e ENGINE -l L... EXTRA...`, waiting for one listening line per
+    /// listener. `{dir}` in a listener is replaced by a fresh temporary directory.
+    fn start(engine: &str, listen: &[&str], extra: &[&str]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = command();
+        command.args(["serve", "-e", engine]).args(extra);
+        for text in listen {
+            command
+                .arg("-l")
+                .arg(text.replace("{dir}", dir.path().to_str().unwrap()));
+        }
+        let mut process = Spawned::start(command);
+        let endpoints = process.listening(listen.len());
+        Served {
+            process,
+            endpoints,
+            _dir: dir,
+        }
+    }
+
+    /// The socket address of the first (TCP or UDP) endpoint.
+    fn addr(&self) -> SocketAddr {
+        self.endpoints[0].socket_addrs().unwrap()[0]
+    }
+
+    /// Stops the server with SIGTERM and asserts that it exits with 0.
+    fn stop(mut self) {
+        self.process.signal(SIGTERM);
+        assert_eq!(
+            self.process.wait_exit(),
+            Some(0),
+            "stderr {:#?}",
+            self.process.seen
+        );
+    }
+}
+
+/// `socketkit send ENDPOINT MESSAGE`.
+fn send(endpoint: &Endpoint, message: &str) -> Output {
+    run(&["send", &endpoint.to_string(), message])
+}
+
+/// A TCP connection with the safety time-out on reads and writes.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn
+}
+
+/// Reads exactly `n` bytes: the part of a reply that must already be on its way.
+fn read_exactly(conn: &mut TcpStream, n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    conn.read_exact(&mut buf).expect("the reply so far");
+    String::from_utf8(buf).unwrap()
+}
+
+/// Polls `ready` until it holds, failing after the safety time-out. For conditions that no
+/// event announces (a socket file appearing, a listener being closed); the short pause between
+/// tries only keeps the loop from spinning a core.
+#[track_caller]
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until connecting to `addr` is refused: the server has closed its listener. A
+/// connection that still gets through (the listener closes just after the stop is logged) is
+/// closed at once, without data.
+#[track_caller]
+fn wait_until_refused(addr: SocketAddr) {
+    wait_until(&format!("a new connection to {addr} is refused"), || {
+        match TcpStream::connect_timeout(&addr, SAFETY_TIMEOUT) {
+            Err(e) if e.kind() == IoErrorKind::ConnectionRefused => true,
+            Err(e) => panic!("connecting to {addr}: expected a refusal, got {e}"),
+            Ok(_accepted_or_queued) => false,
+        }
+    })
+}
+
+/// A port on 127.0.0.1 that nothing listens on (it was free a moment ago).
+fn closed_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn closed_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Version and help
+
+#[test]
+fn version_prints_name_and_version() {
+    let output = run(&["--version"]);
+    assert_code(&output, 0);
+    assert_eq!(stdout(&output).trim_end(), "socketkit 0.1.0");
+    assert_eq!(
+        stdout(&output),
+        format!("socketkit {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn help_lists_the_subcommands_and_every_exit_code() {
+    let output = run(&["--help"]);
+    assert_code(&output, 0);
+    let help = stdout(&output);
+    for subcommand in ["serve", "send"] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{subcommand} "))),
+            "--help should list the {subcommand} subcommand:\n{help}"
+        );
+    }
+    assert!(help.contains("Exit codes"), "{help}");
+    for (code, meaning) in [
+        ("0", "success"),
+        ("1", "other failure"),
+        ("2", "bad usage"),
+        ("3", "protocol error"),
+        ("4", "connection refused"),
+        ("5", "timed out"),
+        ("6", "name not found"),
+        ("7", "cannot bind"),
+        ("130", "second SIGINT"),
+    ] {
+        assert!(
+            help.lines().any(|l| {
+                let l = l.trim_start();
+                l.starts_with(&format!("{code} ")) && l.contains(meaning)
+            }),
+            "--help should list exit code {code} ({meaning}):\n{help}"
+        );
+    }
+}
+
+#[test]
+fn serve_help_describes_its_options() {
+    let output = run(&["serve", "--help"]);
+    assert_code(&output, 0);
+    let help = stdout(&output);
+    for needle in [
+        "--listen",
+        "--engine",
+        "async",
+        "sequential",
+        "--grace",
+        "--backlog",
+        "--idle-timeout",
+        "tcp://127.0.0.1:12000",
+        "Exit codes",
+    ] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn send_help_describes_its_arguments() {
+    let output = run(&["send", "--help"]);
+    assert_code(&output, 0);
+    let help = stdout(&output);
+    for needle in [
+        "ENDPOINT",
+        "MESSAGE",
+        "stdin",
+        "--bind",
+        "--timeout",
+        "unixgram://",
+        "Exit codes",
+    ] {
+        assert!(
+            help.contains(needle),
+            "send --help lacks {needle:?}:\n{help}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve + send on every engine and transport
+
+const ALL_TRANSPORTS: [&str; 4] = [
+    "tcp://127.0.0.1:0",
+    "udp://127.0.0.1:0",
+    "unix://{dir}/stream.sock",
+    "unixgram://{dir}/dgram.sock",
+];
+
+#[test]
+fn send_gets_the_upper_case_from_every_engine_on_every_transport() {
+    for engine in ENGINES {
+        let server = Served::start(engine, &ALL_TRANSPORTS, &[]);
+        for endpoint in &server.endpoints {
+            let output = send(endpoint, "hello, straße");
+            assert_reply(&output, "HELLO, STRASSE");
+            assert!(
+                output.stderr.is_empty(),
+                "{engine} {endpoint}: {:?}",
+                stderr(&output)
+            );
+        }
+        server.stop();
+    }
+}
+
+#[test]
+fn send_reads_the_message_from_stdin_without_a_message_argument() {
+    for engine in ENGINES {
+        let server = Served::start(engine, &ALL_TRANSPORTS, &[]);
+        for endpoint in &server.endpoints {
+            let output = run_with_stdin(&["send", &endpoint.to_string()], b"from stdin");
+            assert_reply(&output, "FROM STDIN");
+        }
+        server.stop();
+    }
+}
+
+#[test]
+fn send_sends_a_multi_line_stdin_whole_on_streams() {
+    let input = "first line\nsecond line, straße\n\nlast line without newline";
+    let expected = "FIRST LINE\nSECOND LINE, STRASSE\n\nLAST LINE WITHOUT NEWLINE";
+    for engine in ENGINES {
+        let server = Served::start(
+            engine,
+            &["tcp://127.0.0.1:0", "unix://{dir}/stream.sock"],
+            &[],
+        );
+        for endpoint in &server.endpoints {
+            let output = run_with_stdin(&["send", &endpoint.to_string()], input.as_bytes());
+            assert_reply(&output, expected);
+        }
+        server.stop();
+    }
+}
+
+#[test]
+fn send_passes_the_message_through_byte_for_byte() {
+    // No newline is added, and whitespace and an empty message survive.
+    let server = Served::start("async", &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &[]);
+    for endpoint in &server.endpoints {
+        assert_reply(&send(endpoint, "  spaced out  "), "  SPACED OUT  ");
+    }
+    assert_reply(&send(&server.endpoints[0], ""), "");
+    server.stop();
+}
+
+#[test]
+fn serve_and_send_work_on_ipv6_loopback() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    for engine in ENGINES {
+        let server = Served::start(engine, &["tcp://[::1]:0", "udp://[::1]:0"], &[]);
+        for endpoint in &server.endpoints {
+            assert!(endpoint.to_string().contains("[::1]:"), "{endpoint}");
+            assert_reply(&send(endpoint, "six"), "SIX");
+        }
+        server.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What serve prints
+
+#[test]
+fn serve_prints_one_listening_line_per_listener_on_stderr() {
+    for engine in ENGINES {
+        let mut server = Served::start(engine, &ALL_TRANSPORTS, &[]);
+        let lines: Vec<&String> = server
+            .process
+            .seen
+            .iter()
+            .filter(|l| l.contains("listening on "))
+            .collect();
+        assert_eq!(lines.len(), ALL_TRANSPORTS.len(), "{lines:#?}");
+        for (line, endpoint) in lines.iter().zip(&server.endpoints) {
+            assert_eq!(
+                line.as_str(),
+                format!("listening on {endpoint} (upper, {engine})")
+            );
+        }
+        // In the order given, with the real ports.
+        let schemes: Vec<_> = server
+            .endpoints
+            .iter()
+            .map(|e| e.transport().scheme())
+            .collect();
+        assert_eq!(schemes, ["tcp", "udp", "unix", "unixgram"]);
+        for endpoint in &server.endpoints[..2] {
+            let (_, port) = endpoint.host_port().unwrap();
+            assert_ne!(port, 0, "{endpoint}: the real port, not 0");
+        }
+        for endpoint in &server.endpoints[2..] {
+            assert!(endpoint.path().unwrap().exists(), "{endpoint}");
+        }
+
+        // Nothing at all on stdout: data goes to stdout, and serve has none.
+        let mut out = server.process.child.stdout.take().unwrap();
+        server.process.signal(SIGTERM);
+        assert_eq!(server.process.wait_exit(), Some(0));
+        let mut printed = String::new();
+        out.read_to_string(&mut printed).unwrap();
+        assert_eq!(printed, "", "{engine}: serve wrote to stdout");
+        // The socket files are removed on the way out.
+        for endpoint in &server.endpoints[2..] {
+            assert!(!endpoint.path().unwrap().exists(), "{endpoint} left behind");
+        }
+    }
+}
+
+#[test]
+fn quiet_serve_prints_nothing_at_all() {
+    for engine in ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quiet.sock");
+        let endpoint: Endpoint = format!("unix://{}", path.display()).parse().unwrap();
+        let mut child = command()
+            .args(["-q", "serve", "-e", engine, "-l", &endpoint.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // No listening line to wait for: wait for the socket we chose to accept connections.
+        wait_until(&format!("{} accepts connections", path.display()), || {
+            UnixStream::connect(&path).is_ok()
+        });
+        assert_reply(&send(&endpoint, "shh"), "SHH");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), SIGTERM).unwrap();
+        let status = child.wait_timeout(SAFETY_TIMEOUT).unwrap();
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{engine}: quiet serve did not exit after SIGTERM");
+        }
+        assert_eq!(status.unwrap().code(), Some(0), "{engine}");
+        let (mut out, mut err) = (String::new(), String::new());
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(err, "", "{engine}: -q should keep stderr empty");
+        assert_eq!(out, "", "{engine}");
+    }
+}
+
+#[test]
+fn quiet_still_reports_errors() {
+    let endpoint = format!("tcp://127.0.0.1:{}", closed_tcp_port());
+    let output = run(&["-q", "send", &endpoint, "x"]);
+    assert_error(&output, 4, &["refused"]);
+}
+
+#[test]
+fn verbose_send_with_bind_logs_its_local_address() {
+    let server = Served::start("async", &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"], &[]);
+    for endpoint in &server.endpoints {
+        let output = run(&[
+            "send",
+            "--bind",
+            "127.0.0.1",
+            "-v",
+            &endpoint.to_string(),
+            "me",
+        ]);
+        assert_reply(&output, "ME");
+        let text = stderr(&output);
+        assert!(
+            text.lines().any(|l| l.contains("127.0.0.1:")),
+            "{endpoint}: -v should log the local address: {text:?}"
+        );
+    }
+    server.stop();
+}
+
+#[test]
+fn send_bind_with_a_port_sends_from_that_port() {
+    let server = Served::start("async", &["udp://127.0.0.1:0"], &[]);
+    let port = closed_udp_port();
+    let bind = format!("127.0.0.1:{port}");
+    let output = run(&[
+        "send",
+        "-b",
+        &bind,
+        "-v",
+        &server.endpoints[0].to_string(),
+        "p",
+    ]);
+    assert_reply(&output, "P");
+    assert!(stderr(&output).contains(&bind), "{:?}", stderr(&output));
+    server.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit codes
+
+#[test]
+fn exit_2_for_bad_endpoint_text_naming_the_bad_part() {
+    for (text, part) in [
+        ("tcp://127.0.0.1:99999", "port"),
+        ("tcp://127.0.0.1", "port"),
+        ("http://127.0.0.1:80", "scheme"),
+        ("tcp://::1:80", "brackets"),
+        ("unix://", "path"),
+    ] {
+        let output = run(&["send", text, "x"]);
+        assert_usage_error(&output, &[text, part]);
+        let output = run(&["serve", "-l", text]);
+        assert_usage_error(&output, &[text, part]);
+    }
+}
+
+#[test]
+fn exit_2_for_other_bad_arguments() {
+    for args in [
+        &["serve", "-e", "fast"][..],
+        &["serve", "--grace", "soon"],
+        &["serve", "nosuchservice"],
+        &["send", "tcp://127.0.0.1:1", "x", "-w", "soon"],
+        &["send", "--bind", "localhost", "tcp://127.0.0.1:1", "x"],
+        &["send"],
+        &["-q", "-v", "send", "tcp://127.0.0.1:1", "x"],
+        &["frobnicate"],
+    ] {
+        let output = run(args);
+        assert_usage_error(&output, &[]);
+    }
+}
+
+#[test]
+fn exit_2_for_a_datagram_larger_than_one_datagram() {
+    // Not a clap error: the message is read first, so this one is socketkit's own line.
+    let endpoint = format!("udp://127.0.0.1:{}", closed_udp_port());
+    let big = vec![b'a'; 70_000];
+    let output = run_with_stdin(&["send", &endpoint], &big);
+    assert_error(&output, 2, &["datagram"]);
+}
+
+#[test]
+fn exit_4_when_the_tcp_connection_is_refused() {
+    let endpoint = format!("tcp://127.0.0.1:{}", closed_tcp_port());
+    let output = run(&["send", &endpoint, "anyone?"]);
+    assert_error(&output, 4, &[&endpoint, "refused"]);
+}
+
+#[test]
+fn exit_4_when_a_udp_port_is_closed() {
+    let endpoint = format!("udp://127.0.0.1:{}", closed_udp_port());
+    let output = run(&["send", &endpoint, "anyone?"]);
+    assert_error(&output, 4, &[&endpoint, "refused"]);
+}
+
+#[test]
+fn exit_4_when_nobody_listens_on_a_unix_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap()); // leaves the file behind
+    let endpoint = format!("unix://{}", path.display());
+    let output = run(&["send", &endpoint, "x"]);
+    assert_error(&output, 4, &[&endpoint, "refused"]);
+}
+
+#[test]
+fn exit_5_when_no_udp_reply_comes() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("udp://{}", silent.local_addr().unwrap());
+    let output = run(&["send", "-w", "200ms", &endpoint, "hello?"]);
+    assert_error(&output, 5, &["timed out", "200ms"]);
+    // The datagram did arrive: the silence was the server's.
+    silent.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = silent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello?");
+}
+
+#[test]
+fn exit_5_when_a_tcp_server_accepts_but_never_replies() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accept, read the whole request, and keep the connection open (the stream is handed back
+    // to the test, so it is closed only after the client has given up).
+    let mute = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).unwrap();
+        (conn, request)
+    });
+    let output = run(&["send", "-w", "200ms", &format!("tcp://{addr}"), "hello?"]);
+    assert_error(&output, 5, &["timed out", "200ms"]);
+    let (_conn, request) = mute.join().unwrap();
+    assert_eq!(request, b"hello?");
+}
+
+#[test]
+fn exit_6_when_the_name_does_not_exist() {
+    for scheme in ["tcp", "udp"] {
+        let output = assert_cmd::Command::from_std(command())
+            .args(["send", &format!("{scheme}://nonexistent.invalid:1"), "x"])
+            .env("RES_OPTIONS", "timeout:1 attempts:1")
+            .timeout(RUN_TIMEOUT)
+            .output()
+            .unwrap();
+        assert_error(&output, 6, &["nonexistent.invalid"]);
+    }
+}
+
+#[test]
+fn exit_7_when_the_port_is_taken() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", holder.local_addr().unwrap());
+    for engine in ENGINES {
+        let output = run(&["serve", "-e", engine, "-l", &endpoint]);
+        let line = assert_error(&output, 7, &["cannot bind", &endpoint]);
+        assert!(
+            line.to_lowercase().contains("in use"),
+            "the cause should be shown: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn exit_7_when_a_unix_path_cannot_be_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"precious").unwrap();
+    let missing = dir.path().join("no/such/dir/x.sock");
+    for endpoint in [
+        format!("unix://{}", file.display()),
+        format!("unixgram://{}", file.display()),
+        format!("unix://{}", missing.display()),
+    ] {
+        let output = run(&["serve", "-l", &endpoint]);
+        assert_error(&output, 7, &["cannot bind", &endpoint]);
+    }
+    // A file that is not a socket is never removed to make room.
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[test]
+fn exit_7_leaves_no_listener_behind_when_a_later_endpoint_fails() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = format!("tcp://{}", holder.local_addr().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("first.sock");
+    let first = format!("unix://{}", path.display());
+    let output = run(&["serve", "-l", &first, "-l", &taken]);
+    assert_error(&output, 7, &["cannot bind", &taken]);
+    assert!(
+        !path.exists(),
+        "the first listener's socket file was left behind"
+    );
+}
+
+/// A second SIGINT (or SIGTERM) while connections drain stops at once, with 130.
+fn second_signal_forces_exit_130(
+    engine: &str,
+    first: nix::sys::signal::Signal,
+    second: nix::sys::signal::Signal,
+) {
+    let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "30s"]);
+    let mut conn = connect(server.addr());
+    conn.write_all(b"half a sent").unwrap();
+    assert_eq!(read_exactly(&mut conn, 11), "HALF A SENT"); // in flight
+    server.process.signal(first);
+    server.process.wait_for_line("shutting down");
+    server.process.signal(second);
+    assert_eq!(
+        server.process.wait_exit(),
+        Some(130),
+        "{engine}: stderr {:#?}",
+        server.process.seen
+    );
+    server.process.wait_for_line("stopping now");
+    // The held connection went with the process.
+    let mut rest = Vec::new();
+    match conn.read_to_end(&mut rest) {
+        Ok(_) => assert_eq!(rest, b""),
+        Err(e) => assert_eq!(e.kind(), IoErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[test]
+fn exit_130_on_a_second_sigint_during_the_drain() {
+    for engine in ENGINES {
+        second_signal_forces_exit_130(engine, SIGINT, SIGINT);
+    }
+}
+
+#[test]
+fn exit_130_on_a_second_sigterm_or_a_mix() {
+    second_signal_forces_exit_130("async", SIGTERM, SIGTERM);
+    second_signal_forces_exit_130("sequential", SIGTERM, SIGINT);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful stop
+
+/// SIGTERM stops accepting at once, and a connection in flight finishes within the grace.
+fn sigterm_drains_a_connection_in_flight(engine: &str) {
+    let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "10s"]);
+    let addr = server.addr();
+    let mut conn = connect(addr);
+    conn.write_all(b"hello ").unwrap();
+    assert_eq!(read_exactly(&mut conn, 6), "HELLO "); // the connection is in flight
+    server.process.signal(SIGTERM);
+    server.process.wait_for_line("shutting down");
+    wait_until_refused(addr);
+    conn.write_all(b"world").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    conn.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "WORLD");
+    assert_eq!(
+        server.process.wait_exit(),
+        Some(0),
+        "{engine}: stderr {:#?}",
+        server.process.seen
+    );
+}
+
+#[test]
+fn sigterm_drains_a_connection_in_flight_async() {
+    sigterm_drains_a_connection_in_flight("async");
+}
+
+#[test]
+fn sigterm_drains_a_connection_in_flight_sequential() {
+    sigterm_drains_a_connection_in_flight("sequential");
+}
+
+#[test]
+fn sigint_stops_an_idle_server_with_0() {
+    for engine in ENGINES {
+        let mut server = Served::start(engine, &ALL_TRANSPORTS, &[]);
+        server.process.signal(SIGINT);
+        server.process.wait_for_line("shutting down");
+        assert_eq!(server.process.wait_exit(), Some(0), "{engine}");
+    }
+}
+
+#[test]
+fn the_grace_period_ends_a_connection_that_does_not_finish() {
+    for engine in ENGINES {
+        let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "200ms"]);
+        let mut conn = connect(server.addr());
+        conn.write_all(b"held").unwrap();
+        assert_eq!(read_exactly(&mut conn, 4), "HELD"); // in flight, and never finished
+        server.process.signal(SIGTERM);
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(0),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        let mut rest = Vec::new();
+        match conn.read_to_end(&mut rest) {
+            Ok(_) => assert_eq!(rest, b"", "{engine}"),
+            Err(e) => assert_eq!(e.kind(), IoErrorKind::ConnectionReset, "{engine}: {e}"),
+        }
+    }
+}

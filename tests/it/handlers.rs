@@ -1,0 +1,450 @@
+//! The socketserver API on every engine: handlers, verify_request, handle_error, panics,
+//! the connection limit, and many clients at once.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use socketkit::handler::{
+    AsyncStreamHandler, AsyncStreamRequest, DatagramHandler, DatagramRequest, HandlerError,
+    StreamHandler, StreamRequest,
+};
+use socketkit::service::{Context, Next, Service, StreamSession, Upper, UpperSession};
+use socketkit::{Engine, ErrorKind, Server};
+
+use crate::common::{SAFETY_TIMEOUT, TestServer, exchange};
+
+const THREAD_ENGINES: [Engine; 3] = [Engine::Sequential, Engine::Threaded, Engine::Pool];
+
+fn tcp() -> socketkit::Endpoint {
+    "tcp://127.0.0.1:0".parse().unwrap()
+}
+
+/// Reverses each line, like the example.
+struct Reverse;
+
+impl StreamHandler for Reverse {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let (reader, writer) = request.split();
+        for line in reader.lines() {
+            let reversed: String = line?.chars().rev().collect();
+            writeln!(writer, "{reversed}")?;
+            writer.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stream_handler_serves_whole_sessions_on_every_thread_engine() {
+    for engine in THREAD_ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen(tcp())
+                .listen(socketkit::Endpoint::Unix(dir.path().join("reverse.sock")))
+                .stream_handler(Reverse),
+        );
+        for index in 0..2 {
+            let reply = exchange(server.endpoint(index), "abc\nstraße\n".as_bytes());
+            assert_eq!(
+                String::from_utf8(reply).unwrap(),
+                "cba\neßarts\n",
+                "{engine}"
+            );
+        }
+    }
+}
+
+#[test]
+fn setup_handle_and_finish_run_in_order_and_finish_runs_after_a_failure() {
+    struct Lifecycle(Arc<Mutex<Vec<&'static str>>>);
+    impl StreamHandler for Lifecycle {
+        fn setup(&self, _: &mut StreamRequest<'_>) -> io::Result<()> {
+            self.0.lock().unwrap().push("setup");
+            Ok(())
+        }
+        fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+            self.0.lock().unwrap().push("handle");
+            request.writer().write_all(b"bye")?;
+            Err(io::Error::other("handle failed on purpose"))
+        }
+        fn finish(&self, _: &mut StreamRequest<'_>) -> io::Result<()> {
+            self.0.lock().unwrap().push("finish");
+            Ok(())
+        }
+    }
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let server = TestServer::with(
+        Server::builder()
+            .engine(Engine::Threaded)
+            .listen(tcp())
+            .stream_handler(Lifecycle(calls.clone()))
+            .handle_error(move |peer, error| {
+                seen.lock().unwrap().push((peer.clone(), error.to_string()))
+            }),
+    );
+    let mut conn = TcpStream::connect(server.addr()).unwrap();
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let local = conn.local_addr().unwrap();
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply);
+    server.stop().unwrap();
+    assert_eq!(*calls.lock().unwrap(), ["setup", "handle", "finish"]);
+    let errors = errors.lock().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].0.inet(),
+        Some(local),
+        "handle_error names the peer"
+    );
+    assert!(errors[0].1.contains("handle failed on purpose"));
+}
+
+/// Echoes each datagram twice: a handler may reply any number of times.
+struct EchoTwice;
+
+impl DatagramHandler for EchoTwice {
+    fn handle(&self, request: &mut DatagramRequest<'_>) -> io::Result<()> {
+        let data = request.data().to_vec();
+        request.reply(&data)?;
+        request.reply(&data)
+    }
+}
+
+#[test]
+fn a_datagram_handler_serves_each_datagram_on_every_thread_engine() {
+    for engine in THREAD_ENGINES {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .datagram_handler(EchoTwice),
+        );
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        socket.connect(server.addr()).unwrap();
+        socket.send(b"ping").unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..2 {
+            let n = socket.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"ping", "{engine}");
+        }
+    }
+}
+
+struct AsyncShout;
+
+impl AsyncStreamHandler for AsyncShout {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut line = String::new();
+        while request.reader().read_line(&mut line).await? > 0 {
+            if line.trim() == "panic" {
+                panic!("asked to panic");
+            }
+            let reply = format!("{}!\n", line.trim_end().to_uppercase());
+            request.writer().write_all(reply.as_bytes()).await?;
+            request.writer().flush().await?;
+            line.clear();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_async_handler_serves_sessions_and_survives_a_panic() {
+    let panics = Arc::new(AtomicUsize::new(0));
+    let counted = panics.clone();
+    let server = TestServer::with(
+        Server::builder()
+            .engine(Engine::Async)
+            .listen(tcp())
+            .async_handler(AsyncShout)
+            .handle_error(move |_, error| {
+                if matches!(error, HandlerError::Panic(_)) {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }
+            }),
+    );
+    assert_eq!(
+        exchange(server.endpoint(0), b"hi\nthere\n"),
+        b"HI!\nTHERE!\n"
+    );
+    let _ = exchange(server.endpoint(0), b"panic\n");
+    assert_eq!(exchange(server.endpoint(0), b"again\n"), b"AGAIN!\n");
+    server.stop().unwrap();
+    assert_eq!(panics.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn bind_refuses_a_handler_the_engine_cannot_run() {
+    let blocking_on_async = Server::builder()
+        .engine(Engine::Async)
+        .listen(tcp())
+        .stream_handler(Reverse)
+        .bind()
+        .unwrap_err();
+    assert_eq!(blocking_on_async.kind(), ErrorKind::Usage);
+    assert!(blocking_on_async.to_string().contains("thread engine"));
+    let async_on_threads = Server::builder()
+        .engine(Engine::Pool)
+        .listen(tcp())
+        .async_handler(AsyncShout)
+        .bind()
+        .unwrap_err();
+    assert!(async_on_threads.to_string().contains("async engine"));
+    let datagram_on_async = Server::builder()
+        .listen("udp://127.0.0.1:0".parse().unwrap())
+        .datagram_handler(EchoTwice)
+        .bind()
+        .unwrap_err();
+    assert_eq!(datagram_on_async.kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn verify_request_closes_a_rejected_peer_before_a_byte_is_read() {
+    for engine in Engine::ALL {
+        let reads = Arc::new(AtomicUsize::new(0));
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen(tcp())
+                .service(Counting(reads.clone()))
+                .verify_request(|_| false),
+        );
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let _ = conn.write_all(b"hello");
+        let mut buf = [0u8; 16];
+        match conn.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "{engine}: a rejected peer got a reply"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{engine}"),
+        }
+        server.stop().unwrap();
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            0,
+            "{engine}: the service saw bytes"
+        );
+    }
+}
+
+#[test]
+fn verify_request_drops_datagrams_from_rejected_peers() {
+    for engine in Engine::ALL {
+        let rejected = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rejected_addr = rejected.local_addr().unwrap();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .verify_request(move |peer| peer.inet() != Some(rejected_addr)),
+        );
+        rejected.send_to(b"no", server.addr()).unwrap();
+        assert_eq!(exchange(server.endpoint(0), b"yes"), b"YES", "{engine}");
+        rejected
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 8];
+        assert!(
+            rejected.recv(&mut buf).is_err(),
+            "{engine}: a rejected peer got a reply"
+        );
+    }
+}
+
+/// Upper case, counting the bytes it is given; panics on "panic".
+struct Counting(Arc<AtomicUsize>);
+struct CountingSession(Arc<AtomicUsize>, UpperSession);
+
+impl StreamSession for CountingSession {
+    fn on_data(&mut self, input: &[u8], out: &mut BytesMut) -> Next {
+        if input.starts_with(b"panic") {
+            panic!("asked to panic");
+        }
+        self.0.fetch_add(input.len(), Ordering::SeqCst);
+        self.1.on_data(input, out)
+    }
+    fn on_eof(&mut self, out: &mut BytesMut) -> Next {
+        self.1.on_eof(out)
+    }
+}
+
+impl Service for Counting {
+    type Session = CountingSession;
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn session(&self, ctx: &Context) -> CountingSession {
+        CountingSession(self.0.clone(), Upper.session(ctx))
+    }
+    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        if request.starts_with(b"panic") {
+            panic!("asked to panic");
+        }
+        self.0.fetch_add(request.len(), Ordering::SeqCst);
+        Upper.datagram(ctx, request, reply)
+    }
+}
+
+#[test]
+fn a_panicking_session_closes_its_connection_only_on_every_engine() {
+    for engine in Engine::ALL {
+        let errors = Arc::new(AtomicUsize::new(0));
+        let counted = errors.clone();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen(tcp())
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .service(Counting(Arc::default()))
+                .handle_error(move |_, error| {
+                    assert!(error.to_string().contains("asked to panic"));
+                    counted.fetch_add(1, Ordering::SeqCst);
+                }),
+        );
+        for index in 0..2 {
+            let endpoint = server.endpoint(index);
+            if endpoint.transport().is_stream() {
+                let _ = exchange(endpoint, b"panic now");
+            } else {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket
+                    .send_to(b"panic now", server.endpoint(1).socket_addrs().unwrap()[0])
+                    .unwrap();
+            }
+            // The next client is served.
+            assert_eq!(exchange(endpoint, b"next"), b"NEXT", "{engine} {endpoint}");
+        }
+        server.stop().unwrap();
+        assert_eq!(
+            errors.load(Ordering::SeqCst),
+            2,
+            "{engine}: handle_error calls"
+        );
+    }
+}
+
+struct PanicHandler;
+
+impl StreamHandler for PanicHandler {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let mut line = String::new();
+        request.reader().read_line(&mut line)?;
+        if line.starts_with("panic") {
+            panic!("handler asked to panic");
+        }
+        request.writer().write_all(line.to_uppercase().as_bytes())
+    }
+}
+
+#[test]
+fn a_panicking_stream_handler_does_not_stop_a_thread_engine() {
+    for engine in THREAD_ENGINES {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .workers(1) // the pool's only worker must survive the panic
+                .listen(tcp())
+                .stream_handler(PanicHandler),
+        );
+        let _ = exchange(server.endpoint(0), b"panic\n");
+        assert_eq!(
+            exchange(server.endpoint(0), b"next\n"),
+            b"NEXT\n",
+            "{engine}"
+        );
+    }
+}
+
+#[test]
+fn a_hundred_concurrent_clients_each_get_their_own_reply() {
+    for engine in [Engine::Threaded, Engine::Pool, Engine::Async] {
+        let server = TestServer::start(engine, &["tcp://127.0.0.1:0"]);
+        let endpoint = server.endpoint(0).clone();
+        let start = Arc::new(Barrier::new(100));
+        let clients: Vec<_> = (0..100)
+            .map(|i| {
+                let endpoint = endpoint.clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let request = format!("client {i} says straße");
+                    let reply = exchange(&endpoint, request.as_bytes());
+                    assert_eq!(String::from_utf8(reply).unwrap(), request.to_uppercase());
+                })
+            })
+            .collect();
+        for client in clients {
+            client.join().expect("a client failed");
+        }
+    }
+}
+
+#[test]
+fn at_the_connection_limit_the_next_client_waits_until_a_slot_frees() {
+    for engine in Engine::ALL {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .max_connections(1)
+                .listen(tcp()),
+        );
+        let mut first = TcpStream::connect(server.addr()).unwrap();
+        first.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        first.write_all(b"a").unwrap();
+        let mut reply = [0u8; 1];
+        first.read_exact(&mut reply).unwrap(); // the one slot is taken
+
+        let mut second = TcpStream::connect(server.addr()).unwrap(); // in the listen queue
+        second.write_all(b"b").unwrap();
+        second.shutdown(Shutdown::Write).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        let early = second.read(&mut buf);
+        assert!(
+            early.as_ref().is_err_and(|e| matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            )),
+            "{engine}: served beyond the limit: {early:?}"
+        );
+
+        first.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        first.read_to_end(&mut rest).unwrap(); // the slot frees
+        second.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut reply = Vec::new();
+        second.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"B", "{engine}");
+    }
+}
+
+#[test]
+fn an_idle_stream_handler_connection_is_closed() {
+    for engine in THREAD_ENGINES {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .idle_timeout(Duration::from_millis(100))
+                .listen(tcp())
+                .stream_handler(Reverse),
+        );
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 8];
+        match conn.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "{engine}"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{engine}"),
+        }
+    }
+}
