@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use socket2::{Domain, Socket, Type};
 
+use crate::codec::{Framing, MessageCodec};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::server::MAX_DATAGRAM_BYTES;
@@ -32,14 +34,32 @@ pub struct SendOptions {
     /// How long to wait for the connection, and for each reply (each piece of a stream reply).
     /// Default 5 s.
     pub timeout: Duration,
+    /// Message boundaries on streams. Default `raw`: bytes go as given and the reply is copied
+    /// as it comes. With `line` or `length`, each input line is sent as one message and each
+    /// reply message is written on a line of its own.
+    pub framing: Framing,
+    /// The longest reply line accepted in `line` framing.
+    pub max_line: usize,
+    /// The largest reply frame accepted in `length` framing.
+    pub max_frame: usize,
 }
 
 impl Default for SendOptions {
     fn default() -> SendOptions {
+        let limits = crate::Limits::default();
         SendOptions {
             bind: None,
             timeout: Duration::from_secs(5),
+            framing: Framing::Raw,
+            max_line: limits.max_line,
+            max_frame: limits.max_frame,
         }
+    }
+}
+
+impl SendOptions {
+    fn codec(&self) -> Option<MessageCodec> {
+        MessageCodec::new(self.framing, self.max_line, self.max_frame)
     }
 }
 
@@ -90,15 +110,8 @@ pub fn send(
 ) -> Result<SendReport, Error> {
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options)?;
-        let (local, peer) = stream.addresses()?;
-        tracing::debug!("connected from {local} to {peer}");
-        let (sent, received) = stream.pump(Box::new(input), output, Some(options.timeout), true)?;
-        return Ok(SendReport {
-            local,
-            peer,
-            sent,
-            received,
-        });
+        let input = Box::new(io::BufReader::new(input));
+        return stream.exchange(input, output, Some(options.timeout), true, options);
     }
     let message = read_datagram(input)?;
     let mut client = DatagramClient::connect(endpoint, options)?;
@@ -135,15 +148,7 @@ pub fn talk(
 ) -> Result<SendReport, Error> {
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options)?;
-        let (local, peer) = stream.addresses()?;
-        tracing::debug!("connected from {local} to {peer}");
-        let (sent, received) = stream.pump(Box::new(input), output, None, half_close)?;
-        return Ok(SendReport {
-            local,
-            peer,
-            sent,
-            received,
-        });
+        return stream.exchange(Box::new(input), output, None, half_close, options);
     }
     let mut client = DatagramClient::connect(endpoint, options)?;
     let mut report = SendReport {
@@ -199,7 +204,15 @@ fn write_out(output: &mut dyn Write, bytes: &[u8]) -> Result<(), Error> {
     output
         .write_all(bytes)
         .and_then(|()| output.flush())
-        .map_err(|e| io_err("writing the reply", e))
+        .map_err(output_error)
+}
+
+/// Only the framing adapter reports InvalidData: a reply that broke the framing.
+fn output_error(e: io::Error) -> Error {
+    match e.kind() {
+        io::ErrorKind::InvalidData => Error::Protocol(format!("bad reply: {e}")),
+        _ => io_err("writing the reply", e),
+    }
 }
 
 fn io_err(context: &str, e: io::Error) -> Error {
@@ -309,6 +322,44 @@ impl StreamClient {
             StreamClient::Tcp(s) => s.set_read_timeout(timeout),
             StreamClient::Unix(s, _) => s.set_read_timeout(timeout),
         }
+    }
+
+    /// Runs the exchange, through the framing codecs when the options ask for them.
+    fn exchange(
+        self,
+        input: Box<dyn BufRead + Send>,
+        output: &mut dyn Write,
+        read_timeout: Option<Duration>,
+        half_close: bool,
+        options: &SendOptions,
+    ) -> Result<SendReport, Error> {
+        let (local, peer) = self.addresses()?;
+        tracing::debug!("connected from {local} to {peer}");
+        let (sent, received) = match (options.codec(), options.codec()) {
+            (Some(encoder), Some(decoder)) => {
+                let framed_input = FrameInput {
+                    input,
+                    codec: encoder,
+                    pending: BytesMut::new(),
+                };
+                let mut framed_output = FrameOutput {
+                    output,
+                    codec: decoder,
+                    buffer: BytesMut::new(),
+                };
+                let input = Box::new(framed_input);
+                let counts = self.pump(input, &mut framed_output, read_timeout, half_close)?;
+                framed_output.finish()?;
+                counts
+            }
+            _ => self.pump(input, output, read_timeout, half_close)?,
+        };
+        Ok(SendReport {
+            local,
+            peer,
+            sent,
+            received,
+        })
     }
 
     /// Copies `input` to the socket on a thread of its own while the socket is copied to
@@ -437,7 +488,6 @@ struct DatagramClient {
     local: Address,
     bind: Option<SocketAddr>,
     timeout: Duration,
-    _own_path: Option<OwnPath>,
 }
 
 enum DatagramSocket {
@@ -446,29 +496,28 @@ enum DatagramSocket {
     Unix(UnixDatagram, PathBuf),
 }
 
-/// The client's own Unix socket path, removed on drop.
-struct OwnPath(PathBuf);
-
-impl Drop for OwnPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 impl DatagramClient {
     fn connect(endpoint: &Endpoint, options: &SendOptions) -> Result<DatagramClient, Error> {
         if let Endpoint::UnixDatagram(path) = endpoint {
             static NEXT: AtomicU32 = AtomicU32::new(0);
-            let own = std::env::temp_dir().join(format!(
-                "socketkit-client-{}-{}.sock",
+            // The server needs an address to reply to. An abstract name (Linux) leaves no file
+            // behind, even when the client is killed, and nobody else can create it first.
+            use std::os::linux::net::SocketAddrExt;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let name = format!(
+                "socketkit-client-{}-{}-{nanos:08x}",
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
-            ));
-            let socket = UnixDatagram::bind(&own).map_err(|source| Error::Bind {
-                endpoint: Endpoint::UnixDatagram(own.clone()),
+            );
+            let bind_err = |source| Error::Bind {
+                endpoint: Endpoint::UnixDatagram(PathBuf::from(format!("@{name}"))),
                 source,
-            })?;
-            let own = OwnPath(own);
+            };
+            let own = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+                .map_err(bind_err)?;
+            let socket = UnixDatagram::bind_addr(&own).map_err(bind_err)?;
             socket.connect(path).map_err(|source| Error::Connect {
                 endpoint: endpoint.clone(),
                 source,
@@ -478,13 +527,12 @@ impl DatagramClient {
                 .map_err(|e| io_err("setting the read timeout", e))?;
             return Ok(DatagramClient {
                 endpoint: endpoint.clone(),
-                local: Address::Unix(Some(own.0.clone())),
+                local: Address::Abstract(name.into_bytes()),
                 socket: DatagramSocket::Unix(socket, path.clone()),
                 addrs: Vec::new(),
                 current: 0,
                 bind: options.bind,
                 timeout: options.timeout,
-                _own_path: Some(own),
             });
         }
         let addrs: Vec<SocketAddr> = endpoint
@@ -509,7 +557,6 @@ impl DatagramClient {
             local,
             bind: options.bind,
             timeout: options.timeout,
-            _own_path: None,
         })
     }
 
@@ -522,7 +569,16 @@ impl DatagramClient {
 
     /// Sends one datagram and waits for the one reply.
     fn request(&mut self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        if message.len() > MAX_DATAGRAM_BYTES {
+            return Err(Error::Config(format!(
+                "a message of {} bytes is larger than one datagram ({MAX_DATAGRAM_BYTES} bytes \
+                 at most)",
+                message.len()
+            )));
+        }
         let mut buf = vec![0u8; 65_536];
+        // A reply that came after its request timed out must not pass for this one's.
+        self.discard_late_replies(&mut buf);
         loop {
             let outcome = match &self.socket {
                 DatagramSocket::Udp(s) => s.send(message).and_then(|_| s.recv(&mut buf)),
@@ -558,6 +614,42 @@ impl DatagramClient {
     }
 }
 
+impl DatagramClient {
+    fn discard_late_replies(&self, buf: &mut [u8]) {
+        let dropped = match &self.socket {
+            DatagramSocket::Udp(s) => drain(
+                s.set_nonblocking(true),
+                || s.recv(buf),
+                || s.set_nonblocking(false),
+            ),
+            DatagramSocket::Unix(s, _) => drain(
+                s.set_nonblocking(true),
+                || s.recv(buf),
+                || s.set_nonblocking(false),
+            ),
+        };
+        if dropped > 0 {
+            tracing::warn!("discarded {dropped} late replies to earlier requests");
+        }
+    }
+}
+
+/// Receives without waiting until nothing is left; returns how many datagrams were dropped.
+fn drain(
+    nonblocking: io::Result<()>,
+    mut recv: impl FnMut() -> io::Result<usize>,
+    restore: impl FnOnce() -> io::Result<()>,
+) -> usize {
+    let mut dropped = 0;
+    if nonblocking.is_ok() {
+        while recv().is_ok() {
+            dropped += 1;
+        }
+    }
+    let _ = restore();
+    dropped
+}
+
 fn open_udp(
     endpoint: &Endpoint,
     server: SocketAddr,
@@ -583,4 +675,145 @@ fn open_udp(
         .set_read_timeout(Some(timeout))
         .map_err(|e| io_err("setting the read timeout", e))?;
     Ok(socket)
+}
+
+/// Reads lines from the input and hands out each one as a framed message.
+struct FrameInput {
+    input: Box<dyn BufRead + Send>,
+    codec: MessageCodec,
+    pending: BytesMut,
+}
+
+impl Read for FrameInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            let mut line = Vec::new();
+            if self.input.read_until(b'\n', &mut line)? == 0 {
+                return Ok(0);
+            }
+            let terminator: &'static [u8] = if line.ends_with(b"\r\n") {
+                line.truncate(line.len() - 2);
+                b"\r\n"
+            } else {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                b"\n"
+            };
+            self.codec
+                .encode(&line, terminator, &mut self.pending)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Decodes reply messages from the stream and writes each payload on a line of its own.
+struct FrameOutput<'a> {
+    output: &'a mut dyn Write,
+    codec: MessageCodec,
+    buffer: BytesMut,
+}
+
+impl FrameOutput<'_> {
+    fn emit(&mut self, at_eof: bool) -> io::Result<()> {
+        loop {
+            let message = if at_eof {
+                self.codec.decode_eof(&mut self.buffer)
+            } else {
+                self.codec.decode(&mut self.buffer)
+            };
+            match message.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+                Some(message) => {
+                    self.output.write_all(&message.payload)?;
+                    self.output.write_all(b"\n")?;
+                }
+                None => return self.output.flush(),
+            }
+        }
+    }
+
+    /// The stream ended: a last line without newline still counts; half a frame does not.
+    fn finish(mut self) -> Result<(), Error> {
+        self.emit(true).map_err(output_error)
+    }
+}
+
+impl Write for FrameOutput<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        self.emit(false)?;
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.output.flush()
+    }
+}
+
+/// Sends one UDP datagram to a broadcast address and writes every reply that arrives within
+/// the timeout as `ADDRESS REPLY` lines (the second deck: "UDP can broadcast"). Returns the
+/// responders in the order they answered.
+///
+/// # Errors
+///
+/// [`Error::Config`] for an endpoint that is not IPv4 UDP (IPv6 has no broadcast),
+/// [`Error::TimedOut`] when nobody answers.
+pub fn broadcast(
+    endpoint: &Endpoint,
+    input: impl Read,
+    output: &mut dyn Write,
+    options: &SendOptions,
+) -> Result<Vec<SocketAddr>, Error> {
+    let target = match endpoint {
+        Endpoint::Udp { .. } => endpoint
+            .socket_addrs()?
+            .into_iter()
+            .find(SocketAddr::is_ipv4),
+        _ => None,
+    }
+    .ok_or_else(|| Error::Config("broadcast needs an IPv4 udp:// endpoint".into()))?;
+    let message = read_datagram(input)?;
+    let local = options
+        .bind
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let socket = UdpSocket::bind(local).map_err(|source| Error::Bind {
+        endpoint: Endpoint::udp(local),
+        source,
+    })?;
+    socket
+        .set_broadcast(true)
+        .map_err(|e| io_err("setting SO_BROADCAST", e))?;
+    socket
+        .send_to(&message, target)
+        .map_err(|e| io_err("sending the broadcast", e))?;
+    let deadline = std::time::Instant::now() + options.timeout;
+    let mut responders = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| io_err("setting the read timeout", e))?;
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                let mut line = format!("{from} ").into_bytes();
+                line.extend_from_slice(&buf[..n]);
+                line.push(b'\n');
+                write_out(output, &line)?;
+                responders.push(from);
+            }
+            Err(e) if is_timeout(&e) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("receiving replies", e)),
+        }
+    }
+    if responders.is_empty() {
+        return Err(timed_out(options.timeout));
+    }
+    Ok(responders)
 }

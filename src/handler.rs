@@ -324,9 +324,15 @@ impl AsyncStreamRequest {
     }
 
     pub(crate) async fn close(&mut self) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         self.writer.flush().await?;
-        self.writer.shutdown().await
+        self.writer.shutdown().await?;
+        // Lingering close: wait briefly for the peer's EOF, so unread input cannot turn the
+        // close into a reset that destroys the reply in flight.
+        let mut buf = [0u8; 4096];
+        let drain = async { while matches!(self.reader.read(&mut buf).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+        Ok(())
     }
 }
 

@@ -10,6 +10,7 @@
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
+//! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`engine`]        | the I/O drivers: async, sequential, threaded, pool                  |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`server`]        | [`ServerBuilder`], [`Server`], [`Limits`], [`ShutdownHandle`]        |
@@ -48,6 +49,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod codec;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -192,7 +193,7 @@ async fn serve_conn(
                 }
             }
             None => {
-                let session = shared.app.service.session(&ctx);
+                let session = shared.session(&ctx);
                 match CatchUnwind(Box::pin(drive(session, &mut stream, &shared.limits))).await {
                     Ok(result) => result,
                     Err(panic) => Err(SessionError::Panic(panic)),
@@ -235,8 +236,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         }
         next = match next {
             Next::Close => {
-                // A FIN, not a reset: the reply already written must reach the peer.
-                let _ = conn.shutdown().await;
+                close_gracefully(conn).await;
                 return Ok(());
             }
             Next::Write => session.on_writable(&mut out),
@@ -249,6 +249,24 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
             },
         };
     }
+}
+
+/// The async twin of [`super::close_gracefully`]: FIN, then wait briefly for the peer's EOF.
+pub(crate) async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(conn: &mut S) {
+    if conn.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut discarded = 0;
+        while discarded < super::LINGER_BYTES {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            }
+        }
+    };
+    let _ = timeout(super::LINGER, drain).await;
 }
 
 enum Datagrams {
@@ -328,6 +346,21 @@ async fn send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result
     match (socket, peer) {
         (Datagrams::Udp(s), Address::Inet(addr)) => s.send_to(reply, addr).await.map(drop),
         (Datagrams::Unix(s), Address::Unix(Some(path))) => s.send_to(reply, path).await.map(drop),
+        (Datagrams::Unix(s), Address::Abstract(name)) => {
+            // tokio sends to paths only; an abstract name goes through socket2 on the same fd.
+            let mut raw = vec![0u8];
+            raw.extend_from_slice(name);
+            let to = socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?;
+            loop {
+                s.writable().await?;
+                match s.try_io(tokio::io::Interest::WRITABLE, || {
+                    socket2::SockRef::from(s).send_to(reply, &to)
+                }) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    result => return result.map(drop),
+                }
+            }
+        }
         _ => Err(unnamed_peer()),
     }
 }

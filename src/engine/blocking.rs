@@ -14,8 +14,8 @@ use bytes::BytesMut;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::{
-    Backoff, Conn, GuardedRead, SessionError, Shared, SharedWrite, Woken, answer_datagram, context,
-    drive, is_per_connection_error, prepare_blocking, wait_readable,
+    Backoff, Conn, GuardedRead, SessionError, Shared, SharedWrite, Woken, answer_datagram,
+    close_gracefully, context, drive, is_per_connection_error, prepare_blocking, wait_readable,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -351,12 +351,12 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
                     StreamRequest::new(&ctx, Box::new(read), Box::new(SharedWrite(&conn)));
                 run_stream_handler(handler.as_ref(), &mut request)?;
                 drop(request);
-                let _ = conn.shutdown_write();
+                close_gracefully(&conn, &shared.force);
                 Ok(())
             }
             None => READ_BUFFER.with_borrow_mut(|buf| {
                 buf.resize(shared.limits.read_buffer, 0);
-                let session = shared.app.service.session(&ctx);
+                let session = shared.session(&ctx);
                 drive(session, &conn, buf, &shared.limits, &shared.force)
             }),
         }
@@ -381,6 +381,11 @@ pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::
         (Listener::Udp(s), Address::Inet(addr)) => s.send_to(bytes, addr).map(drop),
         (Listener::UnixDatagram(s, _), Address::Unix(Some(path))) => {
             s.send_to(bytes, path).map(drop)
+        }
+        (Listener::UnixDatagram(s, _), Address::Abstract(name)) => {
+            use std::os::linux::net::SocketAddrExt;
+            let to = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            s.send_to_addr(bytes, &to).map(drop)
         }
         _ => Err(unnamed_peer()),
     }

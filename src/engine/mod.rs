@@ -21,6 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::codec::session::FramedSession;
+use crate::codec::{Framing, MessageCodec};
 use crate::endpoint::Transport;
 use crate::handler::{DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler};
 use crate::server::Limits;
@@ -124,6 +126,7 @@ pub(crate) type ErrorHook = Arc<dyn Fn(&Address, &HandlerError) + Send + Sync>;
 /// What every engine needs while serving.
 pub(crate) struct Shared {
     pub(crate) app: App,
+    pub(crate) framing: Framing,
     pub(crate) limits: Limits,
     pub(crate) verify_request: Option<VerifyHook>,
     pub(crate) handle_error: ErrorHook,
@@ -134,6 +137,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A session for a new stream: the service's own in `raw` framing, else the service's
+    /// message function behind the framing's codec.
+    pub(crate) fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
+        match MessageCodec::new(self.framing, self.limits.max_line, self.limits.max_frame) {
+            None => self.app.service.session(ctx),
+            Some(codec) => Box::new(FramedSession::new(
+                self.app.service.clone(),
+                ctx.clone(),
+                codec,
+            )),
+        }
+    }
+
     /// socketserver's `verify_request`: `false` closes the connection before a byte is read.
     pub(crate) fn verify(&self, peer: &Address) -> bool {
         let allowed = self
@@ -229,7 +245,7 @@ pub(crate) fn answer_datagram(
     reply: &mut BytesMut,
 ) -> bool {
     reply.clear();
-    if !shared.app.service.datagram(ctx, request, reply) {
+    if !shared.app.service.message(ctx, request, reply) {
         return false;
     }
     if reply.len() > shared.limits.max_datagram {
@@ -434,8 +450,7 @@ pub(crate) fn drive(
         }
         next = match next {
             Next::Close => {
-                // A FIN, not a reset: the reply already written must reach the peer.
-                let _ = conn.shutdown_write();
+                close_gracefully(conn, force);
                 return Ok(());
             }
             Next::Write => session.on_writable(&mut out),
@@ -444,6 +459,33 @@ pub(crate) fn drive(
                 n => session.on_data(&buf[..n], &mut out),
             },
         };
+    }
+}
+
+/// How long a closing connection waits for the peer's EOF, and how much it reads meanwhile.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
+pub(crate) const LINGER_BYTES: usize = 64 * 1024;
+
+/// Closes with a FIN and waits (briefly) for the peer's EOF, discarding what it still sends.
+/// Closing a socket with unread input sends a reset, and a reset can destroy the reply still
+/// in flight: a daytime client that sent a line would never see the time (nginx calls this
+/// "lingering close").
+pub(crate) fn close_gracefully(conn: &Conn, force: &Trigger) {
+    if conn.shutdown_write().is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER;
+    let mut discarded = 0;
+    let mut buf = [0u8; 4096];
+    while discarded < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait_readable(conn.as_fd(), force, Some(left)) {
+            Ok(Woken::Ready) => match conn.read_shared(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => discarded += n,
+            },
+            _ => return,
+        }
     }
 }
 

@@ -38,6 +38,14 @@ pub struct Limits {
     /// for its whole session, so this is how many clients are served at once; more wait,
     /// accepted, until a worker is free (at most `max_connections` in all).
     pub workers: usize,
+    /// The longest line in `line` framing, terminator excluded. Default 64 KiB: far above any
+    /// line a person types, and small enough that a peer that never sends a newline costs
+    /// little. A longer line closes its connection with a log line.
+    pub max_line: usize,
+    /// The largest frame in `length` framing. Default 1 MiB: a message-level service holds a
+    /// whole frame in memory, so this bounds that memory per connection. A larger header
+    /// closes its connection with a log line, before anything is reserved.
+    pub max_frame: usize,
     /// Bytes read from a stream at a time. Default 16 KiB: large enough that copying is cheap
     /// per system call, small enough that 10,000 connections need little memory.
     pub read_buffer: usize,
@@ -52,6 +60,8 @@ impl Default for Limits {
             max_datagram: MAX_DATAGRAM_BYTES,
             max_connections: 10_000,
             workers: 32,
+            max_line: 64 * 1024,
+            max_frame: 1024 * 1024,
             read_buffer: 16 * 1024,
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub use limits::{Limits, MAX_DATAGRAM_BYTES};
 pub use shutdown::ShutdownHandle;
 
+use crate::codec::Framing;
 use crate::endpoint::Endpoint;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
@@ -42,6 +43,7 @@ pub struct ServerBuilder {
     endpoints: Vec<Endpoint>,
     engine: Engine,
     limits: Limits,
+    framing: Framing,
     service: Arc<dyn DynService>,
     name: Option<String>,
     stream_handler: Option<Arc<dyn StreamHandler>>,
@@ -96,6 +98,37 @@ impl ServerBuilder {
     /// Sets [`Limits::grace`].
     pub fn grace(mut self, grace: Duration) -> ServerBuilder {
         self.limits.grace = grace;
+        self
+    }
+
+    /// Chooses the framing of stream connections. Default [`Framing::Raw`]: the service's
+    /// stream session sees the bytes as they come. With `line` or `length` framing, the
+    /// service's [`message`](Service::message) function answers each whole message. Datagrams
+    /// are messages already and ignore the framing; handlers do their own reading.
+    ///
+    /// ```
+    /// use socketkit::{Server, codec::Framing};
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .framing(Framing::Line)
+    ///     .max_line(1024)
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn framing(mut self, framing: Framing) -> ServerBuilder {
+        self.framing = framing;
+        self
+    }
+
+    /// Sets [`Limits::max_line`].
+    pub fn max_line(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_line = max;
+        self
+    }
+
+    /// Sets [`Limits::max_frame`].
+    pub fn max_frame(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_frame = max;
         self
     }
 
@@ -224,6 +257,7 @@ impl ServerBuilder {
                 async_handler: self.async_handler,
             },
             limits: self.limits,
+            framing: self.framing,
             verify_request: self.verify_request,
             handle_error: self
                 .handle_error
@@ -327,6 +361,7 @@ impl Server {
             endpoints: Vec::new(),
             engine: Engine::default(),
             limits: Limits::default(),
+            framing: Framing::Raw,
             service: Arc::new(Upper),
             name: None,
             stream_handler: None,

@@ -5,17 +5,30 @@
 //! (see [`crate::Engine`]) do all the I/O, so each service is written once and runs on every
 //! engine and every transport, and is unit-tested without a socket.
 
+mod chargen;
+mod clock;
+mod discard;
+mod echo;
+mod qotd;
+mod registry;
 mod upper;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
 
 use crate::endpoint::Transport;
 
+pub use chargen::{CHARGEN_LINE_CHARS, Chargen, ChargenSession, chargen_line};
+pub use clock::{Daytime, OneShotSession, SECONDS_1900_TO_1970, Time, daytime_text, time_bytes};
+pub use discard::{Discard, DiscardSession};
+pub use echo::{Echo, EchoSession};
+pub use qotd::Qotd;
+pub use registry::{SERVICES, ServiceInfo, by_name, info};
 pub use upper::{Upper, UpperSession, upper_message, upper_prefix};
 
 /// What the engine does after an event, once the session's output has been written.
@@ -37,6 +50,9 @@ pub enum Address {
     Inet(SocketAddr),
     /// A Unix socket path; `None` for an unnamed (unbound) socket.
     Unix(Option<PathBuf>),
+    /// A Linux abstract Unix socket name (no file: shown as `@name`). socketkit's own datagram
+    /// clients bind one, so nothing is left behind in the filesystem if they are killed.
+    Abstract(Vec<u8>),
 }
 
 impl Address {
@@ -44,7 +60,7 @@ impl Address {
     pub fn inet(&self) -> Option<SocketAddr> {
         match self {
             Address::Inet(addr) => Some(*addr),
-            Address::Unix(_) => None,
+            Address::Unix(_) | Address::Abstract(_) => None,
         }
     }
 }
@@ -57,7 +73,12 @@ impl From<SocketAddr> for Address {
 
 impl From<&std::os::unix::net::SocketAddr> for Address {
     fn from(addr: &std::os::unix::net::SocketAddr) -> Address {
-        Address::Unix(addr.as_pathname().map(PathBuf::from))
+        use std::os::linux::net::SocketAddrExt;
+        match (addr.as_pathname(), addr.as_abstract_name()) {
+            (Some(path), _) => Address::Unix(Some(PathBuf::from(path))),
+            (None, Some(name)) => Address::Abstract(name.to_vec()),
+            (None, None) => Address::Unix(None),
+        }
     }
 }
 
@@ -67,6 +88,7 @@ impl fmt::Display for Address {
             Address::Inet(addr) => write!(f, "{addr}"),
             Address::Unix(Some(path)) => write!(f, "{}", path.display()),
             Address::Unix(None) => f.write_str("(unnamed)"),
+            Address::Abstract(name) => write!(f, "@{}", String::from_utf8_lossy(name)),
         }
     }
 }
@@ -108,10 +130,13 @@ impl Context {
 
 /// A network service, free of I/O. Engines run it on every transport.
 ///
+/// Two faces: [`Service::message`] answers one whole message (a datagram, or a frame when the
+/// stream is framed), and [`Service::session`] serves a raw byte stream as it arrives.
+///
 /// # Examples
 ///
-/// A service that answers every datagram with its length, and streams back nothing but
-/// a count at the end:
+/// A service that answers every message with its length, and on a raw stream sends back
+/// nothing but a count at the end:
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -136,7 +161,7 @@ impl Context {
 ///     type Session = CountSession;
 ///     fn name(&self) -> &str { "count" }
 ///     fn session(&self, _ctx: &Context) -> CountSession { CountSession::default() }
-///     fn datagram(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+///     fn message(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
 ///         reply.extend_from_slice(request.len().to_string().as_bytes());
 ///         true
 ///     }
@@ -152,8 +177,11 @@ pub trait Service: Send + Sync + 'static {
     /// Starts a session for a new stream connection.
     fn session(&self, ctx: &Context) -> Self::Session;
 
-    /// Answers one datagram by appending the reply to `reply`. Returns `false` to send no reply.
-    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
+    /// Answers one whole message by appending the reply to `reply`; returns `false` to send no
+    /// reply. A message is a datagram, or one frame of a framed stream (`line` or `length`
+    /// framing, see [`crate::codec`]): this is the message-level API, the same whatever the
+    /// transport and framing.
+    fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
 }
 
 /// One stream session. Each method appends whatever it has to say to `out`; the engine writes it
@@ -193,12 +221,43 @@ impl StreamSession for Box<dyn StreamSession> {
     }
 }
 
+/// Any service, its session type erased: what [`by_name`] returns, so a service chosen at run
+/// time (by name, from a command line) can be passed to [`crate::ServerBuilder::service`].
+#[derive(Clone)]
+pub struct AnyService(Arc<dyn DynService>);
+
+impl AnyService {
+    /// Wraps a service.
+    pub fn new<S: Service>(service: S) -> AnyService {
+        AnyService(Arc::new(service))
+    }
+}
+
+impl fmt::Debug for AnyService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("AnyService").field(&self.0.name()).finish()
+    }
+}
+
+impl Service for AnyService {
+    type Session = Box<dyn StreamSession>;
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
+        self.0.session(ctx)
+    }
+    fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        self.0.message(ctx, request, reply)
+    }
+}
+
 /// A [`Service`] with its session type erased, so a server can hold any service (or several)
 /// without being generic over it. A boxed session per connection costs one allocation.
 pub(crate) trait DynService: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn session(&self, ctx: &Context) -> Box<dyn StreamSession>;
-    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
+    fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool;
 }
 
 impl<S: Service> DynService for S {
@@ -208,7 +267,7 @@ impl<S: Service> DynService for S {
     fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
         Box::new(Service::session(self, ctx))
     }
-    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
-        Service::datagram(self, ctx, request, reply)
+    fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        Service::message(self, ctx, request, reply)
     }
 }

@@ -24,7 +24,7 @@ use super::{Context, Next, Service, StreamSession};
 ///
 /// let ctx = Context::new(Transport::Udp, "127.0.0.1:5000".parse().unwrap());
 /// let mut reply = BytesMut::new();
-/// assert!(Upper.datagram(&ctx, "straße".as_bytes(), &mut reply));
+/// assert!(Upper.message(&ctx, "straße".as_bytes(), &mut reply));
 /// assert_eq!(&reply[..], b"STRASSE");
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,7 +41,7 @@ impl Service for Upper {
         UpperSession::default()
     }
 
-    fn datagram(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+    fn message(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
         upper_message(request, reply);
         true
     }

@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal::{SIGINT, SIGTERM};
-use socketkit::Endpoint;
+use socketkit::{Endpoint, Engine};
 use wait_timeout::ChildExt;
 
 use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
@@ -18,7 +18,10 @@ use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
 /// the machine may be loaded. Never used to synchronise.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
-const ENGINES: [&str; 2] = ["async", "sequential"];
+/// Every engine's command-line name: async and sequential, and whatever else the library has.
+fn engines() -> impl Iterator<Item = &'static str> {
+    Engine::ALL.into_iter().map(Engine::name)
+}
 
 /// The binary, with the caller's RUST_LOG removed so log output is what the flags say.
 fn command() -> std::process::Command {
@@ -234,7 +237,7 @@ fn help_lists_the_subcommands_and_every_exit_code() {
     let output = run(&["--help"]);
     assert_code(&output, 0);
     let help = stdout(&output);
-    for subcommand in ["serve", "send"] {
+    for subcommand in ["serve", "send", "client", "completions"] {
         assert!(
             help.lines()
                 .any(|l| l.trim_start().starts_with(&format!("{subcommand} "))),
@@ -268,11 +271,15 @@ fn serve_help_describes_its_options() {
     let output = run(&["serve", "--help"]);
     assert_code(&output, 0);
     let help = stdout(&output);
+    for engine in engines() {
+        assert!(
+            help.contains(engine),
+            "serve --help lacks engine {engine}:\n{help}"
+        );
+    }
     for needle in [
         "--listen",
         "--engine",
-        "async",
-        "sequential",
         "--grace",
         "--backlog",
         "--idle-timeout",
@@ -319,7 +326,7 @@ const ALL_TRANSPORTS: [&str; 4] = [
 
 #[test]
 fn send_gets_the_upper_case_from_every_engine_on_every_transport() {
-    for engine in ENGINES {
+    for engine in engines() {
         let server = Served::start(engine, &ALL_TRANSPORTS, &[]);
         for endpoint in &server.endpoints {
             let output = send(endpoint, "hello, straße");
@@ -336,7 +343,7 @@ fn send_gets_the_upper_case_from_every_engine_on_every_transport() {
 
 #[test]
 fn send_reads_the_message_from_stdin_without_a_message_argument() {
-    for engine in ENGINES {
+    for engine in engines() {
         let server = Served::start(engine, &ALL_TRANSPORTS, &[]);
         for endpoint in &server.endpoints {
             let output = run_with_stdin(&["send", &endpoint.to_string()], b"from stdin");
@@ -350,7 +357,7 @@ fn send_reads_the_message_from_stdin_without_a_message_argument() {
 fn send_sends_a_multi_line_stdin_whole_on_streams() {
     let input = "first line\nsecond line, straße\n\nlast line without newline";
     let expected = "FIRST LINE\nSECOND LINE, STRASSE\n\nLAST LINE WITHOUT NEWLINE";
-    for engine in ENGINES {
+    for engine in engines() {
         let server = Served::start(
             engine,
             &["tcp://127.0.0.1:0", "unix://{dir}/stream.sock"],
@@ -381,7 +388,7 @@ fn serve_and_send_work_on_ipv6_loopback() {
         eprintln!("skipped: no IPv6 loopback on this machine");
         return;
     }
-    for engine in ENGINES {
+    for engine in engines() {
         let server = Served::start(engine, &["tcp://[::1]:0", "udp://[::1]:0"], &[]);
         for endpoint in &server.endpoints {
             assert!(endpoint.to_string().contains("[::1]:"), "{endpoint}");
@@ -396,7 +403,7 @@ fn serve_and_send_work_on_ipv6_loopback() {
 
 #[test]
 fn serve_prints_one_listening_line_per_listener_on_stderr() {
-    for engine in ENGINES {
+    for engine in engines() {
         let mut server = Served::start(engine, &ALL_TRANSPORTS, &[]);
         let lines: Vec<&String> = server
             .process
@@ -442,7 +449,7 @@ fn serve_prints_one_listening_line_per_listener_on_stderr() {
 
 #[test]
 fn quiet_serve_prints_nothing_at_all() {
-    for engine in ENGINES {
+    for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quiet.sock");
         let endpoint: Endpoint = format!("unix://{}", path.display()).parse().unwrap();
@@ -520,7 +527,7 @@ fn send_bind_with_a_port_sends_from_that_port() {
     let bind = format!("127.0.0.1:{port}");
     let output = run(&[
         "send",
-        "-b",
+        "--bind",
         &bind,
         "-v",
         &server.endpoints[0].to_string(),
@@ -649,7 +656,7 @@ fn exit_6_when_the_name_does_not_exist() {
 fn exit_7_when_the_port_is_taken() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("tcp://{}", holder.local_addr().unwrap());
-    for engine in ENGINES {
+    for engine in engines() {
         let output = run(&["serve", "-e", engine, "-l", &endpoint]);
         let line = assert_error(&output, 7, &["cannot bind", &endpoint]);
         assert!(
@@ -722,7 +729,7 @@ fn second_signal_forces_exit_130(
 
 #[test]
 fn exit_130_on_a_second_sigint_during_the_drain() {
-    for engine in ENGINES {
+    for engine in engines() {
         second_signal_forces_exit_130(engine, SIGINT, SIGINT);
     }
 }
@@ -770,18 +777,31 @@ fn sigterm_drains_a_connection_in_flight_sequential() {
 }
 
 #[test]
+fn sigterm_drains_a_connection_in_flight_on_the_other_engines() {
+    for engine in engines().filter(|e| !["async", "sequential"].contains(e)) {
+        sigterm_drains_a_connection_in_flight(engine);
+    }
+}
+
+#[test]
 fn sigint_stops_an_idle_server_with_0() {
-    for engine in ENGINES {
+    for engine in engines() {
         let mut server = Served::start(engine, &ALL_TRANSPORTS, &[]);
+        // At once: a signal that follows the announcement must find the handlers installed.
         server.process.signal(SIGINT);
         server.process.wait_for_line("shutting down");
-        assert_eq!(server.process.wait_exit(), Some(0), "{engine}");
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(0),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
     }
 }
 
 #[test]
 fn the_grace_period_ends_a_connection_that_does_not_finish() {
-    for engine in ENGINES {
+    for engine in engines() {
         let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "200ms"]);
         let mut conn = connect(server.addr());
         conn.write_all(b"held").unwrap();

@@ -285,12 +285,12 @@ impl Service for Counting {
     fn session(&self, ctx: &Context) -> CountingSession {
         CountingSession(self.0.clone(), Upper.session(ctx))
     }
-    fn datagram(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+    fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
         if request.starts_with(b"panic") {
             panic!("asked to panic");
         }
         self.0.fetch_add(request.len(), Ordering::SeqCst);
-        Upper.datagram(ctx, request, reply)
+        Upper.message(ctx, request, reply)
     }
 }
 

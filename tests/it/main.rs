@@ -4,7 +4,9 @@
 mod common;
 
 mod cli;
+mod client;
 mod engines;
+mod examples;
 mod handlers;
 mod interop;
 mod unicode;

@@ -53,6 +53,8 @@ pub enum Command {
     ///
     /// Streams (tcp, unix): write the message as given, close the write side, and copy the reply
     /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
+    /// With --framing line or length, each line of the message is sent as one message, and each
+    /// reply message is printed on a line of its own.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
     /// Talk to a server interactively, like the slides' clients in a loop.
@@ -64,6 +66,12 @@ pub enum Command {
     /// command exits when the server closes.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Client(ClientArgs),
+    /// List the built-in services with their RFC and well-known port.
+    Services {
+        /// One JSON object per line (name, rfc, port, summary).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     ///
     /// For example: socketkit completions bash > ~/.local/share/bash-completion/completions/socketkit
@@ -74,13 +82,17 @@ pub enum Command {
 }
 
 /// `socketkit serve`.
+///
+/// Several services in one process: `socketkit serve echo=tcp://127.0.0.1:7007,udp://127.0.0.1:7007
+/// daytime=tcp://127.0.0.1:13013`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The service to run.
-    #[arg(default_value = "upper", value_parser = ["upper"])]
-    pub service: String,
+    /// The services to run: NAME, or NAME=ENDPOINT[,ENDPOINT...] to give a service endpoints
+    /// of its own (several services in one process). See `socketkit services`. [default: upper]
+    #[arg(value_name = "SERVICE[=ENDPOINTS]", value_parser = parse_service_spec)]
+    pub services: Vec<ServiceSpec>,
 
-    /// Where to listen; repeat for several endpoints.
+    /// Where a service given without endpoints listens; repeat for several endpoints.
     /// [default: tcp://127.0.0.1:12000 and udp://127.0.0.1:12000]
     #[arg(short, long = "listen", value_name = "ENDPOINT")]
     pub listen: Vec<Endpoint>,
@@ -116,6 +128,67 @@ pub struct ServeArgs {
     /// Worker threads of the pool engine.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub workers: usize,
+
+    #[command(flatten)]
+    pub framing: FramingArgs,
+}
+
+/// One `SERVICE[=ENDPOINT,...]` argument.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// A built-in service's name.
+    pub name: String,
+    /// Its own endpoints; empty: the `-l` endpoints or the defaults.
+    pub endpoints: Vec<Endpoint>,
+}
+
+fn parse_service_spec(text: &str) -> Result<ServiceSpec, String> {
+    let (name, endpoints) = match text.split_once('=') {
+        Some((name, list)) => (name, Some(list)),
+        None => (text, None),
+    };
+    if socketkit::service::info(name).is_none() {
+        let names: Vec<_> = socketkit::service::SERVICES
+            .iter()
+            .map(|s| s.name)
+            .collect();
+        return Err(format!(
+            "unknown service {name:?} (expected one of {})",
+            names.join(", ")
+        ));
+    }
+    let endpoints = match endpoints {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|e| e.parse::<Endpoint>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(ServiceSpec {
+        name: name.to_string(),
+        endpoints,
+    })
+}
+
+/// Framing flags, shared by serve, send and client.
+#[derive(Debug, Args)]
+pub struct FramingArgs {
+    /// Message boundaries on streams: raw (none: bytes as they come), line (newline-delimited)
+    /// or length (a big-endian length header, then the payload). Datagrams are messages already.
+    #[arg(long, default_value = "raw", value_parser = framing_parser())]
+    pub framing: socketkit::codec::Framing,
+
+    /// Width of the length header in bytes (length framing): 2 or 4.
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = parse_length_bytes)]
+    pub length_bytes: u8,
+
+    /// The largest frame in length framing, in bytes; a larger one closes the connection.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_frame: usize,
+
+    /// The longest line in line framing, in bytes; a longer one closes the connection.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub max_line: usize,
 }
 
 /// `socketkit client`.
@@ -124,8 +197,9 @@ pub struct ClientArgs {
     /// The server to talk to.
     pub endpoint: Endpoint,
 
-    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks).
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks). `-s` as
+    /// in nc.
+    #[arg(short = 's', long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
 
     /// How long to wait for the connection, and for each datagram's reply.
@@ -135,6 +209,9 @@ pub struct ClientArgs {
     /// Streams: do not half-close the write side after stdin ends (ncat's --no-shutdown).
     #[arg(long)]
     pub no_shutdown: bool,
+
+    #[command(flatten)]
+    pub framing: FramingArgs,
 }
 
 /// `socketkit send`.
@@ -146,13 +223,48 @@ pub struct SendArgs {
     /// The message, sent exactly as given (no newline added). Without it, stdin is sent.
     pub message: Option<std::ffi::OsString>,
 
-    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks).
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks). `-s` as
+    /// in nc.
+    #[arg(short = 's', long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
 
     /// How long to wait for the connection and for each part of the reply.
     #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub timeout: Duration,
+
+    /// UDP broadcast: set SO_BROADCAST and print every reply that arrives within the timeout,
+    /// one line per responder: `ADDRESS REPLY`.
+    #[arg(short, long)]
+    pub broadcast: bool,
+
+    #[command(flatten)]
+    pub framing: FramingArgs,
+}
+
+impl FramingArgs {
+    /// The framing the flags describe.
+    pub fn framing(&self) -> socketkit::codec::Framing {
+        use socketkit::codec::{Framing, LengthWidth};
+        match self.framing {
+            Framing::Length(_) if self.length_bytes == 2 => Framing::Length(LengthWidth::U16),
+            Framing::Length(_) => Framing::Length(LengthWidth::U32),
+            other => other,
+        }
+    }
+}
+
+fn parse_length_bytes(text: &str) -> Result<u8, String> {
+    match text {
+        "2" => Ok(2),
+        "4" => Ok(4),
+        _ => Err(format!("{text:?}: the length header is 2 or 4 bytes")),
+    }
+}
+
+fn framing_parser() -> impl clap::builder::TypedValueParser<Value = socketkit::codec::Framing> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["raw", "line", "length"])
+        .map(|name| name.parse().expect("a listed framing"))
 }
 
 fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {

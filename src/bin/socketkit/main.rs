@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args, cli.quiet),
         Command::Send(args) => cmd::send::run(args),
         Command::Client(args) => cmd::client::run(args),
+        Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
     };
     match result {

@@ -3,7 +3,7 @@
 
 use std::io::{self, IsTerminal};
 
-use socketkit::client::{SendOptions, talk};
+use socketkit::client::talk;
 
 use crate::cli::ClientArgs;
 
@@ -11,9 +11,7 @@ use crate::cli::ClientArgs;
 const PROMPT: &str = "Input a lowercase sentence:";
 
 pub fn run(args: ClientArgs) -> anyhow::Result<()> {
-    let mut options = SendOptions::default();
-    options.bind = args.bind;
-    options.timeout = args.timeout;
+    let options = super::send::options(args.bind, args.timeout, &args.framing);
     let prompt =
         (io::stdin().is_terminal() && !args.endpoint.transport().is_stream()).then_some(PROMPT);
     let stdout = io::stdout();

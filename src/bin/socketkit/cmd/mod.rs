@@ -4,3 +4,4 @@ pub mod client;
 pub mod completions;
 pub mod send;
 pub mod serve;
+pub mod services;

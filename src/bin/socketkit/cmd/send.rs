@@ -1,24 +1,40 @@
-//! `socketkit send`: one message, one reply, on stdout byte for byte.
+//! `socketkit send`: one message, one reply, on stdout byte for byte (or, with --broadcast,
+//! every reply that comes, one line per responder).
 
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 
-use socketkit::client::{SendOptions, send};
+use socketkit::client::{SendOptions, broadcast, send};
 
-use crate::cli::SendArgs;
+use crate::cli::{FramingArgs, SendArgs};
 
 pub fn run(args: SendArgs) -> anyhow::Result<()> {
-    let mut options = SendOptions::default();
-    options.bind = args.bind;
-    options.timeout = args.timeout;
+    let options = options(args.bind, args.timeout, &args.framing);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    match &args.message {
-        Some(message) => {
-            let message = io::Cursor::new(message.as_bytes().to_vec());
-            send(&args.endpoint, message, &mut out, &options)?
-        }
-        None => send(&args.endpoint, io::stdin(), &mut out, &options)?,
+    let input: Box<dyn Read + Send> = match &args.message {
+        Some(message) => Box::new(io::Cursor::new(message.as_bytes().to_vec())),
+        None => Box::new(io::stdin()),
     };
+    if args.broadcast {
+        broadcast(&args.endpoint, input, &mut out, &options)?;
+    } else {
+        send(&args.endpoint, input, &mut out, &options)?;
+    }
     Ok(())
+}
+
+/// Client options from the shared flags.
+pub fn options(
+    bind: Option<std::net::SocketAddr>,
+    timeout: std::time::Duration,
+    framing: &FramingArgs,
+) -> SendOptions {
+    let mut options = SendOptions::default();
+    options.bind = bind;
+    options.timeout = timeout;
+    options.framing = framing.framing();
+    options.max_line = framing.max_line;
+    options.max_frame = framing.max_frame;
+    options
 }

@@ -1,64 +1,117 @@
-//! `socketkit serve`: bind, announce, serve until a signal, drain.
+//! `socketkit serve`: bind every service's listeners, announce them, serve until a signal,
+//! drain.
 
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
-use socketkit::{Endpoint, Server, ShutdownHandle, service::Upper};
+use socketkit::{Endpoint, Server, ShutdownHandle, service};
 
-use crate::cli::ServeArgs;
+use crate::cli::{ServeArgs, ServiceSpec};
 
 /// The slides' port, on loopback: reachable from this machine only, no privileges needed.
 const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:12000"];
 
+/// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
-    let endpoints: Vec<Endpoint> = if args.listen.is_empty() {
+    let plan = plan(&args)?;
+    // Handlers first: a signal that arrives once the ports are announced must stop us gracefully.
+    let stoppers = stop_on_signals(args.grace)?;
+    let mut servers = Vec::new();
+    for (name, endpoints) in plan {
+        let service = service::by_name(&name).expect("checked by the argument parser");
+        let mut builder = Server::builder()
+            .engine(args.engine)
+            .backlog(args.backlog)
+            .grace(args.grace)
+            .idle_timeout(args.idle_timeout)
+            .max_connections(args.max_connections)
+            .workers(args.workers)
+            .framing(args.framing.framing())
+            .max_line(args.framing.max_line)
+            .max_frame(args.framing.max_frame)
+            .service(service);
+        for endpoint in endpoints {
+            builder = builder.listen(endpoint);
+        }
+        servers.push(builder.bind()?);
+    }
+    stoppers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .extend(servers.iter().map(Server::shutdown_handle));
+    if !quiet {
+        for server in &servers {
+            for endpoint in server.local_endpoints() {
+                eprintln!(
+                    "listening on {endpoint} ({}, {})",
+                    server.service_name(),
+                    server.engine()
+                );
+            }
+        }
+    }
+    let last = servers.pop().expect("at least one service");
+    let others: Vec<_> = servers
+        .into_iter()
+        .map(|server| std::thread::spawn(move || server.serve_forever()))
+        .collect();
+    let mut result = last.serve_forever();
+    for other in others {
+        let outcome = other.join().expect("a server thread panicked");
+        result = result.and(outcome);
+    }
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Which service listens where. Services given as `NAME=ENDPOINT,...` get those endpoints;
+/// a bare `NAME` gets the `-l` endpoints, or the defaults. Two services cannot share them.
+fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
+    let default_specs = [ServiceSpec {
+        name: "upper".into(),
+        endpoints: Vec::new(),
+    }];
+    let specs = if args.services.is_empty() {
+        &default_specs[..]
+    } else {
+        &args.services[..]
+    };
+    let shared: Vec<Endpoint> = if args.listen.is_empty() {
         DEFAULT_LISTEN
             .iter()
             .map(|text| text.parse().expect("a valid default endpoint"))
             .collect()
     } else {
-        args.listen
+        args.listen.clone()
     };
-    let mut builder = Server::builder()
-        .engine(args.engine)
-        .backlog(args.backlog)
-        .grace(args.grace)
-        .idle_timeout(args.idle_timeout)
-        .max_connections(args.max_connections)
-        .workers(args.workers);
-    builder = match args.service.as_str() {
-        "upper" => builder.service(Upper),
-        other => anyhow::bail!("unknown service {other:?}"),
-    };
-    for endpoint in endpoints {
-        builder = builder.listen(endpoint);
+    let bare = specs.iter().filter(|s| s.endpoints.is_empty()).count();
+    if bare > 1 {
+        anyhow::bail!(socketkit::Error::Config(
+            "several services would share the same endpoints: give each its own as \
+             SERVICE=ENDPOINT[,ENDPOINT...] (e.g. echo=tcp://127.0.0.1:7007)"
+                .into()
+        ));
     }
-    // Handlers first: a signal that arrives once the port is announced must stop us gracefully.
-    let stopper = stop_on_signals(args.grace)?;
-    let server = builder.bind()?;
-    *stopper.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.shutdown_handle());
-    if !quiet {
-        for endpoint in server.local_endpoints() {
-            eprintln!(
-                "listening on {endpoint} ({}, {})",
-                server.service_name(),
-                server.engine()
-            );
-        }
-    }
-    server.serve_forever()?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok(specs
+        .iter()
+        .map(|spec| {
+            let endpoints = if spec.endpoints.is_empty() {
+                shared.clone()
+            } else {
+                spec.endpoints.clone()
+            };
+            (spec.name.clone(), endpoints)
+        })
+        .collect())
 }
 
 /// SIGINT or SIGTERM starts a graceful stop; a second one ends the process at once (exit 130).
-/// Before the server exists (while binding), a signal ends the process at once too.
-fn stop_on_signals(
-    grace: std::time::Duration,
-) -> anyhow::Result<Arc<Mutex<Option<ShutdownHandle>>>> {
-    let handle: Arc<Mutex<Option<ShutdownHandle>>> = Arc::default();
-    let slot = handle.clone();
+/// Before the servers exist (while binding), a signal ends the process at once too.
+fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    let handles: Arc<Mutex<Vec<ShutdownHandle>>> = Arc::default();
+    let slot = handles.clone();
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
         .context("cannot install the signal handlers")?;
     std::thread::Builder::new()
@@ -70,12 +123,12 @@ fn stop_on_signals(
                 } else {
                     "SIGTERM"
                 };
-                let stop = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let Some(stop) = stop else {
+                let stops = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if stops.is_empty() {
                     eprintln!("socketkit: {name} before serving started: stopping now");
                     std::process::exit(130);
-                };
-                if stop.is_shutdown() {
+                }
+                if stops.iter().any(ShutdownHandle::is_shutdown) {
                     eprintln!("socketkit: {name} again: stopping now");
                     std::process::exit(130);
                 }
@@ -83,9 +136,9 @@ fn stop_on_signals(
                     "{name}: shutting down; connections in flight have {grace:?} to finish \
                      (a second signal stops at once)"
                 );
-                stop.shutdown();
+                stops.iter().for_each(ShutdownHandle::shutdown);
             }
         })
         .context("cannot start the signal thread")?;
-    Ok(handle)
+    Ok(handles)
 }
