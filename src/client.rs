@@ -12,7 +12,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -375,21 +375,31 @@ impl StreamClient {
     ) -> Result<(u64, u64), Error> {
         let mut writer = self.try_clone().map_err(|e| io_err("dup", e))?;
         let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
         let sender = {
             let sent = sent.clone();
+            let failed = failed.clone();
             std::thread::Builder::new()
                 .name("socketkit-send".into())
                 .spawn(move || -> io::Result<()> {
                     let mut buf = vec![0u8; 64 * 1024];
-                    loop {
+                    let copied = loop {
                         let n = match input.read(&mut buf) {
-                            Ok(0) => break,
+                            Ok(0) => break Ok(()),
                             Ok(n) => n,
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                            Err(e) => return Err(e),
+                            Err(e) => break Err(e),
                         };
-                        writer.write_all(&buf[..n])?;
+                        if let Err(e) = writer.write_all(&buf[..n]) {
+                            break Err(e);
+                        }
                         sent.fetch_add(n as u64, Ordering::Relaxed);
+                    };
+                    if let Err(e) = copied {
+                        // Wake the reader (the exchange cannot complete), saying why first.
+                        failed.store(true, Ordering::SeqCst);
+                        let _ = writer.shutdown(Shutdown::Both);
+                        return Err(e);
                     }
                     if half_close {
                         writer.shutdown(Shutdown::Write)?; // the server reads EOF
@@ -422,7 +432,9 @@ impl StreamClient {
             let _ = reader.shutdown(Shutdown::Both); // unblock a sender waiting on the server
         }
         read_result?;
-        if sender.is_finished() {
+        // A sender still blocked on its input (a terminal) is left behind; one that failed is
+        // heard, even if it has not quite returned yet.
+        if failed.load(Ordering::SeqCst) || sender.is_finished() {
             match sender.join().expect("the sending thread panicked") {
                 Ok(()) => {}
                 // The server answered and closed before reading everything (the slides'
@@ -434,6 +446,10 @@ impl StreamClient {
                     ) =>
                 {
                     tracing::debug!("the server closed before reading everything: {e}");
+                }
+                // Only the framing adapter reports InvalidInput: a message too large for a frame.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    return Err(Error::Config(format!("cannot send: {e}")));
                 }
                 Err(e) => return Err(io_err("sending", e)),
             }

@@ -82,6 +82,12 @@ impl Decoder for LineCodec {
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
         match self.inner.decode(src) {
             Ok(Some(chunk)) => self.line(chunk, false).map(Some),
+            // The inner limit leaves room for a '\r'; any other byte past the limit is over it.
+            Ok(None) if src.len() > self.max_line && src.last() != Some(&b'\r') => {
+                Err(FrameError::LineTooLong {
+                    limit: self.max_line,
+                })
+            }
             Ok(None) => Ok(None),
             Err(e) => Err(self.lift(e)),
         }
@@ -168,10 +174,14 @@ mod tests {
             decode_all(&mut LineCodec::new(4), &[b"abcde\n"]),
             Err(FrameError::LineTooLong { limit: 4 })
         ));
-        // Without a newline, the error comes as soon as the bytes seen exceed the limit.
+        // Without a newline, the error comes as soon as the bytes seen exceed the limit...
         let mut codec = LineCodec::new(4);
-        let mut buf = BytesMut::from(&b"abcdefgh"[..]);
+        let mut buf = BytesMut::from(&b"abcde"[..]);
         assert!(codec.decode(&mut buf).is_err());
+        // ... unless the one extra byte may be the '\r' of a CRLF.
+        let mut codec = LineCodec::new(4);
+        let mut buf = BytesMut::from(&b"abcd\r"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(matches!(
             decode_all(&mut LineCodec::new(4), &[b"abcdef"]),
             Err(FrameError::LineTooLong { .. })

@@ -17,13 +17,14 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 6] = [
+const EXAMPLES: [&str; 7] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
     "udp_client",
     "udp_server",
     "reverse_handler",
+    "message_boundaries",
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod engines;
 mod examples;
+mod framing;
 mod handlers;
 mod interop;
 mod unicode;
