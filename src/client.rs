@@ -768,8 +768,26 @@ impl Write for FrameOutput<'_> {
     }
 }
 
+/// Appends `reply` as the rest of one output line: a trailing line ending is dropped, and any
+/// other CR or LF is written as `\r` or `\n`, so each responder stays on a line of its own.
+fn one_line(reply: &[u8], line: &mut Vec<u8>) {
+    let reply = reply
+        .strip_suffix(b"\r\n")
+        .or_else(|| reply.strip_suffix(b"\n"))
+        .unwrap_or(reply);
+    for &byte in reply {
+        match byte {
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            other => line.push(other),
+        }
+    }
+    line.push(b'\n');
+}
+
 /// Sends one UDP datagram to a broadcast address and writes every reply that arrives within
-/// the timeout as `ADDRESS REPLY` lines (the second deck: "UDP can broadcast"). Returns the
+/// the timeout as `ADDRESS REPLY` lines (the second deck: "UDP can broadcast"); a reply's own
+/// final line ending is dropped and inner CR/LF are escaped, one line per responder. Returns the
 /// responders in the order they answered.
 ///
 /// # Errors
@@ -818,8 +836,7 @@ pub fn broadcast(
         match socket.recv_from(&mut buf) {
             Ok((n, from)) => {
                 let mut line = format!("{from} ").into_bytes();
-                line.extend_from_slice(&buf[..n]);
-                line.push(b'\n');
+                one_line(&buf[..n], &mut line);
                 write_out(output, &line)?;
                 responders.push(from);
             }
@@ -832,4 +849,16 @@ pub fn broadcast(
         return Err(timed_out(options.timeout));
     }
     Ok(responders)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_broadcast_reply_stays_on_one_line() {
+        let mut line = Vec::new();
+        super::one_line(b"Saturday\r\n", &mut line);
+        super::one_line(b"a\nb\rc\n", &mut line);
+        super::one_line(b"plain", &mut line);
+        assert_eq!(line, b"Saturday\na\\nb\\rc\nplain\n");
+    }
 }

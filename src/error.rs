@@ -26,6 +26,22 @@ pub enum Error {
         /// The name that was looked up.
         host: String,
     },
+    /// Address text (or packed bytes) could not be read. `reason` names the part that is wrong.
+    #[error("bad address {text:?}: {reason}")]
+    BadAddress {
+        /// The text as given (packed bytes as hex).
+        text: String,
+        /// What is wrong with it, naming the part.
+        reason: String,
+    },
+    /// A service is neither in the system's services database nor in the built-in table.
+    #[error("service not found: {service}/{protocol}")]
+    ServiceNotFound {
+        /// The service name or port number that was looked up.
+        service: String,
+        /// `tcp` or `udp`.
+        protocol: &'static str,
+    },
     /// The resolver failed for another reason (a temporary failure, a system error).
     #[error("cannot resolve {host}: {reason}")]
     Resolve {
@@ -139,7 +155,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::BadEndpoint { .. } | Error::Config(_) => ErrorKind::Usage,
-            Error::NameNotFound { .. } => ErrorKind::NameNotFound,
+            Error::BadAddress { .. } => ErrorKind::Usage,
+            Error::NameNotFound { .. } | Error::ServiceNotFound { .. } => ErrorKind::NameNotFound,
             Error::Resolve { .. } => ErrorKind::Other,
             // Binding fails for many reasons (in use, permission, no such address, a bad path):
             // all of them mean "cannot bind".

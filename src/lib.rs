@@ -14,7 +14,9 @@
 //! | [`engine`]        | the I/O drivers: async, sequential, threaded, pool                  |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`server`]        | [`ServerBuilder`], [`Server`], [`Limits`], [`ShutdownHandle`]        |
-//! | [`client`]        | the one-shot client behind `socketkit send`                         |
+//! | [`client`]        | the clients behind `socketkit send` and `socketkit client`          |
+//! | [`bench`]         | the load generator behind `socketkit bench`                         |
+//! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
 //!
 //! A service is written once, as plain code over bytes; every engine runs it on every transport.
@@ -48,12 +50,14 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod handler;
+pub mod names;
 pub mod server;
 pub mod service;
 

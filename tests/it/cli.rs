@@ -155,6 +155,43 @@ impl Served {
     }
 }
 
+/// A child with piped stdout and stderr that the test reads itself (all of it, after the
+/// exit), killed on drop.
+struct Plain(std::process::Child);
+
+impl Plain {
+    fn start(command: &mut std::process::Command) -> Plain {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn socketkit");
+        Plain(child)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// The exit code, failing the test if the child is still running after the safety time-out.
+    #[track_caller]
+    fn wait_exit(&mut self) -> Option<i32> {
+        match self.0.wait_timeout(SAFETY_TIMEOUT).unwrap() {
+            Some(status) => status.code(),
+            None => panic!("socketkit did not exit within {SAFETY_TIMEOUT:?}"),
+        }
+    }
+}
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `socketkit send ENDPOINT MESSAGE`.
 fn send(endpoint: &Endpoint, message: &str) -> Output {
     run(&["send", &endpoint.to_string(), message])
@@ -453,27 +490,23 @@ fn quiet_serve_prints_nothing_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quiet.sock");
         let endpoint: Endpoint = format!("unix://{}", path.display()).parse().unwrap();
-        let mut child = command()
-            .args(["-q", "serve", "-e", engine, "-l", &endpoint.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut server = Plain::start(command().args([
+            "-q",
+            "serve",
+            "-e",
+            engine,
+            "-l",
+            &endpoint.to_string(),
+        ]));
         // No listening line to wait for: wait for the socket we chose to accept connections.
         wait_until(&format!("{} accepts connections", path.display()), || {
             UnixStream::connect(&path).is_ok()
         });
         assert_reply(&send(&endpoint, "shh"), "SHH");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), SIGTERM).unwrap();
-        let status = child.wait_timeout(SAFETY_TIMEOUT).unwrap();
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{engine}: quiet serve did not exit after SIGTERM");
-        }
-        assert_eq!(status.unwrap().code(), Some(0), "{engine}");
+        server.signal(SIGTERM);
+        assert_eq!(server.wait_exit(), Some(0), "{engine}");
         let (mut out, mut err) = (String::new(), String::new());
+        let child = &mut server.0;
         child
             .stdout
             .take()
@@ -819,4 +852,24 @@ fn the_grace_period_ends_a_connection_that_does_not_finish() {
             Err(e) => assert_eq!(e.kind(), IoErrorKind::ConnectionReset, "{engine}: {e}"),
         }
     }
+}
+
+#[test]
+fn sigterm_stops_the_server_even_when_stderr_is_gone() {
+    // `socketkit serve 2>&1 | head -n1`: the reader of stderr goes away after the first line.
+    let mut server = Plain::start(command().args(["serve", "-l", "tcp://127.0.0.1:0"]));
+    let mut stderr = std::io::BufReader::new(server.0.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let endpoint: Endpoint = line["listening on ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_reply(&send(&endpoint, "up"), "UP"); // serving
+    drop(stderr);
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0));
 }

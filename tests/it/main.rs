@@ -3,6 +3,7 @@
 
 mod common;
 
+mod broadcast;
 mod cli;
 mod client;
 mod engines;
@@ -10,4 +11,6 @@ mod examples;
 mod framing;
 mod handlers;
 mod interop;
+mod names;
+mod services;
 mod unicode;

@@ -66,6 +66,41 @@ pub enum Command {
     /// command exits when the server closes.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Client(ClientArgs),
+    /// Load-test a server: verify every reply, report throughput and latency percentiles.
+    ///
+    /// Modes: pingpong (persistent connections, one request at a time or --pipeline K),
+    /// connect (a new connection per request, the slides' client), udp (one datagram per
+    /// request; no reply within --timeout is a loss), stream (stream --stream-bytes through the
+    /// server and read it all back), idle (open -c connections, one round trip each, then hold
+    /// them for --duration). With --rate, latency counts from each request's intended send
+    /// time (no coordinated omission). Exit code 3 on a wrong reply, 5 on time-outs or losses.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    Bench(BenchArgs),
+    /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
+    /// gethostbyaddr and getfqdn.
+    ///
+    /// A NAME prints its canonical name, its aliases and every address, IPv4 and IPv6
+    /// (getaddrinfo with AI_CANONNAME, plus gethostbyname_ex's aliases). An ADDRESS (IPv4, or
+    /// IPv6 with an optional %zone) is looked up in reverse, like gethostbyaddr. /etc/hosts and
+    /// nsswitch.conf apply, as in Python. --fqdn prints what socket.getfqdn(NAME) would, one
+    /// line per NAME (without NAME: this host's).
+    #[command(after_help = format!("{RESOLVE_HELP}\n\n{EXIT_CODES}"))]
+    Resolve(ResolveArgs),
+    /// Show an address in every form: text, packed bytes, the 32-bit integer in network and in
+    /// host byte order, and the IPv4-mapped IPv6 form.
+    ///
+    /// VALUE is read with inet_aton's rules (128.119.40.12; the short forms 127.1 and 10.1.300;
+    /// hex and octal parts as in 0x7f.1 and 017.1; a bare number such as 2130706433) or as IPv6
+    /// text (::1, ::ffff:1.2.3.4, fe80::1%lo). --packed reads packed bytes in hex instead.
+    #[command(after_help = format!("{ADDR_HELP}\n\n{EXIT_CODES}"))]
+    Addr(AddrArgs),
+    /// Look up a well-known port by service name, or the service on a port number.
+    ///
+    /// Reads the system's services database (/etc/services, as Python's getservbyname and
+    /// getservbyport do), falling back to a built-in table of the classic ports (RFC 1700).
+    /// Prints a line as services(5) has it: NAME PORT/PROTOCOL [ALIASES...].
+    #[command(after_help = format!("{PORT_HELP}\n\n{EXIT_CODES}"))]
+    Port(PortArgs),
     /// List the built-in services with their RFC and well-known port.
     Services {
         /// One JSON object per line (name, rfc, port, summary).
@@ -131,6 +166,114 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+}
+
+/// `socketkit bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The server to load.
+    pub endpoint: Endpoint,
+
+    /// The load pattern: pingpong, connect, udp, stream or idle.
+    #[arg(short, long, default_value = "pingpong", value_parser = mode_parser())]
+    pub mode: socketkit::bench::Mode,
+
+    /// Connections (sockets for udp, concurrent workers for connect).
+    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    pub connections: usize,
+
+    /// Message size in bytes, the line's newline included.
+    #[arg(short, long, default_value_t = 64, value_name = "BYTES")]
+    pub size: usize,
+
+    /// Requests in flight per connection (pingpong).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub pipeline: usize,
+
+    /// A fixed total rate in requests per second (open model).
+    #[arg(short, long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+
+    /// Stop after this long [default: 10s when --requests is not given either].
+    #[arg(short, long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many requests.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub requests: Option<u64>,
+
+    /// Bytes to stream through the server in all (stream mode); K, M, G suffixes allowed.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes, value_name = "BYTES")]
+    pub stream_bytes: u64,
+
+    /// How long a request may wait for its reply.
+    #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Duration,
+
+    /// Message content: ascii (lowercase) or unicode (a mix of scripts).
+    #[arg(long, default_value = "ascii", value_parser = payload_parser())]
+    pub payload: socketkit::bench::Payload,
+
+    /// The reply to expect: upper (the request in upper case) or echo (the request).
+    #[arg(long, default_value = "upper", value_parser = expect_parser())]
+    pub expect: socketkit::bench::Expect,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub framing: FramingArgs,
+}
+
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = socketkit::bench::Mode> {
+    use clap::builder::TypedValueParser;
+    let names: Vec<&'static str> = socketkit::bench::Mode::ALL
+        .iter()
+        .map(|m| m.name())
+        .collect();
+    clap::builder::PossibleValuesParser::new(names).map(|name| name.parse().expect("a listed mode"))
+}
+
+fn payload_parser() -> impl clap::builder::TypedValueParser<Value = socketkit::bench::Payload> {
+    use clap::builder::TypedValueParser;
+    use socketkit::bench::Payload;
+    clap::builder::PossibleValuesParser::new(["ascii", "unicode"]).map(|name| {
+        if name == "unicode" {
+            Payload::Unicode
+        } else {
+            Payload::Ascii
+        }
+    })
+}
+
+fn expect_parser() -> impl clap::builder::TypedValueParser<Value = socketkit::bench::Expect> {
+    use clap::builder::TypedValueParser;
+    use socketkit::bench::Expect;
+    clap::builder::PossibleValuesParser::new(["upper", "echo"]).map(|name| {
+        if name == "echo" {
+            Expect::Echo
+        } else {
+            Expect::Upper
+        }
+    })
+}
+
+/// A byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits = upper.trim_end_matches(['B', 'I']);
+    let (number, shift) = match digits.chars().last() {
+        Some('K') => (&digits[..digits.len() - 1], 10),
+        Some('M') => (&digits[..digits.len() - 1], 20),
+        Some('G') => (&digits[..digits.len() - 1], 30),
+        _ => (digits, 0),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{text:?} is not a byte count like 4096, 64K, 1G"))
 }
 
 /// One `SERVICE[=ENDPOINT,...]` argument.
@@ -241,6 +384,125 @@ pub struct SendArgs {
     pub framing: FramingArgs,
 }
 
+const RESOLVE_HELP: &str = "\
+--json prints one object per NAME or ADDRESS, on a line of its own:
+  {\"query\": \"localhost\", \"type\": \"forward\", \"name\": \"localhost\", \"aliases\": [],
+   \"addresses\": [\"127.0.0.1\"]}
+  type: forward (a NAME), reverse (an ADDRESS) or fqdn (--fqdn). name: the canonical name,
+  the host name found for the address, or the FQDN. aliases, addresses: lists of strings, not
+  present for fqdn.
+A failed look-up prints its error line on stderr and the others go on; the exit code is that
+of the last failure: 6 name not found, 5 timed out (--timeout), 2 malformed address text.";
+
+const ADDR_HELP: &str = "\
+--json prints one object:
+  {\"input\": \"128.119.40.12\", \"family\": \"ipv4\", \"address\": \"128.119.40.12\",
+   \"scope_id\": null, \"packed\": \"8077280c\", \"network_order\": 2155292684,
+   \"host_order\": 203978624, \"ipv4\": \"128.119.40.12\",
+   \"ipv4_mapped\": \"::ffff:128.119.40.12\"}
+  family: ipv4 or ipv6. scope_id: the %zone's interface index, or null. packed: the bytes in
+  network order, as hex. network_order: the packed bytes read as a big-endian integer (the
+  address's value, what ntohl gives). host_order: the same bytes read in this machine's byte
+  order (s_addr as a C program here sees it; the example is a little-endian machine's). Both
+  are null for IPv6. ipv4, ipv4_mapped: the IPv4 address and its ::ffff: form, for IPv4 and
+  IPv4-mapped addresses; null otherwise.
+Malformed text exits with 2, naming the bad part.";
+
+const PORT_HELP: &str = "\
+--json prints one object:
+  {\"query\": \"http\", \"name\": \"http\", \"port\": 80, \"protocol\": \"tcp\",
+   \"aliases\": [\"www\"], \"source\": \"system\"}
+  source: system (the services database) or builtin (socketkit's table of classic ports).
+A service that neither knows exits with 6.";
+
+/// `socketkit resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// Host names to look up, or addresses to look up in reverse. At least one, except with
+    /// --fqdn.
+    #[arg(value_name = "NAME|ADDRESS", required_unless_present = "fqdn")]
+    pub names: Vec<String>,
+
+    /// Print the fully qualified domain name, as Python's socket.getfqdn() does: the first name
+    /// with a dot among the host name and aliases found for NAME's address.
+    #[arg(long)]
+    pub fqdn: bool,
+
+    /// Give up on a look-up after this long (exit code 5). The resolver's own limits apply too
+    /// (RES_OPTIONS="timeout:1 attempts:1", resolv.conf(5)).
+    #[arg(
+        short = 'w',
+        long,
+        default_value = "10s",
+        value_parser = parse_duration,
+        value_name = "DUR"
+    )]
+    pub timeout: Duration,
+
+    /// One JSON object per line (query, type, name, aliases, addresses).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `socketkit addr`.
+#[derive(Debug, Args)]
+pub struct AddrArgs {
+    /// An IPv4 address in any of inet_aton's forms, or an IPv6 address.
+    #[arg(
+        value_name = "VALUE",
+        required_unless_present = "packed",
+        conflicts_with = "packed"
+    )]
+    pub value: Option<String>,
+
+    /// Read packed bytes written in hex: 8 digits (IPv4) or 32 (IPv6), e.g. 8077280c.
+    #[arg(long, value_name = "HEX")]
+    pub packed: Option<String>,
+
+    /// One JSON object (input, family, address, scope_id, packed, network_order, host_order,
+    /// ipv4, ipv4_mapped).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `socketkit port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// A service name (http, www) or a port number (80).
+    #[arg(value_name = "NAME|NUMBER", value_parser = parse_port_query)]
+    pub service: PortQuery,
+
+    /// Look the service up for UDP instead of TCP.
+    #[arg(short, long)]
+    pub udp: bool,
+
+    /// One JSON object (query, name, port, protocol, aliases, source).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `socketkit port` looks up.
+#[derive(Debug, Clone)]
+pub enum PortQuery {
+    /// A service name or alias.
+    Name(String),
+    /// A port number.
+    Number(u16),
+}
+
+fn parse_port_query(text: &str) -> Result<PortQuery, String> {
+    if text.is_empty() {
+        return Err("empty service name".into());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(PortQuery::Number)
+            .map_err(|_| format!("{text:?} is not a port number (0 to 65535)"));
+    }
+    Ok(PortQuery::Name(text.to_string()))
+}
+
 impl FramingArgs {
     /// The framing the flags describe.
     pub fn framing(&self) -> socketkit::codec::Framing {
@@ -311,6 +573,14 @@ mod tests {
         assert_eq!(parse_bind("127.0.0.1"), Ok("127.0.0.1:0".parse().unwrap()));
         assert_eq!(parse_bind("[::1]:9"), Ok("[::1]:9".parse().unwrap()));
         assert!(parse_bind("localhost").is_err());
+    }
+
+    #[test]
+    fn byte_counts_take_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert!(parse_bytes("lots").is_err());
     }
 
     #[test]

@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args, cli.quiet),
         Command::Send(args) => cmd::send::run(args),
         Command::Client(args) => cmd::client::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Resolve(args) => cmd::resolve::run(args),
+        Command::Addr(args) => cmd::addr::run(args),
+        Command::Port(args) => cmd::port::run(args),
         Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
     };
@@ -25,10 +29,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS, // `socketkit ... | head`
         Err(error) => {
-            eprintln!("socketkit: error: {error:#}");
+            say(format_args!("socketkit: error: {error:#}"));
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// One line on stderr. A closed stderr must not panic (eprintln! would): the line is lost, the
+/// work goes on.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 /// The first cause socketkit can classify decides the exit code.
@@ -69,7 +80,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_ansi(ansi)
-        .with_target(false);
+        .with_target(false)
+        .log_internal_errors(false); // a closed stderr must not panic the logging thread
     if verbose > 0 {
         builder.init();
     } else {

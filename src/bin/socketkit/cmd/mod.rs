@@ -1,7 +1,11 @@
 //! One module per subcommand.
 
+pub mod addr;
+pub mod bench;
 pub mod client;
 pub mod completions;
+pub mod port;
+pub mod resolve;
 pub mod send;
 pub mod serve;
 pub mod services;

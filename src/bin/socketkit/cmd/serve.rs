@@ -42,11 +42,11 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     if !quiet {
         for server in &servers {
             for endpoint in server.local_endpoints() {
-                eprintln!(
+                crate::say(format_args!(
                     "listening on {endpoint} ({}, {})",
                     server.service_name(),
                     server.engine()
-                );
+                ));
             }
         }
     }
@@ -85,11 +85,22 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
     } else {
         args.listen.clone()
     };
-    let bare = specs.iter().filter(|s| s.endpoints.is_empty()).count();
-    if bare > 1 {
+    let bare: Vec<&str> = specs
+        .iter()
+        .filter(|s| s.endpoints.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    if bare.len() > 1 {
+        anyhow::bail!(socketkit::Error::Config(format!(
+            "{} would share the same endpoints: give each its own as \
+             SERVICE=ENDPOINT[,ENDPOINT...] (e.g. echo=tcp://127.0.0.1:7007)",
+            bare.join(" and ")
+        )));
+    }
+    if bare.is_empty() && !args.listen.is_empty() {
         anyhow::bail!(socketkit::Error::Config(
-            "several services would share the same endpoints: give each its own as \
-             SERVICE=ENDPOINT[,ENDPOINT...] (e.g. echo=tcp://127.0.0.1:7007)"
+            "-l gives endpoints to a service named without =ENDPOINT, and every service has \
+             its own"
                 .into()
         ));
     }
@@ -125,13 +136,17 @@ fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<S
                 };
                 let stops = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 if stops.is_empty() {
-                    eprintln!("socketkit: {name} before serving started: stopping now");
+                    crate::say(format_args!(
+                        "socketkit: {name} before serving started: stopping now"
+                    ));
                     std::process::exit(130);
                 }
                 if stops.iter().any(ShutdownHandle::is_shutdown) {
-                    eprintln!("socketkit: {name} again: stopping now");
+                    crate::say(format_args!("socketkit: {name} again: stopping now"));
                     std::process::exit(130);
                 }
+                // Said before it is done, so the line is out before the process may exit; the
+                // logger ignores a closed stderr, so saying it cannot stop the stopping.
                 tracing::info!(
                     "{name}: shutting down; connections in flight have {grace:?} to finish \
                      (a second signal stops at once)"

@@ -1,0 +1,116 @@
+//! The load generator behind `socketkit bench`: honest numbers for any server.
+//!
+//! Every reply is checked against the exact bytes expected (the request in upper case for
+//! `upper`, the request itself for `echo`); mismatches, errors, time-outs and losses are counted
+//! apart. With a fixed rate (`--rate`, an open model) each request's latency counts from the
+//! moment it was *meant* to go out, so a server that stalls shows in the percentiles instead of
+//! silently slowing the load down (coordinated omission). Latencies go into an HDR histogram.
+
+mod plan;
+mod report;
+mod worker;
+
+use std::sync::Arc;
+
+pub use plan::{Expect, Mode, Payload, Plan};
+pub use report::{Counters, Latency, Report};
+
+use crate::endpoint::Transport;
+use crate::error::Error;
+use worker::{Run, Target};
+
+/// Runs `plan`, updating `counters` as it goes (for a progress display), and returns the report.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use socketkit::bench::{self, Counters, Plan};
+/// use socketkit::Server;
+///
+/// let server = Server::builder().listen("tcp://127.0.0.1:0".parse()?).bind()?;
+/// let mut plan = Plan::new(server.local_endpoints()[0].clone());
+/// plan.requests = Some(100);
+/// let stop = server.shutdown_handle();
+/// let serving = std::thread::spawn(move || server.serve_forever());
+///
+/// let report = bench::run(&plan, Arc::new(Counters::default()))?;
+/// assert_eq!(report.ok, 100);
+/// assert!(!report.failed());
+/// # stop.shutdown();
+/// # serving.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+///
+/// [`Error::Config`] for a mode that does not fit the endpoint (`udp` needs `udp://`, the others
+/// a stream) or settings out of range; [`Error::NameNotFound`] for a host that does not
+/// resolve. Failures while running are counted in the report, not returned.
+pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
+    check(plan)?;
+    let target = Target::of(&plan.endpoint)?;
+    raise_descriptor_limit(plan.connections);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("socketkit-bench")
+        .build()
+        .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let elapsed = runtime.block_on(async {
+        let run = Arc::new(Run::new(plan.clone(), counters.clone(), target));
+        let tasks: Vec<_> = (0..plan.connections.max(1))
+            .map(|index| tokio::spawn(worker::task(run.clone(), index)))
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        run.start.elapsed()
+    });
+    Ok(Report::new(plan, &counters, elapsed))
+}
+
+fn check(plan: &Plan) -> Result<(), Error> {
+    let transport = plan.endpoint.transport();
+    let fits = match plan.mode {
+        Mode::Udp => transport == Transport::Udp,
+        _ => transport.is_stream(),
+    };
+    if !fits {
+        return Err(Error::Config(format!(
+            "mode {} cannot run on {} (udp needs udp://, the others tcp:// or unix://)",
+            plan.mode.name(),
+            transport
+        )));
+    }
+    if plan.connections == 0 || plan.pipeline == 0 || plan.size == 0 {
+        return Err(Error::Config(
+            "connections, pipeline and size must be at least 1".into(),
+        ));
+    }
+    if plan.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(Error::Config("the rate must be a positive number".into()));
+    }
+    Ok(())
+}
+
+/// Many connections need many descriptors: raise the soft limit to the hard one, and say so
+/// when even that is too low.
+fn raise_descriptor_limit(connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let wanted = connections as u64 + 64;
+    if soft >= wanted {
+        return;
+    }
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        tracing::debug!("raised the descriptor limit from {soft} to {hard}");
+    }
+    if hard < wanted {
+        tracing::warn!(
+            "the descriptor limit ({hard}) is below the {connections} connections asked for"
+        );
+    }
+}
