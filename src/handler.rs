@@ -329,7 +329,7 @@ impl AsyncStreamRequest {
         self.writer.shutdown().await?;
         // Lingering close: wait briefly for the peer's EOF, so unread input cannot turn the
         // close into a reset that destroys the reply in flight.
-        let mut buf = [0u8; 4096];
+        let mut buf = vec![0u8; 4096]; // on the heap: an array here would sit in every connection's future
         let drain = async { while matches!(self.reader.read(&mut buf).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
         Ok(())
