@@ -129,6 +129,7 @@ pub(crate) struct Shared {
     pub(crate) framing: Framing,
     pub(crate) limits: Limits,
     pub(crate) verify_request: Option<VerifyHook>,
+    pub(crate) access: crate::server::AccessList,
     pub(crate) handle_error: ErrorHook,
     /// Stop accepting.
     pub(crate) stop: Arc<Trigger>,
@@ -152,6 +153,10 @@ impl Shared {
 
     /// socketserver's `verify_request`: `false` closes the connection before a byte is read.
     pub(crate) fn verify(&self, peer: &Address) -> bool {
+        if !self.access.permits_peer(peer) {
+            tracing::debug!(%peer, "refused by the access list");
+            return false;
+        }
         let allowed = self
             .verify_request
             .as_ref()
@@ -245,6 +250,12 @@ pub(crate) fn answer_datagram(
     reply: &mut BytesMut,
 ) -> bool {
     reply.clear();
+    if let Some(peer) = ctx.peer.inet()
+        && crate::service::is_service_port(peer.port())
+    {
+        tracing::debug!(%peer, "no reply to a datagram from a service port (inetd's loop rule)");
+        return false;
+    }
     if !shared.app.service.message(ctx, request, reply) {
         return false;
     }

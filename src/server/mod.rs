@@ -1,5 +1,6 @@
 //! The server: a builder, then `bind()`, then `serve_forever()` (socketserver's shape).
 
+pub(crate) mod access;
 pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod shutdown;
@@ -7,6 +8,7 @@ pub(crate) mod shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::AccessList;
 pub use limits::{Limits, MAX_DATAGRAM_BYTES};
 pub use shutdown::ShutdownHandle;
 
@@ -51,6 +53,7 @@ pub struct ServerBuilder {
     async_handler: Option<Arc<dyn DynAsyncHandler>>,
     verify_request: Option<VerifyHook>,
     handle_error: Option<ErrorHook>,
+    access: AccessList,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -212,6 +215,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Only peers the access list permits are served; checked before `verify_request`, before
+    /// a byte is read (for datagrams, before the service sees one).
+    ///
+    /// ```
+    /// use socketkit::{Server, server::AccessList};
+    /// let mut access = AccessList::default();
+    /// access.allow("127.0.0.0/8")?;
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .access(access)
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn access(mut self, access: AccessList) -> ServerBuilder {
+        self.access = access;
+        self
+    }
+
     /// socketserver's `handle_error`: called when a connection or datagram fails with an error
     /// or a panic. Only that connection closes; the server goes on. Default: one log line with
     /// the peer's address.
@@ -259,6 +280,7 @@ impl ServerBuilder {
             limits: self.limits,
             framing: self.framing,
             verify_request: self.verify_request,
+            access: self.access,
             handle_error: self
                 .handle_error
                 .unwrap_or_else(|| Arc::new(engine::default_handle_error)),
@@ -369,6 +391,7 @@ impl Server {
             async_handler: None,
             verify_request: None,
             handle_error: None,
+            access: AccessList::default(),
         }
     }
 

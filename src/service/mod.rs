@@ -28,7 +28,7 @@ pub use clock::{Daytime, OneShotSession, SECONDS_1900_TO_1970, Time, daytime_tex
 pub use discard::{Discard, DiscardSession};
 pub use echo::{Echo, EchoSession};
 pub use qotd::Qotd;
-pub use registry::{SERVICES, ServiceInfo, by_name, info};
+pub use registry::{SERVICES, ServiceInfo, by_name, info, is_service_port};
 pub use upper::{Upper, UpperSession, upper_message, upper_prefix};
 
 /// What the engine does after an event, once the session's output has been written.

@@ -61,6 +61,18 @@ pub const SERVICES: &[ServiceInfo] = &[
     },
 ];
 
+/// Whether `port` is the well-known port of a built-in service. socketkit never answers a
+/// datagram that comes from one (inetd's rule): a spoofed datagram from echo's port to
+/// chargen's would otherwise set two servers answering each other forever.
+///
+/// ```
+/// assert!(socketkit::service::is_service_port(19));
+/// assert!(!socketkit::service::is_service_port(12000));
+/// ```
+pub fn is_service_port(port: u16) -> bool {
+    SERVICES.iter().any(|s| s.port == Some(port))
+}
+
 /// The facts about a built-in service.
 pub fn info(name: &str) -> Option<&'static ServiceInfo> {
     SERVICES.iter().find(|s| s.name == name)

@@ -10,6 +10,7 @@ mod engines;
 mod examples;
 mod framing;
 mod handlers;
+mod hardening;
 mod interop;
 mod names;
 mod services;

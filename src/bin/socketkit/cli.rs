@@ -164,6 +164,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub workers: usize,
 
+    /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
+    /// peers match as their IPv4 address. Checked before a byte is read.
+    #[arg(long, value_name = "CIDR")]
+    pub allow: Vec<String>,
+
+    /// Refuse peers in this range (CIDR or one address); repeatable; wins over --allow.
+    #[arg(long, value_name = "CIDR")]
+    pub deny: Vec<String>,
+
     #[command(flatten)]
     pub framing: FramingArgs,
 }

@@ -14,6 +14,13 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 /// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     let plan = plan(&args)?;
+    let mut access = socketkit::server::AccessList::default();
+    for cidr in &args.allow {
+        access.allow(cidr)?;
+    }
+    for cidr in &args.deny {
+        access.deny(cidr)?;
+    }
     // Handlers first: a signal that arrives once the ports are announced must stop us gracefully.
     let stoppers = stop_on_signals(args.grace)?;
     let mut servers = Vec::new();
@@ -29,6 +36,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
+            .access(access.clone())
             .service(service);
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
