@@ -168,6 +168,18 @@ impl Loop {
         }
     }
 
+    /// Waits until the listener is readable; `false` once the server stops (or waiting fails).
+    fn wait_for(&self, what: &str) -> bool {
+        match wait_readable(self.fd(), &self.shared.stop, None) {
+            Ok(Woken::Triggered) => false,
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!("waiting for {what} failed: {e}");
+                false
+            }
+        }
+    }
+
     /// Waits for a connection slot; logs (at most every 10 s) when the limit holds clients back.
     fn permit(&self, last_log: &mut Option<Instant>) -> Option<Permit> {
         if let Some(permit) = self.slots.try_acquire() {
@@ -190,13 +202,8 @@ impl Loop {
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
         loop {
-            match wait_readable(self.fd(), &shared.stop, None) {
-                Ok(Woken::Triggered) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("waiting for connections failed: {e}");
-                    return;
-                }
+            if !self.wait_for("connections") {
+                return;
             }
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let Some(permit) = self.permit(&mut last_limit_log) else {
@@ -238,13 +245,8 @@ impl Loop {
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
         loop {
-            match wait_readable(self.fd(), &shared.stop, None) {
-                Ok(Woken::Triggered) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!("waiting for datagrams failed: {e}");
-                    return;
-                }
+            if !self.wait_for("datagrams") {
+                return;
             }
             let (n, peer) = match recv_from(&self.listener, &mut buf) {
                 Ok(got) => {

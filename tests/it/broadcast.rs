@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use socketkit::Endpoint;
 
-use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
+use crate::common::{SAFETY_TIMEOUT, Spawned, assert_code, socketkit, stderr, stdout};
 
 /// A bound on every one-shot command, so a bug fails the test instead of hanging it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -183,27 +183,6 @@ fn lab(count: usize, test: &str) -> Option<Lab> {
             None
         }
     }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-#[track_caller]
-fn assert_code(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status {:?}\nstdout: {:?}\nstderr: {:?}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// stdout's lines, sorted: responders answer in any order.

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal::{SIGINT, SIGTERM};
 use socketkit::{Endpoint, Engine};
 use wait_timeout::ChildExt;
 
-use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
+use crate::common::{SAFETY_TIMEOUT, Spawned, assert_code, socketkit, stderr, stdout};
 
 /// A bound on every one-shot command, so a bug fails the test instead of hanging it. Generous:
 /// the machine may be loaded. Never used to synchronise.
@@ -43,27 +43,6 @@ fn run_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
 /// Runs `socketkit ARGS` to completion with an empty stdin.
 fn run(args: &[&str]) -> Output {
     run_with_stdin(args, b"")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Asserts the exit code, showing both streams when it differs.
-#[track_caller]
-fn assert_code(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status {:?}\nstdout: {:?}\nstderr: {:?}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// Asserts that a run succeeded with exactly `expected` on stdout.
