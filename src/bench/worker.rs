@@ -146,7 +146,12 @@ async fn pingpong(run: &Run, latencies: &mut Histogram<u64>) {
         let mut conn = match run.connect().await {
             Ok(conn) => conn,
             Err(_) => {
+                // A failed connection costs a request, so a request-bounded run against a
+                // server that refuses still ends.
                 run.count(&run.counters.errors);
+                if run.claim().is_none() {
+                    return;
+                }
                 run.back_off().await;
                 continue;
             }

@@ -134,10 +134,7 @@ pub fn upper_message(input: &[u8], out: &mut BytesMut) {
 pub fn upper_prefix(input: &[u8], out: &mut BytesMut) -> usize {
     out.reserve(input.len());
     // ASCII fast path: the common case is one run of ASCII for the whole read.
-    let ascii = input
-        .iter()
-        .position(|b| !b.is_ascii())
-        .unwrap_or(input.len());
+    let ascii = ascii_prefix_len(input);
     push_ascii_upper(&input[..ascii], out);
     if ascii == input.len() {
         return ascii;
@@ -167,27 +164,82 @@ fn push_ascii_upper(ascii: &[u8], out: &mut BytesMut) {
 }
 
 fn push_str_upper(s: &str, out: &mut BytesMut) {
+    // Output is staged on the stack: one append per 256 bytes, not one per character or run.
+    let mut stage = [0u8; 256];
     let mut rest = s;
     while !rest.is_empty() {
-        let ascii = rest
-            .bytes()
-            .position(|b| !b.is_ascii())
-            .unwrap_or(rest.len());
+        let ascii = ascii_prefix_len(rest.as_bytes());
         push_ascii_upper(&rest.as_bytes()[..ascii], out);
         rest = &rest[ascii..];
+        let mut staged = 0;
         let mut end = rest.len();
+        let mut in_ascii_run = false;
         for (at, c) in rest.char_indices() {
-            if c.is_ascii() {
-                end = at;
-                break;
+            if staged + MAX_UPPER_UTF8 > stage.len() {
+                out.extend_from_slice(&stage[..staged]);
+                staged = 0;
             }
-            let mut utf8 = [0u8; 4];
-            for upper in c.to_uppercase() {
-                out.extend_from_slice(upper.encode_utf8(&mut utf8).as_bytes());
+            if c.is_ascii() {
+                // Where an ASCII run starts, a long one goes back to the bulk path; the few
+                // letters between accented ones (French, German) are cheaper staged here.
+                let run_starts = !in_ascii_run;
+                in_ascii_run = true;
+                if run_starts
+                    && rest.as_bytes()[at..]
+                        .get(..LONG_ASCII_RUN)
+                        .is_some_and(<[u8]>::is_ascii)
+                {
+                    end = at;
+                    break;
+                }
+                stage[staged] = (c as u8).to_ascii_uppercase();
+                staged += 1;
+                continue;
+            }
+            in_ascii_run = false;
+            if is_caseless(c) {
+                staged += c.encode_utf8(&mut stage[staged..]).len();
+            } else {
+                for upper in c.to_uppercase() {
+                    staged += upper.encode_utf8(&mut stage[staged..]).len();
+                }
             }
         }
+        out.extend_from_slice(&stage[..staged]);
         rest = &rest[end..];
     }
+}
+
+/// An ASCII run this long is worth leaving the per-character loop for.
+const LONG_ASCII_RUN: usize = 32;
+
+/// The most UTF-8 one character's upper case takes: three characters of four bytes.
+const MAX_UPPER_UTF8: usize = 12;
+
+/// Kana, CJK ideographs, Yi, Lisu, Vai and Hangul have no case: skip the table search for them
+/// (it made CJK text 3x slower than copying; the test below checks every character of these
+/// ranges against `char::to_uppercase`).
+fn is_caseless(c: char) -> bool {
+    matches!(c, '\u{3040}'..='\u{A63F}' | '\u{AC00}'..='\u{D7FF}')
+}
+
+fn ascii_prefix_len(input: &[u8]) -> usize {
+    // `<[u8]>::is_ascii` checks a word at a time; a byte-at-a-time `position` cost 10x on
+    // all-ASCII reads (criterion, benches/upper.rs).
+    const BLOCK: usize = 64;
+    let mut len = 0;
+    for block in input.chunks(BLOCK) {
+        if block.is_ascii() {
+            len += block.len();
+        } else {
+            return len
+                + block
+                    .iter()
+                    .position(|b| !b.is_ascii())
+                    .unwrap_or(block.len());
+        }
+    }
+    len
 }
 
 #[cfg(test)]
@@ -219,6 +271,15 @@ mod tests {
         }
         assert_eq!(session.on_eof(&mut out), Next::Close);
         out.to_vec()
+    }
+
+    #[test]
+    fn the_caseless_ranges_really_have_no_case() {
+        let ranges = ['\u{3040}'..='\u{A63F}', '\u{AC00}'..='\u{D7FF}'];
+        for c in ranges.into_iter().flatten() {
+            assert!(is_caseless(c));
+            assert!(c.to_uppercase().eq([c]), "{c:?} has an upper case");
+        }
     }
 
     #[test]
