@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench;
 mod broadcast;
 mod cli;
 mod client;
