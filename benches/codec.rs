@@ -5,7 +5,7 @@
 //! 4-byte header and a 60-byte payload), decoded from one buffer and, as a server sees them, from
 //! 16 KiB reads that cut messages at arbitrary points.
 //!
-//! Run with `cargo bench --bench codec`; about 20 s.
+//! Run with `cargo bench --bench codec`; about 30 s once built.
 
 use std::hint::black_box;
 use std::time::Duration;

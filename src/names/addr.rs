@@ -567,15 +567,16 @@ fn group_text(text: &str, start: usize) -> &str {
 fn scope_id(ip: &Ipv6Addr, zone: &str) -> Result<u32, String> {
     let o = ip.octets();
     let link_local = ip.is_unicast_link_local() || (o[0] == 0xff && matches!(o[1] & 0x0f, 1 | 2));
-    if link_local && !zone.is_empty() {
-        if let Ok(index) = nix::net::if_::if_nametoindex(zone) {
-            return Ok(index);
-        }
+    if link_local
+        && !zone.is_empty()
+        && let Ok(index) = nix::net::if_::if_nametoindex(zone)
+    {
+        return Ok(index);
     }
-    if zone.starts_with(|c: char| c.is_ascii_digit()) {
-        if let Ok(number) = zone.parse::<u32>() {
-            return Ok(number);
-        }
+    if zone.starts_with(|c: char| c.is_ascii_digit())
+        && let Ok(number) = zone.parse::<u32>()
+    {
+        return Ok(number);
     }
     Err(if zone.is_empty() {
         "empty zone after '%'".into()

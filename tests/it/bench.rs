@@ -8,7 +8,11 @@ use socketkit::{Engine, Server};
 use crate::common::{TestServer, assert_code, socketkit, stdout};
 
 fn bench(args: &[&str]) -> std::process::Output {
-    socketkit().arg("bench").args(args).output().expect("run socketkit bench")
+    socketkit()
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run socketkit bench")
 }
 
 fn json(output: &std::process::Output) -> serde_json::Value {
@@ -22,8 +26,14 @@ fn every_mode_runs_to_its_bound_and_verifies_every_reply() {
     let udp = server.endpoint(1).to_string();
     let cases: [(&str, Vec<&str>); 6] = [
         ("pingpong", vec![&tcp, "-c", "4", "-n", "400"]),
-        ("pipelined", vec![&tcp, "-c", "2", "--pipeline", "8", "-n", "400"]),
-        ("connect", vec![&tcp, "-m", "connect", "-c", "4", "-n", "100"]),
+        (
+            "pipelined",
+            vec![&tcp, "-c", "2", "--pipeline", "8", "-n", "400"],
+        ),
+        (
+            "connect",
+            vec![&tcp, "-m", "connect", "-c", "4", "-n", "100"],
+        ),
         ("udp", vec![&udp, "-m", "udp", "-c", "2", "-n", "200"]),
         ("unicode", vec![&tcp, "--payload", "unicode", "-n", "100"]),
         ("rate", vec![&tcp, "-r", "500", "-c", "2", "-n", "50"]),
@@ -37,7 +47,10 @@ fn every_mode_runs_to_its_bound_and_verifies_every_reply() {
         let expected = args[args.iter().position(|a| *a == "-n").unwrap() + 1];
         assert_eq!(report["ok"].to_string(), expected, "{name}: {report}");
         assert_eq!(report["mismatches"], 0, "{name}");
-        assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0, "{name}");
+        assert!(
+            report["latency_us"]["p99"].as_f64().unwrap() > 0.0,
+            "{name}"
+        );
     }
 }
 
@@ -45,10 +58,22 @@ fn every_mode_runs_to_its_bound_and_verifies_every_reply() {
 fn stream_and_idle_modes_report_what_they_moved_and_held() {
     let server = TestServer::start(Engine::Threaded, &["tcp://127.0.0.1:0"]);
     let tcp = server.endpoint(0).to_string();
-    let output = bench(&[&tcp, "-m", "stream", "--stream-bytes", "1M", "-c", "2", "--json"]);
+    let output = bench(&[
+        &tcp,
+        "-m",
+        "stream",
+        "--stream-bytes",
+        "1M",
+        "-c",
+        "2",
+        "--json",
+    ]);
     assert_code(&output, 0);
     let report = json(&output);
-    assert!(report["bytes_received"].as_u64().unwrap() >= 1 << 20, "{report}");
+    assert!(
+        report["bytes_received"].as_u64().unwrap() >= 1 << 20,
+        "{report}"
+    );
 
     let output = bench(&[&tcp, "-m", "idle", "-c", "20", "-d", "200ms", "--json"]);
     assert_code(&output, 0);
@@ -59,7 +84,13 @@ fn stream_and_idle_modes_report_what_they_moved_and_held() {
 fn a_wrong_reply_is_a_protocol_error() {
     // The server upper-cases; the bench expects an echo.
     let server = TestServer::start(Engine::Async, &["tcp://127.0.0.1:0"]);
-    let output = bench(&[&server.endpoint(0).to_string(), "--expect", "echo", "-n", "10"]);
+    let output = bench(&[
+        &server.endpoint(0).to_string(),
+        "--expect",
+        "echo",
+        "-n",
+        "10",
+    ]);
     assert_code(&output, 3);
     assert!(stdout(&output).contains("mismatches"));
 }
@@ -73,7 +104,15 @@ fn echo_and_length_framing_are_verified_too() {
             .listen("tcp://127.0.0.1:0".parse().unwrap()),
     );
     let endpoint = server.endpoint(0).to_string();
-    let output = bench(&[&endpoint, "--expect", "echo", "--framing", "length", "-n", "50"]);
+    let output = bench(&[
+        &endpoint,
+        "--expect",
+        "echo",
+        "--framing",
+        "length",
+        "-n",
+        "50",
+    ]);
     assert_code(&output, 0);
 }
 
@@ -85,7 +124,10 @@ fn lost_datagrams_and_refused_connections_end_the_run_with_an_error() {
     assert_code(&output, 5);
     assert_eq!(json(&output)["losses"], 3);
 
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let output = bench(&[&format!("tcp://{closed}"), "-n", "5", "--json"]);
     assert_code(&output, 1);
     assert!(json(&output)["errors"].as_u64().unwrap() >= 1);
