@@ -1,0 +1,403 @@
+#!/usr/bin/env bash
+# The benchmark report: socketkit's four engines against the slides' Python servers, Python's
+# ThreadingTCPServer and a canonical tokio server, all on loopback on this machine, driven by
+# `socketkit bench`. Writes target/bench-report/results.ndjson (every run), report.md and
+# chart.svg (made by examples/bench_report.rs). See the README's "Benchmarks" section.
+#
+#   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
+#   bash scripts/bench.sh --quick          # a smoke test of every cell (CI): tiny sizes, 1 run
+#   bash scripts/bench.sh --runs 5 --duration 5s
+#
+# Each cell is the median of --runs runs; the runs are interleaved (run 1 of every server, then
+# run 2 ...) so that drift on the machine hits every server alike. Every server is started
+# afresh for each run, alone, on 127.0.0.1 port 0 (the port is read from its ready line), pinned
+# to core 0 while `socketkit bench` runs on core 1 (taskset, when there are two cores). The
+# server's CPU time (utime + stime from /proc/PID/stat) over the run, divided by its requests,
+# is the efficiency figure the shared machine does not cap. Exit status 1 if any cell failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  sed -n '2,16s/^# \{0,1\}//p' "$0"
+  echo
+  echo "Options: --quick, --runs N (default 3), --duration DUR (each timed run, default 2s),"
+  echo "         --profile release|dev (the cargo profile: release, or dev with --quick)"
+}
+
+quick=0 runs='' duration='' profile=''
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=1 ;;
+    --runs) runs=${2:?--runs needs a number}; shift ;;
+    --duration) duration=${2:?--duration needs a duration such as 3s}; shift ;;
+    --profile) profile=${2:?--profile needs release or dev}; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+case ${runs:-1} in '' | *[!0-9]* | 0) echo "bench.sh: --runs wants a positive number" >&2; exit 2 ;; esac
+
+if [ "$quick" = 1 ]; then
+  # A smoke test: every cell runs once with sizes small enough for a few seconds in all. The
+  # numbers mean nothing (and a dev build is used, which `cargo test` has already compiled).
+  runs=${runs:-1} duration=${duration:-250ms} profile=${profile:-dev}
+  stream_bytes=8M stream_label='8 MiB' idle_wanted=100 idle_hold=2s
+else
+  runs=${runs:-3} duration=${duration:-2s} profile=${profile:-release}
+  # The hold covers the opening too: the threaded engine needs about 5 s for 5,000 (a thread
+  # each, and SYNs retried after 1 s and 3 s when its backlog of 128 overflows).
+  stream_bytes=1G stream_label='1 GiB' idle_wanted=5000 idle_hold=8s
+fi
+case $profile in
+  release) bin=target/release ;;
+  dev) bin=target/debug ;;
+  *) echo "bench.sh: --profile is release or dev" >&2; exit 2 ;;
+esac
+# The pool engine's threads: enough for the 50-connection cell (a worker serves one connection
+# from accept to close; the default 32 would leave 18 of the 50 waiting for the whole run).
+pool_workers=64
+
+out=target/bench-report
+logs=$out/logs
+rm -rf "$out"
+mkdir -p "$logs"
+results=$out/results.ndjson
+: >"$results"
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+
+command -v python3 >/dev/null || { say "python3 is needed for the Python peers"; exit 1; }
+
+say "building ($profile): socketkit, examples tokio_baseline and bench_report"
+# One build with the plot feature, so the library is compiled once; the library and the
+# binary do not use plotters, only examples/bench_report.rs does.
+cargo build --profile "$profile" --features plot \
+  --bin socketkit --example tokio_baseline --example bench_report
+sk=$bin/socketkit
+baseline=$bin/examples/tokio_baseline
+report_tool=$bin/examples/bench_report
+
+# --- the machine --------------------------------------------------------------------------
+
+cores=$(nproc)
+pin=0
+if [ "$cores" -ge 2 ] && command -v taskset >/dev/null && taskset -c 1 true 2>/dev/null; then
+  pin=1
+fi
+clk_tck=$(getconf CLK_TCK)
+
+# Each held connection is a descriptor in the server and one in the load generator: raise the
+# soft limit to the hard one, and hold fewer connections (saying so) if even that is too low.
+nofile_before=$(ulimit -n)
+nofile_hard=$(ulimit -Hn)
+[ "$nofile_hard" = unlimited ] || [ "$nofile_before" = unlimited ] ||
+  [ "$nofile_before" -ge "$nofile_hard" ] || ulimit -n "$nofile_hard" || true
+nofile=$(ulimit -n)
+idle_conns=$idle_wanted
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_wanted + 100)) ]; then
+  idle_conns=$((nofile - 100))
+  say "the descriptor limit ($nofile, hard $nofile_hard) allows $idle_conns idle connections, not $idle_wanted"
+fi
+
+# A string as a JSON string literal (backslashes, quotes and control characters escaped).
+json_str() {
+  local s=$1
+  s=${s//\\/\\\\}
+  s=${s//\"/\\\"}
+  s=${s//$'\t'/ }
+  s=${s//$'\r'/ }
+  s=${s//$'\n'/ }
+  printf '"%s"' "$s"
+}
+
+emit() { printf '%s\n' "$1" >>"$results"; }
+
+commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
+cpu_model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')"),\
+\"cores\":$cores,\"cpu\":$(json_str "${cpu_model:-unknown}"),\"kernel\":$(json_str "$(uname -sr)"),\
+\"pinned\":$([ "$pin" = 1 ] && echo true || echo false),\"clk_tck\":$clk_tck,\
+\"loadavg\":$(json_str "$(cut -d' ' -f1-3 /proc/loadavg)"),\
+\"rustc\":$(json_str "$(rustc --version)"),\"python\":$(json_str "$(python3 --version 2>&1)"),\
+\"profile\":$(json_str "$profile"),\"commit\":$(json_str "$commit"),\"quick\":$([ "$quick" = 1 ] && echo true || echo false),\
+\"runs\":$runs,\"duration\":$(json_str "$duration"),\"stream_bytes\":$(json_str "$stream_bytes"),\
+\"idle_wanted\":$idle_wanted,\"idle_connections\":$idle_conns,\"idle_hold\":$(json_str "$idle_hold"),\
+\"nofile_before\":$(json_str "$nofile_before"),\"nofile\":$(json_str "$nofile"),\
+\"nofile_hard\":$(json_str "$nofile_hard"),\"pool_workers\":$pool_workers}"
+
+# --- servers and scenarios ----------------------------------------------------------------
+
+# id|label|what it is. Also the order of the runs: the async engine next to the servers the
+# report compares it with (tokio, then Python: ThreadingTCPServer on TCP, the slides' server on
+# UDP), so that their runs pair up in time.
+servers=(
+  "socketkit-async|socketkit async|socketkit serve upper -e async (tokio tasks; the default engine)"
+  "tokio|tokio baseline|benches/tokio_baseline.rs: accept loop, a task per connection, read, ASCII uppercase, write_all"
+  "py-threading|Python ThreadingTCPServer|scripts/peers/threading_line_server.py: socketserver.ThreadingTCPServer, persistent line handler"
+  "py-udp|slides UDP|the slides' UDPServer.py (recvfrom(1024), sendto)"
+  "socketkit-sequential|socketkit sequential|socketkit serve upper -e sequential (one connection at a time)"
+  "socketkit-threaded|socketkit threaded|socketkit serve upper -e threaded (a thread per connection)"
+  "socketkit-pool|socketkit pool|socketkit serve upper -e pool --workers $pool_workers (the default 32 would leave 18 of the 50 persistent connections unserved)"
+  "py-sequential|slides TCP sequential|the slides' iterative TCPServer.py (one recv(1024), reply, close)"
+  "py-threaded|slides TCP threaded|the slides' TCPServer.py with a thread per connection (one recv, reply, close)"
+)
+
+# id|label|unit|socketkit bench arguments (the endpoint comes first)
+scenarios=(
+  "pingpong-1|ping-pong 64 B, 1 connection|req/s|-m pingpong -c 1 -s 64 -d $duration"
+  "pingpong-50|ping-pong 64 B, 50 connections|req/s|-m pingpong -c 50 -s 64 -d $duration"
+  "connect-8|connect per request, 8 workers|req/s|-m connect -c 8 -s 64 -d $duration"
+  "udp-1|UDP ping-pong, 1 socket|req/s|-m udp -c 1 -s 64 -d $duration"
+  "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 -s 64 -d $duration"
+  "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 -s 64 --stream-bytes $stream_bytes -d 10m -w 30s"
+  "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns -s 64 -d $idle_hold -w 30s"
+)
+
+# Why server $2 cannot serve scenario $1 (prints nothing when it can).
+not_served() {
+  case $2:$1 in
+    py-sequential:connect-8 | py-threaded:connect-8) ;;
+    py-sequential:* | py-threaded:*)
+      echo "TCP, answers one recv(1024) and closes: connect-per-request only" ;;
+    py-udp:udp-*) ;;
+    py-udp:*) echo "UDP only" ;;
+    py-threading:udp-*) echo "TCP only" ;;
+    socketkit-sequential:pingpong-50 | socketkit-sequential:idle)
+      echo "serves one connection at a time, until it closes: all but one of the connections would wait unanswered for the whole run" ;;
+    socketkit-pool:idle)
+      echo "a worker serves one connection until it closes: $pool_workers of them answered, the rest would wait unanswered in its queue" ;;
+  esac
+}
+
+for s in "${servers[@]}"; do
+  IFS='|' read -r id label what <<<"$s"
+  emit "{\"type\":\"server\",\"id\":\"$id\",\"label\":$(json_str "$label"),\"what\":$(json_str "$what")}"
+done
+for s in "${scenarios[@]}"; do
+  IFS='|' read -r id label unit args <<<"$s"
+  emit "{\"type\":\"scenario\",\"id\":\"$id\",\"label\":$(json_str "$label"),\"unit\":\"$unit\",\
+\"args\":$(json_str "$args")}"
+  for t in "${servers[@]}"; do
+    server=${t%%|*}
+    reason=$(not_served "$id" "$server")
+    [ -z "$reason" ] ||
+      emit "{\"type\":\"na\",\"scenario\":\"$id\",\"server\":\"$server\",\"reason\":$(json_str "$reason")}"
+  done
+done
+
+# --- processes ------------------------------------------------------------------------------
+
+started=() # every process started here, killed by PID on exit
+cleanup() {
+  local p
+  for p in ${started[@]+"${started[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Runs a command on the server's (the load generator's) core. They exec, so that `f ... &`
+# leaves the command's own PID in $!; in the foreground, call them in a subshell.
+on_server_core() { if [ "$pin" = 1 ]; then exec taskset -c 0 "$@"; else exec "$@"; fi; }
+on_bench_core() { if [ "$pin" = 1 ]; then exec taskset -c 1 "$@"; else exec "$@"; fi; }
+
+# Whether PID $1 runs (a zombie does not).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
+# utime + stime of PID $1 in clock ticks.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086 # split the fields on purpose; utime and stime are fields 14, 15
+  set -- $stat
+  echo $((${12} + ${13}))
+}
+
+# The machine's busy and total clock ticks, over all its cores (/proc/stat; steal counts busy).
+machine_ticks() {
+  local cpu user nice system idle iowait irq softirq steal rest
+  read -r cpu user nice system idle iowait irq softirq steal rest </proc/stat
+  echo "$((user + nice + system + irq + softirq + steal)) \
+$((user + nice + system + idle + iowait + irq + softirq + steal))"
+}
+
+# CPU ticks of this script's children that have been waited for (cutime + cstime): around a
+# load generator's run, its own CPU time.
+children_ticks() {
+  local stat
+  stat=$(cat "/proc/$$/stat")
+  stat=${stat##*) }
+  # shellcheck disable=SC2086 # fields 16 and 17
+  set -- $stat
+  echo $((${14} + ${15}))
+}
+
+rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
+
+open_fds() {
+  local fds=("/proc/$1/fd/"*)
+  echo "${#fds[@]}"
+}
+
+# Starts server $1 with its output in $2; sets pid, tcp_port, udp_port. Fails when the server
+# does not print its ready line within 20 s.
+start_server() {
+  local id=$1 log=$2 i
+  : >"$log"
+  case $id in
+    socketkit-*)
+      local engine=${id#socketkit-} extra=()
+      [ "$engine" != pool ] || extra=(--workers "$pool_workers")
+      on_server_core "$sk" serve upper -e "$engine" ${extra[@]+"${extra[@]}"} \
+        -l tcp://127.0.0.1:0 -l udp://127.0.0.1:0 >"$log" 2>&1 &
+      ;;
+    tokio) on_server_core "$baseline" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >"$log" 2>&1 & ;;
+    py-threading) on_server_core python3 scripts/peers/threading_line_server.py 0 >"$log" 2>&1 & ;;
+    py-sequential) on_server_core python3 scripts/peers/tcp_server_sequential.py 0 >"$log" 2>&1 & ;;
+    py-threaded) on_server_core python3 scripts/peers/tcp_server_threaded.py 0 >"$log" 2>&1 & ;;
+    py-udp) on_server_core python3 scripts/peers/udp_server.py 0 >"$log" 2>&1 & ;;
+  esac
+  pid=$!
+  started+=("$pid")
+  tcp_port='' udp_port=''
+  for ((i = 0; i < 400; i++)); do
+    case $id in
+      socketkit-* | tokio)
+        tcp_port=$(sed -n 's#.*listening on tcp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
+        udp_port=$(sed -n 's#.*listening on udp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
+        ;;
+      py-udp) udp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
+      py-*) tcp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
+    esac
+    case $id in
+      socketkit-* | tokio) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
+      *) [ -z "$tcp_port$udp_port" ] || return 0 ;;
+    esac
+    alive "$pid" || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# SIGTERM, then SIGKILL if it is still there after 5 s; reaps it.
+stop_server() {
+  local i
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    alive "$pid" || break
+    sleep 0.05
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+failures=0
+
+# One run of scenario $1 against server $2: start it, measure, stop it, append the record.
+run_cell() {
+  local scenario=$1 server=$2 run=$3 args=$4
+  local tag="$scenario.$server.$run" error='' rc=0 endpoint before after
+  local rss_before=null rss_held=null held=null short=false base_fds
+  local machine_before machine_after children_before children_after others=null
+  if ! start_server "$server" "$logs/$tag.server.log"; then
+    error="the server did not start: $(tail -n 1 "$logs/$tag.server.log")"
+    stop_server
+  else
+    case $scenario in
+      udp-*) endpoint=udp://127.0.0.1:$udp_port ;;
+      *) endpoint=tcp://127.0.0.1:$tcp_port ;;
+    esac
+    # shellcheck disable=SC2206 # the arguments are split on spaces on purpose
+    local bench=("$sk" bench "$endpoint" $args --json)
+    before=$(cpu_ticks "$pid") machine_before=$(machine_ticks) children_before=$(children_ticks)
+    if [ "$scenario" = idle ]; then
+      # Sample the server's memory while the load generator holds the connections: the last
+      # sample taken while all of them were open at once (its descriptor count shows that).
+      rss_before=$(rss_kb "$pid")
+      base_fds=$(open_fds "$pid")
+      on_bench_core "${bench[@]}" >"$logs/$tag.json" 2>"$logs/$tag.err" &
+      local bench_pid=$!
+      started+=("$bench_pid")
+      held=0
+      while alive "$bench_pid"; do
+        local fds rss
+        fds=$(open_fds "$pid") rss=$(rss_kb "$pid")
+        [ $((fds - base_fds)) -le "$held" ] || held=$((fds - base_fds))
+        [ $((fds - base_fds)) -lt "$idle_conns" ] || rss_held=$rss
+        sleep 0.1
+      done
+      wait "$bench_pid" || rc=$?
+      if [ "$rss_held" = null ]; then
+        # The bench opens all of them at once. The Python peers' listen backlog (5) drops most
+        # of such a burst, and the retried SYNs come too late: that is a finding about the peer
+        # (the cell says how many it held), and a failure for socketkit and the tokio baseline.
+        case $server:$rc in
+          py-*:0 | py-*:5) short=true rc=0 ;;
+          *) error="only $held of $idle_conns connections were open at once" ;;
+        esac
+      fi
+    else
+      (on_bench_core "${bench[@]}") >"$logs/$tag.json" 2>"$logs/$tag.err" || rc=$?
+    fi
+    if alive "$pid"; then
+      after=$(cpu_ticks "$pid") machine_after=$(machine_ticks) children_after=$(children_ticks)
+      # What the rest of the machine did meanwhile: busy ticks that were neither the server's
+      # nor the load generator's, as a share of all the ticks of all cores.
+      local busy total
+      busy=$((${machine_after% *} - ${machine_before% *}))
+      total=$((${machine_after#* } - ${machine_before#* }))
+      busy=$((busy - (after - before) - (children_after - children_before)))
+      [ "$total" -le 0 ] || others=$((busy < 0 ? 0 : 1000 * busy / total))
+    else
+      error="the server died during the run: $(tail -n 1 "$logs/$tag.server.log")"
+    fi
+    stop_server
+    if [ "$rc" != 0 ] && [ -z "$error" ]; then
+      error="socketkit bench exited $rc: $(tail -n 1 "$logs/$tag.err")"
+    fi
+  fi
+  local report cpu=null
+  [ -z "${after:-}" ] || cpu=$((after - before))
+  report=$(head -c 100000 "$logs/$tag.json" 2>/dev/null || true)
+  case $report in "{"*) ;; *) report=null ;; esac
+  # A run that answered nothing (say, its time was up before a connection was made) has no
+  # figure: a failure, though the bench exits 0 for it.
+  if [ -z "$error" ] && [ "$short" = false ] && ! [[ $report =~ \"ok\":[1-9] ]]; then
+    error="no request was answered$(sed -n '$s/^/: /p' "$logs/$tag.err" 2>/dev/null)"
+  fi
+  emit "{\"type\":\"run\",\"scenario\":\"$scenario\",\"server\":\"$server\",\"run\":$run,\"others_permille\":$others,\
+\"error\":$([ -n "$error" ] && json_str "$error" || echo null),\"cpu_ticks\":$cpu,\
+\"rss_before_kb\":${rss_before:-null},\"rss_held_kb\":${rss_held:-null},\"held\":$held,\"short\":$short,\"bench\":$report}"
+  if [ -n "$error" ]; then
+    failures=$((failures + 1))
+    say "$tag: FAILED: $error"
+  elif [ "$short" = true ]; then
+    say "$tag: held at most $held of $idle_conns connections at once (a limit of the peer)"
+  else
+    say "$tag: ok"
+  fi
+}
+
+say "$cores cores, $([ "$pin" = 1 ] && echo 'server on core 0, bench on core 1' || echo 'not pinned'); $runs run(s) per cell"
+for s in "${scenarios[@]}"; do
+  IFS='|' read -r scenario _ _ args <<<"$s"
+  for ((run = 1; run <= runs; run++)); do
+    for t in "${servers[@]}"; do
+      server=${t%%|*}
+      [ -n "$(not_served "$scenario" "$server")" ] || run_cell "$scenario" "$server" "$run" "$args"
+    done
+  done
+done
+
+"$report_tool" "$results" "$out"
+say "wrote $out/report.md, $out/chart.svg and $out/results.ndjson"
+if [ "$failures" -gt 0 ]; then
+  say "$failures run(s) failed (see $out/report.md and $logs/)"
+  exit 1
+fi

@@ -1,0 +1,1 @@
+../../tests/peers/tcp_server_threaded.py

@@ -1,0 +1,1 @@
+../../tests/peers/udp_server.py
