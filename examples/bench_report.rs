@@ -903,16 +903,6 @@ fn notes(md: &mut String, results: &Results) {
                         server.label, scenario.label
                     );
                 }
-                Cell::Measured(_) if busiest(results, scenario, server) >= BUSY_PERCENT => {
-                    let _ = writeln!(
-                        md,
-                        "- busy machine, {} ({}): other work took up to {:.0}% of the CPU during \
-                         a run of this cell; treat its figures with care.",
-                        server.label,
-                        scenario.label,
-                        busiest(results, scenario, server)
-                    );
-                }
                 Cell::Measured(m) if m.each.len() > 1 && m.high > 1.25 * m.low => {
                     let _ = writeln!(
                         md,
@@ -928,15 +918,49 @@ fn notes(md: &mut String, results: &Results) {
             }
         }
     }
+    let measured: Vec<f64> = results
+        .scenarios
+        .iter()
+        .flat_map(|scenario| {
+            results
+                .servers
+                .iter()
+                .filter(|server| results.cell(scenario, &server.id).measure().is_some())
+                .map(|server| busiest(results, scenario, server))
+        })
+        .collect();
+    let busy: Vec<f64> = measured
+        .iter()
+        .copied()
+        .filter(|&b| b >= BUSY_PERCENT)
+        .collect();
+    if !busy.is_empty() {
+        let _ = writeln!(
+            md,
+            "- Busy machine: in {} of the {} measured cells, other work took {BUSY_PERCENT:.0}% \
+             or more of the CPU during at least one run (at most {:.0}%). Its share is in \
+             `results.ndjson` (`others_permille`) for every run.",
+            busy.len(),
+            measured.len(),
+            busy.iter().copied().fold(0.0, f64::max)
+        );
+    }
     let (wanted, held) = (
         text(&results.meta, "idle_wanted"),
         text(&results.meta, "idle_connections"),
     );
-    let _ = writeln!(
-        md,
-        "- Descriptors: soft limit {} raised to {} (hard limit {}){}.",
+    let (before, after) = (
         text(&results.meta, "nofile_before"),
         text(&results.meta, "nofile"),
+    );
+    let _ = writeln!(
+        md,
+        "- Descriptors: {} (hard limit {}){}.",
+        if before == after {
+            format!("soft limit {after}")
+        } else {
+            format!("soft limit raised from {before} to {after}")
+        },
         text(&results.meta, "nofile_hard"),
         if wanted == held {
             format!("; enough for {held} idle connections")
@@ -959,7 +983,24 @@ fn notes(md: &mut String, results: &Results) {
 
 // --- chart.svg ------------------------------------------------------------------------------
 
-/// One colour per server, in the order the script lists them.
+/// The colours of the servers: socketkit's engines in blues and greens, the tokio baseline in
+/// orange, the Python peers in purple and browns; others by their place in the list.
+fn colour(id: &str, index: usize) -> RGBColor {
+    let known = [
+        "socketkit-async",
+        "socketkit-sequential",
+        "socketkit-threaded",
+        "socketkit-pool",
+        "tokio",
+        "py-threading",
+        "py-sequential",
+        "py-threaded",
+        "py-udp",
+    ];
+    let at = known.iter().position(|&k| k == id).unwrap_or(index);
+    COLOURS[at % COLOURS.len()]
+}
+
 const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(107, 174, 214),
@@ -972,10 +1013,6 @@ const COLOURS: [RGBColor; 10] = [
     RGBColor(227, 119, 194),
     RGBColor(127, 127, 127),
 ];
-
-fn colour(index: usize) -> RGBColor {
-    COLOURS[index % COLOURS.len()]
-}
 
 /// A panel of bars per scenario (each in its own unit) and a legend.
 fn chart(results: &Results, path: &Path) -> Result<()> {
@@ -1031,7 +1068,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
                 Cell::Measured(m) => {
                     chart.draw_series(std::iter::once(Rectangle::new(
                         [(x + 0.12, 0.0), (x + 0.88, m.value)],
-                        colour(index).filled(),
+                        colour(&results.servers[index].id, index).filled(),
                     )))?;
                 }
                 other => {
@@ -1056,7 +1093,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
             let y = 30 + 28 * index as i32;
             legend.draw(&Rectangle::new(
                 [(20, y), (38, y + 18)],
-                colour(index).filled(),
+                colour(&server.id, index).filled(),
             ))?;
             legend.draw(&Text::new(
                 server.label.as_str(),

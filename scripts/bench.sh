@@ -39,8 +39,8 @@ done
 case ${runs:-1} in '' | *[!0-9]* | 0) echo "bench.sh: --runs wants a positive number" >&2; exit 2 ;; esac
 
 if [ "$quick" = 1 ]; then
-  # A smoke test: every cell runs once with sizes small enough for a few seconds in all. The
-  # numbers mean nothing (and a dev build is used, which `cargo test` has already compiled).
+  # A smoke test: every cell runs once, small enough for about half a minute in all. The
+  # numbers mean nothing (and a dev build is used, which `cargo test` has mostly compiled).
   runs=${runs:-1} duration=${duration:-250ms} profile=${profile:-dev}
   stream_bytes=8M stream_label='8 MiB' idle_wanted=100 idle_hold=2s
 else
@@ -92,11 +92,11 @@ clk_tck=$(getconf CLK_TCK)
 nofile_before=$(ulimit -n)
 nofile_hard=$(ulimit -Hn)
 [ "$nofile_hard" = unlimited ] || [ "$nofile_before" = unlimited ] ||
-  [ "$nofile_before" -ge "$nofile_hard" ] || ulimit -n "$nofile_hard" || true
+  [ "$nofile_before" -ge "$nofile_hard" ] || ulimit -Sn "$nofile_hard" || true
 nofile=$(ulimit -n)
 idle_conns=$idle_wanted
 if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_wanted + 100)) ]; then
-  idle_conns=$((nofile - 100))
+  idle_conns=$((nofile > 101 ? nofile - 100 : 1))
   say "the descriptor limit ($nofile, hard $nofile_hard) allows $idle_conns idle connections, not $idle_wanted"
 fi
 

@@ -134,10 +134,12 @@ impl Plan {
         }
     }
 
-    /// The run's time bound: the duration given, or 10 s when no bound is given at all.
+    /// The run's time bound: the duration given, or 10 s when no bound is given at all (a
+    /// stream is bounded by its byte count instead).
     pub(crate) fn time_bound(&self) -> Option<Duration> {
         match (self.duration, self.requests) {
-            (None, None) => Some(Duration::from_secs(10)),
+            // A stream is bounded by its bytes; other modes by 10 s when nothing else is given.
+            (None, None) if self.mode != Mode::Stream => Some(Duration::from_secs(10)),
             (duration, _) => duration,
         }
     }

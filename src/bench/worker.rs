@@ -366,13 +366,18 @@ async fn idle(run: &Run, latencies: &mut Histogram<u64>) {
         run.count(&run.counters.errors);
         return;
     }
+    run.counters
+        .add(&run.counters.bytes_sent, run.request.len() as u64);
     let mut buf = vec![0u8; run.reply.len()];
     match timeout(run.plan.timeout, conn.read_exact(&mut buf)).await {
         Err(_) => return run.count(&run.counters.timeouts),
         Ok(Err(_)) => return run.count(&run.counters.errors),
-        Ok(Ok(_)) if buf != run.reply => return run.count(&run.counters.mismatches),
-        Ok(Ok(_)) => run.record(latencies, since),
+        Ok(Ok(n)) => run.counters.add(&run.counters.bytes_received, n as u64),
     }
+    if buf != run.reply {
+        return run.count(&run.counters.mismatches);
+    }
+    run.record(latencies, since);
     drop(buf);
     run.counters.add(&run.counters.open, 1);
     match run.deadline {

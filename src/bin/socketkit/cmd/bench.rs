@@ -58,6 +58,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if report.errors > 0 {
         anyhow::bail!("{} requests failed with connection errors", report.errors);
     }
+    if report.ok == 0 {
+        anyhow::bail!("no request was answered: the run measured nothing");
+    }
     Ok(())
 }
 
