@@ -266,3 +266,17 @@ pub fn assert_code(output: &Output, code: i32) {
         stderr(output)
     );
 }
+
+/// The first line a child prints on stdout (a server's ready line), waited for on a thread and
+/// bounded by the safety time-out. `what` names the child in the failure message.
+pub fn first_stdout_line(child: &mut Child, what: &str) -> String {
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(SAFETY_TIMEOUT)
+        .unwrap_or_else(|_| panic!("{what} printed no ready line"))
+}

@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{OnceLock, mpsc};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use wait_timeout::ChildExt;
@@ -160,16 +160,7 @@ impl ServerProcess {
             child,
             ready: String::new(),
         };
-        let stdout = server.child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(SAFETY_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{command:?} printed no ready line"));
+        let line = common::first_stdout_line(&mut server.child, &format!("{command:?}"));
         assert!(
             line.starts_with(prefix) && line.ends_with('\n'),
             "{command:?}: ready line {line:?} should start with {prefix:?}"

@@ -3,10 +3,9 @@
 //! `socketkit send` talks to Python servers. No sleeps: a Python server is ready once it has
 //! printed its ready line, a `socketkit serve` child once it has printed `listening on`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 
 use socketkit::{Endpoint, Engine};
 use wait_timeout::ChildExt;
@@ -89,16 +88,7 @@ impl PyServer {
             .expect("spawn python3");
         // The guard exists before the first wait, so a failure below still kills the child.
         let mut server = PyServer { child, port: 0 };
-        let stdout = server.child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(SAFETY_TIMEOUT)
-            .unwrap_or_else(|_| panic!("{peer} printed no ready line"));
+        let line = crate::common::first_stdout_line(&mut server.child, peer);
         server.port = line
             .strip_prefix("The server is ready to receive on port ")
             .and_then(|port| port.trim_end().parse().ok())
