@@ -79,8 +79,9 @@ pub trait StreamHandler: Send + Sync + 'static {
 /// the socket (Python's `makefile`), the peer's address and the request's context.
 ///
 /// Reads wait at most the server's idle time-out and end when the shutdown grace period is
-/// over (both as an [`io::Error`]); writes wait at most the idle time-out for a peer that does
-/// not read.
+/// over (both as an [`io::Error`]); a write fails once the peer has read nothing for the write
+/// time-out. The per-message deadline is the handler's own affair: only it knows where its
+/// messages end.
 pub struct StreamRequest<'a> {
     ctx: &'a Context,
     reader: Reader<'a>,
@@ -283,20 +284,20 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncStream
 pub struct AsyncStreamRequest {
     ctx: Context,
     reader: tokio::io::BufReader<IdleRead<AsyncReadHalf>>,
-    writer: tokio::io::BufWriter<AsyncWriteHalf>,
+    writer: tokio::io::BufWriter<StallWrite<AsyncWriteHalf>>,
 }
 
 impl AsyncStreamRequest {
     pub(crate) fn new(
         ctx: Context,
         stream: Box<dyn AsyncStream>,
-        idle: std::time::Duration,
+        limits: &crate::Limits,
     ) -> AsyncStreamRequest {
         let (read, write) = tokio::io::split(stream);
         AsyncStreamRequest {
             ctx,
-            reader: tokio::io::BufReader::new(IdleRead::new(read, idle)),
-            writer: tokio::io::BufWriter::new(write),
+            reader: tokio::io::BufReader::new(IdleRead::new(read, limits.idle_timeout)),
+            writer: tokio::io::BufWriter::new(StallWrite::new(write, limits.write_timeout)),
         }
     }
 
@@ -306,7 +307,8 @@ impl AsyncStreamRequest {
         &mut self.reader
     }
 
-    /// The buffered writer. Flush it when a reply must go out now.
+    /// The buffered writer. Flush it when a reply must go out now. A write fails with
+    /// `TimedOut` once the peer has read nothing for the write time-out.
     #[doc(alias = "wfile")]
     pub fn writer(&mut self) -> &mut (impl tokio::io::AsyncWrite + Unpin + Send + use<>) {
         &mut self.writer
@@ -374,6 +376,72 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleRead<R> {
                 Poll::Pending => Poll::Pending,
             },
         }
+    }
+}
+
+/// A writer whose write, flush or shutdown fails with `TimedOut` once it has made no progress
+/// for `limit` (a peer that stopped reading). The timer is armed only when a write blocks.
+pub(crate) struct StallWrite<W> {
+    inner: W,
+    limit: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+    blocked: bool,
+}
+
+impl<W> StallWrite<W> {
+    fn new(inner: W, limit: std::time::Duration) -> StallWrite<W> {
+        StallWrite {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            blocked: false,
+        }
+    }
+
+    /// Passes `polled` through, and turns a wait longer than the limit into an error.
+    fn guard<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.blocked = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                if !self.blocked {
+                    self.blocked = true;
+                    let deadline = tokio::time::Instant::now() + self.limit;
+                    self.timer.as_mut().reset(deadline);
+                }
+                match self.timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(crate::engine::write_timed_out(self.limit))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<W: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallWrite<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.guard(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.guard(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.guard(cx, polled)
     }
 }
 

@@ -75,6 +75,11 @@ impl StreamSession for FramedSession {
             Err(e) => self.fail(e),
         }
     }
+
+    /// Whatever is left buffered after answering is the start of the next message.
+    fn in_message(&self) -> bool {
+        !self.input.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +133,21 @@ mod tests {
             Next::Close
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_partial_message_is_in_message_until_it_is_answered() {
+        let mut s = session(Framing::Line, 64);
+        let mut out = BytesMut::new();
+        assert!(!s.in_message());
+        s.on_data(b"one\ntw", &mut out);
+        assert!(s.in_message(), "\"tw\" begins the next line");
+        s.on_data(b"o\n", &mut out);
+        assert!(!s.in_message());
+        assert_eq!(&out[..], b"ONE\nTWO\n");
+        let mut s = session(Framing::Length(LengthWidth::U16), 64);
+        s.on_data(b"\x00", &mut out); // half a header
+        assert!(s.in_message());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,11 +15,12 @@ use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use super::blocking::unnamed_peer;
-use super::{Backoff, SessionError, Shared, answer_datagram, context, is_per_connection_error};
+use super::{
+    Backoff, SessionClock, SessionError, Shared, answer_datagram, context, is_per_connection_error,
+};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
-use crate::server::Limits;
 use crate::server::listener::Listener;
 use crate::service::{Address, Context, Next, StreamSession};
 
@@ -215,6 +217,8 @@ thread_local! {
 /// panic is caught here and reported like any other failure of this connection alone.
 async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
     let peer = ctx.peer.clone();
+    // Set once the server stops accepting: a session between messages then closes.
+    let stopping = AtomicBool::new(false);
     let work = async {
         match &shared.app.async_handler {
             Some(handler) => {
@@ -222,7 +226,7 @@ async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: Owne
                     Conn::Tcp(s) => Box::new(s),
                     Conn::Unix(s) => Box::new(s),
                 };
-                let mut request = AsyncStreamRequest::new(ctx, stream, shared.limits.idle_timeout);
+                let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
                 let result = CatchUnwind(handler.run(&mut request)).await;
                 match result {
                     Ok(Ok(())) => request.close().await.map_err(SessionError::Io),
@@ -234,10 +238,10 @@ async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: Owne
                 let session = shared.session(&ctx);
                 let driven = match conn {
                     Conn::Tcp(mut s) => {
-                        CatchUnwind(Box::pin(drive(session, &mut s, &shared.limits))).await
+                        CatchUnwind(Box::pin(drive(session, &mut s, &shared, &stopping))).await
                     }
                     Conn::Unix(mut s) => {
-                        CatchUnwind(Box::pin(drive(session, &mut s, &shared.limits))).await
+                        CatchUnwind(Box::pin(drive(session, &mut s, &shared, &stopping))).await
                     }
                 };
                 match driven {
@@ -247,40 +251,69 @@ async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: Owne
             }
         }
     };
+    let mut work = std::pin::pin!(work);
     let result = tokio::select! {
-        _ = shared.force.fired() => Err(SessionError::Io(io::Error::new(
-            io::ErrorKind::ConnectionAborted,
-            "closed at the end of the shutdown grace period",
-        ))),
-        result = work => result,
+        result = &mut work => result,
+        () = shared.stop.fired() => {
+            // Polling `work` again lets its session see the flag (see `Stopping`).
+            stopping.store(true, Ordering::Relaxed);
+            tokio::select! {
+                () = shared.force.fired() => Err(SessionError::Io(super::grace_over())),
+                result = &mut work => result,
+            }
+        }
     };
     shared.report(&peer, result);
 }
 
-/// The async twin of [`super::drive`]: the same loop over [`Next`], with `.await`.
+/// Completes once `flag` is set. It registers no waker: the connection's task polls it again
+/// right after setting the flag, so a stop-watcher per connection costs one atomic load
+/// rather than a waiter on the server's shared stop signal at every read.
+fn stopping(flag: &AtomicBool) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |_| {
+        if flag.load(Ordering::Relaxed) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+}
+
+/// What ended a wait for input.
+enum Wake {
+    Readable,
+    Stopping,
+}
+
+/// The async twin of [`super::drive`]: the same loop over [`Next`], with `.await`, the same
+/// [`SessionClock`], and the same rule at shutdown.
 async fn drive<S: ReadReady>(
     mut session: Box<dyn StreamSession>,
     conn: &mut S,
-    limits: &Limits,
+    shared: &Shared,
+    stop_flag: &AtomicBool,
 ) -> Result<(), SessionError> {
-    let idle = limits.idle_timeout;
-    let idle_error = || {
-        SessionError::Io(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("idle for {idle:?}"),
-        ))
-    };
+    let limits = &shared.limits;
+    let mut clock = SessionClock::new(limits, Instant::now());
     let mut out = BytesMut::new();
-    let mut watchdog = Watchdog::new(idle);
+    let mut watchdog = Watchdog::new(clock.read_deadline().0);
     let mut next = session.on_open(&mut out);
     loop {
         if !out.is_empty() {
-            tokio::select! {
-                biased;
-                written = conn.write_all(&out) => written?,
-                () = watchdog.expired() => return Err(idle_error()),
+            let mut written = 0;
+            while written < out.len() {
+                tokio::select! {
+                    biased;
+                    n = conn.write(&out[written..]) => match n? {
+                        0 => return Err(SessionError::Io(io::ErrorKind::WriteZero.into())),
+                        n => written += n,
+                    },
+                    () = watchdog.until(Instant::now() + limits.write_timeout) => {
+                        return Err(SessionError::Io(super::write_timed_out(limits.write_timeout)));
+                    }
+                }
             }
-            watchdog.touch();
+            clock.wrote(Instant::now());
             out.clear();
             if out.capacity() > limits.read_buffer * 4 {
                 out = BytesMut::new(); // a burst's buffer is not kept for an idle connection
@@ -293,66 +326,86 @@ async fn drive<S: ReadReady>(
             }
             Next::Write => session.on_writable(&mut out),
             Next::Read => {
-                tokio::select! {
+                let idle = clock.between_messages(session.in_message());
+                let (deadline, expiry) = clock.read_deadline();
+                let wake = tokio::select! {
                     biased;
-                    ready = std::future::poll_fn(|cx| conn.poll_ready(cx)) => ready?,
-                    () = watchdog.expired() => return Err(idle_error()),
-                }
-                watchdog.touch();
+                    ready = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
+                        ready?;
+                        Wake::Readable
+                    }
+                    () = watchdog.until(deadline) => return Err(clock.expired(expiry).into()),
+                    () = stopping(stop_flag), if idle => Wake::Stopping,
+                };
                 let read = READ_BUFFER.with_borrow_mut(|buf| {
                     buf.resize(limits.read_buffer, 0);
                     match conn.read_now(buf) {
-                        Ok(0) => Ok(session.on_eof(&mut out)),
-                        Ok(n) => Ok(session.on_data(&buf[..n], &mut out)),
+                        Ok(0) => Ok(Some(session.on_eof(&mut out))),
+                        Ok(n) => {
+                            let next = session.on_data(&buf[..n], &mut out);
+                            clock.read(Instant::now(), session.in_message());
+                            Ok(Some(next))
+                        }
                         Err(e)
                             if matches!(
                                 e.kind(),
                                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
                             ) =>
                         {
-                            Ok(Next::Read) // a spurious wake-up: wait again
+                            Ok(None)
                         }
                         Err(e) => Err(e),
                     }
                 });
-                read?
+                match (read?, wake) {
+                    (Some(next), _) => next,
+                    (None, Wake::Readable) => Next::Read, // a spurious wake-up: wait again
+                    (None, Wake::Stopping) => {
+                        // Shutdown, between messages, nothing waiting: an idle connection.
+                        tracing::debug!("closing a connection idle at shutdown");
+                        close_gracefully(conn).await;
+                        return Ok(());
+                    }
+                }
             }
         };
     }
 }
 
-/// A connection's idle timer, re-armed only when it fires. Resetting a tokio timer around every
-/// read and write (`tokio::time::timeout`) touches the timer wheel twice per request; that was
-/// the async engine's largest cost against a plain tokio server in ping-pong.
+/// A connection's one timer, re-armed only when it fires early or must fire sooner. Resetting
+/// a tokio timer around every read and write (`tokio::time::timeout`) touches the timer wheel
+/// twice per request; that was the async engine's largest cost against a plain tokio server in
+/// ping-pong. Here a read or write that completes at once never polls the timer at all.
 struct Watchdog {
-    idle: Duration,
-    last_activity: tokio::time::Instant,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Instant,
 }
 
 impl Watchdog {
-    fn new(idle: Duration) -> Watchdog {
+    fn new(due: Instant) -> Watchdog {
         Watchdog {
-            idle,
-            last_activity: tokio::time::Instant::now(),
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: Box::pin(tokio::time::sleep_until(due.into())),
+            armed: due,
         }
     }
 
-    fn touch(&mut self) {
-        self.last_activity = tokio::time::Instant::now();
-    }
-
-    /// Completes once nothing has happened for the idle time.
-    async fn expired(&mut self) {
+    /// Completes at `due`.
+    async fn until(&mut self, due: Instant) {
+        if due < self.armed {
+            self.arm(due);
+        }
         loop {
             self.timer.as_mut().await;
-            let due = self.last_activity + self.idle;
-            if tokio::time::Instant::now() >= due {
+            if Instant::now() >= due {
                 return;
             }
-            self.timer.as_mut().reset(due);
+            self.arm(due); // it fired for an earlier deadline: wait for this one
         }
+    }
+
+    fn arm(&mut self, due: Instant) {
+        self.timer.as_mut().reset(due.into());
+        self.armed = due;
     }
 }
 

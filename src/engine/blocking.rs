@@ -349,8 +349,11 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
                     idle: shared.limits.idle_timeout,
                     force: &shared.force,
                 };
-                let mut request =
-                    StreamRequest::new(&ctx, Box::new(read), Box::new(SharedWrite(&conn)));
+                let write = SharedWrite {
+                    conn: &conn,
+                    timeout: shared.limits.write_timeout,
+                };
+                let mut request = StreamRequest::new(&ctx, Box::new(read), Box::new(write));
                 run_stream_handler(handler.as_ref(), &mut request)?;
                 drop(request);
                 close_gracefully(&conn, &shared.force);
@@ -359,7 +362,7 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
             None => READ_BUFFER.with_borrow_mut(|buf| {
                 buf.resize(shared.limits.read_buffer, 0);
                 let session = shared.session(&ctx);
-                drive(session, &conn, buf, &shared.limits, &shared.force)
+                drive(session, &conn, buf, shared)
             }),
         }
     }));

@@ -393,12 +393,7 @@ impl Read for GuardedRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             match wait_readable(self.conn.as_fd(), self.force, Some(self.idle))? {
-                Woken::Triggered => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionAborted,
-                        "closed at the end of the shutdown grace period",
-                    ));
-                }
+                Woken::Triggered => return Err(grace_over()),
                 Woken::TimedOut => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -418,57 +413,209 @@ impl Read for GuardedRead<'_> {
     }
 }
 
-/// The writing side of a blocking connection (the write time-out is set on the socket).
-pub(crate) struct SharedWrite<'a>(pub(crate) &'a Conn);
+/// The writing side of a blocking connection. The write time-out is set on the socket
+/// (`SO_SNDTIMEO`, so it runs between two successive writes); its expiry is reported as
+/// `TimedOut`, naming the limit, rather than as a bare `EAGAIN`.
+pub(crate) struct SharedWrite<'a> {
+    pub(crate) conn: &'a Conn,
+    pub(crate) timeout: Duration,
+}
 
 impl Write for SharedWrite<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write_shared(buf)
+        self.conn.write_shared(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                write_timed_out(self.timeout)
+            } else {
+                e
+            }
+        })
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
+/// The error that ends a connection whose peer stopped reading.
+pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the peer read nothing for {timeout:?} (write time-out)"),
+    )
+}
+
+/// The error that ends a connection when the shutdown grace period is over.
+pub(crate) fn grace_over() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "closed at the end of the shutdown grace period",
+    )
+}
+
 /// Prepares an accepted connection for blocking I/O: blocking mode, and a write time-out so a
 /// peer that stops reading cannot hold a thread forever.
 pub(crate) fn prepare_blocking(conn: &Conn, limits: &Limits) -> io::Result<()> {
-    conn.set_blocking_with_write_timeout(limits.idle_timeout)
+    conn.set_blocking_with_write_timeout(limits.write_timeout)
 }
 
-/// Runs one session on a blocking stream until it closes, idles out, the peer goes away, or
-/// the grace period ends (`force`). A blocking write is the backpressure: nothing is read
-/// while the peer is not reading, and the write time-out bounds that wait.
+/// The clock of one stream connection: when its next read must end, and why. Both engines
+/// keep one per connection, so the idle time-out and the per-message deadline mean the same
+/// on each.
+pub(crate) struct SessionClock<'a> {
+    limits: &'a Limits,
+    last_activity: Instant,
+    /// When the bytes of the message still incomplete began to arrive.
+    message_began: Option<Instant>,
+    /// Whether the peer has sent anything yet.
+    spoke: bool,
+}
+
+/// Which bound a read ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expiry {
+    /// Nothing arrived for the idle time-out.
+    Idle,
+    /// A message begun was not complete within the per-message deadline.
+    Message,
+}
+
+impl<'a> SessionClock<'a> {
+    pub(crate) fn new(limits: &'a Limits, now: Instant) -> SessionClock<'a> {
+        SessionClock {
+            limits,
+            last_activity: now,
+            message_began: None,
+            spoke: false,
+        }
+    }
+
+    /// Something was written: the peer is reading, so the connection is not idle.
+    pub(crate) fn wrote(&mut self, now: Instant) {
+        self.last_activity = now;
+    }
+
+    /// Bytes arrived and the session has seen them; `in_message` is what it says now.
+    pub(crate) fn read(&mut self, now: Instant, in_message: bool) {
+        self.last_activity = now;
+        self.spoke = true;
+        if !in_message {
+            self.message_began = None;
+        } else if self.message_began.is_none() {
+            self.message_began = Some(now);
+        }
+    }
+
+    /// When the next read must end, and which limit that is.
+    pub(crate) fn read_deadline(&self) -> (Instant, Expiry) {
+        let idle = self.last_activity + self.limits.idle_timeout;
+        match self.message_began {
+            Some(began) if began + self.limits.message_timeout < idle => {
+                (began + self.limits.message_timeout, Expiry::Message)
+            }
+            _ => (idle, Expiry::Idle),
+        }
+    }
+
+    /// Whether the connection sits between two messages: at shutdown it is then closed at once.
+    /// A connection that has not spoken yet is not idle in this sense: its first request may be
+    /// on its way (Go's `http.Server.Shutdown` gives new connections the same benefit of the
+    /// doubt), and the grace period bounds it anyway.
+    pub(crate) fn between_messages(&self, in_message: bool) -> bool {
+        self.spoke && !in_message
+    }
+
+    /// The error that ends a connection when a read runs into `expiry`.
+    pub(crate) fn expired(&self, expiry: Expiry) -> io::Error {
+        let text = match expiry {
+            Expiry::Idle => format!("idle for {:?}", self.limits.idle_timeout),
+            Expiry::Message => format!(
+                "a message took longer than {:?} to arrive (message time-out)",
+                self.limits.message_timeout
+            ),
+        };
+        io::Error::new(io::ErrorKind::TimedOut, text)
+    }
+}
+
+/// Whether bytes (or an EOF or error) are waiting on `fd` right now.
+fn readable_now(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) => return Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs one session on a blocking stream until it closes, times out, the peer goes away, or
+/// shutdown ends it. A blocking write is the backpressure: nothing is read while the peer is
+/// not reading, and the write time-out bounds that wait. At shutdown (`shared.stop`) a
+/// connection between messages is closed at once; one in a message is let finish it, until the
+/// grace period ends (`shared.force`).
 pub(crate) fn drive(
     mut session: Box<dyn StreamSession>,
     conn: &Conn,
     buf: &mut [u8],
-    limits: &Limits,
-    force: &Trigger,
+    shared: &Shared,
 ) -> Result<(), SessionError> {
-    let mut reader = GuardedRead {
+    let limits = &shared.limits;
+    let mut writer = SharedWrite {
         conn,
-        idle: limits.idle_timeout,
-        force,
+        timeout: limits.write_timeout,
     };
-    let mut writer = SharedWrite(conn);
+    let mut clock = SessionClock::new(limits, Instant::now());
     let mut out = BytesMut::new();
     let mut next = session.on_open(&mut out);
     loop {
         if !out.is_empty() {
             writer.write_all(&out)?;
+            clock.wrote(Instant::now());
             out.clear();
         }
         next = match next {
             Next::Close => {
-                close_gracefully(conn, force);
+                close_gracefully(conn, &shared.force);
                 return Ok(());
             }
             Next::Write => session.on_writable(&mut out),
-            Next::Read => match reader.read(buf)? {
-                0 => session.on_eof(&mut out),
-                n => session.on_data(&buf[..n], &mut out),
-            },
+            Next::Read => {
+                let idle = clock.between_messages(session.in_message());
+                let trigger = if idle { &*shared.stop } else { &shared.force };
+                let (deadline, expiry) = clock.read_deadline();
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match wait_readable(conn.as_fd(), trigger, Some(wait))? {
+                    Woken::Ready => {}
+                    Woken::TimedOut => return Err(clock.expired(expiry).into()),
+                    Woken::Triggered if !idle => return Err(grace_over().into()),
+                    // Shutdown, between messages: serve a request that has already arrived,
+                    // close otherwise.
+                    Woken::Triggered if readable_now(conn.as_fd())? => {}
+                    Woken::Triggered => {
+                        tracing::debug!("closing a connection idle at shutdown");
+                        close_gracefully(conn, &shared.force);
+                        return Ok(());
+                    }
+                }
+                match conn.read_shared(buf) {
+                    Ok(0) => session.on_eof(&mut out),
+                    Ok(n) => {
+                        let next = session.on_data(&buf[..n], &mut out);
+                        clock.read(Instant::now(), session.in_message());
+                        next
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                        ) =>
+                    {
+                        Next::Read
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         };
     }
 }
@@ -548,5 +695,81 @@ impl Backoff {
             tracing::warn!("{what} failed: {error}; retrying in {:?}", self.delay);
         }
         self.delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn the_idle_time_out_runs_from_the_last_activity() {
+        let limits = limits();
+        let t0 = Instant::now();
+        let mut clock = SessionClock::new(&limits, t0);
+        assert_eq!(
+            clock.read_deadline(),
+            (t0 + limits.idle_timeout, Expiry::Idle)
+        );
+        clock.wrote(t0 + Duration::from_secs(10));
+        assert_eq!(clock.read_deadline().0, t0 + Duration::from_secs(310));
+    }
+
+    #[test]
+    fn a_message_begun_must_end_by_its_deadline_however_often_bytes_arrive() {
+        let limits = limits();
+        let t0 = Instant::now();
+        let mut clock = SessionClock::new(&limits, t0);
+        clock.read(t0, true);
+        for second in 1..100 {
+            clock.read(t0 + Duration::from_secs(second), true); // a byte a second
+        }
+        assert_eq!(
+            clock.read_deadline(),
+            (t0 + Duration::from_secs(60), Expiry::Message)
+        );
+        // The message completes: the next one gets a deadline of its own.
+        clock.read(t0 + Duration::from_secs(100), false);
+        assert_eq!(clock.read_deadline().1, Expiry::Idle);
+        clock.read(t0 + Duration::from_secs(101), true);
+        assert_eq!(clock.read_deadline().0, t0 + Duration::from_secs(161));
+    }
+
+    #[test]
+    fn a_message_deadline_longer_than_the_idle_time_out_never_wins() {
+        let limits = Limits {
+            message_timeout: Duration::from_secs(600),
+            ..limits()
+        };
+        let t0 = Instant::now();
+        let mut clock = SessionClock::new(&limits, t0);
+        clock.read(t0, true);
+        assert_eq!(
+            clock.read_deadline(),
+            (t0 + limits.idle_timeout, Expiry::Idle)
+        );
+    }
+
+    #[test]
+    fn only_a_connection_that_has_spoken_and_finished_its_message_is_idle_at_shutdown() {
+        let limits = limits();
+        let t0 = Instant::now();
+        let mut clock = SessionClock::new(&limits, t0);
+        assert!(
+            !clock.between_messages(false),
+            "its first request may be on its way"
+        );
+        clock.read(t0, true);
+        assert!(!clock.between_messages(true));
+        clock.read(t0, false);
+        assert!(clock.between_messages(false));
     }
 }

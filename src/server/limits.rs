@@ -23,6 +23,16 @@ pub struct Limits {
     /// A connection that sends nothing for this long is closed. Default 300 s, the order of
     /// nginx's and HAProxy's client time-outs: long enough for a person typing into `client`.
     pub idle_timeout: Duration,
+    /// A message begun (part of a line or frame, a character cut in two) must be complete
+    /// within this time, however steadily its bytes trickle in: a peer that sends one byte just
+    /// inside every idle time-out cannot hold a connection forever. Default 60 s, nginx's
+    /// `client_header_timeout`. Raw streams answer every read at once, so only a cut character
+    /// is ever pending there.
+    pub message_timeout: Duration,
+    /// A write that makes no progress for this long (a peer that stops reading) closes the
+    /// connection. Default 60 s, nginx's `send_timeout`: measured between two successive
+    /// writes, so a slow reader is served, a stalled one is not.
+    pub write_timeout: Duration,
     /// After `shutdown()`, connections in flight get this long to finish before they are
     /// closed. Default 5 s.
     pub grace: Duration,
@@ -56,6 +66,8 @@ impl Default for Limits {
         Limits {
             backlog: 128,
             idle_timeout: Duration::from_secs(300),
+            message_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
             max_datagram: MAX_DATAGRAM_BYTES,
             max_connections: 10_000,
@@ -64,5 +76,40 @@ impl Default for Limits {
             max_frame: 1024 * 1024,
             read_buffer: 16 * 1024,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses limits no server can run with: a zero time-out would close every connection at
+    /// once (and the kernel refuses a zero `SO_SNDTIMEO`).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("idle time-out", self.idle_timeout),
+            ("message time-out", self.message_timeout),
+            ("write time-out", self.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("the {name} must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_time_outs_are_refused_by_name() {
+        assert_eq!(Limits::default().check(), Ok(()));
+        let limits = Limits {
+            write_timeout: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert_eq!(
+            limits.check(),
+            Err("the write time-out must be longer than zero".into())
+        );
     }
 }

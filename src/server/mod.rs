@@ -98,6 +98,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::message_timeout`].
+    pub fn message_timeout(mut self, deadline: Duration) -> ServerBuilder {
+        self.limits.message_timeout = deadline;
+        self
+    }
+
+    /// Sets [`Limits::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
+        self.limits.write_timeout = timeout;
+        self
+    }
+
     /// Sets [`Limits::grace`].
     pub fn grace(mut self, grace: Duration) -> ServerBuilder {
         self.limits.grace = grace;
@@ -258,6 +270,7 @@ impl ServerBuilder {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
         self.check_handlers()?;
+        self.limits.check().map_err(Error::Config)?;
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for endpoint in &self.endpoints {

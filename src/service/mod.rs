@@ -204,6 +204,18 @@ pub trait StreamSession: Send + 'static {
     fn on_writable(&mut self, _out: &mut BytesMut) -> Next {
         Next::Read
     }
+
+    /// Whether the peer has begun a message that the session has not yet answered: part of a
+    /// line or frame, or a character cut in two by the reads. Engines use it twice: a message
+    /// begun must be finished within the per-message deadline
+    /// ([`Limits::message_timeout`](crate::Limits::message_timeout)), so a peer that dribbles
+    /// a byte at a time cannot hold a connection forever; and at shutdown, a connection
+    /// between messages is idle and closed at once, while one in a message is let finish.
+    ///
+    /// The default, `false`, suits a session that answers every read at once.
+    fn in_message(&self) -> bool {
+        false
+    }
 }
 
 impl StreamSession for Box<dyn StreamSession> {
@@ -218,6 +230,9 @@ impl StreamSession for Box<dyn StreamSession> {
     }
     fn on_writable(&mut self, out: &mut BytesMut) -> Next {
         (**self).on_writable(out)
+    }
+    fn in_message(&self) -> bool {
+        (**self).in_message()
     }
 }
 

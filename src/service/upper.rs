@@ -110,6 +110,11 @@ impl StreamSession for UpperSession {
         self.pending.clear();
         Next::Close
     }
+
+    /// A character cut in two is a message begun: its end must arrive in time.
+    fn in_message(&self) -> bool {
+        !self.pending.is_empty()
+    }
 }
 
 /// Upper-cases a whole message: a datagram, or a stream that has ended. Bytes that are not
@@ -516,6 +521,18 @@ mod tests {
         // E2 82 looks like the start of '€' but the next read shows it is not.
         assert_eq!(streamed(&[b"a\xe2", b"\x82", b"Z"]), b"A\xe2\x82Z");
         assert_eq!(streamed(&[b"\xf0\x9f", b"\x98x"]), b"\xf0\x9f\x98X");
+    }
+
+    #[test]
+    fn a_cut_character_is_a_message_begun_until_its_end_arrives() {
+        let mut session = UpperSession::default();
+        let mut out = BytesMut::new();
+        session.on_data(b"ok", &mut out);
+        assert!(!session.in_message(), "everything read was answered");
+        session.on_data(&"ß".as_bytes()[..1], &mut out);
+        assert!(session.in_message());
+        session.on_data(&"ß".as_bytes()[1..], &mut out);
+        assert!(!session.in_message());
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 //! lines, on EOFs and on bound addresses, never on fixed sleeps.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -717,10 +717,13 @@ fn second_signal_forces_exit_130(
     first: nix::sys::signal::Signal,
     second: nix::sys::signal::Signal,
 ) {
-    let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "30s"]);
+    let mut server = Served::start(
+        engine,
+        &["tcp://127.0.0.1:0"],
+        &["--grace", "30s", "--framing", "line"],
+    );
     let mut conn = connect(server.addr());
-    conn.write_all(b"half a sent").unwrap();
-    assert_eq!(read_exactly(&mut conn, 11), "HALF A SENT"); // in flight
+    begin_a_message(&mut conn);
     server.process.signal(first);
     server.process.wait_for_line("shutting down");
     server.process.signal(second);
@@ -755,21 +758,31 @@ fn exit_130_on_a_second_sigterm_or_a_mix() {
 // ---------------------------------------------------------------------------------------------
 // Graceful stop
 
-/// SIGTERM stops accepting at once, and a connection in flight finishes within the grace.
+/// Over line framing, answers one line and sends half of the next: the connection is then in a
+/// message, which shutdown lets finish (a connection between messages is closed at once).
+fn begin_a_message(conn: &mut TcpStream) {
+    conn.write_all(b"done\nhalf a ").unwrap();
+    assert_eq!(read_exactly(conn, 5), "DONE\n");
+}
+
+/// SIGTERM stops accepting at once; a connection in a message finishes it within the grace,
+/// then closes; an idle connection closes at once.
 fn sigterm_drains_a_connection_in_flight(engine: &str) {
-    let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "10s"]);
+    let mut server = Served::start(
+        engine,
+        &["tcp://127.0.0.1:0"],
+        &["--grace", "10s", "--framing", "line"],
+    );
     let addr = server.addr();
     let mut conn = connect(addr);
-    conn.write_all(b"hello ").unwrap();
-    assert_eq!(read_exactly(&mut conn, 6), "HELLO "); // the connection is in flight
+    begin_a_message(&mut conn);
     server.process.signal(SIGTERM);
     server.process.wait_for_line("shutting down");
     wait_until_refused(addr);
-    conn.write_all(b"world").unwrap();
-    conn.shutdown(Shutdown::Write).unwrap();
+    conn.write_all(b"line\n").unwrap();
     let mut rest = String::new();
-    conn.read_to_string(&mut rest).unwrap();
-    assert_eq!(rest, "WORLD");
+    conn.read_to_string(&mut rest).unwrap(); // EOF: idle again, it is closed
+    assert_eq!(rest, "HALF A LINE\n");
     assert_eq!(
         server.process.wait_exit(),
         Some(0),
@@ -814,10 +827,13 @@ fn sigint_stops_an_idle_server_with_0() {
 #[test]
 fn the_grace_period_ends_a_connection_that_does_not_finish() {
     for engine in engines() {
-        let mut server = Served::start(engine, &["tcp://127.0.0.1:0"], &["--grace", "200ms"]);
+        let mut server = Served::start(
+            engine,
+            &["tcp://127.0.0.1:0"],
+            &["--grace", "200ms", "--framing", "line"],
+        );
         let mut conn = connect(server.addr());
-        conn.write_all(b"held").unwrap();
-        assert_eq!(read_exactly(&mut conn, 4), "HELD"); // in flight, and never finished
+        begin_a_message(&mut conn); // and never finished
         server.process.signal(SIGTERM);
         assert_eq!(
             server.process.wait_exit(),

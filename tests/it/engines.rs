@@ -4,6 +4,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use socketkit::codec::Framing;
 use socketkit::{Endpoint, Engine, ErrorKind, Server};
 
 use crate::common::{SAFETY_TIMEOUT, TestServer, exchange};
@@ -203,32 +204,43 @@ fn shutdown_before_serving_returns_at_once_and_repeats_harmlessly() {
     }
 }
 
+/// Over line framing, answers one line and sends half of the next: the connection is then in a
+/// message, which shutdown lets finish.
+fn begin_a_message(conn: &mut TcpStream) {
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.write_all(b"one\nin ").unwrap();
+    let mut reply = [0u8; 4];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ONE\n");
+}
+
+fn line_server(engine: Engine, grace: Duration) -> TestServer {
+    TestServer::with(
+        Server::builder()
+            .engine(engine)
+            .grace(grace)
+            .framing(Framing::Line)
+            .listen("tcp://127.0.0.1:0".parse().unwrap()),
+    )
+}
+
 #[test]
 fn shutdown_from_another_thread_drains_a_connection_in_flight() {
     for engine in Engine::ALL {
-        let server = TestServer::with(
-            Server::builder()
-                .engine(engine)
-                .grace(SAFETY_TIMEOUT)
-                .listen("tcp://127.0.0.1:0".parse().unwrap()),
-        );
+        let server = line_server(engine, SAFETY_TIMEOUT);
         let addr = server.addr();
         let mut conn = TcpStream::connect(addr).unwrap();
-        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
-        conn.write_all(b"in ").unwrap();
-        let mut reply = [0u8; 3];
-        conn.read_exact(&mut reply).unwrap();
+        begin_a_message(&mut conn);
 
         let stop = server.shutdown_handle();
         let stopper = std::thread::spawn(move || stop.shutdown());
         stopper.join().unwrap();
 
-        // The request in flight still completes.
-        conn.write_all(b"flight").unwrap();
-        conn.shutdown(Shutdown::Write).unwrap();
+        // The message in flight still completes; then the connection is idle, and closed.
+        conn.write_all(b"flight\n").unwrap();
         let mut rest = Vec::new();
         conn.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"FLIGHT", "{engine}");
+        assert_eq!(rest, b"IN FLIGHT\n", "{engine}");
         server.stop().unwrap();
         assert!(
             TcpStream::connect(addr).is_err(),
@@ -238,19 +250,56 @@ fn shutdown_from_another_thread_drains_a_connection_in_flight() {
 }
 
 #[test]
-fn the_grace_period_ends_connections_that_do_not_finish() {
+fn shutdown_closes_a_connection_between_messages_at_once() {
     for engine in Engine::ALL {
+        // A grace period longer than the client waits: only the idle rule can close it in time.
+        let server = line_server(engine, 3 * SAFETY_TIMEOUT);
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        conn.write_all(b"one\n").unwrap();
+        let mut reply = [0u8; 4];
+        conn.read_exact(&mut reply).unwrap();
+        server.shutdown_handle().shutdown();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("{engine}: the idle connection was not closed: {e}"));
+        assert_eq!(rest, b"", "{engine}");
+        server.stop().unwrap();
+    }
+}
+
+#[test]
+fn a_connection_that_has_not_spoken_yet_is_served_during_shutdown() {
+    for engine in Engine::ALL {
+        let (accepted, was_accepted) = std::sync::mpsc::channel();
         let server = TestServer::with(
             Server::builder()
                 .engine(engine)
-                .grace(Duration::from_millis(100))
+                .grace(SAFETY_TIMEOUT)
+                .framing(Framing::Line)
+                .verify_request(move |_| accepted.send(()).is_ok())
                 .listen("tcp://127.0.0.1:0".parse().unwrap()),
         );
         let mut conn = TcpStream::connect(server.addr()).unwrap();
         conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
-        conn.write_all(b"x").unwrap();
-        let mut reply = [0u8; 1];
-        conn.read_exact(&mut reply).unwrap();
+        // Accepted (verify_request has seen it) before the shutdown begins...
+        was_accepted.recv_timeout(SAFETY_TIMEOUT).unwrap();
+        server.shutdown_handle().shutdown();
+        // ...its first request, sent after the shutdown began, is still answered.
+        conn.write_all(b"late\n").unwrap();
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"LATE\n", "{engine}");
+        server.stop().unwrap();
+    }
+}
+
+#[test]
+fn the_grace_period_ends_connections_that_do_not_finish() {
+    for engine in Engine::ALL {
+        let server = line_server(engine, Duration::from_millis(100));
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        begin_a_message(&mut conn);
         server.stop().unwrap(); // returns once the grace period has closed the connection
         let mut buf = [0u8; 1];
         assert!(matches!(conn.read(&mut buf), Ok(0) | Err(_)), "{engine}");

@@ -1,10 +1,12 @@
-//! Hardening promises that are in place: access lists (IPv4-mapped peers included) and the
-//! inetd rule against datagram loops between services.
+//! Hardening: access lists (IPv4-mapped peers included), the inetd rule against datagram loops
+//! between services, and slow peers (the per-message deadline, the write time-out).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use socketkit::codec::Framing;
+use socketkit::handler::{AsyncStreamHandler, AsyncStreamRequest, StreamHandler, StreamRequest};
 use socketkit::server::AccessList;
 use socketkit::{Engine, Server};
 
@@ -136,4 +138,176 @@ fn serve_takes_allow_and_deny_and_refuses_bad_ranges() {
         stderr.contains("10.0.0.0/33") && stderr.contains("CIDR"),
         "{stderr}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slow peers: the per-message deadline and the write time-out
+
+/// Whether the server has closed `conn`: a read that does not wait sees EOF or a reset.
+fn closed_by_server(conn: &TcpStream) -> bool {
+    conn.set_nonblocking(true).unwrap();
+    let closed = match (&*conn).read(&mut [0u8; 256]) {
+        Ok(0) => true,
+        Ok(_) => false, // a reply: still open
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    conn.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Sends one byte of a line that never ends every `pace` (a slowloris), until the server
+/// closes the connection; returns how long after the first byte that came, or `None` if it
+/// never did within `bytes` bytes.
+fn dribble(conn: &mut TcpStream, pace: Duration, bytes: usize) -> Option<Duration> {
+    let began = Instant::now();
+    for _ in 0..bytes {
+        if conn.write_all(b"x").is_err() || closed_by_server(conn) {
+            return Some(began.elapsed());
+        }
+        std::thread::sleep(pace); // the peer's pace, not a synchronisation
+    }
+    None
+}
+
+#[test]
+fn a_peer_that_dribbles_a_message_is_closed_at_the_message_deadline_on_every_engine() {
+    let deadline = Duration::from_millis(400);
+    let pace = Duration::from_millis(40);
+    for engine in Engine::ALL {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .framing(Framing::Line)
+                .idle_timeout(3 * SAFETY_TIMEOUT) // never the reason here
+                .message_timeout(deadline)
+                .listen("tcp://127.0.0.1:0".parse().unwrap()),
+        );
+        // Whole messages at the same pace for longer than the deadline: served throughout.
+        let mut steady = TcpStream::connect(server.addr()).unwrap();
+        steady.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        for _ in 0..2 * (deadline.as_millis() / pace.as_millis()) {
+            steady.write_all(b"ok\n").unwrap();
+            let mut reply = [0u8; 3];
+            steady.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"OK\n", "{engine}");
+            std::thread::sleep(pace);
+        }
+        drop(steady);
+
+        let mut slow = TcpStream::connect(server.addr()).unwrap();
+        // The sequential engine serves one connection at a time: the deadline is what frees
+        // the listener for the client queued behind the dribbler.
+        let queued = (engine == Engine::Sequential).then(|| {
+            let endpoint = server.endpoint(0).clone();
+            std::thread::spawn(move || exchange(&endpoint, b"next\n"))
+        });
+        let closed_after = dribble(&mut slow, pace, 250)
+            .unwrap_or_else(|| panic!("{engine}: a dribbling peer held its connection"));
+        assert!(
+            closed_after >= deadline && closed_after < deadline * 10,
+            "{engine}: closed after {closed_after:?}, the deadline is {deadline:?}"
+        );
+        if let Some(queued) = queued {
+            assert_eq!(queued.join().unwrap(), b"NEXT\n");
+        }
+    }
+}
+
+/// Reads what the server sent until it closes; `None` if more than `cap` bytes came (the
+/// server was still producing).
+fn read_until_closed(conn: &mut TcpStream, cap: usize) -> Option<usize> {
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while total <= cap {
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(total),
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Some(total),
+            Err(e) => panic!("no close from the server: {e}"),
+        }
+    }
+    None
+}
+
+/// Writes forever (until the write fails): a blocking handler.
+struct Flood;
+
+impl StreamHandler for Flood {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let chunk = vec![b'z'; 64 * 1024];
+        loop {
+            request.writer().write_all(&chunk)?;
+        }
+    }
+}
+
+/// Writes forever (until the write fails): an async handler.
+struct AsyncFlood;
+
+impl AsyncStreamHandler for AsyncFlood {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let chunk = vec![b'z'; 64 * 1024];
+        loop {
+            request.writer().write_all(&chunk).await?;
+        }
+    }
+}
+
+#[test]
+fn a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
+    let limit = Duration::from_millis(300);
+    let chargen = || socketkit::service::by_name("chargen").unwrap();
+    let servers = Engine::ALL
+        .into_iter()
+        .map(|engine| {
+            (
+                format!("chargen on {engine}"),
+                engine,
+                Server::builder().engine(engine).service(chargen()),
+            )
+        })
+        .chain([
+            (
+                "a blocking handler".into(),
+                Engine::Threaded,
+                Server::builder()
+                    .engine(Engine::Threaded)
+                    .stream_handler(Flood),
+            ),
+            (
+                "an async handler".into(),
+                Engine::Async,
+                Server::builder().async_handler(AsyncFlood),
+            ),
+        ]);
+    for (what, engine, builder) in servers {
+        let server = TestServer::with(
+            builder
+                .idle_timeout(3 * SAFETY_TIMEOUT) // never the reason here
+                .write_timeout(limit)
+                .listen("tcp://127.0.0.1:0".parse().unwrap()),
+        );
+        let mut stalled = TcpStream::connect(server.addr()).unwrap();
+        let queued = (engine == Engine::Sequential).then(|| {
+            let endpoint = server.endpoint(0).clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(endpoint.socket_addrs().unwrap()[0]).unwrap();
+                read_until_closed(&mut conn, 0)
+            })
+        });
+        // The peer reads nothing for five write time-outs (its behaviour, not a synchronisation).
+        std::thread::sleep(5 * limit);
+        // What the buffers held comes out, then the close: a producer still writing would
+        // never stop.
+        assert!(
+            read_until_closed(&mut stalled, 256 * 1024 * 1024).is_some(),
+            "{what}: the server kept writing to a peer that stopped reading"
+        );
+        if let Some(queued) = queued {
+            // Served (chargen then streams to it) once the stalled peer was cut off.
+            assert_eq!(queued.join().unwrap(), None, "{what}");
+        }
+    }
 }

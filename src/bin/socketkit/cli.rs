@@ -138,7 +138,8 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM, how long connections in flight may take to finish.
+    /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
+    /// finish; connections between messages are closed at once.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub grace: Duration,
 
@@ -149,6 +150,15 @@ pub struct ServeArgs {
     /// Close a connection that sends nothing for this long (ncat's -i; not nc's line interval).
     #[arg(short, long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
     pub idle_timeout: Duration,
+
+    /// A message begun (part of a line or frame) must be complete within this time, however
+    /// steadily its bytes trickle in.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub message_timeout: Duration,
+
+    /// Close a connection whose peer reads nothing of a reply for this long.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
+    pub write_timeout: Duration,
 
     /// Connections served at once, on every engine; beyond it, clients wait in the listen queue.
     #[arg(

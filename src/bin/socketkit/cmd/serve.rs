@@ -31,6 +31,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .backlog(args.backlog)
             .grace(args.grace)
             .idle_timeout(args.idle_timeout)
+            .message_timeout(args.message_timeout)
+            .write_timeout(args.write_timeout)
             .max_connections(args.max_connections)
             .workers(args.workers)
             .framing(args.framing.framing())
