@@ -441,13 +441,14 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
         ),
     };
     let local = local.unwrap_or(Address::Unix(None));
-    let mut buf = vec![0u8; 65_536];
+    let mut buf = vec![0u8; super::DATAGRAM_BUFFER];
     let mut reply = BytesMut::new();
     let mut backoff = Backoff::new();
+    let mut truncation_log = None;
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
-            received = recv_from(&socket, &mut buf) => received,
+            received = recv_from(&socket, &mut buf, transport) => received,
         };
         let (n, peer) = match received {
             Ok(got) => {
@@ -468,7 +469,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if !shared.verify(&peer) {
+        if super::was_truncated(n, buf.len(), &peer, &mut truncation_log) || !shared.verify(&peer) {
             continue;
         }
         let ctx = context(transport, peer, local.clone());
@@ -490,13 +491,31 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     }
 }
 
-async fn recv_from(socket: &Datagrams, buf: &mut [u8]) -> io::Result<(usize, Address)> {
-    match socket {
-        Datagrams::Udp(s) => s.recv_from(buf).await.map(|(n, a)| (n, Address::Inet(a))),
-        Datagrams::Unix(s) => s
-            .recv_from(buf)
-            .await
-            .map(|(n, a)| (n, Address::from(&a.into()))),
+async fn recv_from(
+    socket: &Datagrams,
+    buf: &mut [u8],
+    transport: Transport,
+) -> io::Result<(usize, Address)> {
+    use std::os::fd::AsFd;
+    loop {
+        let received = match socket {
+            Datagrams::Udp(s) => {
+                s.readable().await?;
+                s.try_io(tokio::io::Interest::READABLE, || {
+                    super::recv_datagram(s.as_fd(), buf, transport)
+                })
+            }
+            Datagrams::Unix(s) => {
+                s.readable().await?;
+                s.try_io(tokio::io::Interest::READABLE, || {
+                    super::recv_datagram(s.as_fd(), buf, transport)
+                })
+            }
+        };
+        match received {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
     }
 }
 

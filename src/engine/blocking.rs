@@ -14,8 +14,9 @@ use bytes::BytesMut;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::{
-    Backoff, Conn, GuardedRead, SessionError, Shared, SharedWrite, Woken, answer_datagram,
-    close_gracefully, context, drive, is_per_connection_error, prepare_blocking, wait_readable,
+    Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, SessionError, Shared, SharedWrite, Woken,
+    answer_datagram, close_gracefully, context, drive, is_per_connection_error, prepare_blocking,
+    recv_datagram, wait_readable, was_truncated,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -239,8 +240,8 @@ impl Loop {
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
         let local = self.local();
-        // One byte more than the largest UDP payload, so every legal datagram arrives whole.
-        let mut buf = vec![0u8; 65_536];
+        let mut buf = vec![0u8; DATAGRAM_BUFFER];
+        let mut truncation_log = None;
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
@@ -248,7 +249,7 @@ impl Loop {
             if !self.wait_for("datagrams") {
                 return;
             }
-            let (n, peer) = match recv_from(&self.listener, &mut buf) {
+            let (n, peer) = match recv_datagram(self.fd(), &mut buf, transport) {
                 Ok(got) => {
                     backoff.reset();
                     got
@@ -266,7 +267,7 @@ impl Loop {
                     continue;
                 }
             };
-            if !shared.verify(&peer) {
+            if was_truncated(n, buf.len(), &peer, &mut truncation_log) || !shared.verify(&peer) {
                 continue;
             }
             let ctx = context(transport, peer, local.clone());
@@ -371,14 +372,6 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
         Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
     };
     shared.report(&ctx.peer, result);
-}
-
-fn recv_from(listener: &Listener, buf: &mut [u8]) -> io::Result<(usize, Address)> {
-    match listener {
-        Listener::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Inet(a))),
-        Listener::UnixDatagram(s, _) => s.recv_from(buf).map(|(n, a)| (n, Address::from(&a))),
-        _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
-    }
 }
 
 pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {

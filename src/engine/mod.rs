@@ -271,6 +271,71 @@ pub(crate) fn answer_datagram(
     true
 }
 
+/// The receive buffer of a datagram listener: one byte more than the largest UDP payload
+/// (65,527 bytes over IPv6), so every UDP datagram arrives whole. A Unix datagram can be
+/// larger; one that does not fit is detected (see [`recv_datagram`]) and dropped.
+pub(crate) const DATAGRAM_BUFFER: usize = 65_536;
+
+/// Receives one datagram into `buf` without blocking. Returns the datagram's real length,
+/// which exceeds `buf.len()` when the kernel had to truncate it (`MSG_TRUNC`), and its sender.
+/// std's `recv_from` hides truncation: the slides' `recvfrom(1024)` silently cuts datagrams,
+/// and an answer to a cut request is a wrong answer.
+pub(crate) fn recv_datagram(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    transport: Transport,
+) -> io::Result<(usize, Address)> {
+    use nix::sys::socket::{MsgFlags, SockaddrStorage, UnixAddr, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
+    let fd = fd.as_raw_fd();
+    if transport == Transport::UnixDatagram {
+        // `UnixAddr`, not `SockaddrStorage`: nix 0.31 leaves a Unix sender's length unset in
+        // the latter, and every sender then looks unnamed.
+        let msg = recvmsg::<UnixAddr>(fd, &mut iov, None, flags)?;
+        let from = match msg.address {
+            Some(unix) => match (unix.path(), unix.as_abstract()) {
+                (Some(path), _) => Address::Unix(Some(path.to_path_buf())),
+                (None, Some(name)) => Address::Abstract(name.to_vec()),
+                (None, None) => Address::Unix(None),
+            },
+            None => Address::Unix(None),
+        };
+        return Ok((msg.bytes, from));
+    }
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, None, flags)?;
+    let from = msg.address.as_ref().and_then(|from| {
+        from.as_sockaddr_in()
+            .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+            .or_else(|| {
+                from.as_sockaddr_in6()
+                    .map(|a| std::net::SocketAddrV6::from(*a).into())
+            })
+    });
+    let from =
+        from.ok_or_else(|| io::Error::other("a datagram from an address of no known family"))?;
+    Ok((msg.bytes, Address::Inet(from)))
+}
+
+/// Whether a datagram of `len` bytes was cut to fit `buf`; logs it (at most once a second).
+pub(crate) fn was_truncated(
+    len: usize,
+    buf: usize,
+    peer: &Address,
+    log: &mut Option<Instant>,
+) -> bool {
+    if len <= buf {
+        return false;
+    }
+    let now = Instant::now();
+    if log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        *log = Some(now);
+        tracing::warn!(%peer, "dropped a datagram of {len} bytes: larger than the {buf}-byte receive buffer");
+    }
+    true
+}
+
 /// What ended a wait in [`wait_readable`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Woken {

@@ -5,9 +5,14 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use socketkit::codec::Framing;
-use socketkit::handler::{AsyncStreamHandler, AsyncStreamRequest, StreamHandler, StreamRequest};
+use socketkit::handler::{
+    AsyncStreamHandler, AsyncStreamRequest, DatagramHandler, DatagramRequest, StreamHandler,
+    StreamRequest,
+};
 use socketkit::server::AccessList;
+use socketkit::service::{Context, Service, UpperSession};
 use socketkit::{Engine, Server};
 
 use crate::common::{SAFETY_TIMEOUT, TestServer, exchange, socketkit};
@@ -309,5 +314,77 @@ fn a_peer_that_stops_reading_is_closed_at_the_write_timeout() {
             // Served (chargen then streams to it) once the stalled peer was cut off.
             assert_eq!(queued.join().unwrap(), None, "{what}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Datagrams
+
+/// Answers a datagram with its length: a cut datagram would show in the answer.
+struct Length;
+
+impl Service for Length {
+    type Session = UpperSession;
+    fn name(&self) -> &str {
+        "length"
+    }
+    fn session(&self, _ctx: &Context) -> UpperSession {
+        UpperSession::default()
+    }
+    fn message(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        reply.extend_from_slice(request.len().to_string().as_bytes());
+        true
+    }
+}
+
+/// Answers a datagram with its length, as a thread engine's datagram handler.
+struct LengthHandler;
+
+impl DatagramHandler for LengthHandler {
+    fn handle(&self, request: &mut DatagramRequest<'_>) -> io::Result<()> {
+        let len = request.data().len().to_string();
+        request.reply(len.as_bytes())
+    }
+}
+
+#[test]
+fn a_truncated_datagram_is_dropped_never_answered() {
+    let servers = Engine::ALL
+        .into_iter()
+        .map(|engine| {
+            (
+                format!("a service on {engine}"),
+                Server::builder().engine(engine).service(Length),
+            )
+        })
+        .chain([(
+            "a datagram handler".to_string(),
+            Server::builder()
+                .engine(Engine::Pool)
+                .datagram_handler(LengthHandler),
+        )]);
+    for (what, builder) in servers {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("length.sock");
+        let server =
+            TestServer::with(builder.listen(socketkit::Endpoint::UnixDatagram(path.clone())));
+        let client =
+            std::os::unix::net::UnixDatagram::bind(dir.path().join("client.sock")).unwrap();
+        client.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        // A Unix datagram may be larger than any UDP one: 100,000 bytes do not fit the
+        // server's 65,536-byte buffer.
+        client.send_to(&vec![b'a'; 100_000], &path).unwrap();
+        client.send_to(&vec![b'b'; 65_535], &path).unwrap(); // fits
+        let mut reply = [0u8; 64];
+        let n = client.recv(&mut reply).unwrap();
+        assert_eq!(&reply[..n], b"65535", "{what}");
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(
+            client.recv(&mut reply).is_err(),
+            "{what}: the cut datagram was answered"
+        );
+        drop(server);
     }
 }
