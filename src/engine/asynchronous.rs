@@ -22,6 +22,7 @@ use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
 use crate::server::listener::Listener;
+use crate::server::rate::SourceLimiter;
 use crate::service::{Address, Context, Next, StreamSession};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
@@ -445,6 +446,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     let mut reply = BytesMut::new();
     let mut backoff = Backoff::new();
     let mut truncation_log = None;
+    let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
@@ -469,7 +471,10 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if super::was_truncated(n, buf.len(), &peer, &mut truncation_log) || !shared.verify(&peer) {
+        if super::was_truncated(n, buf.len(), &peer, &mut truncation_log)
+            || !shared.verify(&peer)
+            || !rate.admit(&peer, Instant::now())
+        {
             continue;
         }
         let ctx = context(transport, peer, local.clone());

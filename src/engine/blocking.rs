@@ -22,6 +22,7 @@ use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError, StreamRequest, run_stream_handler};
 use crate::server::listener::Listener;
+use crate::server::rate::SourceLimiter;
 use crate::service::{Address, Context};
 
 /// Where a connection (or a datagram for a blocking handler) runs.
@@ -242,6 +243,7 @@ impl Loop {
         let local = self.local();
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         let mut truncation_log = None;
+        let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
@@ -267,7 +269,10 @@ impl Loop {
                     continue;
                 }
             };
-            if was_truncated(n, buf.len(), &peer, &mut truncation_log) || !shared.verify(&peer) {
+            if was_truncated(n, buf.len(), &peer, &mut truncation_log)
+                || !shared.verify(&peer)
+                || !rate.admit(&peer, Instant::now())
+            {
                 continue;
             }
             let ctx = context(transport, peer, local.clone());

@@ -36,6 +36,13 @@ pub struct Limits {
     /// After `shutdown()`, connections in flight get this long to finish before they are
     /// closed. Default 5 s.
     pub grace: Duration,
+    /// Datagrams answered per second per source (an IP address whatever its port, or a Unix
+    /// socket's name), with a burst of one second's worth; 0 for no limit. Beyond it a
+    /// datagram is dropped unanswered, but only while another source has been heard from in
+    /// the last second: a source alone (a benchmark, a lone client) takes nothing from anybody
+    /// and is never limited. Default 10,000: far above what a client that waits for its
+    /// answers sends over a network, far below a flood.
+    pub datagram_rate: u32,
     /// The largest datagram reply sent. A larger reply is not sent, and a log line says so.
     /// Default [`MAX_DATAGRAM_BYTES`].
     pub max_datagram: usize,
@@ -69,6 +76,7 @@ impl Default for Limits {
             message_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
+            datagram_rate: 10_000,
             max_datagram: MAX_DATAGRAM_BYTES,
             max_connections: 10_000,
             workers: 32,

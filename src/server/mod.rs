@@ -3,6 +3,7 @@
 pub(crate) mod access;
 pub(crate) mod limits;
 pub(crate) mod listener;
+pub(crate) mod rate;
 pub(crate) mod shutdown;
 
 use std::sync::Arc;
@@ -107,6 +108,12 @@ impl ServerBuilder {
     /// Sets [`Limits::write_timeout`].
     pub fn write_timeout(mut self, timeout: Duration) -> ServerBuilder {
         self.limits.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Limits::datagram_rate`] (0: no limit).
+    pub fn datagram_rate(mut self, per_second: u32) -> ServerBuilder {
+        self.limits.datagram_rate = per_second;
         self
     }
 

@@ -388,3 +388,111 @@ fn a_truncated_datagram_is_dropped_never_answered() {
         drop(server);
     }
 }
+
+/// Floods `server` from 127.0.0.1 for `span` (and at most a few million datagrams) while a
+/// well-behaved client on 127.0.0.2 sends a request every 100 ms, retrying each up to `tries`
+/// times. Returns the tries each request needed, and the replies the flooder got once the
+/// client had been heard.
+fn flood(server: SocketAddr, span: Duration, tries: u32) -> (Vec<u32>, usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let flooder = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+    flooder
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let heard = Arc::new(AtomicBool::new(false)); // the client has had an answer
+    let counted = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let (flooder, done, sent) = (flooder.clone(), done.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for _ in 0..5_000_000 {
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = flooder.send_to(b"flood", server);
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let counter = {
+        let (flooder, done, heard, counted) = (
+            flooder.clone(),
+            done.clone(),
+            heard.clone(),
+            counted.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !done.load(Ordering::Relaxed) {
+                if flooder.recv(&mut buf).is_ok() && heard.load(Ordering::Relaxed) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    // The flood is under way before the client speaks.
+    let started = Instant::now();
+    while sent.load(Ordering::Relaxed) < 10_000 && started.elapsed() < SAFETY_TIMEOUT {
+        std::thread::yield_now();
+    }
+    let client = UdpSocket::bind("127.0.0.2:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let began = Instant::now();
+    let mut needed = Vec::new();
+    while began.elapsed() < span {
+        let mut try_count = 0;
+        let answered = loop {
+            try_count += 1;
+            client.send_to(b"hello", server).unwrap();
+            let mut buf = [0u8; 64];
+            match client.recv(&mut buf) {
+                Ok(n) => break Some(buf[..n].to_vec()),
+                Err(_) if try_count < tries => continue,
+                Err(_) => break None,
+            }
+        };
+        let Some(reply) = answered else {
+            needed.push(u32::MAX);
+            break;
+        };
+        assert_eq!(reply, b"HELLO");
+        needed.push(try_count);
+        heard.store(true, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100)); // the client's own pace
+    }
+    done.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    counter.join().unwrap();
+    (needed, counted.load(Ordering::Relaxed))
+}
+
+#[test]
+fn one_flooding_source_cannot_take_a_datagram_listener_from_the_others() {
+    let rate = 200;
+    let span = Duration::from_millis(1500);
+    for engine in Engine::ALL {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .datagram_rate(rate)
+                .listen("udp://127.0.0.1:0".parse().unwrap()),
+        );
+        let (needed, flooder_got) = flood(server.addr(), span, 20);
+        eprintln!("{engine}: tries per request {needed:?}; the flooder got {flooder_got} replies");
+        assert!(
+            needed.iter().all(|&n| n <= 20),
+            "{engine}: the client went unanswered: {needed:?}"
+        );
+        // Its burst, its rate over the span, and what sat in its buffers: far below what an
+        // unlimited server sends it.
+        let bound = rate as usize * (1 + span.as_millis() as usize / 1000) + 1000;
+        assert!(
+            flooder_got <= bound,
+            "{engine}: the flooder got {flooder_got} replies (bound {bound})"
+        );
+    }
+}

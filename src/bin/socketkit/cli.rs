@@ -170,6 +170,11 @@ pub struct ServeArgs {
     )]
     pub max_connections: usize,
 
+    /// Datagrams answered per second per source address while other sources wait (a burst of
+    /// one second's worth); a source alone is never limited. 0: no limit.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub datagram_rate: u32,
+
     /// Worker threads of the pool engine.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub workers: usize,

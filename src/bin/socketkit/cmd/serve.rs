@@ -33,6 +33,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .idle_timeout(args.idle_timeout)
             .message_timeout(args.message_timeout)
             .write_timeout(args.write_timeout)
+            .datagram_rate(args.datagram_rate)
             .max_connections(args.max_connections)
             .workers(args.workers)
             .framing(args.framing.framing())

@@ -1,0 +1,275 @@
+//! The per-source datagram rate limit: one flooding source must not take the whole capacity
+//! of a datagram listener from everyone else.
+//!
+//! Each source (an IP address, or a Unix socket's name) has a token bucket refilled at
+//! [`Limits::datagram_rate`](crate::Limits::datagram_rate) per second, holding at most one
+//! second's worth. A datagram over its source's rate is dropped unanswered, but only while
+//! another source has been heard from in the last second: a source alone (a benchmark, a lone
+//! client) has the whole server, since it takes nothing from anybody. Dropping costs a
+//! receive, answering costs a reply too, so under a flood the listener drains its queue faster
+//! and a well-behaved client gets through within a few retries.
+//!
+//! Sans-IO: the caller passes the time. No crate fits: `governor` has keyed limiters, but its
+//! store grows without bound unless swept by hand, and it has no notion of contention.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::service::Address;
+
+/// How long another source counts as waiting after its last datagram.
+const CONTENTION_WINDOW: Duration = Duration::from_secs(1);
+/// Sources tracked at once. Beyond it (a flood from many forged addresses), buckets that have
+/// refilled are swept, at most once a second; a new source that still finds no room is not
+/// limited, as no per-source limit can help against a flood from everywhere.
+const MAX_SOURCES: usize = 65_536;
+
+/// What a datagram is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    Unix(Vec<u8>),
+}
+
+impl Source {
+    fn of(address: &Address) -> Source {
+        match address {
+            // A port is free to change; the address is what a flood comes from. IPv4-mapped
+            // peers of a dual-stack listener count as their IPv4 address.
+            Address::Inet(addr) => Source::Ip(addr.ip().to_canonical()),
+            Address::Unix(Some(path)) => Source::Unix(path.as_os_str().as_encoded_bytes().to_vec()),
+            Address::Unix(None) => Source::Unix(Vec::new()),
+            Address::Abstract(name) => {
+                let mut key = vec![0];
+                key.extend_from_slice(name);
+                Source::Unix(key)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// The rate limit of one datagram listener.
+#[derive(Debug)]
+pub(crate) struct SourceLimiter {
+    /// Datagrams per second per source; 0 for no limit.
+    rate: u32,
+    buckets: HashMap<Source, Bucket>,
+    /// The two sources heard from last, and when: enough to tell whether a source other than
+    /// the current one has spoken within the window.
+    recent: [Option<(Source, Instant)>; 2],
+    last_sweep: Option<Instant>,
+    last_log: Option<Instant>,
+}
+
+impl SourceLimiter {
+    pub(crate) fn new(rate: u32) -> SourceLimiter {
+        SourceLimiter {
+            rate,
+            buckets: HashMap::new(),
+            recent: [None, None],
+            last_sweep: None,
+            last_log: None,
+        }
+    }
+
+    /// Whether a datagram from `from`, arriving at `now`, may be answered.
+    pub(crate) fn admit(&mut self, from: &Address, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let source = Source::of(from);
+        let contended = self.heard(&source, now);
+        let rate = f64::from(self.rate);
+        if !self.buckets.contains_key(&source) && !self.make_room(now) {
+            return true;
+        }
+        let bucket = self.buckets.entry(source).or_insert(Bucket {
+            tokens: rate,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return true;
+        }
+        if !contended {
+            return true; // alone: over its rate, but taking nothing from anybody
+        }
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            self.last_log = Some(now);
+            tracing::warn!(
+                peer = %from,
+                "over {} datagrams a second while other sources wait; dropping its excess",
+                self.rate
+            );
+        }
+        false
+    }
+
+    /// Records `source` as heard at `now`; returns whether another source was heard within
+    /// the contention window.
+    fn heard(&mut self, source: &Source, now: Instant) -> bool {
+        let [latest, previous] = &mut self.recent;
+        if latest.as_ref().is_some_and(|(s, _)| s == source) {
+            // The common case under a flood: the same source again, no allocation.
+        } else if previous.as_ref().is_some_and(|(s, _)| s == source) {
+            std::mem::swap(latest, previous);
+        } else {
+            *previous = latest.take();
+            *latest = Some((source.clone(), now));
+        }
+        if let Some((_, at)) = latest {
+            *at = now;
+        }
+        previous
+            .as_ref()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < CONTENTION_WINDOW)
+    }
+
+    /// Whether a new source can be tracked, sweeping refilled buckets if the table is full.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self.buckets.len() < MAX_SOURCES {
+            return true;
+        }
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.last_sweep = Some(now);
+        // A bucket untouched for a second has refilled: forgetting it changes nothing.
+        self.buckets
+            .retain(|_, b| now.saturating_duration_since(b.updated) < Duration::from_secs(1));
+        self.buckets.len() < MAX_SOURCES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> Address {
+        Address::Inet(text.parse().unwrap())
+    }
+
+    /// Sends `count` datagrams from `from` evenly over `span` starting at `start`; returns how
+    /// many were admitted.
+    fn send(
+        limiter: &mut SourceLimiter,
+        from: &Address,
+        start: Instant,
+        span: Duration,
+        count: u32,
+    ) -> u32 {
+        (0..count)
+            .filter(|i| limiter.admit(from, start + span * *i / count))
+            .count() as u32
+    }
+
+    #[test]
+    fn a_source_alone_is_never_limited() {
+        let mut limiter = SourceLimiter::new(100);
+        let t0 = Instant::now();
+        let flood = addr("10.0.0.1:5000");
+        assert_eq!(
+            send(&mut limiter, &flood, t0, Duration::from_secs(1), 10_000),
+            10_000
+        );
+    }
+
+    #[test]
+    fn a_flooding_source_gets_its_rate_while_another_source_speaks() {
+        let mut limiter = SourceLimiter::new(100);
+        let t0 = Instant::now();
+        let flood = addr("10.0.0.1:5000");
+        let client = addr("10.0.0.2:6000");
+        assert!(limiter.admit(&client, t0));
+        // A second of flood: its burst (one second's worth) and its rate.
+        let admitted = send(&mut limiter, &flood, t0, Duration::from_secs(1), 10_000);
+        assert!((195..=201).contains(&admitted), "{admitted}");
+        // The client, within its rate, is always admitted.
+        assert!(limiter.admit(&client, t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn the_limit_lifts_a_second_after_the_other_source_falls_silent() {
+        let mut limiter = SourceLimiter::new(10);
+        let t0 = Instant::now();
+        let flood = addr("10.0.0.1:5000");
+        limiter.admit(&addr("10.0.0.2:1"), t0);
+        let admitted = send(&mut limiter, &flood, t0, Duration::from_millis(500), 100);
+        assert!((10..=16).contains(&admitted), "{admitted}");
+        let later = t0 + Duration::from_millis(1001);
+        assert_eq!(
+            send(&mut limiter, &flood, later, Duration::from_millis(100), 100),
+            100
+        );
+    }
+
+    #[test]
+    fn ports_do_not_make_new_sources_and_mapped_ipv4_is_ipv4() {
+        let mut limiter = SourceLimiter::new(10);
+        let t0 = Instant::now();
+        limiter.admit(&addr("10.0.0.2:1"), t0);
+        let admitted = (0..100)
+            .filter(|port| {
+                let from = if port % 2 == 0 {
+                    format!("10.0.0.1:{}", 1000 + port)
+                } else {
+                    format!("[::ffff:10.0.0.1]:{}", 1000 + port)
+                };
+                limiter.admit(&addr(&from), t0)
+            })
+            .count();
+        assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn unix_senders_are_told_apart_by_name() {
+        let mut limiter = SourceLimiter::new(1);
+        let t0 = Instant::now();
+        let a = Address::Unix(Some("/tmp/a".into()));
+        let b = Address::Abstract(b"/tmp/a".to_vec());
+        assert!(limiter.admit(&a, t0));
+        assert!(limiter.admit(&b, t0), "an abstract name is not the path");
+        assert!(!limiter.admit(&a, t0));
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let mut limiter = SourceLimiter::new(0);
+        let t0 = Instant::now();
+        limiter.admit(&addr("10.0.0.2:1"), t0);
+        assert_eq!(
+            send(&mut limiter, &addr("10.0.0.1:1"), t0, Duration::ZERO, 1000),
+            1000
+        );
+    }
+
+    #[test]
+    fn the_table_of_sources_stays_bounded_under_forged_addresses() {
+        let mut limiter = SourceLimiter::new(10);
+        let t0 = Instant::now();
+        for i in 0..(MAX_SOURCES as u32 + 10_000) {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            limiter.admit(&Address::Inet((ip, 53).into()), t0);
+        }
+        assert_eq!(limiter.buckets.len(), MAX_SOURCES);
+        // A second later the refilled buckets are swept and new sources are tracked again.
+        limiter.admit(&addr("192.0.2.1:1"), t0 + Duration::from_secs(2));
+        assert_eq!(limiter.buckets.len(), 1);
+    }
+}
