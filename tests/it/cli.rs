@@ -808,6 +808,152 @@ fn sigterm_drains_a_connection_in_flight_on_the_other_engines() {
     }
 }
 
+/// How one request of the load fared across a SIGTERM.
+#[derive(Debug, Default)]
+struct Tally {
+    answered: usize,
+    /// Refused, or reset before any byte of a reply (still in the listen queue when the
+    /// listener closed): the server never took the request.
+    not_taken: usize,
+    /// Anything else: a partial or wrong reply, or a refusal before the signal. Must stay empty.
+    lost: Vec<String>,
+}
+
+/// One request on a fresh connection; `signalled` says whether SIGTERM has been sent yet.
+fn one_request(
+    addr: SocketAddr,
+    n: usize,
+    signalled: &std::sync::atomic::AtomicBool,
+    tally: &std::sync::Mutex<Tally>,
+) {
+    use std::sync::atomic::Ordering;
+    let request = format!("request {n}\n");
+    let expected = request.to_uppercase();
+    let outcome = (|| -> std::io::Result<Vec<u8>> {
+        let mut conn = TcpStream::connect(addr)?;
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT))?;
+        conn.write_all(request.as_bytes())?;
+        conn.shutdown(std::net::Shutdown::Write)?;
+        let mut reply = Vec::new();
+        match conn.read_to_end(&mut reply) {
+            Ok(_) => Ok(reply),
+            Err(e) if reply.is_empty() => Err(e),
+            Err(_) => Ok(reply), // reset after a partial reply: judged below
+        }
+    })();
+    // Read the flag after the outcome: a refusal is only excused if the signal came first.
+    let after_signal = signalled.load(Ordering::SeqCst);
+    let mut tally = tally.lock().unwrap();
+    match outcome {
+        Ok(reply) if reply == expected.as_bytes() => tally.answered += 1,
+        // A clean close without a reply would mean the server read the request and dropped
+        // it: lost. A connection the server never accepted is reset (or refused) instead.
+        Err(e)
+            if after_signal
+                && matches!(
+                    e.kind(),
+                    IoErrorKind::ConnectionRefused
+                        | IoErrorKind::ConnectionReset
+                        | IoErrorKind::BrokenPipe
+                ) =>
+        {
+            tally.not_taken += 1
+        }
+        other => tally.lost.push(format!("{request:?}: {other:?}")),
+    }
+}
+
+/// SIGTERM while clients keep connecting and others are in the middle of a message: every
+/// request is answered whole or never taken (refused), none is cut, every message in flight is
+/// finished, and the process exits 0.
+fn sigterm_under_load_loses_no_reply(engine: &str, held: usize, workers: usize) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut server = Served::start(
+        engine,
+        &["tcp://127.0.0.1:0"],
+        &["--grace", "10s", "--framing", "line"],
+    );
+    let addr = server.addr();
+    let mut in_flight: Vec<TcpStream> = (0..held).map(|_| connect(addr)).collect();
+    for conn in &mut in_flight {
+        begin_a_message(conn);
+    }
+    let signalled = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let started = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..workers)
+        .map(|worker| {
+            let (signalled, stop, tally, started) = (
+                signalled.clone(),
+                stop.clone(),
+                tally.clone(),
+                started.clone(),
+            );
+            std::thread::spawn(move || {
+                for i in 0..5_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    started.fetch_add(1, Ordering::SeqCst);
+                    one_request(addr, worker * 10_000 + i, &signalled, &tally);
+                }
+            })
+        })
+        .collect();
+    // Signal once the load is well under way (or at the latest after the safety time-out).
+    let under_way = Instant::now();
+    while tally.lock().unwrap().answered < 200 && under_way.elapsed() < SAFETY_TIMEOUT {
+        std::thread::yield_now();
+    }
+    signalled.store(true, Ordering::SeqCst);
+    server.process.signal(SIGTERM);
+    server.process.wait_for_line("shutting down");
+    wait_until_refused(addr);
+    // The messages in flight at the signal are finished, then their connections close.
+    for conn in &mut in_flight {
+        conn.write_all(b"line\n").unwrap();
+        let mut rest = String::new();
+        conn.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "HALF A LINE\n", "{engine}");
+    }
+    stop.store(true, Ordering::SeqCst);
+    for worker in load {
+        worker.join().unwrap();
+    }
+    assert_eq!(
+        server.process.wait_exit(),
+        Some(0),
+        "{engine}: stderr {:#?}",
+        server.process.seen
+    );
+    let tally = tally.lock().unwrap();
+    eprintln!("{engine}: {tally:?}");
+    assert!(
+        tally.answered >= 200,
+        "{engine}: too little load: {tally:?}"
+    );
+    assert!(
+        tally.lost.is_empty(),
+        "{engine}: lost replies: {:#?}",
+        tally.lost
+    );
+}
+
+#[test]
+fn sigterm_under_load_loses_no_reply_async() {
+    sigterm_under_load_loses_no_reply("async", 8, 8);
+}
+
+#[test]
+fn sigterm_under_load_loses_no_reply_on_the_thread_engines() {
+    sigterm_under_load_loses_no_reply("threaded", 8, 8);
+    sigterm_under_load_loses_no_reply("pool", 8, 8);
+    // One connection at a time: the one in a message holds the listener, the load queues.
+    sigterm_under_load_loses_no_reply("sequential", 0, 2);
+}
+
 #[test]
 fn sigint_stops_an_idle_server_with_0() {
     for engine in engines() {
