@@ -15,7 +15,7 @@ use socketkit::server::AccessList;
 use socketkit::service::{Context, Service, UpperSession};
 use socketkit::{Engine, Server};
 
-use crate::common::{SAFETY_TIMEOUT, TestServer, exchange, socketkit};
+use crate::common::{SAFETY_TIMEOUT, Spawned, TestServer, exchange, socketkit};
 
 fn access(allow: &[&str], deny: &[&str]) -> AccessList {
     let mut list = AccessList::default();
@@ -494,5 +494,76 @@ fn one_flooding_source_cannot_take_a_datagram_listener_from_the_others() {
             flooder_got <= bound,
             "{engine}: the flooder got {flooder_got} replies (bound {bound})"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits spent before resources
+
+/// A process's open descriptors and threads, from /proc.
+fn fds_and_threads(pid: u32) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    (fds, threads)
+}
+
+#[test]
+fn a_connection_flood_costs_no_more_descriptors_or_threads_than_the_limit() {
+    let limit = 4;
+    let flood = 100; // under the backlog of 128: all of them complete their handshake
+    for engine in Engine::ALL {
+        let mut server = Spawned::start({
+            let mut command = socketkit();
+            command.args(["serve", "-e", engine.name(), "-m", &limit.to_string()]);
+            command.args(["--workers", "2", "-l", "tcp://127.0.0.1:0"]);
+            command
+        });
+        let endpoint = server.listening(1).remove(0);
+        let addr = endpoint.socket_addrs().unwrap()[0];
+        let pid = server.child.id();
+        let (fds_before, threads_before) = fds_and_threads(pid);
+        let mut conns: Vec<TcpStream> = Vec::new();
+        for _ in 0..flood {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.write_all(b"x").unwrap(); // then never a byte more, never a close
+            conns.push(conn);
+        }
+        // The first are served (their "X" comes back); the rest wait in the queue.
+        // Served at once: one on the sequential engine, one per worker on the pool.
+        let served = match engine {
+            Engine::Sequential => 1,
+            Engine::Pool => 2,
+            _ => limit,
+        };
+        for (i, conn) in conns[..served].iter_mut().enumerate() {
+            conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            let mut reply = [0u8; 1];
+            conn.read_exact(&mut reply)
+                .unwrap_or_else(|e| panic!("{engine}: connection {i} not served: {e}"));
+        }
+        let (fds, threads) = fds_and_threads(pid);
+        assert!(
+            fds <= fds_before + limit,
+            "{engine}: {fds} descriptors, {fds_before} before a flood of {flood} with a limit of {limit}"
+        );
+        // The threaded engine starts a thread per connection served, no more; the others none.
+        assert!(
+            threads <= threads_before + limit,
+            "{engine}: {threads} threads, {threads_before} before a flood of {flood}"
+        );
+        // One leaves: the next in the queue is served.
+        drop(conns.remove(0));
+        let next = &mut conns[served - 1];
+        next.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut reply = [0u8; 1];
+        next.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"X", "{engine}");
     }
 }
