@@ -206,6 +206,15 @@ impl Spawned {
         }
     }
 
+    /// Collects the stderr lines that have arrived so far, without waiting, and returns every
+    /// line seen.
+    pub fn lines_so_far(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
     /// Waits for `count` "listening on ENDPOINT (...)" lines and returns the endpoints.
     pub fn listening(&mut self, count: usize) -> Vec<Endpoint> {
         (0..count)
