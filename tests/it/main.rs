@@ -14,5 +14,6 @@ mod handlers;
 mod hardening;
 mod interop;
 mod names;
+mod resources;
 mod services;
 mod unicode;

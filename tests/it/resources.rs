@@ -1,0 +1,470 @@
+//! Resource promises of "Limits and failure behaviour": a server out of descriptors backs off
+//! without spinning, says so at most once a second and recovers by itself; peers that reset in
+//! the middle of a request or of a reply cost nothing lasting; thousands of idle connections do
+//! not delay a probe (on the sequential engine, the idle time-out is what bounds how long one
+//! peer holds the listener); a handler may stop its own server without deadlocking it.
+//!
+//! Servers whose descriptors, CPU time or limits a test reads or changes are `socketkit serve`
+//! child processes, so only the server's limit is lowered and only the server's use measured.
+
+use std::collections::BTreeSet;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal::SIGTERM;
+use socketkit::{Endpoint, Engine};
+
+use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
+
+// ---------------------------------------------------------------------------------------------
+// A server child process, seen through /proc
+
+/// `socketkit serve` as a child process, with the endpoints it announced.
+struct Child {
+    process: Spawned,
+    endpoints: Vec<Endpoint>,
+}
+
+impl Child {
+    /// `socketkit serve -e ENGINE ARGS...`, once `listeners` listening lines are out.
+    fn start(engine: Engine, args: &[&str], listeners: usize) -> Child {
+        let mut command = socketkit();
+        command
+            .env_remove("RUST_LOG")
+            .args(["serve", "-e", engine.name()])
+            .args(args);
+        let mut process = Spawned::start(command);
+        let endpoints = process.listening(listeners);
+        Child { process, endpoints }
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    fn addr(&self, index: usize) -> SocketAddr {
+        self.endpoints[index].socket_addrs().unwrap()[0]
+    }
+
+    fn proc(&self, entry: &str) -> String {
+        format!("/proc/{}/{entry}", self.pid())
+    }
+
+    /// The server's open descriptor numbers.
+    fn fds(&self) -> BTreeSet<i32> {
+        std::fs::read_dir(self.proc("fd"))
+            .expect("the server's /proc/PID/fd")
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// What each open descriptor is, for failure messages.
+    fn describe_fds(&self) -> Vec<String> {
+        self.fds()
+            .into_iter()
+            .map(|fd| {
+                let target = std::fs::read_link(self.proc(&format!("fd/{fd}")));
+                format!(
+                    "{fd} -> {}",
+                    target.map_or("?".into(), |t| t.display().to_string())
+                )
+            })
+            .collect()
+    }
+
+    /// The server's descriptors that are TCP connections (sockets in any state but LISTEN),
+    /// found by inode in its network namespace's /proc/PID/net/tcp and tcp6.
+    fn connection_fds(&self) -> Vec<i32> {
+        let mut connections = BTreeSet::new();
+        for table in ["net/tcp", "net/tcp6"] {
+            let Ok(text) = std::fs::read_to_string(self.proc(table)) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let columns: Vec<&str> = line.split_whitespace().collect();
+                // st is column 3 (0A is LISTEN), the inode column 9.
+                if columns.len() > 9 && columns[3] != "0A" {
+                    connections.insert(format!("socket:[{}]", columns[9]));
+                }
+            }
+        }
+        self.fds()
+            .into_iter()
+            .filter(|fd| {
+                std::fs::read_link(self.proc(&format!("fd/{fd}")))
+                    .is_ok_and(|target| connections.contains(target.to_str().unwrap_or("")))
+            })
+            .collect()
+    }
+
+    /// The server's descriptor count once every connection it had is closed: its baseline.
+    /// Call it after a first exchange, so descriptors made when serving starts (an async
+    /// runtime's) are counted; polls (with a deadline) for that exchange's connection to close.
+    fn settled_fd_count(&self) -> usize {
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        loop {
+            let count = self.fds().len();
+            if self.connection_fds().is_empty() && self.fds().len() == count {
+                return count;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server keeps connections open: {:#?}",
+                self.describe_fds()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Polls until the server has exactly `count` descriptors open (none comes with an event
+    /// to wait for), failing with the list after the safety time-out.
+    #[track_caller]
+    fn wait_for_fd_count(&self, count: usize, what: &str) {
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        while self.fds().len() != count {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the server has {} descriptors open, not {count}: {:#?}",
+                self.fds().len(),
+                self.describe_fds()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// User plus system CPU time of the whole server process (every thread), from
+    /// /proc/PID/stat.
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(self.proc("stat")).unwrap();
+        // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
+    }
+
+    /// The server's soft RLIMIT_NOFILE, from /proc/PID/limits.
+    fn soft_nofile(&self) -> u64 {
+        let limits = std::fs::read_to_string(self.proc("limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|line| line.starts_with("Max open files"))
+            .expect("a Max open files line");
+        line["Max open files".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Sets the server's soft descriptor limit (the hard one stays, so it can be raised back).
+    fn set_soft_nofile(&self, limit: u64) {
+        let output = Command::new("prlimit")
+            .arg(format!("--pid={}", self.pid()))
+            .arg(format!("--nofile={limit}:"))
+            .output()
+            .expect("run prlimit");
+        assert!(
+            output.status.success(),
+            "prlimit failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(self.soft_nofile(), limit, "prlimit did not apply");
+    }
+
+    #[track_caller]
+    fn assert_running(&mut self, when: &str) {
+        let status = self.process.child.try_wait().unwrap();
+        assert!(
+            status.is_none(),
+            "the server exited {when}: {status:?}; stderr {:#?}",
+            self.process.lines_so_far()
+        );
+    }
+
+    /// SIGTERM, and a clean exit.
+    fn stop(mut self) {
+        self.process.signal(SIGTERM);
+        assert_eq!(
+            self.process.wait_exit(),
+            Some(0),
+            "stderr {:#?}",
+            self.process.seen
+        );
+    }
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(ticks > 0, "sysconf(_SC_CLK_TCK) = {ticks}");
+    ticks as u64
+}
+
+fn have_prlimit() -> bool {
+    Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// A connection with the safety time-out on reads and writes.
+fn connect(addr: SocketAddr) -> TcpStream {
+    let conn = TcpStream::connect(addr).expect("connect");
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn
+}
+
+/// Sends "probe" to the upper service at `addr` and returns how long the reply took, failing
+/// with `what` when it does not come (within the safety time-out) or is wrong.
+#[track_caller]
+fn probe(addr: SocketAddr, what: &str) -> Duration {
+    let started = Instant::now();
+    let exchange = || -> io::Result<Vec<u8>> {
+        let mut conn = connect(addr);
+        conn.write_all(b"probe")?;
+        conn.shutdown(Shutdown::Write)?;
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply)?;
+        Ok(reply)
+    };
+    match exchange() {
+        Ok(reply) if reply == b"PROBE" => started.elapsed(),
+        other => panic!("{what}: a probe was not served: {other:?}"),
+    }
+}
+
+/// Closes with a reset (SO_LINGER 0) instead of a FIN.
+fn reset(conn: TcpStream) {
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(conn);
+}
+
+/// Waits at most `timeout` for `events` on `conn`; whether they came.
+fn poll_one(conn: &TcpStream, events: PollFlags, timeout: Duration) -> bool {
+    let mut fds = [PollFd::new(conn.as_fd(), events)];
+    let timeout = PollTimeout::try_from(timeout).unwrap();
+    nix::poll::poll(&mut fds, timeout).expect("poll") > 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Out of descriptors
+
+/// How long the CPU use of an exhausted server is measured.
+const EXHAUSTED_WINDOW: Duration = Duration::from_secs(1);
+
+/// The soft limit under which a process with `fds` open can open exactly `free` more:
+/// RLIMIT_NOFILE bounds the number a new descriptor gets, and the lowest free number is taken.
+fn limit_leaving(fds: &BTreeSet<i32>, free: usize) -> u64 {
+    (0..)
+        .filter(|n| !fds.contains(n))
+        .nth(free)
+        .expect("a free descriptor number") as u64
+}
+
+/// Runs the server out of descriptors: it must stay up, log the failure at most once a second,
+/// not spin, and serve again once descriptors are back.
+fn out_of_descriptors(engine: Engine) {
+    if !have_prlimit() {
+        eprintln!("SKIP out_of_descriptors_{engine}: no prlimit(1) to lower the server's limit");
+        return;
+    }
+    let mut server = Child::start(engine, &["-l", "tcp://127.0.0.1:0"], 1);
+    let addr = server.addr(0);
+    // Serving has started (an async runtime has its descriptors) and the exchange is over.
+    probe(addr, &format!("{engine} before"));
+    server.settled_fd_count();
+    let original = server.soft_nofile();
+    // The sequential engine does not accept while it serves its one connection, so it meets
+    // EMFILE only with no descriptor left at all, and recovers when the limit is raised again.
+    // The others get a few descriptors to fill with connections, and recover when those close.
+    let headroom = if engine == Engine::Sequential { 0 } else { 8 };
+    server.set_soft_nofile(limit_leaving(&server.fds(), headroom));
+
+    // More clients than descriptors: `headroom` are accepted and held, the rest wait in the
+    // listen queue while accept() fails.
+    let clients: Vec<TcpStream> = (0..headroom + 8).map(|_| connect(addr)).collect();
+    let first = server.process.wait_for_line("accept failed");
+    assert!(
+        first.contains("Too many open files"),
+        "{engine}: the log line should name the limit that was hit: {first:?}"
+    );
+    let first_seen = Instant::now();
+
+    // CPU time only accumulates over wall time: this wait is the measurement, not a sync.
+    let cpu_before = server.cpu_time();
+    let started = Instant::now();
+    std::thread::sleep(EXHAUSTED_WINDOW);
+    let cpu = server.cpu_time().saturating_sub(cpu_before);
+    let wall = started.elapsed();
+    server.assert_running("while out of descriptors");
+    assert!(
+        cpu.as_secs_f64() < 0.2 * wall.as_secs_f64(),
+        "{engine}: out of descriptors, the server used {cpu:?} of CPU in {wall:?}: it spins"
+    );
+    let failures = server
+        .process
+        .lines_so_far()
+        .iter()
+        .filter(|line| line.contains("accept failed"))
+        .count();
+    // At most one a second from the first: one more for the second that has begun.
+    let allowed = first_seen.elapsed().as_secs() as usize + 2;
+    assert!(
+        failures <= allowed,
+        "{engine}: {failures} accept failure lines in {:?}, more than one a second: {:#?}",
+        first_seen.elapsed(),
+        server.process.seen
+    );
+
+    drop(clients);
+    if engine == Engine::Sequential {
+        server.set_soft_nofile(original);
+    }
+    probe(addr, &format!("{engine} once descriptors are back"));
+    server.assert_running("after recovering");
+    eprintln!(
+        "resources: {engine} out of descriptors: {cpu:?} CPU in {wall:?}, {failures} log line(s)"
+    );
+    server.stop();
+}
+
+#[test]
+fn out_of_descriptors_async() {
+    out_of_descriptors(Engine::Async);
+}
+
+#[test]
+fn out_of_descriptors_sequential() {
+    out_of_descriptors(Engine::Sequential);
+}
+
+#[test]
+fn out_of_descriptors_threaded() {
+    out_of_descriptors(Engine::Threaded);
+}
+
+#[test]
+fn out_of_descriptors_pool() {
+    out_of_descriptors(Engine::Pool);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Resets
+
+/// Sends part of a request, sees the server working on it, sends half a character more, and
+/// resets.
+fn reset_in_the_middle_of_a_request(addr: SocketAddr) {
+    let mut conn = connect(addr);
+    conn.write_all(b"hello, wor").unwrap();
+    let mut buf = [0u8; 16];
+    let n = conn.read(&mut buf).unwrap();
+    assert!(
+        n > 0 && b"HELLO, WOR".starts_with(&buf[..n]),
+        "{:?}",
+        &buf[..n]
+    );
+    conn.write_all(b"ld stra\xc3").unwrap();
+    reset(conn);
+}
+
+/// Sends up to 8 MiB without reading the reply, until the server stops reading (it waits to
+/// write its reply to us), and resets while the reply waits.
+fn reset_while_the_reply_is_written(addr: SocketAddr) {
+    const TOTAL: usize = 8 << 20;
+    let conn = connect(addr);
+    conn.set_nonblocking(true).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    while sent < TOTAL {
+        assert!(Instant::now() < deadline, "8 MiB not written in time");
+        match (&conn).write(&chunk[..chunk.len().min(TOTAL - sent)]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // No event says "the server stopped reading": 200 ms without room is taken as
+                // that (an early guess costs nothing: the reply has begun all the same).
+                if !poll_one(&conn, PollFlags::POLLOUT, Duration::from_millis(200)) {
+                    break;
+                }
+            }
+            Err(e) => panic!("sending the request: {e}"),
+        }
+    }
+    assert!(
+        poll_one(&conn, PollFlags::POLLIN, SAFETY_TIMEOUT),
+        "the reply never started"
+    );
+    reset(conn);
+}
+
+/// Lets chargen's endless reply start, and resets.
+fn reset_during_chargen(addr: SocketAddr) {
+    let mut conn = connect(addr);
+    let mut buf = vec![0u8; 4096];
+    conn.read_exact(&mut buf).unwrap();
+    reset(conn);
+}
+
+fn resets(engine: Engine) {
+    let mut server = Child::start(
+        engine,
+        &["upper=tcp://127.0.0.1:0", "chargen=tcp://127.0.0.1:0"],
+        2,
+    );
+    assert!(
+        server.process.seen[0].contains("(upper,"),
+        "{:?}",
+        server.process.seen
+    );
+    assert!(
+        server.process.seen[1].contains("(chargen,"),
+        "{:?}",
+        server.process.seen
+    );
+    let (upper, chargen) = (server.addr(0), server.addr(1));
+    probe(upper, &format!("{engine} before"));
+    // Both servers have started serving. (Were a reset connection's descriptor leaked, this
+    // one would hide in the baseline; the seven below would not.)
+    reset_during_chargen(chargen);
+    let baseline = server.settled_fd_count();
+    for _ in 0..3 {
+        reset_in_the_middle_of_a_request(upper);
+        reset_during_chargen(chargen);
+    }
+    reset_while_the_reply_is_written(upper);
+    probe(upper, &format!("{engine} after resets"));
+    server.wait_for_fd_count(baseline, &format!("{engine} after resets"));
+    server.assert_running("after resets");
+    server.stop();
+}
+
+#[test]
+fn resets_cost_nothing_lasting_async() {
+    resets(Engine::Async);
+}
+
+#[test]
+fn resets_cost_nothing_lasting_sequential() {
+    resets(Engine::Sequential);
+}
+
+#[test]
+fn resets_cost_nothing_lasting_threaded() {
+    resets(Engine::Threaded);
+}
+
+#[test]
+fn resets_cost_nothing_lasting_pool() {
+    resets(Engine::Pool);
+}
