@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -467,4 +468,168 @@ fn resets_cost_nothing_lasting_threaded() {
 #[test]
 fn resets_cost_nothing_lasting_pool() {
     resets(Engine::Pool);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Thousands of idle connections
+
+/// One thousands-of-connections test at a time: each costs two descriptors a connection (one
+/// here, one in the server, which inherits this process's limit).
+static IDLE_CONNECTIONS: Mutex<()> = Mutex::new(());
+
+/// How many idle connections to open: 2,000, or fewer where the descriptor limit, raised to the
+/// hard limit if need be, does not leave room for them and the tests running beside.
+fn idle_budget() -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const WANTED: u64 = 2_000;
+    const SPARE: u64 = 512;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < WANTED + SPARE {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard.min(WANTED + SPARE), hard);
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let count = soft.saturating_sub(SPARE).min(WANTED);
+    assert!(count >= 100, "RLIMIT_NOFILE {soft}:{hard} leaves no room");
+    eprintln!("resources: {count} idle connections (RLIMIT_NOFILE {soft}:{hard})");
+    count as usize
+}
+
+fn idle_connections_do_not_delay_a_probe(engine: Engine) {
+    let _one_at_a_time = IDLE_CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = idle_budget();
+    // A pool worker holds a connection for its whole session, so a pool serves a probe beside
+    // N idle connections only with more than N workers (see the test below for fewer).
+    let workers = (count + 16).to_string();
+    let mut args = vec!["-l", "tcp://127.0.0.1:0", "--backlog", "4096"];
+    if engine == Engine::Pool {
+        args.extend(["--workers", &workers]);
+    }
+    let server = Child::start(engine, &args, 1);
+    let addr = server.addr(0);
+    let alone = format!("{engine} alone");
+    let mut samples: Vec<Duration> = (0..5).map(|_| probe(addr, &alone)).collect();
+    samples.sort();
+    let baseline = samples[2];
+    let before = server.settled_fd_count();
+
+    let idle: Vec<TcpStream> = (0..count).map(|_| connect(addr)).collect();
+    // Accepted and held by the server, not waiting in its listen queue.
+    server.wait_for_fd_count(
+        before + count,
+        &format!("{engine} accepting the idle connections"),
+    );
+
+    let bound = (baseline * 50).max(Duration::from_secs(2));
+    let beside = format!("{engine} beside {count} idle connections");
+    let probes: Vec<Duration> = (0..3).map(|_| probe(addr, &beside)).collect();
+    eprintln!(
+        "resources: {engine}: probe {baseline:?} alone, {probes:?} beside {count} idle connections"
+    );
+    for took in probes {
+        assert!(
+            took <= bound,
+            "{engine}: a probe took {took:?} beside {count} idle connections (alone {baseline:?})"
+        );
+    }
+    drop(idle);
+    server.stop();
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_delay_a_probe_async() {
+    idle_connections_do_not_delay_a_probe(Engine::Async);
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_delay_a_probe_threaded() {
+    idle_connections_do_not_delay_a_probe(Engine::Threaded);
+}
+
+#[test]
+fn thousands_of_idle_connections_do_not_delay_a_probe_pool_with_enough_workers() {
+    idle_connections_do_not_delay_a_probe(Engine::Pool);
+}
+
+/// With every worker held by a silent peer (`holders` of them: one on the sequential engine,
+/// `--workers` on the pool), a probe is not served until the idle time-out closes a holder,
+/// and is served then.
+fn the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(
+    engine: Engine,
+    extra: &[&str],
+    holders: usize,
+) {
+    const IDLE: Duration = Duration::from_secs(1);
+    let mut args = vec!["-l", "tcp://127.0.0.1:0", "--idle-timeout", "1s"];
+    args.extend(extra);
+    let server = Child::start(engine, &args, 1);
+    let addr = server.addr(0);
+    let held_since = Instant::now();
+    let holders: Vec<TcpStream> = (0..holders)
+        .map(|_| {
+            let mut holder = connect(addr);
+            holder.write_all(b"h").unwrap();
+            let mut reply = [0u8; 1];
+            holder.read_exact(&mut reply).unwrap(); // its session has begun: a worker is taken
+            assert_eq!(&reply, b"H");
+            holder
+        })
+        .collect();
+
+    let mut probe = connect(addr);
+    probe.write_all(b"probe").unwrap();
+    probe.shutdown(Shutdown::Write).unwrap();
+
+    // Whichever comes first: a holder closed by the server, or the probe's reply.
+    let mut fds: Vec<PollFd<'_>> = holders
+        .iter()
+        .chain([&probe])
+        .map(|conn| PollFd::new(conn.as_fd(), PollFlags::POLLIN))
+        .collect();
+    let ready =
+        nix::poll::poll(&mut fds, PollTimeout::try_from(SAFETY_TIMEOUT).unwrap()).expect("poll");
+    assert!(
+        ready > 0,
+        "{engine}: neither a holder closed nor the probe was served"
+    );
+    let closed: Vec<bool> = fds[..holders.len()]
+        .iter()
+        .map(|fd| fd.any().unwrap_or(false))
+        .collect();
+    let held_for = held_since.elapsed();
+    assert!(
+        closed.contains(&true),
+        "{engine}: the probe was served while silent peers held every worker"
+    );
+    assert!(
+        held_for >= IDLE * 4 / 5,
+        "{engine}: a holder was closed after {held_for:?}, before the idle time-out of {IDLE:?}"
+    );
+    for (mut holder, closed) in holders.into_iter().zip(closed) {
+        if closed {
+            let mut buf = [0u8; 8];
+            match holder.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+                other => panic!("{engine}: a holder should be closed, read {other:?}"),
+            }
+        }
+    }
+    let mut reply = Vec::new();
+    probe.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"PROBE", "{engine}: served once a holder was closed");
+    server.stop();
+}
+
+#[test]
+fn the_idle_timeout_bounds_how_long_one_silent_peer_holds_the_sequential_listener() {
+    the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(Engine::Sequential, &[], 1);
+}
+
+#[test]
+fn the_idle_timeout_bounds_how_long_silent_peers_hold_every_pool_worker() {
+    the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(
+        Engine::Pool,
+        &["--workers", "2"],
+        2,
+    );
 }
