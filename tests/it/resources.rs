@@ -8,16 +8,20 @@
 //! child processes, so only the server's limit is lowered and only the server's use measured.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsFd;
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal::SIGTERM;
-use socketkit::{Endpoint, Engine};
+use socketkit::handler::{
+    AsyncStreamHandler, AsyncStreamRequest, DatagramHandler, DatagramRequest, StreamHandler,
+    StreamRequest,
+};
+use socketkit::{Endpoint, Engine, Server, ServerBuilder, ShutdownHandle};
 
 use crate::common::{SAFETY_TIMEOUT, Spawned, socketkit};
 
@@ -632,4 +636,204 @@ fn the_idle_timeout_bounds_how_long_silent_peers_hold_every_pool_worker() {
         &["--workers", "2"],
         2,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Shutdown from inside a handler
+
+const THREAD_ENGINES: [Engine; 3] = [Engine::Sequential, Engine::Threaded, Engine::Pool];
+
+/// A reply larger than the socket buffers, so most of it is written well after the shutdown.
+fn big_reply() -> &'static [u8] {
+    static REPLY: OnceLock<Vec<u8>> = OnceLock::new();
+    REPLY.get_or_init(|| (0..4 << 20).map(|i| b'a' + (i % 26) as u8).collect())
+}
+
+/// The server's own shutdown handle, given to its handler once the server is bound.
+type Stopper = Arc<OnceLock<ShutdownHandle>>;
+
+fn stop(stopper: &Stopper) {
+    stopper
+        .get()
+        .expect("the handle is set before serving")
+        .shutdown();
+}
+
+/// What `serve_forever` returned, once it has.
+type Returned = mpsc::Receiver<Result<(), socketkit::Error>>;
+
+/// Asserts that `serve_forever` has not returned while a request is in flight. Only a wait can
+/// show that something does not happen: a short one, as a bug returns at once.
+#[track_caller]
+fn assert_still_serving(returned: &Returned, what: &str) {
+    assert!(
+        matches!(
+            returned.recv_timeout(Duration::from_millis(100)),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ),
+        "{what}: serve_forever returned while the request that stopped it was in flight"
+    );
+}
+
+/// Reads "stop", stops its own server, says "stopping", then reads one more line and answers it
+/// with [`big_reply`]: a request that goes on for a round trip after the shutdown.
+struct StopMidRequest(Stopper);
+
+impl StreamHandler for StopMidRequest {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let mut line = String::new();
+        request.reader().read_line(&mut line)?;
+        stop(&self.0);
+        request.writer().write_all(b"stopping\n")?;
+        request.writer().flush()?;
+        request.reader().read_line(&mut line)?;
+        request.writer().write_all(big_reply())
+    }
+}
+
+struct AsyncStopMidRequest(Stopper);
+
+impl AsyncStreamHandler for AsyncStopMidRequest {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut line = String::new();
+        request.reader().read_line(&mut line).await?;
+        stop(&self.0);
+        request.writer().write_all(b"stopping\n").await?;
+        request.writer().flush().await?;
+        request.reader().read_line(&mut line).await?;
+        request.writer().write_all(big_reply()).await
+    }
+}
+
+/// Stops its own server, tells the test, waits for the test's go-ahead, and answers the
+/// datagram in upper case.
+struct StopThenAnswer {
+    stopper: Stopper,
+    stopped: Mutex<mpsc::Sender<()>>,
+    go: Mutex<mpsc::Receiver<()>>,
+}
+
+impl DatagramHandler for StopThenAnswer {
+    fn handle(&self, request: &mut DatagramRequest<'_>) -> io::Result<()> {
+        stop(&self.stopper);
+        let _ = self.stopped.lock().unwrap().send(());
+        let go = self.go.lock().unwrap().recv_timeout(SAFETY_TIMEOUT);
+        go.map_err(|_| io::Error::other("no go-ahead from the test"))?;
+        let reply = request.data().to_ascii_uppercase();
+        request.reply(&reply)
+    }
+}
+
+/// Serves `builder` on a thread while `client` talks to it, then asserts that `serve_forever`
+/// returns by itself, Ok. The grace period is far longer than the wait, so a return in time
+/// means the handler's request finished, not that it was cut off.
+fn a_handler_stops_its_server(
+    what: &str,
+    builder: ServerBuilder,
+    stopper: &Stopper,
+    client: impl FnOnce(&Endpoint, &Returned),
+) {
+    let server = builder.grace(Duration::from_secs(60)).bind().unwrap();
+    let endpoint = server.local_endpoints()[0].clone();
+    stopper.set(server.shutdown_handle()).unwrap();
+    let (done, returned) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(server.serve_forever());
+    });
+    client(&endpoint, &returned);
+    match returned.recv_timeout(SAFETY_TIMEOUT) {
+        Ok(result) => result.unwrap_or_else(|e| panic!("{what}: serve_forever failed: {e}")),
+        Err(_) => panic!("{what}: serve_forever did not return after a handler stopped it"),
+    }
+}
+
+/// "stop", then "more" once the server said "stopping"; the whole [`big_reply`] must come.
+fn stream_client(what: &str) -> impl FnOnce(&Endpoint, &Returned) {
+    move |endpoint: &Endpoint, returned: &Returned| {
+        let mut conn = connect(endpoint.socket_addrs().unwrap()[0]);
+        conn.write_all(b"stop\n").unwrap();
+        let mut stopping = [0u8; 9];
+        conn.read_exact(&mut stopping).unwrap();
+        assert_eq!(&stopping, b"stopping\n", "{what}");
+        assert_still_serving(returned, what);
+        conn.write_all(b"more\n").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut reply = Vec::new();
+        let read = conn.read_to_end(&mut reply);
+        assert!(
+            read.is_ok() && reply == big_reply(),
+            "{what}: {read:?}, {} of {} bytes of the reply",
+            reply.len(),
+            big_reply().len()
+        );
+    }
+}
+
+#[test]
+fn a_stream_handler_that_stops_its_server_finishes_its_request_on_every_thread_engine() {
+    for engine in THREAD_ENGINES {
+        let stopper = Stopper::default();
+        let what = format!("{engine} stream handler");
+        a_handler_stops_its_server(
+            &what,
+            Server::builder()
+                .engine(engine)
+                .listen("tcp://127.0.0.1:0".parse().unwrap())
+                .stream_handler(StopMidRequest(stopper.clone())),
+            &stopper,
+            stream_client(&what),
+        );
+    }
+}
+
+#[test]
+fn an_async_handler_that_stops_its_server_finishes_its_request() {
+    let stopper = Stopper::default();
+    a_handler_stops_its_server(
+        "async handler",
+        Server::builder()
+            .engine(Engine::Async)
+            .listen("tcp://127.0.0.1:0".parse().unwrap())
+            .async_handler(AsyncStopMidRequest(stopper.clone())),
+        &stopper,
+        stream_client("async handler"),
+    );
+}
+
+#[test]
+fn a_datagram_handler_that_stops_its_server_still_answers_on_every_thread_engine() {
+    for engine in THREAD_ENGINES {
+        let stopper = Stopper::default();
+        let (stopped_tx, stopped) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let handler = StopThenAnswer {
+            stopper: stopper.clone(),
+            stopped: Mutex::new(stopped_tx),
+            go: Mutex::new(go_rx),
+        };
+        let what = format!("{engine} datagram handler");
+        a_handler_stops_its_server(
+            &what,
+            Server::builder()
+                .engine(engine)
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .datagram_handler(handler),
+            &stopper,
+            |endpoint, returned| {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+                let server = endpoint.socket_addrs().unwrap()[0];
+                socket.send_to(b"stop", server).unwrap();
+                stopped
+                    .recv_timeout(SAFETY_TIMEOUT)
+                    .expect("the handler stopped the server");
+                assert_still_serving(returned, &what);
+                go.send(()).unwrap();
+                let mut reply = [0u8; 16];
+                let (n, from) = socket.recv_from(&mut reply).expect("the answer");
+                assert_eq!((&reply[..n], from), (&b"STOP"[..], server), "{what}");
+            },
+        );
+    }
 }
