@@ -757,9 +757,34 @@ impl Backoff {
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
         {
             self.last_log = Some(now);
-            tracing::warn!("{what} failed: {error}; retrying in {:?}", self.delay);
+            match limit_reached(error) {
+                Some(limit) => tracing::warn!(
+                    "{what} failed: {error}: {limit}; retrying in {:?}",
+                    self.delay
+                ),
+                None => tracing::warn!("{what} failed: {error}; retrying in {:?}", self.delay),
+            }
         }
         self.delay
+    }
+}
+
+/// Names the limit a resource error ran into, so the log line says what to raise.
+fn limit_reached(error: &io::Error) -> Option<String> {
+    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
+    match error.raw_os_error()? {
+        EMFILE => {
+            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .map(|(soft, _)| soft.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Some(format!(
+                "the process's descriptor limit (RLIMIT_NOFILE, {soft}) is reached; \
+                 raise it (ulimit -n) or lower --max-connections"
+            ))
+        }
+        ENFILE => Some("the system's file table is full (fs.file-max)".into()),
+        ENOBUFS | ENOMEM => Some("the kernel is out of socket memory".into()),
+        _ => None,
     }
 }
 
@@ -773,6 +798,15 @@ mod tests {
             message_timeout: Duration::from_secs(60),
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn resource_errors_name_their_limit() {
+        let emfile = io::Error::from_raw_os_error(nix::libc::EMFILE);
+        let text = limit_reached(&emfile).unwrap();
+        assert!(text.contains("RLIMIT_NOFILE"), "{text}");
+        assert!(limit_reached(&io::Error::from_raw_os_error(nix::libc::ENFILE)).is_some());
+        assert!(limit_reached(&io::Error::from(io::ErrorKind::ConnectionReset)).is_none());
     }
 
     #[test]

@@ -294,14 +294,16 @@ fn out_of_descriptors(engine: Engine) {
     // EMFILE only with no descriptor left at all, and recovers when the limit is raised again.
     // The others get a few descriptors to fill with connections, and recover when those close.
     let headroom = if engine == Engine::Sequential { 0 } else { 8 };
-    server.set_soft_nofile(limit_leaving(&server.fds(), headroom));
+    let lowered = limit_leaving(&server.fds(), headroom);
+    server.set_soft_nofile(lowered);
 
     // More clients than descriptors: `headroom` are accepted and held, the rest wait in the
     // listen queue while accept() fails.
     let clients: Vec<TcpStream> = (0..headroom + 8).map(|_| connect(addr)).collect();
     let first = server.process.wait_for_line("accept failed");
     assert!(
-        first.contains("Too many open files"),
+        first.contains("Too many open files")
+            && first.contains(&format!("RLIMIT_NOFILE, {lowered}")),
         "{engine}: the log line should name the limit that was hit: {first:?}"
     );
     let first_seen = Instant::now();
