@@ -39,7 +39,7 @@ pub struct Limits {
     /// Datagrams answered per second per source (an IP address whatever its port, or a Unix
     /// socket's name), with a burst of one second's worth; 0 for no limit. Beyond it a
     /// datagram is dropped unanswered, but only while another source has been heard from in
-    /// the last second: a source alone (a benchmark, a lone client) takes nothing from anybody
+    /// the last 10 seconds: a source alone (a benchmark, a lone client) takes nothing from anybody
     /// and is never limited. Default 10,000: far above what a client that waits for its
     /// answers sends over a network, far below a flood.
     pub datagram_rate: u32,
