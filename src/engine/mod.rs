@@ -285,7 +285,7 @@ pub(crate) fn recv_datagram(
     buf: &mut [u8],
     transport: Transport,
 ) -> io::Result<(usize, Address)> {
-    use nix::sys::socket::{MsgFlags, SockaddrStorage, UnixAddr, recvmsg};
+    use nix::sys::socket::{MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, recvmsg};
     use std::os::fd::AsRawFd;
     let mut iov = [io::IoSliceMut::new(buf)];
     let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
@@ -295,6 +295,13 @@ pub(crate) fn recv_datagram(
         // the latter, and every sender then looks unnamed.
         let msg = recvmsg::<UnixAddr>(fd, &mut iov, None, flags)?;
         let from = match msg.address {
+            // An unbound sender has an empty address (length 0), on which nix's `path()`
+            // panics: it is unnamed, and no reply can reach it.
+            Some(unix)
+                if (unix.len() as usize) <= std::mem::size_of::<nix::libc::sa_family_t>() =>
+            {
+                Address::Unix(None)
+            }
             Some(unix) => match (unix.path(), unix.as_abstract()) {
                 (Some(path), _) => Address::Unix(Some(path.to_path_buf())),
                 (None, Some(name)) => Address::Abstract(name.to_vec()),

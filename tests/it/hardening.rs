@@ -348,6 +348,27 @@ impl DatagramHandler for LengthHandler {
 }
 
 #[test]
+fn an_unbound_unix_sender_costs_its_datagram_only() {
+    for engine in Engine::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("upper.sock");
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen(socketkit::Endpoint::UnixDatagram(path.clone())),
+        );
+        // No address to answer to: dropped (a debug log says why), and the listener lives on.
+        let unbound = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        unbound.send_to(b"from nowhere", &path).unwrap();
+        assert_eq!(
+            exchange(server.endpoint(0), b"still here"),
+            b"STILL HERE",
+            "{engine}"
+        );
+    }
+}
+
+#[test]
 fn a_truncated_datagram_is_dropped_never_answered() {
     let servers = Engine::ALL
         .into_iter()
