@@ -80,6 +80,11 @@ impl StreamSession for FramedSession {
     fn in_message(&self) -> bool {
         !self.input.is_empty()
     }
+
+    /// Every whole message has been answered when nothing is left buffered.
+    fn between_messages(&self) -> bool {
+        self.input.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -142,8 +147,10 @@ mod tests {
         assert!(!s.in_message());
         s.on_data(b"one\ntw", &mut out);
         assert!(s.in_message(), "\"tw\" begins the next line");
+        assert!(!s.between_messages());
         s.on_data(b"o\n", &mut out);
         assert!(!s.in_message());
+        assert!(s.between_messages());
         assert_eq!(&out[..], b"ONE\nTWO\n");
         let mut s = session(Framing::Length(LengthWidth::U16), 64);
         s.on_data(b"\x00", &mut out); // half a header

@@ -327,7 +327,7 @@ async fn drive<S: ReadReady>(
             }
             Next::Write => session.on_writable(&mut out),
             Next::Read => {
-                let idle = clock.between_messages(session.in_message());
+                let idle = clock.idle_at_shutdown(session.between_messages());
                 let (deadline, expiry) = clock.read_deadline();
                 let wake = tokio::select! {
                     biased;
@@ -344,7 +344,7 @@ async fn drive<S: ReadReady>(
                         Ok(0) => Ok(Some(session.on_eof(&mut out))),
                         Ok(n) => {
                             let next = session.on_data(&buf[..n], &mut out);
-                            clock.read(Instant::now(), session.in_message());
+                            clock.read(Instant::now(), session.in_message(), !out.is_empty());
                             Ok(Some(next))
                         }
                         Err(e)

@@ -566,13 +566,15 @@ impl<'a> SessionClock<'a> {
         self.last_activity = now;
     }
 
-    /// Bytes arrived and the session has seen them; `in_message` is what it says now.
-    pub(crate) fn read(&mut self, now: Instant, in_message: bool) {
+    /// Bytes arrived and the session has seen them: `in_message` is what it says now, and
+    /// `replied` whether it answered something. A reply is progress: a pipelined stream of
+    /// large frames, whose reads seldom end on a frame boundary, is not one endless message.
+    pub(crate) fn read(&mut self, now: Instant, in_message: bool, replied: bool) {
         self.last_activity = now;
         self.spoke = true;
         if !in_message {
             self.message_began = None;
-        } else if self.message_began.is_none() {
+        } else if replied || self.message_began.is_none() {
             self.message_began = Some(now);
         }
     }
@@ -588,12 +590,12 @@ impl<'a> SessionClock<'a> {
         }
     }
 
-    /// Whether the connection sits between two messages: at shutdown it is then closed at once.
-    /// A connection that has not spoken yet is not idle in this sense: its first request may be
-    /// on its way (Go's `http.Server.Shutdown` gives new connections the same benefit of the
-    /// doubt), and the grace period bounds it anyway.
-    pub(crate) fn between_messages(&self, in_message: bool) -> bool {
-        self.spoke && !in_message
+    /// Whether the connection sits between two messages (the session owes nothing): at
+    /// shutdown it is then closed at once. A connection that has not spoken yet is not idle in
+    /// this sense: its first request may be on its way (Go's `http.Server.Shutdown` gives new
+    /// connections the same benefit of the doubt), and the grace period bounds it anyway.
+    pub(crate) fn idle_at_shutdown(&self, owes_nothing: bool) -> bool {
+        self.spoke && owes_nothing
     }
 
     /// The error that ends a connection when a read runs into `expiry`.
@@ -653,7 +655,7 @@ pub(crate) fn drive(
             }
             Next::Write => session.on_writable(&mut out),
             Next::Read => {
-                let idle = clock.between_messages(session.in_message());
+                let idle = clock.idle_at_shutdown(session.between_messages());
                 let trigger = if idle { &*shared.stop } else { &shared.force };
                 let (deadline, expiry) = clock.read_deadline();
                 let wait = deadline.saturating_duration_since(Instant::now());
@@ -674,7 +676,7 @@ pub(crate) fn drive(
                     Ok(0) => session.on_eof(&mut out),
                     Ok(n) => {
                         let next = session.on_data(&buf[..n], &mut out);
-                        clock.read(Instant::now(), session.in_message());
+                        clock.read(Instant::now(), session.in_message(), !out.is_empty());
                         next
                     }
                     Err(e)
@@ -834,19 +836,34 @@ mod tests {
         let limits = limits();
         let t0 = Instant::now();
         let mut clock = SessionClock::new(&limits, t0);
-        clock.read(t0, true);
+        clock.read(t0, true, false);
         for second in 1..100 {
-            clock.read(t0 + Duration::from_secs(second), true); // a byte a second
+            clock.read(t0 + Duration::from_secs(second), true, false); // a byte a second
         }
         assert_eq!(
             clock.read_deadline(),
             (t0 + Duration::from_secs(60), Expiry::Message)
         );
         // The message completes: the next one gets a deadline of its own.
-        clock.read(t0 + Duration::from_secs(100), false);
+        clock.read(t0 + Duration::from_secs(100), false, true);
         assert_eq!(clock.read_deadline().1, Expiry::Idle);
-        clock.read(t0 + Duration::from_secs(101), true);
+        clock.read(t0 + Duration::from_secs(101), true, false);
         assert_eq!(clock.read_deadline().0, t0 + Duration::from_secs(161));
+    }
+
+    #[test]
+    fn a_reply_restarts_the_deadline_of_the_message_still_open() {
+        let limits = limits();
+        let t0 = Instant::now();
+        let mut clock = SessionClock::new(&limits, t0);
+        // Pipelined frames: every read completes one and ends inside the next.
+        for second in 0..100 {
+            clock.read(t0 + Duration::from_secs(second), true, true);
+        }
+        assert_eq!(
+            clock.read_deadline(),
+            (t0 + Duration::from_secs(99 + 60), Expiry::Message)
+        );
     }
 
     #[test]
@@ -857,7 +874,7 @@ mod tests {
         };
         let t0 = Instant::now();
         let mut clock = SessionClock::new(&limits, t0);
-        clock.read(t0, true);
+        clock.read(t0, true, false);
         assert_eq!(
             clock.read_deadline(),
             (t0 + limits.idle_timeout, Expiry::Idle)
@@ -870,12 +887,12 @@ mod tests {
         let t0 = Instant::now();
         let mut clock = SessionClock::new(&limits, t0);
         assert!(
-            !clock.between_messages(false),
+            !clock.idle_at_shutdown(true),
             "its first request may be on its way"
         );
-        clock.read(t0, true);
-        assert!(!clock.between_messages(true));
-        clock.read(t0, false);
-        assert!(clock.between_messages(false));
+        clock.read(t0, true, false);
+        assert!(!clock.idle_at_shutdown(false));
+        clock.read(t0, false, true);
+        assert!(clock.idle_at_shutdown(true));
     }
 }

@@ -206,14 +206,26 @@ pub trait StreamSession: Send + 'static {
     }
 
     /// Whether the peer has begun a message that the session has not yet answered: part of a
-    /// line or frame, or a character cut in two by the reads. Engines use it twice: a message
-    /// begun must be finished within the per-message deadline
+    /// line or frame, or a character cut in two by the reads. A message begun must be finished
+    /// within the per-message deadline
     /// ([`Limits::message_timeout`](crate::Limits::message_timeout)), so a peer that dribbles
-    /// a byte at a time cannot hold a connection forever; and at shutdown, a connection
-    /// between messages is idle and closed at once, while one in a message is let finish.
+    /// a byte at a time cannot hold a connection forever. A read after which the session
+    /// replied counts as progress: the deadline of the message still open starts there.
     ///
-    /// The default, `false`, suits a session that answers every read at once.
+    /// The default, `false`, puts no deadline on the session (the idle time-out still holds).
     fn in_message(&self) -> bool {
+        false
+    }
+
+    /// Whether everything the peer has sent so far has been answered, so that at shutdown the
+    /// connection can be closed at once without losing a reply (a keep-alive connection
+    /// between two requests). A connection that has not sent anything yet is never closed
+    /// this way: its first request may be on its way.
+    ///
+    /// The default, `false`, is the safe answer for a session that may still owe a reply (one
+    /// that answers at EOF, say): its connection is let run until it closes or the grace period
+    /// ends.
+    fn between_messages(&self) -> bool {
         false
     }
 }
@@ -233,6 +245,9 @@ impl StreamSession for Box<dyn StreamSession> {
     }
     fn in_message(&self) -> bool {
         (**self).in_message()
+    }
+    fn between_messages(&self) -> bool {
+        (**self).between_messages()
     }
 }
 

@@ -4,7 +4,9 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use socketkit::codec::Framing;
+use socketkit::service::{Context, Next, Service, StreamSession};
 use socketkit::{Endpoint, Engine, ErrorKind, Server};
 
 use crate::common::{SAFETY_TIMEOUT, TestServer, exchange};
@@ -290,6 +292,70 @@ fn a_connection_that_has_not_spoken_yet_is_served_during_shutdown() {
         let mut rest = Vec::new();
         conn.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"LATE\n", "{engine}");
+        server.stop().unwrap();
+    }
+}
+
+/// Counts the bytes of a stream and answers the count at EOF: until then it owes a reply, and
+/// (by the trait's default) does not say it is between messages. Each read is reported on the
+/// channel, so a test knows the server has seen the bytes.
+struct Count(std::sync::mpsc::Sender<()>);
+
+struct CountSession {
+    count: usize,
+    read: std::sync::mpsc::Sender<()>,
+}
+
+impl StreamSession for CountSession {
+    fn on_data(&mut self, input: &[u8], _out: &mut BytesMut) -> Next {
+        self.count += input.len();
+        let _ = self.read.send(());
+        Next::Read
+    }
+    fn on_eof(&mut self, out: &mut BytesMut) -> Next {
+        out.extend_from_slice(self.count.to_string().as_bytes());
+        Next::Close
+    }
+}
+
+impl Service for Count {
+    type Session = CountSession;
+    fn name(&self) -> &str {
+        "count"
+    }
+    fn session(&self, _ctx: &Context) -> CountSession {
+        CountSession {
+            count: 0,
+            read: self.0.clone(),
+        }
+    }
+    fn message(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        reply.extend_from_slice(request.len().to_string().as_bytes());
+        true
+    }
+}
+
+#[test]
+fn shutdown_lets_a_session_that_owes_a_reply_finish() {
+    for engine in Engine::ALL {
+        let (read, was_read) = std::sync::mpsc::channel();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .grace(SAFETY_TIMEOUT)
+                .service(Count(read))
+                .listen("tcp://127.0.0.1:0".parse().unwrap()),
+        );
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        conn.write_all(b"12345").unwrap();
+        was_read.recv_timeout(SAFETY_TIMEOUT).unwrap(); // it has spoken, and owes a count
+        server.shutdown_handle().shutdown();
+        conn.write_all(b"678").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "8", "{engine}");
         server.stop().unwrap();
     }
 }
