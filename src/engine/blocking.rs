@@ -347,7 +347,7 @@ thread_local! {
 /// error stays in this connection.
 fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), SessionError> {
-        prepare_blocking(&conn, &shared.limits)?;
+        prepare_blocking(&conn)?;
         match &shared.app.stream_handler {
             Some(handler) => {
                 let read = GuardedRead {
@@ -358,6 +358,7 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
                 let write = SharedWrite {
                     conn: &conn,
                     timeout: shared.limits.write_timeout,
+                    force: &shared.force,
                 };
                 let mut request = StreamRequest::new(&ctx, Box::new(read), Box::new(write));
                 run_stream_handler(handler.as_ref(), &mut request)?;

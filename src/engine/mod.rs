@@ -361,6 +361,17 @@ pub(crate) fn wait_readable(
     trigger: &Trigger,
     timeout: Option<Duration>,
 ) -> io::Result<Woken> {
+    wait_until_ready(fd, PollFlags::POLLIN, trigger, timeout)
+}
+
+/// Waits until `fd` is ready for `events` (or has an error or hang-up to report), `trigger`
+/// fires, or `timeout` passes.
+fn wait_until_ready(
+    fd: BorrowedFd<'_>,
+    events: PollFlags,
+    trigger: &Trigger,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         if trigger.is_fired() {
@@ -376,7 +387,7 @@ pub(crate) fn wait_readable(
             }
         };
         let mut fds = [
-            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(fd, events),
             PollFd::new(trigger.fd(), PollFlags::POLLIN),
         ];
         match nix::poll::poll(&mut fds, wait) {
@@ -405,16 +416,10 @@ pub(crate) enum Conn {
 }
 
 impl Conn {
-    pub(crate) fn set_blocking_with_write_timeout(&self, timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_blocking(&self) -> io::Result<()> {
         match self {
-            Conn::Tcp(s) => {
-                s.set_nonblocking(false)?;
-                s.set_write_timeout(Some(timeout))
-            }
-            Conn::Unix(s) => {
-                s.set_nonblocking(false)?;
-                s.set_write_timeout(Some(timeout))
-            }
+            Conn::Tcp(s) => s.set_nonblocking(false),
+            Conn::Unix(s) => s.set_nonblocking(false),
         }
     }
 
@@ -444,11 +449,12 @@ impl Conn {
         }
     }
 
-    fn write_shared(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => (&*s).write(buf),
-            Conn::Unix(s) => (&*s).write(buf),
-        }
+    /// Sends what fits without waiting (`MSG_DONTWAIT`; `MSG_NOSIGNAL`, as std does).
+    fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
+        use nix::sys::socket::{MsgFlags, send};
+        use std::os::fd::AsRawFd;
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        send(self.as_fd().as_raw_fd(), buf, flags).map_err(io::Error::from)
     }
 }
 
@@ -485,23 +491,37 @@ impl Read for GuardedRead<'_> {
     }
 }
 
-/// The writing side of a blocking connection. The write time-out is set on the socket
-/// (`SO_SNDTIMEO`, so it runs between two successive writes); its expiry is reported as
-/// `TimedOut`, naming the limit, rather than as a bare `EAGAIN`.
+/// The writing side of a blocking connection. A write that cannot proceed waits for room
+/// with `poll`, beside the end of the grace period: it fails with `TimedOut` once the peer has
+/// read nothing for the write time-out (measured between two successive writes), and with
+/// `ConnectionAborted` when the grace period ends, even for a session that never reads (chargen
+/// to a fast reader) or a write already waiting.
 pub(crate) struct SharedWrite<'a> {
     pub(crate) conn: &'a Conn,
     pub(crate) timeout: Duration,
+    pub(crate) force: &'a Trigger,
 }
 
 impl Write for SharedWrite<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.conn.write_shared(buf).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                write_timed_out(self.timeout)
-            } else {
-                e
+        loop {
+            if self.force.is_fired() {
+                return Err(grace_over());
             }
-        })
+            match self.conn.send_now(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = self.conn.as_fd();
+                    match wait_until_ready(fd, PollFlags::POLLOUT, self.force, Some(self.timeout))?
+                    {
+                        Woken::Ready => {}
+                        Woken::TimedOut => return Err(write_timed_out(self.timeout)),
+                        Woken::Triggered => return Err(grace_over()),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -524,10 +544,11 @@ pub(crate) fn grace_over() -> io::Error {
     )
 }
 
-/// Prepares an accepted connection for blocking I/O: blocking mode, and a write time-out so a
-/// peer that stops reading cannot hold a thread forever.
-pub(crate) fn prepare_blocking(conn: &Conn, limits: &Limits) -> io::Result<()> {
-    conn.set_blocking_with_write_timeout(limits.write_timeout)
+/// Prepares an accepted connection for blocking I/O (an accepted socket may inherit the
+/// listener's non-blocking mode). Reads and writes wait in `poll`, beside the triggers, with
+/// their own time-outs.
+pub(crate) fn prepare_blocking(conn: &Conn) -> io::Result<()> {
+    conn.set_blocking()
 }
 
 /// The clock of one stream connection: when its next read must end, and why. Both engines
@@ -638,6 +659,7 @@ pub(crate) fn drive(
     let mut writer = SharedWrite {
         conn,
         timeout: limits.write_timeout,
+        force: &shared.force,
     };
     let mut clock = SessionClock::new(limits, Instant::now());
     let mut out = BytesMut::new();

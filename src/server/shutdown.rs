@@ -4,6 +4,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub(crate) struct Trigger {
     token: CancellationToken,
+    /// The same fact as the token, readable without its lock: blocking writers check it
+    /// before every write.
+    fired: AtomicBool,
     /// Becomes readable (and stays so: it is never drained) once the trigger fires.
     wake_rx: UnixStream,
     wake_tx: UnixStream,
@@ -25,6 +29,7 @@ impl Trigger {
         wake_tx.set_nonblocking(true)?;
         Ok(Trigger {
             token: CancellationToken::new(),
+            fired: AtomicBool::new(false),
             wake_rx,
             wake_tx,
         })
@@ -32,7 +37,7 @@ impl Trigger {
 
     /// Fires the trigger; later calls do nothing.
     pub(crate) fn fire(&self) {
-        if !self.token.is_cancelled() {
+        if !self.fired.swap(true, Ordering::SeqCst) {
             self.token.cancel();
             // One byte is enough: level-triggered poll sees it for every waiter. A full buffer
             // (WouldBlock) means a byte is already there.
@@ -41,7 +46,7 @@ impl Trigger {
     }
 
     pub(crate) fn is_fired(&self) -> bool {
-        self.token.is_cancelled()
+        self.fired.load(Ordering::Acquire)
     }
 
     /// A descriptor that is readable once the trigger has fired, for `poll`.

@@ -361,6 +361,45 @@ fn shutdown_lets_a_session_that_owes_a_reply_finish() {
 }
 
 #[test]
+fn the_grace_period_ends_a_session_that_only_writes_to_a_fast_reader() {
+    for engine in Engine::ALL {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .grace(Duration::from_millis(200))
+                .service(socketkit::service::by_name("chargen").unwrap())
+                .listen("tcp://127.0.0.1:0".parse().unwrap()),
+        );
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let (streaming, is_streaming) = std::sync::mpsc::channel();
+        // A reader that keeps up: chargen never waits, and never reads.
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = 0usize;
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+                if total > 1 << 20 {
+                    let _ = streaming.send(());
+                }
+            }
+        });
+        is_streaming.recv_timeout(SAFETY_TIMEOUT).unwrap();
+        let (stopped, has_stopped) = std::sync::mpsc::channel();
+        std::thread::spawn(move || stopped.send(server.stop().is_ok()));
+        assert_eq!(
+            has_stopped.recv_timeout(SAFETY_TIMEOUT),
+            Ok(true),
+            "{engine}: the server did not stop at the end of the grace period"
+        );
+        reader.join().unwrap(); // the connection was closed
+    }
+}
+
+#[test]
 fn the_grace_period_ends_connections_that_do_not_finish() {
     for engine in Engine::ALL {
         let server = line_server(engine, Duration::from_millis(100));
