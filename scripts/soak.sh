@@ -239,6 +239,21 @@ run_bench() {
 
 # After phase $1: waits up to $settle_s for descriptors and threads to come back to their
 # baseline, then samples the server (sets rss_now, fds_now, threads_now).
+# Sets fds_base and threads_base once they have stopped changing (at most 10 s).
+baseline_counts() {
+  local i same=0 fds thr
+  fds_base=$(open_fds "$pid") threads_base=$(threads "$pid")
+  for ((i = 0; i < 200 && same < 5; i++)); do
+    sleep 0.05
+    fds=$(open_fds "$pid") thr=$(threads "$pid")
+    if [ "$fds" = "$fds_base" ] && [ "$thr" = "$threads_base" ]; then
+      same=$((same + 1))
+    else
+      fds_base=$fds threads_base=$thr same=0
+    fi
+  done
+}
+
 settle() {
   local phase=$1 i ms
   for ((i = 0; i < settle_s * 20; i++)); do
@@ -296,8 +311,12 @@ for engine in "${engines[@]}"; do
     fail start "no ready line: $(tail -n 1 "$logs/$engine.server.log")"
     stop_server
   else
-    sleep 0.2 # let the runtime's threads come up before the baseline
-    fds_base=$(open_fds "$pid") threads_base=$(threads "$pid") rss_start=$(rss_kb "$pid")
+    # The baseline is taken once serving has started (an async runtime opens its descriptors
+    # and threads after the ready line): one exchange, then counts that hold still for 0.25 s.
+    "$sk" send -w 10s "tcp://127.0.0.1:$tcp_port" probe >/dev/null 2>&1 ||
+      say "$engine: the probe before the baseline got no answer"
+    baseline_counts
+    rss_start=$(rss_kb "$pid")
     say "$engine: pid $pid, tcp $tcp_port, udp $udp_port; $fds_base fds, $threads_base threads, ${rss_start} kB"
 
     run_mix warmup "$warm"

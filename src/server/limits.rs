@@ -36,8 +36,8 @@ pub struct Limits {
     /// After `shutdown()`, connections in flight get this long to finish before they are
     /// closed. Default 5 s.
     pub grace: Duration,
-    /// Datagrams answered per second per source (an IP address whatever its port, or a Unix
-    /// socket's name), with a burst of one second's worth; 0 for no limit. Beyond it a
+    /// Datagrams answered per second per source (an IPv4 address whatever its port, an IPv6
+    /// /64, or a Unix socket's name), with a burst of one second's worth; 0 for no limit. Beyond it a
     /// datagram is dropped unanswered, but only while another source has been heard from in
     /// the last 10 seconds: a source alone (a benchmark, a lone client) takes nothing from anybody
     /// and is never limited. Default 10,000: far above what a client that waits for its

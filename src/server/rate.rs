@@ -1,7 +1,7 @@
 //! The per-source datagram rate limit: one flooding source must not take the whole capacity
 //! of a datagram listener from everyone else.
 //!
-//! Each source (an IP address, or a Unix socket's name) has a token bucket refilled at
+//! Each source (an IPv4 address, an IPv6 /64, or a Unix socket's name) has a token bucket refilled at
 //! [`Limits::datagram_rate`](crate::Limits::datagram_rate) per second, holding at most one
 //! second's worth. A datagram over its source's rate is dropped unanswered, but only while
 //! another source has been heard from in the last 10 seconds: a source alone (a benchmark, a lone
@@ -13,7 +13,7 @@
 //! store grows without bound unless swept by hand, and it has no notion of contention.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use crate::service::Address;
@@ -38,8 +38,12 @@ impl Source {
     fn of(address: &Address) -> Source {
         match address {
             // A port is free to change; the address is what a flood comes from. IPv4-mapped
-            // peers of a dual-stack listener count as their IPv4 address.
-            Address::Inet(addr) => Source::Ip(addr.ip().to_canonical()),
+            // peers of a dual-stack listener count as their IPv4 address; an IPv6 host owns a
+            // whole /64 (its addresses are its to choose), so that is one source.
+            Address::Inet(addr) => Source::Ip(match addr.ip().to_canonical() {
+                IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+                v4 => v4,
+            }),
             Address::Unix(Some(path)) => Source::Unix(path.as_os_str().as_encoded_bytes().to_vec()),
             Address::Unix(None) => Source::Unix(Vec::new()),
             Address::Abstract(name) => {
@@ -237,6 +241,21 @@ mod tests {
             })
             .count();
         assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let mut limiter = SourceLimiter::new(10);
+        let t0 = Instant::now();
+        limiter.admit(&addr("10.0.0.2:1"), t0);
+        let admitted = (0..100)
+            .filter(|i| limiter.admit(&addr(&format!("[2001:db8:0:1::{i:x}]:53")), t0))
+            .count();
+        assert_eq!(admitted, 10);
+        assert!(
+            limiter.admit(&addr("[2001:db8:0:2::1]:53"), t0),
+            "another /64"
+        );
     }
 
     #[test]

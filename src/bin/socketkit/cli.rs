@@ -139,7 +139,7 @@ pub struct ServeArgs {
     pub engine: Engine,
 
     /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
-    /// finish; connections between messages are closed at once.
+    /// finish; a service's connections between messages are closed at once.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub grace: Duration,
 
