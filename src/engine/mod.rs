@@ -685,6 +685,11 @@ pub(crate) fn drive(
                     Woken::Ready => {}
                     Woken::TimedOut => return Err(clock.expired(expiry).into()),
                     Woken::Triggered if !idle => return Err(grace_over().into()),
+                    // The grace period is over: even a peer that never lets the connection
+                    // fall idle (it always has more on the way) is closed now.
+                    Woken::Triggered if shared.force.is_fired() => {
+                        return Err(grace_over().into());
+                    }
                     // Shutdown, between messages: serve a request that has already arrived,
                     // close otherwise.
                     Woken::Triggered if readable_now(conn.as_fd())? => {}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use socketkit::codec::Framing;
-use socketkit::service::{Context, Next, Service, StreamSession};
+use socketkit::service::{AnyService, Context, Next, Service, StreamSession};
 use socketkit::{Endpoint, Engine, ErrorKind, Server};
 
 use crate::common::{SAFETY_TIMEOUT, TestServer, exchange};
@@ -360,43 +360,96 @@ fn shutdown_lets_a_session_that_owes_a_reply_finish() {
     }
 }
 
-#[test]
-fn the_grace_period_ends_a_session_that_only_writes_to_a_fast_reader() {
+/// Starts `service` with a 200 ms grace period, lets `peer` run on a connection until it
+/// reports that traffic flows, then stops the server: it must stop, and `peer` must end.
+fn grace_ends_a_busy_connection(
+    service: AnyService,
+    peer: fn(TcpStream, std::sync::mpsc::Sender<()>),
+) {
     for engine in Engine::ALL {
         let server = TestServer::with(
             Server::builder()
                 .engine(engine)
                 .grace(Duration::from_millis(200))
-                .service(socketkit::service::by_name("chargen").unwrap())
+                .service(service.clone())
                 .listen("tcp://127.0.0.1:0".parse().unwrap()),
         );
-        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        let conn = TcpStream::connect(server.addr()).unwrap();
         conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
-        let (streaming, is_streaming) = std::sync::mpsc::channel();
-        // A reader that keeps up: chargen never waits, and never reads.
-        let reader = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut total = 0usize;
-            loop {
-                match conn.read(&mut buf) {
-                    Ok(0) | Err(_) => return total,
-                    Ok(n) => total += n,
-                }
-                if total > 1 << 20 {
-                    let _ = streaming.send(());
-                }
-            }
-        });
-        is_streaming.recv_timeout(SAFETY_TIMEOUT).unwrap();
+        conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let (flowing, is_flowing) = std::sync::mpsc::channel();
+        let peer = std::thread::spawn(move || peer(conn, flowing));
+        is_flowing.recv_timeout(SAFETY_TIMEOUT).unwrap();
         let (stopped, has_stopped) = std::sync::mpsc::channel();
         std::thread::spawn(move || stopped.send(server.stop().is_ok()));
         assert_eq!(
             has_stopped.recv_timeout(SAFETY_TIMEOUT),
             Ok(true),
-            "{engine}: the server did not stop at the end of the grace period"
+            "{} on {engine}: the server did not stop at the end of the grace period",
+            service.name()
         );
-        reader.join().unwrap(); // the connection was closed
+        peer.join().unwrap(); // the connection was closed
     }
+}
+
+#[test]
+fn the_grace_period_ends_a_session_that_only_writes_to_a_fast_reader() {
+    // chargen never waits for the reader, and never reads.
+    let chargen = socketkit::service::by_name("chargen").unwrap();
+    grace_ends_a_busy_connection(chargen, |mut conn, flowing| {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        while let Ok(n @ 1..) = conn.read(&mut buf) {
+            total += n;
+            if total > 1 << 20 {
+                let _ = flowing.send(());
+            }
+        }
+    });
+}
+
+/// Discards what it reads, slowly (a millisecond a read), so its peer can keep more always on
+/// the way; owes nothing, so it is between messages after every read.
+struct SlowDiscard;
+
+struct SlowDiscardSession;
+
+impl StreamSession for SlowDiscardSession {
+    fn on_data(&mut self, _input: &[u8], _out: &mut BytesMut) -> Next {
+        std::thread::sleep(Duration::from_millis(1)); // the service's own pace
+        Next::Read
+    }
+    fn between_messages(&self) -> bool {
+        true
+    }
+}
+
+impl Service for SlowDiscard {
+    type Session = SlowDiscardSession;
+    fn name(&self) -> &str {
+        "slow discard"
+    }
+    fn session(&self, _ctx: &Context) -> SlowDiscardSession {
+        SlowDiscardSession
+    }
+    fn message(&self, _ctx: &Context, _request: &[u8], _reply: &mut BytesMut) -> bool {
+        false
+    }
+}
+
+#[test]
+fn the_grace_period_ends_a_session_whose_peer_never_pauses() {
+    // Idle after every read, but with more always waiting: shutdown finds no pause to close in.
+    grace_ends_a_busy_connection(AnyService::new(SlowDiscard), |mut conn, flowing| {
+        let chunk = vec![b'd'; 64 * 1024];
+        let mut total = 0usize;
+        while conn.write_all(&chunk).is_ok() {
+            total += chunk.len();
+            if total > 1 << 20 {
+                let _ = flowing.send(());
+            }
+        }
+    });
 }
 
 #[test]
