@@ -157,10 +157,16 @@ impl Shared {
             tracing::debug!(%peer, "refused by the access list");
             return false;
         }
-        let allowed = self
-            .verify_request
-            .as_ref()
-            .is_none_or(|verify| verify(peer));
+        // The hook is the program's code, run on the listener's loop: a panic in it refuses
+        // this peer (and is reported), it does not end the loop.
+        let allowed = self.verify_request.as_ref().is_none_or(|verify| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify(peer))).unwrap_or_else(
+                |panic| {
+                    (self.handle_error)(peer, &HandlerError::from_panic(panic));
+                    false
+                },
+            )
+        });
         if !allowed {
             tracing::debug!(%peer, "rejected by verify_request");
         }

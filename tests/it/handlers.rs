@@ -260,6 +260,66 @@ fn verify_request_drops_datagrams_from_rejected_peers() {
     }
 }
 
+#[test]
+fn a_panicking_verify_request_refuses_that_peer_and_the_listener_goes_on() {
+    for engine in Engine::ALL {
+        // The peers the hook panics on, known before they connect or send.
+        let tcp_socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        tcp_socket
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        let bad_tcp = tcp_socket.local_addr().unwrap().as_socket().unwrap();
+        let bad_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let bad_udp_addr = bad_udp.local_addr().unwrap();
+        let reported = Arc::new(AtomicUsize::new(0));
+        let counted = reported.clone();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen(tcp())
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .verify_request(move |peer| {
+                    let peer = peer.inet();
+                    assert!(
+                        peer != Some(bad_tcp) && peer != Some(bad_udp_addr),
+                        "a bug in the hook"
+                    );
+                    true
+                })
+                .handle_error(move |_peer, error| {
+                    if matches!(error, HandlerError::Panic(_)) {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }),
+        );
+        tcp_socket.connect(&server.addr().into()).unwrap();
+        let mut refused = TcpStream::from(tcp_socket);
+        refused.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 8];
+        assert!(
+            matches!(refused.read(&mut buf), Ok(0) | Err(_)),
+            "{engine}: the peer the hook panicked on was served"
+        );
+        bad_udp
+            .send_to(b"no", server.endpoint(1).socket_addrs().unwrap()[0])
+            .unwrap();
+        // Both listeners still serve everyone else.
+        assert_eq!(exchange(server.endpoint(0), b"tcp"), b"TCP", "{engine}");
+        assert_eq!(exchange(server.endpoint(1), b"udp"), b"UDP", "{engine}");
+        assert_eq!(
+            reported.load(Ordering::SeqCst),
+            2,
+            "{engine}: each panic reported"
+        );
+    }
+}
+
 /// Upper case, counting the bytes it is given; panics on "panic".
 struct Counting(Arc<AtomicUsize>);
 struct CountingSession(Arc<AtomicUsize>, UpperSession);
