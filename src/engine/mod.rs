@@ -162,7 +162,7 @@ impl Shared {
         let allowed = self.verify_request.as_ref().is_none_or(|verify| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify(peer))).unwrap_or_else(
                 |panic| {
-                    (self.handle_error)(peer, &HandlerError::from_panic(panic));
+                    self.handle_error(peer, &HandlerError::from_panic(panic));
                     false
                 },
             )
@@ -185,8 +185,19 @@ impl Shared {
             Err(SessionError::Io(e)) if is_timeout(&e) => {
                 tracing::info!(%peer, "connection closed: {e}")
             }
-            Err(SessionError::Io(e)) => (self.handle_error)(peer, &HandlerError::Io(e)),
-            Err(SessionError::Panic(e)) => (self.handle_error)(peer, &e),
+            Err(SessionError::Io(e)) => self.handle_error(peer, &HandlerError::Io(e)),
+            Err(SessionError::Panic(e)) => self.handle_error(peer, &e),
+        }
+    }
+
+    /// Calls the `handle_error` hook. It runs on a listener's loop or a pool worker, so a panic
+    /// in it is logged here rather than ending either.
+    fn handle_error(&self, peer: &Address, error: &HandlerError) {
+        let reported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.handle_error)(peer, error)
+        }));
+        if reported.is_err() {
+            tracing::error!(%peer, "handle_error panicked while reporting: {error}");
         }
     }
 }

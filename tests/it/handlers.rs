@@ -355,6 +355,37 @@ impl Service for Counting {
 }
 
 #[test]
+fn a_panicking_handle_error_costs_neither_a_worker_nor_a_listener() {
+    for engine in Engine::ALL {
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .workers(1) // the pool's only worker must survive
+                .listen(tcp())
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .service(Counting(Arc::default()))
+                .handle_error(|_, error| panic!("the hook fails too, on: {error}")),
+        );
+        for round in 0..2 {
+            let _ = exchange(server.endpoint(0), b"panic now");
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let udp = server.endpoint(1).socket_addrs().unwrap()[0];
+            socket.send_to(b"panic now", udp).unwrap();
+            assert_eq!(
+                exchange(server.endpoint(0), b"tcp"),
+                b"TCP",
+                "{engine} {round}"
+            );
+            assert_eq!(
+                exchange(server.endpoint(1), b"udp"),
+                b"UDP",
+                "{engine} {round}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_panicking_session_closes_its_connection_only_on_every_engine() {
     for engine in Engine::ALL {
         let errors = Arc::new(AtomicUsize::new(0));
