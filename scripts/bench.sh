@@ -100,18 +100,8 @@ if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_wanted + 100)) ]; then
   say "the descriptor limit ($nofile, hard $nofile_hard) allows $idle_conns idle connections, not $idle_wanted"
 fi
 
-# A string as a JSON string literal (backslashes, quotes and control characters escaped).
-json_str() {
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  s=${s//$'\t'/ }
-  s=${s//$'\r'/ }
-  s=${s//$'\n'/ }
-  printf '"%s"' "$s"
-}
-
-emit() { printf '%s\n' "$1" >>"$results"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh # json_str, emit
 
 commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 cpu_model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)

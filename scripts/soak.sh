@@ -95,18 +95,8 @@ say "building ($profile): socketkit"
 cargo build --profile "$profile" --bin socketkit
 sk=$bin/socketkit
 
-# A string as a JSON string literal (backslashes, quotes and control characters escaped).
-json_str() {
-  local s=$1
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  s=${s//$'\t'/ }
-  s=${s//$'\r'/ }
-  s=${s//$'\n'/ }
-  printf '"%s"' "$s"
-}
-
-emit() { printf '%s\n' "$1" >>"$results"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh # json_str, emit
 
 commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 cpu_model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
