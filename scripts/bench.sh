@@ -101,7 +101,7 @@ if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_wanted + 100)) ]; then
 fi
 
 # shellcheck source=scripts/lib.sh
-. scripts/lib.sh # json_str, emit
+. scripts/lib.sh # json_str, emit, rss_kb, threads, open_fds
 
 commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 cpu_model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
@@ -226,13 +226,6 @@ children_ticks() {
   # shellcheck disable=SC2086 # fields 16 and 17
   set -- $stat
   echo $((${14} + ${15}))
-}
-
-rss_kb() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status"; }
-
-open_fds() {
-  local fds=("/proc/$1/fd/"*)
-  echo "${#fds[@]}"
 }
 
 # Starts server $1 with its output in $2; sets pid, tcp_port, udp_port. Fails when the server

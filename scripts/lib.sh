@@ -11,5 +11,16 @@ json_str() {
   printf '"%s"' "$s"
 }
 
+# A field of /proc/PID/status (VmRSS, VmHWM in kB; Threads), empty once the process is gone.
+status_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status" 2>/dev/null || true; }
+rss_kb() { status_kb "$1" VmRSS; }
+threads() { status_kb "$1" Threads; }
+
+# How many descriptors PID $1 has open.
+open_fds() {
+  local fds=("/proc/$1/fd/"*)
+  echo "${#fds[@]}"
+}
+
 # Appends one NDJSON line to the file named by $results.
 emit() { printf '%s\n' "$1" >>"$results"; }

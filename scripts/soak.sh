@@ -96,7 +96,7 @@ cargo build --profile "$profile" --bin socketkit
 sk=$bin/socketkit
 
 # shellcheck source=scripts/lib.sh
-. scripts/lib.sh # json_str, emit
+. scripts/lib.sh # json_str, emit, rss_kb, threads, open_fds
 
 commit=$(git describe --always --dirty 2>/dev/null || echo unknown)
 cpu_model=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
@@ -123,15 +123,6 @@ alive() {
   stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   stat=${stat##*) }
   [ "${stat%% *}" != Z ]
-}
-
-# A field of /proc/PID/status (VmRSS, VmHWM in kB; Threads), empty once the process is gone.
-status_kb() { sed -n "s/^$2:[[:space:]]*\([0-9]*\).*/\1/p" "/proc/$1/status" 2>/dev/null || true; }
-rss_kb() { status_kb "$1" VmRSS; }
-threads() { status_kb "$1" Threads; }
-open_fds() {
-  local fds=("/proc/$1/fd/"*)
-  echo "${#fds[@]}"
 }
 
 # Starts engine $1 with its stderr in $2; sets pid, tcp_port, udp_port. Fails when the server
