@@ -32,7 +32,8 @@ pub struct SendOptions {
     /// system choose. Default: none, the system chooses address and port.
     pub bind: Option<SocketAddr>,
     /// How long to wait for the connection, and for each reply (each piece of a stream reply).
-    /// Default 5 s.
+    /// Default 5 s. More than zero and at most [`crate::MAX_TIMEOUT`]; other values are refused
+    /// with [`Error::Config`].
     pub timeout: Duration,
     /// Message boundaries on streams. Default `raw`: bytes go as given and the reply is copied
     /// as it comes. With `line` or `length`, each input line is sent as one message and each
@@ -58,6 +59,23 @@ impl Default for SendOptions {
 }
 
 impl SendOptions {
+    /// Refuses options no client can run with, as the command line does: a time-out of zero
+    /// (there is no zero "none") or over [`crate::MAX_TIMEOUT`], a zero line or frame limit.
+    fn check(&self) -> Result<(), Error> {
+        if self.timeout.is_zero() || self.timeout > crate::MAX_TIMEOUT {
+            return Err(Error::Config(format!(
+                "the time-out must be more than zero and at most 365 days, not {:?}",
+                self.timeout
+            )));
+        }
+        if self.max_line == 0 || self.max_frame == 0 {
+            return Err(Error::Config(
+                "the line and frame limits must be at least 1 byte".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn codec(&self) -> Option<MessageCodec> {
         MessageCodec::new(self.framing, self.max_line, self.max_frame)
     }
@@ -101,13 +119,15 @@ pub struct SendReport {
 ///
 /// [`Error::Connect`] when no address accepts the connection (refused: kind `Refused`),
 /// [`Error::TimedOut`] when the reply does not come in time, [`Error::NameNotFound`] for a host
-/// that does not resolve, [`Error::Config`] for a datagram message larger than one datagram.
+/// that does not resolve, [`Error::Config`] for a datagram message larger than one datagram
+/// or for options out of range (a zero time-out).
 pub fn send(
     endpoint: &Endpoint,
     input: impl Read + Send + 'static,
     output: &mut dyn Write,
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
+    options.check()?;
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options)?;
         let input = Box::new(io::BufReader::new(input));
@@ -146,6 +166,7 @@ pub fn talk(
     half_close: bool,
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
+    options.check()?;
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options)?;
         return stream.exchange(Box::new(input), output, None, half_close, options);
@@ -792,14 +813,15 @@ fn one_line(reply: &[u8], line: &mut Vec<u8>) {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] for an endpoint that is not IPv4 UDP (IPv6 has no broadcast),
-/// [`Error::TimedOut`] when nobody answers.
+/// [`Error::Config`] for an endpoint that is not IPv4 UDP (IPv6 has no broadcast) or options
+/// out of range, [`Error::TimedOut`] when nobody answers.
 pub fn broadcast(
     endpoint: &Endpoint,
     input: impl Read,
     output: &mut dyn Write,
     options: &SendOptions,
 ) -> Result<Vec<SocketAddr>, Error> {
+    options.check()?;
     let target = match endpoint {
         Endpoint::Udp { .. } => endpoint
             .socket_addrs()?
@@ -853,6 +875,33 @@ pub fn broadcast(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn options_out_of_range_are_refused_before_any_socket() {
+        // Port 9 on loopback: nothing is sent, the options are refused first.
+        let endpoint: Endpoint = "udp://127.0.0.1:9".parse().unwrap();
+        for options in [
+            SendOptions {
+                timeout: Duration::ZERO,
+                ..SendOptions::default()
+            },
+            SendOptions {
+                timeout: Duration::MAX,
+                ..SendOptions::default()
+            },
+            SendOptions {
+                max_line: 0,
+                ..SendOptions::default()
+            },
+        ] {
+            let err = send(&endpoint, &b"x"[..], &mut Vec::new(), &options).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+            let err = broadcast(&endpoint, &b"x"[..], &mut Vec::new(), &options).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+        }
+    }
+
     #[test]
     fn a_broadcast_reply_stays_on_one_line() {
         let mut line = Vec::new();

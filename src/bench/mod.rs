@@ -91,6 +91,12 @@ fn check(plan: &Plan) -> Result<(), Error> {
     if plan.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(Error::Config("the rate must be a positive number".into()));
     }
+    // The same rule as every other time-out in socketkit: more than zero, at most a year.
+    if plan.timeout.is_zero() || plan.timeout > crate::MAX_TIMEOUT {
+        return Err(Error::Config(
+            "the time-out must be more than zero and at most 365 days".into(),
+        ));
+    }
     Ok(())
 }
 

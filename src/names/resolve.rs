@@ -213,8 +213,9 @@ pub fn fqdn(name: &str) -> Result<String, Error> {
 ///
 /// # Errors
 ///
-/// [`Error::TimedOut`] when the look-up takes longer than `timeout`; otherwise the look-up's own
-/// result. A panic in the look-up is resumed on the caller's thread.
+/// [`Error::TimedOut`] when the look-up takes longer than `timeout`; [`Error::Config`] for a
+/// zero `timeout` (a time-out is more than zero everywhere in socketkit); otherwise the
+/// look-up's own result. A panic in the look-up is resumed on the caller's thread.
 ///
 /// # Examples
 ///
@@ -231,6 +232,11 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, Error> + Send + 'static,
 {
+    if timeout.is_zero() {
+        return Err(Error::Config(
+            "a look-up's time-out must be more than zero".into(),
+        ));
+    }
     // Room for the answer, so a thread that finishes after we gave up does not block on send.
     let (tx, rx) = mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
@@ -331,6 +337,12 @@ impl From<sys::HostEnt> for HostEntry {
 mod tests {
     use super::*;
     use crate::ErrorKind;
+
+    #[test]
+    fn a_zero_time_out_is_refused_not_run() {
+        let err = with_timeout(Duration::ZERO, || Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
 
     #[test]
     fn a_look_up_that_takes_too_long_times_out_and_its_thread_finishes_later() {

@@ -5,6 +5,12 @@ use std::time::Duration;
 /// The largest UDP payload over IPv4: 65,535 minus the 8-byte UDP and 20-byte IP headers.
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;
 
+/// The longest time-out (and grace period) socketkit takes: 365 days. Longer means "never" to
+/// a person, and a deadline this far ahead still fits every clock the engines and clients add
+/// it to (a larger one could overflow `Instant` and panic). There is no zero "none": a time-out
+/// is always more than zero.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// Limits a server enforces. Every field has a documented default (see [`Limits::default`]).
 ///
 /// ```
@@ -88,8 +94,11 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Refuses limits no server can run with: a zero time-out would close every connection at
-    /// once (and the kernel refuses a zero `SO_SNDTIMEO`).
+    /// Refuses limits no server can run with, naming the first: a zero time-out would close
+    /// every connection at once (and the kernel refuses a zero `SO_SNDTIMEO`), one over
+    /// [`MAX_TIMEOUT`] could overflow a deadline, and a zero count or size would serve nobody
+    /// (a zero `max_connections` would accept nobody, a zero `max_line` no line). `grace` may be
+    /// zero: connections in flight are then closed at once. `datagram_rate` 0 means no limit.
     pub(crate) fn check(&self) -> Result<(), String> {
         for (name, value) in [
             ("idle time-out", self.idle_timeout),
@@ -98,6 +107,29 @@ impl Limits {
         ] {
             if value.is_zero() {
                 return Err(format!("the {name} must be longer than zero"));
+            }
+        }
+        for (name, value) in [
+            ("idle time-out", self.idle_timeout),
+            ("message time-out", self.message_timeout),
+            ("write time-out", self.write_timeout),
+            ("grace period", self.grace),
+        ] {
+            if value > MAX_TIMEOUT {
+                return Err(format!("the {name} must be at most 365 days"));
+            }
+        }
+        for (name, value) in [
+            ("backlog", self.backlog as usize),
+            ("connection limit (max_connections)", self.max_connections),
+            ("number of workers", self.workers),
+            ("line limit (max_line)", self.max_line),
+            ("frame limit (max_frame)", self.max_frame),
+            ("datagram limit (max_datagram)", self.max_datagram),
+            ("read buffer", self.read_buffer),
+        ] {
+            if value == 0 {
+                return Err(format!("the {name} must be at least 1"));
             }
         }
         Ok(())
@@ -119,5 +151,41 @@ mod tests {
             limits.check(),
             Err("the write time-out must be longer than zero".into())
         );
+    }
+
+    #[test]
+    fn zero_counts_and_endless_time_outs_are_refused_by_name() {
+        let zero_connections = Limits {
+            max_connections: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            zero_connections.check(),
+            Err("the connection limit (max_connections) must be at least 1".into())
+        );
+        let zero_workers = Limits {
+            workers: 0,
+            ..Limits::default()
+        };
+        assert!(zero_workers.check().unwrap_err().contains("workers"));
+        let zero_backlog = Limits {
+            backlog: 0,
+            ..Limits::default()
+        };
+        assert!(zero_backlog.check().unwrap_err().contains("backlog"));
+        let endless = Limits {
+            idle_timeout: Duration::MAX,
+            ..Limits::default()
+        };
+        assert_eq!(
+            endless.check(),
+            Err("the idle time-out must be at most 365 days".into())
+        );
+        let longest = Limits {
+            idle_timeout: MAX_TIMEOUT,
+            grace: Duration::ZERO, // close at once: allowed
+            ..Limits::default()
+        };
+        assert_eq!(longest.check(), Ok(()));
     }
 }
