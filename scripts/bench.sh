@@ -135,13 +135,13 @@ servers=(
 
 # id|label|unit|socketkit bench arguments (the endpoint comes first)
 scenarios=(
-  "pingpong-1|ping-pong 64 B, 1 connection|req/s|-m pingpong -c 1 -s 64 -d $duration"
-  "pingpong-50|ping-pong 64 B, 50 connections|req/s|-m pingpong -c 50 -s 64 -d $duration"
-  "connect-8|connect per request, 8 workers|req/s|-m connect -c 8 -s 64 -d $duration"
-  "udp-1|UDP ping-pong, 1 socket|req/s|-m udp -c 1 -s 64 -d $duration"
-  "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 -s 64 -d $duration"
-  "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 -s 64 --stream-bytes $stream_bytes -d 10m -w 30s"
-  "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns -s 64 -d $idle_hold -w 30s"
+  "pingpong-1|ping-pong 64 B, 1 connection|req/s|-m pingpong -c 1 --size 64 -d $duration"
+  "pingpong-50|ping-pong 64 B, 50 connections|req/s|-m pingpong -c 50 --size 64 -d $duration"
+  "connect-8|connect per request, 8 workers|req/s|-m connect -c 8 --size 64 -d $duration"
+  "udp-1|UDP ping-pong, 1 socket|req/s|-m udp -c 1 --size 64 -d $duration"
+  "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 --size 64 -d $duration"
+  "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 --size 64 --stream-bytes $stream_bytes -d 10m -w 30s"
+  "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns --size 64 -d $idle_hold -w 30s"
 )
 
 # Why server $2 cannot serve scenario $1 (prints nothing when it can).

@@ -3,13 +3,13 @@
 //! lines, on EOFs and on bound addresses, never on fixed sleeps.
 
 use std::io::{ErrorKind as IoErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal::{SIGINT, SIGTERM};
-use socketkit::{Endpoint, Engine};
+use socketkit::{Endpoint, Engine, Host};
 use wait_timeout::ChildExt;
 
 use crate::common::{SAFETY_TIMEOUT, Spawned, assert_code, socketkit, stderr, stdout};
@@ -75,16 +75,16 @@ fn assert_error(output: &Output, code: i32, needles: &[&str]) -> String {
     line.to_string()
 }
 
-/// Asserts a clap usage error (exit 2) whose message contains every needle.
+/// Asserts a usage error (exit 2): one stderr line, `socketkit: error: ...`, that ends with a
+/// `--help` hint and contains every needle. Returns the line.
 #[track_caller]
-fn assert_usage_error(output: &Output, needles: &[&str]) {
-    assert_code(output, 2);
-    assert!(output.stdout.is_empty(), "stdout: {:?}", stdout(output));
-    let text = stderr(output);
-    assert!(text.starts_with("error: "), "clap's usage error: {text:?}");
-    for needle in needles {
-        assert!(text.contains(needle), "{text:?} should mention {needle:?}");
-    }
+fn assert_usage_error(output: &Output, needles: &[&str]) -> String {
+    let line = assert_error(output, 2, needles);
+    assert!(
+        line.contains("try 'socketkit") && line.ends_with(" --help')"),
+        "a usage error ends with a --help hint: {line:?}"
+    );
+    line
 }
 
 /// `socketkit serve` as a child process, with the endpoints its stderr announced.
@@ -583,6 +583,302 @@ fn exit_2_for_other_bad_arguments() {
     ] {
         let output = run(args);
         assert_usage_error(&output, &[]);
+    }
+}
+
+#[test]
+fn usage_errors_are_one_line_with_the_commands_help_hint() {
+    for (args, needle, hint) in [
+        (&["send"][..], "<ENDPOINT>", "socketkit send --help"),
+        // clap's tip stays, on the same line.
+        (
+            &["send", "--tmeout", "3", "tcp://127.0.0.1:1"],
+            "similar argument exists: '--timeout'",
+            "socketkit send --help",
+        ),
+        (
+            &["-v", "serve", "-e", "fast"],
+            "fast",
+            "socketkit serve --help",
+        ),
+        (
+            &["bench", "--size", "lots", "tcp://127.0.0.1:1"],
+            "not a size",
+            "socketkit bench --help",
+        ),
+        (&["frobnicate"], "frobnicate", "socketkit --help"),
+    ] {
+        let line = assert_usage_error(&run(args), &[needle]);
+        assert!(
+            line.contains(&format!("try '{hint}')")),
+            "{args:?}: {line:?}"
+        );
+        assert!(!line.contains("Usage:"), "{line:?}");
+    }
+}
+
+/// Item 6: one rule per kind of value (time-outs more than 0, counts at least 1, sizes at least
+/// 1 byte, each with an upper bound), checked by the parser: one line naming the flag, exit 2,
+/// before any socket is opened (a closed port and a busy-looking server are never reached).
+#[test]
+fn zero_and_out_of_range_values_are_refused_while_parsing() {
+    let tcp = format!("tcp://127.0.0.1:{}", closed_tcp_port());
+    let udp = format!("udp://127.0.0.1:{}", closed_udp_port());
+    let (tcp, udp) = (tcp.as_str(), udp.as_str());
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["send", "-w", "0", udp, "x"], "--timeout", "more than 0"),
+        (&["send", "-w", "0", tcp, "x"], "--timeout", "more than 0"),
+        (&["send", "-w", "0ms", tcp, "x"], "--timeout", "more than 0"),
+        (&["client", "-w", "0", tcp], "--timeout", "more than 0"),
+        (&["bench", "-w", "0", tcp], "--timeout", "more than 0"),
+        (&["bench", "-d", "0", tcp], "--duration", "more than 0"),
+        (
+            &["resolve", "-w", "0", "localhost"],
+            "--timeout",
+            "more than 0",
+        ),
+        (&["serve", "-i", "0"], "--idle-timeout", "more than 0"),
+        (
+            &["serve", "--message-timeout", "0"],
+            "--message-timeout",
+            "more than 0",
+        ),
+        (
+            &["serve", "--write-timeout", "0s"],
+            "--write-timeout",
+            "more than 0",
+        ),
+        (
+            &["send", "-w", "99999999999999999999", tcp, "x"],
+            "--timeout",
+            "too large: at most 365d",
+        ),
+        (
+            &["serve", "-i", "99999999999999999999s"],
+            "--idle-timeout",
+            "too large",
+        ),
+        (&["serve", "--grace", "400d"], "--grace", "too large"),
+        (&["serve", "-m", "0"], "--max-connections", "at least 1"),
+        (&["serve", "--workers", "0"], "--workers", "at least 1"),
+        (&["serve", "--backlog", "0"], "--backlog", "at least 1"),
+        (
+            &["serve", "-m", "99999999999999999999"],
+            "--max-connections",
+            "too large",
+        ),
+        (
+            &["serve", "--datagram-rate", "5000000000"],
+            "--datagram-rate",
+            "too large",
+        ),
+        (&["serve", "--max-line", "0"], "--max-line", "at least 1"),
+        (
+            &["send", "--max-frame", "2G", tcp],
+            "--max-frame",
+            "too large: at most 1G",
+        ),
+        (
+            &["bench", "--size", "10G", tcp],
+            "--size",
+            "too large: at most 1G",
+        ),
+        (&["bench", "--size", "0", tcp], "--size", "at least 1"),
+        (
+            &["bench", "--stream-bytes", "0", tcp],
+            "--stream-bytes",
+            "at least 1",
+        ),
+    ];
+    for (args, flag, reason) in cases {
+        let output = run(args);
+        let line = assert_usage_error(&output, &["invalid value", flag, reason]);
+        assert!(line.len() < 250, "one short line: {line:?}");
+    }
+}
+
+/// Every BYTES flag reads the same syntax (K, M, G: powers of 1024), and the values a rule
+/// allows at its edges run: --grace 0, counts of 1, --datagram-rate 0 (no limit).
+#[test]
+fn every_size_flag_takes_the_same_suffixes() {
+    let server = Served::start(
+        "pool",
+        &["tcp://127.0.0.1:0"],
+        &[
+            "--framing",
+            "line",
+            "--max-line",
+            "1K",
+            "--max-frame",
+            "1m",
+            "--grace",
+            "0",
+            "--backlog",
+            "1",
+            "-m",
+            "1",
+            "--workers",
+            "1",
+            "--datagram-rate",
+            "0",
+        ],
+    );
+    let endpoint = server.endpoints[0].to_string();
+    // 1K is 1,024: a line of 1,024 bytes (the terminator not counted) is within the limit.
+    let line = format!("{}\n", "a".repeat(1024));
+    let output = run_with_stdin(
+        &[
+            "send",
+            "--framing",
+            "line",
+            "--max-line",
+            "64KiB",
+            "--max-frame",
+            "1MB",
+            &endpoint,
+        ],
+        line.as_bytes(),
+    );
+    assert_reply(&output, &line.to_uppercase());
+    let output = run(&[
+        "bench",
+        "--framing",
+        "line",
+        "--size",
+        "1K",
+        "--stream-bytes",
+        "64K",
+        "-n",
+        "3",
+        &endpoint,
+    ]);
+    assert_code(&output, 0);
+}
+
+#[test]
+fn grace_0_closes_connections_in_flight_at_once() {
+    for engine in engines() {
+        let mut server = Served::start(
+            engine,
+            &["tcp://127.0.0.1:0"],
+            &["--grace", "0", "--framing", "line"],
+        );
+        let mut conn = connect(server.addr());
+        begin_a_message(&mut conn); // and never finished
+        server.process.signal(SIGTERM);
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(0),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        let mut rest = Vec::new();
+        match conn.read_to_end(&mut rest) {
+            Ok(_) => assert_eq!(rest, b"", "{engine}"),
+            Err(e) => assert_eq!(e.kind(), IoErrorKind::ConnectionReset, "{engine}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn help_states_the_rules_for_values_and_short_flags() {
+    let output = run(&["--help"]);
+    assert_code(&output, 0);
+    let help = stdout(&output);
+    for needle in [
+        "0 is refused",
+        "--grace alone may be 0",
+        "powers of 1024",
+        "Short flags mean one thing in every command",
+        "-s ADDR",
+        "-w DUR",
+        "iputils",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    for command in ["serve", "send", "client", "bench", "resolve"] {
+        let output = run(&[command, "--help"]);
+        assert!(
+            stdout(&output).contains("0 is refused"),
+            "{command} --help lacks the rule for values"
+        );
+    }
+}
+
+/// Item 12: every `send` and `client` line of the README's tour talks to an endpoint a `serve`
+/// line of the same tour listens on ([::] covers ::1 and 127.0.0.1). The broadcast line goes
+/// to the LAN by design and is left out.
+#[test]
+fn the_readme_tour_talks_only_to_servers_the_tour_starts() {
+    let readme = include_str!("../../README.md");
+    let tour = readme
+        .split("## 30-second tour")
+        .nth(1)
+        .and_then(|rest| rest.split("```").nth(1))
+        .expect("the README has a tour in a code block");
+    let mut served: Vec<Endpoint> = Vec::new();
+    let mut used: Vec<Endpoint> = Vec::new();
+    for line in tour.lines() {
+        let command = line.split(" #").next().unwrap_or_default();
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| *w == "socketkit") else {
+            continue;
+        };
+        let args = &words[at + 1..];
+        match args.first().copied() {
+            Some("serve") => {
+                let mut own = Vec::new();
+                let mut shared = Vec::new();
+                let mut iter = args[1..].iter();
+                while let Some(arg) = iter.next() {
+                    if *arg == "-l" || *arg == "--listen" {
+                        shared.push(iter.next().unwrap().parse().unwrap());
+                    } else if *arg == "-e" || *arg == "--framing" {
+                        iter.next();
+                    } else if let Some((_, list)) = arg.split_once('=') {
+                        own.extend(list.split(',').map(|e| e.parse::<Endpoint>().unwrap()));
+                    }
+                }
+                let bare_service = own.is_empty();
+                if bare_service && shared.is_empty() {
+                    shared = vec![
+                        "tcp://127.0.0.1:12000".parse().unwrap(),
+                        "udp://127.0.0.1:12000".parse().unwrap(),
+                    ];
+                }
+                served.extend(own);
+                served.extend(shared);
+            }
+            Some("send") | Some("client") if !args.contains(&"--broadcast") => {
+                let endpoint = args[1..].iter().find(|a| !a.starts_with('-')).unwrap();
+                used.push(endpoint.parse().unwrap());
+            }
+            _ => {}
+        }
+    }
+    assert!(used.len() >= 5, "the tour's clients: {used:?}");
+    let covers = |server: &Endpoint, client: &Endpoint| {
+        if server.transport() != client.transport() {
+            return false;
+        }
+        match (server.host_port(), client.host_port()) {
+            (Some((host, port)), Some((wanted, wanted_port))) => {
+                let any = match (host, wanted) {
+                    (Host::Ip(IpAddr::V6(ip)), _) => ip.is_unspecified(), // dual stack
+                    (Host::Ip(IpAddr::V4(ip)), Host::Ip(IpAddr::V4(_))) => ip.is_unspecified(),
+                    _ => false,
+                };
+                port == wanted_port && (host == wanted || any)
+            }
+            _ => server.path() == client.path(),
+        }
+    };
+    for client in &used {
+        assert!(
+            served.iter().any(|server| covers(server, client)),
+            "the tour talks to {client}, which no serve line of the tour listens on \
+             (served: {served:?})"
+        );
     }
 }
 

@@ -20,15 +20,45 @@ Exit codes (the same for every command):
 
 const ENDPOINTS: &str = "\
 Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
-HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
-Durations: 500ms, 2s, 1m, or a bare number of seconds.";
+HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.";
+
+const VALUES: &str = "\
+Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
+  DUR    500ms, 2s, 1m, or a bare number of seconds. Every time-out (-w, -i,
+         --message-timeout, --write-timeout) and bench's -d are more than 0 and at most
+         365d; 0 is refused, never \"no time-out\". --grace alone may be 0: close at once.
+  N      counts (-m, --workers, --backlog) are at least 1; --datagram-rate 0 means no limit.
+  BYTES  a number with an optional K, M or G suffix, powers of 1024 (64K = 65536), at
+         least 1, at most 1G (--max-line, --max-frame, bench --size) or 1024G
+         (bench --stream-bytes).";
+
+const SHORT_FLAGS: &str = "\
+Short flags mean one thing in every command, as in nc and ncat:
+  -s ADDR  the local (source) address to send from (send, client: nc's -s)
+  -w DUR   the time-out for a connection, a reply or a look-up (send, client, bench,
+           resolve: nc's -w)
+  -l ENDP  an endpoint to listen on (serve)
+  -i DUR   the idle time-out (serve: ncat's -i, not nc's interval between lines)
+  -u       UDP (port)
+  -b       broadcast (send: nc's -b)
+  -e NAME  the engine (serve; not nc's -e PROGRAM)
+  -v, -q   more logs, errors only (every command; -q is not nc's -q SECS)
+Two letters belong to one command each: -m is serve's --max-connections (ncat's -m) and
+bench's --mode; bench also takes the load generators' -c connections, -n requests,
+-d duration and -r rate (ab, hey, wrk). A ping command, when there is one, will take
+iputils ping's flags instead (-c count, -i interval, -W time-out), as its users expect.";
 
 /// socketkit: socket servers, clients and tools, after the classic sockets lectures.
 ///
 /// Serve the uppercase service over TCP, UDP and Unix sockets on an iterative or an async
 /// engine, and talk to any server from scripts. Data goes to stdout, everything else to stderr.
 #[derive(Debug, Parser)]
-#[command(name = "socketkit", version, after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+#[command(
+    name = "socketkit",
+    version,
+    after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"),
+    after_long_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{SHORT_FLAGS}\n\n{EXIT_CODES}")
+)]
 pub struct Cli {
     /// More log output on stderr (-v: debug, -vv: trace; timestamps on). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -47,7 +77,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a service (default: upper on tcp://127.0.0.1:12000 and udp://127.0.0.1:12000).
-    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Serve(ServeArgs),
     /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
     ///
@@ -55,7 +85,7 @@ pub enum Command {
     /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
     /// With --framing line or length, each line of the message is sent as one message, and each
     /// reply message is printed on a line of its own.
-    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
     /// Talk to a server interactively, like the slides' clients in a loop.
     ///
@@ -64,7 +94,7 @@ pub enum Command {
     /// "Input a lowercase sentence:". Streams (tcp, unix): full duplex like nc: stdin to the
     /// socket, the socket to stdout; after stdin ends the write side is half-closed, and the
     /// command exits when the server closes.
-    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Client(ClientArgs),
     /// Load-test a server: verify every reply, report throughput and latency percentiles.
     ///
@@ -74,7 +104,7 @@ pub enum Command {
     /// server and read it all back), idle (open -c connections, one round trip each, then hold
     /// them for --duration). With --rate, latency counts from each request's intended send
     /// time (no coordinated omission). Exit code 3 on a wrong reply, 5 on time-outs or losses.
-    #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
     /// gethostbyaddr and getfqdn.
@@ -84,7 +114,7 @@ pub enum Command {
     /// IPv6 with an optional %zone) is looked up in reverse, like gethostbyaddr. /etc/hosts and
     /// nsswitch.conf apply, as in Python. --fqdn prints what socket.getfqdn(NAME) would, one
     /// line per NAME (without NAME: this host's).
-    #[command(after_help = format!("{RESOLVE_HELP}\n\n{EXIT_CODES}"))]
+    #[command(after_help = format!("{RESOLVE_HELP}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Resolve(ResolveArgs),
     /// Show an address in every form: text, packed bytes, the 32-bit integer in network and in
     /// host byte order, and the IPv4-mapped IPv6 form.
@@ -139,12 +169,13 @@ pub struct ServeArgs {
     pub engine: Engine,
 
     /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
-    /// finish; a service's connections between messages are closed at once.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
+    /// finish; a service's connections between messages are closed at once. 0: close them all
+    /// at once (the one duration that may be 0).
+    #[arg(long, default_value = "5s", value_parser = parse_grace, value_name = "DUR")]
     pub grace: Duration,
 
-    /// Length of the queue of connections not yet accepted (listen's backlog).
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    /// Length of the queue of connections not yet accepted (listen's backlog); at least 1.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = parse_backlog)]
     pub backlog: u32,
 
     /// Close a connection that sends nothing for this long (ncat's -i; not nc's line interval).
@@ -161,22 +192,24 @@ pub struct ServeArgs {
     pub write_timeout: Duration,
 
     /// Connections served at once, on every engine; beyond it, clients wait in the listen queue.
+    /// 1 to 1048576.
     #[arg(
         short,
         long,
         default_value_t = 10_000,
         value_name = "N",
-        visible_alias = "max-conns"
+        visible_alias = "max-conns",
+        value_parser = parse_max_connections
     )]
     pub max_connections: usize,
 
     /// Datagrams answered per second per source address while other sources wait (a burst of
-    /// one second's worth); a source alone is never limited. 0: no limit.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    /// one second's worth); a source alone is never limited. 0: no limit (a rate, not a count).
+    #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = parse_rate)]
     pub datagram_rate: u32,
 
-    /// Worker threads of the pool engine.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// Worker threads of the pool engine: 1 to 65536.
+    #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
 
     /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
@@ -206,8 +239,8 @@ pub struct BenchArgs {
     #[arg(short, long, default_value_t = 1, value_name = "N")]
     pub connections: usize,
 
-    /// Message size in bytes, the line's newline included.
-    #[arg(short, long, default_value_t = 64, value_name = "BYTES")]
+    /// Message size in bytes, the line's newline included: 1 to 1G (K, M, G: powers of 1024).
+    #[arg(long, default_value = "64", value_parser = parse_message_size, value_name = "BYTES")]
     pub size: usize,
 
     /// Requests in flight per connection (pingpong).
@@ -226,7 +259,8 @@ pub struct BenchArgs {
     #[arg(short = 'n', long, value_name = "N")]
     pub requests: Option<u64>,
 
-    /// Bytes to stream through the server in all (stream mode); K, M, G suffixes allowed.
+    /// Bytes to stream through the server in all (stream mode): 1 to 1024G (K, M, G: powers of
+    /// 1024).
     #[arg(long, default_value = "64M", value_parser = parse_bytes, value_name = "BYTES")]
     pub stream_bytes: u64,
 
@@ -283,21 +317,60 @@ fn expect_parser() -> impl clap::builder::TypedValueParser<Value = socketkit::be
     })
 }
 
-/// A byte count with an optional K, M or G suffix (powers of 1024).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+const KIB: u64 = 1 << 10;
+const GIB: u64 = 1 << 30;
+
+/// A size (every BYTES flag): a whole number with an optional K, M or G suffix, powers of 1024
+/// (`64K` is 65,536; `KB`, `KiB` read the same), from 1 to `max`.
+fn parse_size(text: &str, max: u64) -> Result<u64, String> {
     let upper = text.trim().to_ascii_uppercase();
-    let digits = upper.trim_end_matches(['B', 'I']);
+    let digits = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
     let (number, shift) = match digits.chars().last() {
         Some('K') => (&digits[..digits.len() - 1], 10),
         Some('M') => (&digits[..digits.len() - 1], 20),
         Some('G') => (&digits[..digits.len() - 1], 30),
         _ => (digits, 0),
     };
-    number
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a size like 4096, 64K or 1G".into());
+    }
+    let bytes = number
         .parse::<u64>()
         .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
-        .ok_or_else(|| format!("{text:?} is not a byte count like 4096, 64K, 1G"))
+        .and_then(|n| n.checked_mul(1 << shift));
+    match bytes {
+        Some(0) => Err("must be at least 1 byte".into()),
+        Some(n) if n <= max => Ok(n),
+        _ => Err(format!("too large: at most {}", size_text(max))),
+    }
+}
+
+/// `max` as a person writes it: `1G`, `64K`, or bytes.
+fn size_text(max: u64) -> String {
+    match max {
+        n if n % GIB == 0 => format!("{}G", n / GIB),
+        n if n % (1 << 20) == 0 => format!("{}M", n >> 20),
+        n if n % KIB == 0 => format!("{}K", n / KIB),
+        n => n.to_string(),
+    }
+}
+
+/// `bench --stream-bytes`: 1 byte to 1024G (a terabyte streamed is hours of a run).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size(text, 1024 * GIB)
+}
+
+/// `bench --size`: 1 byte to 1G (a message is held whole in memory).
+fn parse_message_size(text: &str) -> Result<usize, String> {
+    parse_size(text, GIB).map(|n| n as usize)
+}
+
+/// `--max-line` and `--max-frame`: 1 byte to 1G (a message is held whole in memory).
+fn parse_message_limit(text: &str) -> Result<usize, String> {
+    parse_size(text, GIB).map(|n| n as usize)
 }
 
 /// One `SERVICE[=ENDPOINT,...]` argument.
@@ -350,11 +423,13 @@ pub struct FramingArgs {
     pub length_bytes: u8,
 
     /// The largest frame in length framing, in bytes; a larger one closes the connection.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    /// 1 to 1G (K, M, G: powers of 1024).
+    #[arg(long, default_value = "1M", value_name = "BYTES", value_parser = parse_message_limit)]
     pub max_frame: usize,
 
     /// The longest line in line framing, in bytes; a longer one closes the connection.
-    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    /// 1 to 1G (K, M, G: powers of 1024).
+    #[arg(long, default_value = "64K", value_name = "BYTES", value_parser = parse_message_limit)]
     pub max_line: usize,
 }
 
@@ -560,14 +635,87 @@ fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
         .map(|name| name.parse::<Engine>().expect("a listed engine name"))
 }
 
-/// ncat's duration syntax: `500ms`, `2s`, `1m`, or a bare (possibly fractional) number of seconds.
+/// A time-out (or a run's length): ncat's syntax (`500ms`, `2s`, `1m`, or a bare, possibly
+/// fractional, number of seconds), more than 0 and at most [`MAX_TIMEOUT`]. The rule for every
+/// duration flag but `--grace`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("{text:?} is not a duration of zero seconds or more"));
+    let duration = parse_duration_text(text)?;
+    if duration.is_zero() {
+        return Err("must be more than 0 (0 never means \"no limit\")".into());
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{text:?} is not a duration like 500ms, 2s or 1m ({e})"))
+    Ok(duration)
+}
+
+/// `--grace`: like a time-out, but 0 is allowed and means "close connections in flight at once".
+pub fn parse_grace(text: &str) -> Result<Duration, String> {
+    parse_duration_text(text)
+}
+
+/// The longest duration a flag takes, as the library's limit.
+const MAX_TIMEOUT: Duration = socketkit::MAX_TIMEOUT;
+
+/// A duration of zero or more, at most [`MAX_TIMEOUT`], with a message that says which rule the
+/// text broke.
+fn parse_duration_text(text: &str) -> Result<Duration, String> {
+    let too_large = || "too large: at most 365d (a year)".to_string();
+    if let Ok(secs) = text.trim().parse::<f64>() {
+        if secs.is_nan() || secs < 0.0 {
+            return Err("not a duration of 0 or more".into());
+        }
+        if secs > MAX_TIMEOUT.as_secs_f64() {
+            return Err(too_large());
+        }
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    let duration = humantime::parse_duration(text).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_large(),
+        e => format!("not a duration like 500ms, 2s or 1m ({e})"),
+    })?;
+    if duration > MAX_TIMEOUT {
+        return Err(too_large());
+    }
+    Ok(duration)
+}
+
+/// A count (`-m`, `--workers`, `--backlog`): a whole number from 1 to `max`.
+fn parse_count(text: &str, max: u64) -> Result<u64, String> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number".into());
+    }
+    match digits.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("too large: at most {max}")),
+    }
+}
+
+/// `-m/--max-connections`: 1 to 1,048,576 (2^20, Linux's default `fs.nr_open`: the most
+/// descriptors one process may hold).
+fn parse_max_connections(text: &str) -> Result<usize, String> {
+    parse_count(text, 1 << 20).map(|n| n as usize)
+}
+
+/// `--workers`: 1 to 65,536 threads.
+fn parse_workers(text: &str) -> Result<usize, String> {
+    parse_count(text, 1 << 16).map(|n| n as usize)
+}
+
+/// `--backlog`: 1 to 2,147,483,647 (listen(2) takes an int; the kernel caps it at
+/// `net.core.somaxconn` anyway).
+fn parse_backlog(text: &str) -> Result<u32, String> {
+    parse_count(text, i32::MAX as u64).map(|n| n as u32)
+}
+
+/// `--datagram-rate`: a whole number of datagrams per second; 0 means no limit.
+fn parse_rate(text: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number".into());
+    }
+    digits
+        .parse::<u32>()
+        .map_err(|_| format!("too large: at most {}", u32::MAX))
 }
 
 fn parse_bind(text: &str) -> Result<SocketAddr, String> {
@@ -576,6 +724,45 @@ fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     }
     text.parse::<SocketAddr>()
         .map_err(|_| format!("{text:?} is not an IP address or IP:PORT (IPv6 as [::1]:PORT)"))
+}
+
+/// clap's usage error on one line, with the help hint at its end: `unexpected argument '-x'
+/// found (try 'socketkit send --help')`. clap's own text is kept; its blank lines, its `Usage:`
+/// block and its "For more information" line go. `args` (the whole command line) name the
+/// subcommand whose help to suggest.
+pub fn usage_line(error: &clap::Error, args: &[std::ffi::OsString]) -> String {
+    use clap::CommandFactory;
+    let text = error.render().to_string(); // plain text: Display drops the styles
+    let mut parts = Vec::new();
+    for block in text.split("\n\n") {
+        let block = block.trim();
+        if block.is_empty()
+            || block.starts_with("Usage:")
+            || block.starts_with("For more information")
+        {
+            continue;
+        }
+        let line: Vec<&str> = block.lines().map(str::trim).collect();
+        parts.push(line.join(" "));
+    }
+    let message = parts
+        .first()
+        .map_or("bad usage", |m| m.strip_prefix("error: ").unwrap_or(m));
+    // The first word that is not a flag names the subcommand (the global flags take no value).
+    let command = Cli::command();
+    let help = match args
+        .iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| !a.starts_with('-'))
+        .and_then(|name| command.find_subcommand(name))
+    {
+        Some(sub) => format!("socketkit {} --help", sub.get_name()),
+        None => "socketkit --help".to_string(),
+    };
+    let mut hints: Vec<String> = parts.iter().skip(1).cloned().collect();
+    hints.push(format!("try '{help}'"));
+    format!("{message} ({})", hints.join("; "))
 }
 
 #[cfg(test)]
@@ -588,8 +775,66 @@ mod tests {
         assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("365d"), Ok(MAX_TIMEOUT));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_time_out_is_more_than_0_and_at_most_a_year_and_only_grace_may_be_0() {
+        for zero in ["0", "0.0", "0s", "0ms", "0.0000000001"] {
+            let err = parse_duration(zero).unwrap_err();
+            assert!(err.contains("more than 0"), "{zero}: {err}");
+            assert_eq!(parse_grace(zero), Ok(Duration::ZERO), "{zero}");
+        }
+        for huge in [
+            "99999999999999999999",
+            "99999999999999999999s",
+            "366d",
+            "1e400",
+            "inf",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(err.starts_with("too large"), "{huge}: {err}");
+            assert!(parse_grace(huge).unwrap_err().starts_with("too large"));
+        }
+        assert!(
+            parse_duration("nan")
+                .unwrap_err()
+                .starts_with("not a duration")
+        );
+    }
+
+    #[test]
+    fn counts_are_at_least_1_and_say_when_too_large() {
+        assert_eq!(parse_max_connections("1"), Ok(1));
+        assert_eq!(parse_max_connections("1048576"), Ok(1 << 20));
+        assert_eq!(parse_workers("65536"), Ok(1 << 16));
+        assert_eq!(parse_backlog("2147483647"), Ok(i32::MAX as u32));
+        for parse in [
+            |t| parse_max_connections(t).map(|n| n as u64),
+            |t| parse_workers(t).map(|n| n as u64),
+            |t| parse_backlog(t).map(u64::from),
+        ] {
+            assert_eq!(parse("0"), Err("must be at least 1".into()));
+            assert!(
+                parse("99999999999999999999")
+                    .unwrap_err()
+                    .starts_with("too large")
+            );
+            assert_eq!(parse("ten"), Err("not a whole number".into()));
+            assert_eq!(parse("-1"), Err("not a whole number".into()));
+        }
+        assert_eq!(
+            parse_max_connections("1048577"),
+            Err("too large: at most 1048576".into())
+        );
+        assert_eq!(parse_rate("0"), Ok(0)); // a rate: 0 is "no limit"
+        assert!(
+            parse_rate("4294967296")
+                .unwrap_err()
+                .starts_with("too large")
+        );
     }
 
     #[test]
@@ -603,8 +848,100 @@ mod tests {
     fn byte_counts_take_suffixes() {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("64kb"), Ok(64 << 10));
         assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1024G"), Ok(1 << 40));
         assert!(parse_bytes("lots").is_err());
+        for bad in ["", "K", "1.5K", "-1", "1T", "1BB"] {
+            assert_eq!(
+                parse_bytes(bad),
+                Err("not a size like 4096, 64K or 1G".into()),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_size_flag_reads_the_same_syntax_with_its_own_bound() {
+        for parse in [parse_message_size, parse_message_limit] {
+            assert_eq!(parse("64"), Ok(64));
+            assert_eq!(parse("64K"), Ok(64 << 10));
+            assert_eq!(parse("1G"), Ok(1 << 30));
+            assert_eq!(parse("10G"), Err("too large: at most 1G".into()));
+            assert_eq!(parse("0"), Err("must be at least 1 byte".into()));
+            assert_eq!(parse("0K"), Err("must be at least 1 byte".into()));
+        }
+        assert_eq!(parse_bytes("1025G"), Err("too large: at most 1024G".into()));
+        assert!(
+            parse_bytes("99999999999999999999")
+                .unwrap_err()
+                .starts_with("too large")
+        );
+        assert!(
+            parse_bytes("17179869184G")
+                .unwrap_err()
+                .starts_with("too large")
+        ); // overflows u64
+    }
+
+    /// -s is the source address wherever a command has one, -w always the time-out, and so on:
+    /// a letter keeps one meaning across commands. -m is the one documented exception.
+    #[test]
+    fn each_short_flag_keeps_one_meaning_across_commands() {
+        use clap::CommandFactory;
+        use std::collections::{BTreeMap, BTreeSet};
+        let cli = Cli::command();
+        let mut meanings: BTreeMap<char, BTreeSet<String>> = BTreeMap::new();
+        let commands = std::iter::once(&cli).chain(cli.get_subcommands());
+        for command in commands {
+            for arg in command.get_arguments() {
+                if let Some(short) = arg.get_short() {
+                    meanings
+                        .entry(short)
+                        .or_default()
+                        .insert(arg.get_id().to_string());
+                }
+            }
+        }
+        let one = |id: &str| BTreeSet::from([id.to_string()]);
+        assert_eq!(
+            meanings.remove(&'m'),
+            Some(BTreeSet::from(["max_connections".into(), "mode".into()]))
+        );
+        assert_eq!(meanings[&'s'], one("bind"));
+        assert_eq!(meanings[&'w'], one("timeout"));
+        assert_eq!(meanings[&'l'], one("listen"));
+        assert_eq!(meanings[&'v'], one("verbose"));
+        assert_eq!(meanings[&'q'], one("quiet"));
+        for (short, ids) in &meanings {
+            assert_eq!(ids.len(), 1, "-{short} means {ids:?}");
+        }
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line_with_the_subcommands_help() {
+        let args = |line: &str| -> Vec<std::ffi::OsString> {
+            line.split_whitespace().map(Into::into).collect()
+        };
+        for (line, expected) in [
+            (
+                "socketkit -v send",
+                "the following required arguments were not provided: <ENDPOINT> \
+                 (try 'socketkit send --help')",
+            ),
+            (
+                "socketkit serve -m 0",
+                "invalid value '0' for '--max-connections <N>': must be at least 1 \
+                 (try 'socketkit serve --help')",
+            ),
+            (
+                "socketkit frobnicate",
+                "unrecognized subcommand 'frobnicate' (try 'socketkit --help')",
+            ),
+        ] {
+            let error = Cli::try_parse_from(args(line)).unwrap_err();
+            assert_eq!(usage_line(&error, &args(line)), expected);
+        }
     }
 
     #[test]

@@ -12,7 +12,10 @@ use socketkit::ErrorKind;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // usage errors exit with 2, as clap does by default
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     init_logging(cli.verbose, cli.quiet);
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args, cli.quiet),
@@ -33,6 +36,21 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&error))
         }
     }
+}
+
+/// A usage error is one line and exit 2, like every other error; help and version go where
+/// clap sends them.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    if !error.use_stderr() || error.kind() == Clap::DisplayHelpOnMissingArgumentOrSubcommand {
+        error.exit();
+    }
+    let args: Vec<_> = std::env::args_os().collect();
+    say(format_args!(
+        "socketkit: error: {}",
+        cli::usage_line(&error, &args)
+    ));
+    ExitCode::from(ErrorKind::Usage.exit_code())
 }
 
 /// One line on stderr. A closed stderr must not panic (eprintln! would): the line is lost, the
