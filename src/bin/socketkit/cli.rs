@@ -39,14 +39,14 @@ Short flags mean one thing in every command, as in nc and ncat:
            resolve: nc's -w)
   -l ENDP  an endpoint to listen on (serve)
   -i DUR   the idle time-out (serve: ncat's -i, not nc's interval between lines)
-  -u       UDP (port)
+  -u       UDP (port --udp)
   -b       broadcast (send: nc's -b)
   -e NAME  the engine (serve; not nc's -e PROGRAM)
   -v, -q   more logs, errors only (every command; -q is not nc's -q SECS)
-Two letters belong to one command each: -m is serve's --max-connections (ncat's -m) and
-bench's --mode; bench also takes the load generators' -c connections, -n requests,
--d duration and -r rate (ab, hey, wrk). A ping command, when there is one, will take
-iputils ping's flags instead (-c count, -i interval, -W time-out), as its users expect.";
+One letter differs by command: -m is serve's --max-connections (ncat's -m) and bench's
+--mode. bench also takes the load generators' -c connections, -n requests, -d duration and
+-r rate (ab, hey, wrk). A ping command, when there is one, will take iputils ping's flags
+instead (-c count, -i interval, -W time-out), as its users expect.";
 
 /// socketkit: socket servers, clients and tools, after the classic sockets lectures.
 ///
