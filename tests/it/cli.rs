@@ -679,6 +679,26 @@ fn exit_7_when_the_port_is_taken() {
 }
 
 #[test]
+fn exit_7_when_a_udp_port_is_taken_by_another_server() {
+    // Both servers used to say "listening on", and the second answered the first one's clients.
+    for (first, second) in [
+        ("udp://127.0.0.1:0", "udp://127.0.0.1:{port}"),
+        ("udp://[::1]:0", "udp://[::1]:{port}"),
+    ] {
+        let live = Served::start("async", &[first], &[]);
+        let taken = second.replace("{port}", &live.addr().port().to_string());
+        for engine in engines() {
+            let output = run(&["serve", "-e", engine, &format!("echo={taken}")]);
+            let line = assert_error(&output, 7, &["cannot bind", &taken]);
+            assert!(line.to_lowercase().contains("in use"), "{line:?}");
+        }
+        // The first server still answers (upper, not the would-be echo).
+        assert_reply(&send(&live.endpoints[0], "still mine"), "STILL MINE");
+        live.stop();
+    }
+}
+
+#[test]
 fn exit_7_when_a_unix_path_cannot_be_bound() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-socket");
