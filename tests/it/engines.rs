@@ -561,10 +561,12 @@ fn a_live_unix_listener_with_a_full_queue_is_not_taken_over_and_binding_does_not
     busy.listen(0).unwrap();
     let _queued: Vec<_> = (0..2)
         .filter_map(|_| {
-            let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)
-                .unwrap();
+            let s =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
             s.set_nonblocking(true).unwrap();
-            s.connect(&socket2::SockAddr::unix(&path).unwrap()).ok().map(|()| s)
+            s.connect(&socket2::SockAddr::unix(&path).unwrap())
+                .ok()
+                .map(|()| s)
         })
         .collect();
     let endpoint = Endpoint::Unix(path.clone());
