@@ -16,7 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use super::blocking::unnamed_peer;
 use super::{
-    Backoff, SessionClock, SessionError, Shared, answer_datagram, context, is_per_connection_error,
+    Backoff, Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context,
+    is_per_connection_error, refuse,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -142,7 +143,11 @@ impl Acceptor {
                 Ok((stream, peer)) => {
                     backoff.reset();
                     if !shared.verify(&peer) {
-                        continue; // dropping the stream closes it before a byte is read
+                        match &stream {
+                            Conn::Tcp(s) => refuse(s),
+                            Conn::Unix(s) => refuse(s),
+                        }
+                        continue; // dropping the stream resets it before a byte is read
                     }
                     tracing::debug!(%peer, "connection accepted");
                     let ctx = context(transport, peer, local.clone());
@@ -218,14 +223,15 @@ thread_local! {
 /// panic is caught here and reported like any other failure of this connection alone.
 async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
     let peer = ctx.peer.clone();
+    let traffic = Arc::new(Traffic::new());
     // Set once the server stops accepting: a session between messages then closes.
     let stopping = AtomicBool::new(false);
     let work = async {
         match &shared.app.async_handler {
             Some(handler) => {
                 let stream: Box<dyn AsyncStream> = match conn {
-                    Conn::Tcp(s) => Box::new(s),
-                    Conn::Unix(s) => Box::new(s),
+                    Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
+                    Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
                 };
                 let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
                 let result = CatchUnwind(handler.run(&mut request)).await;
@@ -239,10 +245,12 @@ async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: Owne
                 let session = shared.session(&ctx);
                 let driven = match conn {
                     Conn::Tcp(mut s) => {
-                        CatchUnwind(Box::pin(drive(session, &mut s, &shared, &stopping))).await
+                        let driven = drive(session, &mut s, &shared, &stopping, &traffic);
+                        CatchUnwind(Box::pin(driven)).await
                     }
                     Conn::Unix(mut s) => {
-                        CatchUnwind(Box::pin(drive(session, &mut s, &shared, &stopping))).await
+                        let driven = drive(session, &mut s, &shared, &stopping, &traffic);
+                        CatchUnwind(Box::pin(driven)).await
                     }
                 };
                 match driven {
@@ -264,7 +272,64 @@ async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: Owne
             }
         }
     };
-    shared.report(&peer, result);
+    shared.report_stream(&peer, &traffic, result);
+}
+
+/// A handler's stream, counting its bytes for the close line.
+struct Counted<S> {
+    inner: S,
+    traffic: Arc<Traffic>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, traffic: Arc<Traffic>) -> Counted<S> {
+        Counted { inner, traffic }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(())) = polled {
+            this.traffic.received(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            this.traffic.sent(n);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// Completes once `flag` is set. It registers no waker: the connection's task polls it again
@@ -293,6 +358,7 @@ async fn drive<S: ReadReady>(
     conn: &mut S,
     shared: &Shared,
     stop_flag: &AtomicBool,
+    traffic: &Traffic,
 ) -> Result<(), SessionError> {
     let limits = &shared.limits;
     let mut clock = SessionClock::new(limits, Instant::now());
@@ -307,7 +373,10 @@ async fn drive<S: ReadReady>(
                     biased;
                     n = conn.write(&out[written..]) => match n? {
                         0 => return Err(SessionError::Io(io::ErrorKind::WriteZero.into())),
-                        n => written += n,
+                        n => {
+                            written += n;
+                            traffic.sent(n);
+                        }
                     },
                     () = watchdog.until(Instant::now() + limits.write_timeout) => {
                         return Err(SessionError::Io(super::write_timed_out(limits.write_timeout)));
@@ -343,6 +412,7 @@ async fn drive<S: ReadReady>(
                     match conn.read_now(buf) {
                         Ok(0) => Ok(Some(session.on_eof(&mut out))),
                         Ok(n) => {
+                            traffic.received(n);
                             let next = session.on_data(&buf[..n], &mut out);
                             clock.read(Instant::now(), session.in_message(), !out.is_empty());
                             Ok(Some(next))
@@ -447,6 +517,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     let mut backoff = Backoff::new();
     let mut truncation_log = None;
     let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
+    let mut senders = Senders::new();
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
@@ -477,6 +548,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
         {
             continue;
         }
+        senders.received(&peer, n);
         let ctx = context(transport, peer, local.clone());
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             answer_datagram(&shared, &ctx, &buf[..n], &mut reply)

@@ -14,9 +14,9 @@ use bytes::BytesMut;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::{
-    Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, SessionError, Shared, SharedWrite, Woken,
-    answer_datagram, close_gracefully, context, drive, is_per_connection_error, prepare_blocking,
-    recv_datagram, wait_readable, was_truncated,
+    Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite,
+    Traffic, Woken, answer_datagram, close_gracefully, context, drive, is_per_connection_error,
+    prepare_blocking, recv_datagram, refuse, wait_readable, was_truncated,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -218,14 +218,16 @@ impl Loop {
                 Ok((conn, peer)) => {
                     backoff.reset();
                     if !shared.verify(&peer) {
-                        continue; // dropping `conn` closes it before a byte is read
+                        refuse(&conn);
+                        continue; // dropping `conn` resets it before a byte is read
                     }
                     tracing::debug!(%peer, "connection accepted");
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
+                    let traffic = Traffic::new(); // from the accept: a pool's queue counts
                     self.runner.run(Box::new(move || {
                         let _permit = permit;
-                        serve_stream(&shared, conn, ctx);
+                        serve_stream(&shared, conn, ctx, traffic);
                     }));
                 }
                 Err(e) if is_per_connection_error(&e) => {}
@@ -247,6 +249,7 @@ impl Loop {
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
+        let mut senders = Senders::new();
         loop {
             if !self.wait_for("datagrams") {
                 return;
@@ -275,6 +278,7 @@ impl Loop {
             {
                 continue;
             }
+            senders.received(&peer, n);
             let ctx = context(transport, peer, local.clone());
             match shared.app.datagram_handler.clone() {
                 None => {
@@ -345,7 +349,7 @@ thread_local! {
 
 /// Serves one stream connection with the stream handler, or else the service; a panic or
 /// error stays in this connection.
-fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
+fn serve_stream(shared: &Shared, conn: Conn, ctx: Context, traffic: Traffic) {
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), SessionError> {
         prepare_blocking(&conn)?;
         match &shared.app.stream_handler {
@@ -354,11 +358,13 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
                     conn: &conn,
                     idle: shared.limits.idle_timeout,
                     force: &shared.force,
+                    traffic: &traffic,
                 };
                 let write = SharedWrite {
                     conn: &conn,
                     timeout: shared.limits.write_timeout,
                     force: &shared.force,
+                    traffic: &traffic,
                 };
                 let mut request = StreamRequest::new(&ctx, Box::new(read), Box::new(write));
                 run_stream_handler(handler.as_ref(), &mut request)?;
@@ -369,7 +375,7 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
             None => READ_BUFFER.with_borrow_mut(|buf| {
                 buf.resize(shared.limits.read_buffer, 0);
                 let session = shared.session(&ctx);
-                drive(session, &conn, buf, shared)
+                drive(session, &conn, buf, shared, &traffic)
             }),
         }
     }));
@@ -377,7 +383,7 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context) {
         Ok(result) => result,
         Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
     };
-    shared.report(&ctx.peer, result);
+    shared.report_stream(&ctx.peer, &traffic, result);
 }
 
 pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {

@@ -6,6 +6,7 @@
 
 mod asynchronous;
 mod blocking;
+mod peer_log;
 mod pool;
 mod slots;
 
@@ -29,6 +30,7 @@ use crate::server::Limits;
 use crate::server::listener::Listener;
 use crate::server::shutdown::Trigger;
 use crate::service::{Address, Context, DynService, Next, StreamSession};
+pub(crate) use peer_log::{RefusalLog, Senders, Traffic};
 
 /// How a server runs its connections.
 ///
@@ -135,6 +137,8 @@ pub(crate) struct Shared {
     pub(crate) stop: Arc<Trigger>,
     /// The grace period is over: close every connection.
     pub(crate) force: Trigger,
+    /// Refused peers, logged at info level at most once per interval.
+    pub(crate) refusals: RefusalLog,
 }
 
 impl Shared {
@@ -151,10 +155,12 @@ impl Shared {
         }
     }
 
-    /// socketserver's `verify_request`: `false` closes the connection before a byte is read.
+    /// socketserver's `verify_request`: `false` closes the connection before a byte is read
+    /// (with a reset: see [`refuse`]). Refusals are logged, rate-limited.
     pub(crate) fn verify(&self, peer: &Address) -> bool {
         if !self.access.permits_peer(peer) {
-            tracing::debug!(%peer, "refused by the access list");
+            self.refusals
+                .refused(peer, "by the access list (--allow/--deny)");
             return false;
         }
         // The hook is the program's code, run on the listener's loop: a panic in it refuses
@@ -168,7 +174,7 @@ impl Shared {
             )
         });
         if !allowed {
-            tracing::debug!(%peer, "rejected by verify_request");
+            self.refusals.refused(peer, "by verify_request");
         }
         allowed
     }
@@ -177,16 +183,44 @@ impl Shared {
     /// away, an idle time-out, the end of the grace period) are logged; real failures and
     /// panics go to `handle_error`.
     pub(crate) fn report(&self, peer: &Address, result: Result<(), SessionError>) {
+        self.report_ending(peer, result, None);
+    }
+
+    /// [`Shared::report`] for a stream connection: each line carries its traffic, and a
+    /// failure reported to `handle_error` gets a debug line with it too.
+    pub(crate) fn report_stream(
+        &self,
+        peer: &Address,
+        traffic: &Traffic,
+        result: Result<(), SessionError>,
+    ) {
+        self.report_ending(peer, result, Some(traffic));
+    }
+
+    fn report_ending(
+        &self,
+        peer: &Address,
+        result: Result<(), SessionError>,
+        traffic: Option<&Traffic>,
+    ) {
+        let tail = TrafficTail(traffic);
         match result {
-            Ok(()) => tracing::debug!(%peer, "connection closed"),
+            Ok(()) => tracing::debug!(%peer, "connection closed{tail}"),
             Err(SessionError::Io(e)) if is_peer_gone(&e) => {
-                tracing::debug!(%peer, "connection ended: {e}")
+                tracing::debug!(%peer, "connection ended: {e}{tail}")
             }
             Err(SessionError::Io(e)) if is_timeout(&e) => {
-                tracing::info!(%peer, "connection closed: {e}")
+                tracing::info!(%peer, "connection closed: {e}{tail}")
             }
-            Err(SessionError::Io(e)) => self.handle_error(peer, &HandlerError::Io(e)),
-            Err(SessionError::Panic(e)) => self.handle_error(peer, &e),
+            Err(e) => {
+                if traffic.is_some() {
+                    tracing::debug!(%peer, "connection failed{tail}");
+                }
+                match e {
+                    SessionError::Io(e) => self.handle_error(peer, &HandlerError::Io(e)),
+                    SessionError::Panic(e) => self.handle_error(peer, &e),
+                }
+            }
         }
     }
 
@@ -199,6 +233,27 @@ impl Shared {
         if reported.is_err() {
             tracing::error!(%peer, "handle_error panicked while reporting: {error}");
         }
+    }
+}
+
+/// A stream's traffic as the tail of its log line (`: 5 bytes in, ...`), or nothing.
+struct TrafficTail<'a>(Option<&'a Traffic>);
+
+impl fmt::Display for TrafficTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(traffic) => write!(f, " ({traffic})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Closes a refused TCP connection with a reset (SO_LINGER 0, then the caller drops it)
+/// rather than a FIN: the peer's read fails with ECONNRESET, where a clean close would look
+/// like a server with nothing to say. A Unix stream has no reset; it is simply closed.
+pub(crate) fn refuse(conn: &impl AsFd) {
+    if let Err(e) = socket2::SockRef::from(conn).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!("cannot reset a refused connection: {e}");
     }
 }
 
@@ -482,6 +537,7 @@ pub(crate) struct GuardedRead<'a> {
     pub(crate) conn: &'a Conn,
     pub(crate) idle: Duration,
     pub(crate) force: &'a Trigger,
+    pub(crate) traffic: &'a Traffic,
 }
 
 impl Read for GuardedRead<'_> {
@@ -501,6 +557,10 @@ impl Read for GuardedRead<'_> {
                             e.kind(),
                             io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
                         ) => {}
+                    Ok(n) => {
+                        self.traffic.received(n);
+                        return Ok(n);
+                    }
                     result => return result,
                 },
             }
@@ -517,6 +577,7 @@ pub(crate) struct SharedWrite<'a> {
     pub(crate) conn: &'a Conn,
     pub(crate) timeout: Duration,
     pub(crate) force: &'a Trigger,
+    pub(crate) traffic: &'a Traffic,
 }
 
 impl Write for SharedWrite<'_> {
@@ -536,6 +597,10 @@ impl Write for SharedWrite<'_> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    self.traffic.sent(n);
+                    return Ok(n);
+                }
                 result => return result,
             }
         }
@@ -671,12 +736,14 @@ pub(crate) fn drive(
     conn: &Conn,
     buf: &mut [u8],
     shared: &Shared,
+    traffic: &Traffic,
 ) -> Result<(), SessionError> {
     let limits = &shared.limits;
     let mut writer = SharedWrite {
         conn,
         timeout: limits.write_timeout,
         force: &shared.force,
+        traffic,
     };
     let mut clock = SessionClock::new(limits, Instant::now());
     let mut out = BytesMut::new();
@@ -719,6 +786,7 @@ pub(crate) fn drive(
                 match conn.read_shared(buf) {
                     Ok(0) => session.on_eof(&mut out),
                     Ok(n) => {
+                        traffic.received(n);
                         let next = session.on_data(&buf[..n], &mut out);
                         clock.read(Instant::now(), session.in_message(), !out.is_empty());
                         next

@@ -1,11 +1,13 @@
 //! Listening sockets, made with socket2 so that backlog, SO_REUSEADDR and IPV6_V6ONLY are ours
-//! to set. Every listener is bound before serving starts, so port 0 is known early (Python's
+//! to set. No option may let a second server bind an address in use: SO_REUSEADDR is set on
+//! TCP only, SO_REUSEPORT nowhere, and a Unix socket file is removed only when nothing answers
+//! on it. Every listener is bound before serving starts, so port 0 is known early (Python's
 //! `bind_and_activate`), and is non-blocking: the blocking engines wait in `poll` beside the
 //! shutdown trigger, and the async engine adopts the socket as it is.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -104,8 +106,13 @@ fn backlog(limits: &Limits) -> i32 {
 fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<Socket> {
     let ty = if stream { Type::STREAM } else { Type::DGRAM };
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
-    // Restarting a server must not fail while old connections sit in TIME_WAIT.
-    socket.set_reuse_address(true)?;
+    if stream {
+        // Restarting a server must not fail while old connections sit in TIME_WAIT. Linux
+        // still refuses a second listener on the port. On a UDP socket the option means
+        // something else: a second socket may bind the same port and take its datagrams, so
+        // a second server would silently take over a port in use (no TIME_WAIT to wait for).
+        socket.set_reuse_address(true)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // `[::]` means every address, IPv4 included, whatever the system default says.
         socket.set_only_v6(false)?;
@@ -127,11 +134,14 @@ fn remove_stale_socket(path: &Path, stream: bool) {
     if !is_socket {
         return;
     }
-    let probe = if stream {
-        UnixStream::connect(path).map(drop)
-    } else {
-        UnixDatagram::unbound().and_then(|s| s.connect(path))
-    };
+    // Non-blocking: a live server whose listen queue is full would hold a blocking connect
+    // (EAGAIN says it is alive, as a connection does).
+    let probe = SockAddr::unix(path).and_then(|addr| {
+        let ty = if stream { Type::STREAM } else { Type::DGRAM };
+        let socket = Socket::new(Domain::UNIX, ty, None)?;
+        socket.set_nonblocking(true)?;
+        socket.connect(&addr)
+    });
     if probe.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
         let _ = std::fs::remove_file(path);
     }

@@ -306,6 +306,7 @@ impl ServerBuilder {
                 .unwrap_or_else(|| Arc::new(engine::default_handle_error)),
             stop: Arc::new(trigger()?),
             force: trigger()?,
+            refusals: Default::default(),
         });
         Ok(Server {
             listeners,

@@ -975,6 +975,26 @@ fn exit_7_when_the_port_is_taken() {
 }
 
 #[test]
+fn exit_7_when_a_udp_port_is_taken_by_another_server() {
+    // Both servers used to say "listening on", and the second answered the first one's clients.
+    for (first, second) in [
+        ("udp://127.0.0.1:0", "udp://127.0.0.1:{port}"),
+        ("udp://[::1]:0", "udp://[::1]:{port}"),
+    ] {
+        let live = Served::start("async", &[first], &[]);
+        let taken = second.replace("{port}", &live.addr().port().to_string());
+        for engine in engines() {
+            let output = run(&["serve", "-e", engine, &format!("echo={taken}")]);
+            let line = assert_error(&output, 7, &["cannot bind", &taken]);
+            assert!(line.to_lowercase().contains("in use"), "{line:?}");
+        }
+        // The first server still answers (upper, not the would-be echo).
+        assert_reply(&send(&live.endpoints[0], "still mine"), "STILL MINE");
+        live.stop();
+    }
+}
+
+#[test]
 fn exit_7_when_a_unix_path_cannot_be_bound() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-socket");
@@ -1005,6 +1025,119 @@ fn exit_7_leaves_no_listener_behind_when_a_later_endpoint_fails() {
         !path.exists(),
         "the first listener's socket file was left behind"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the server logs about peers
+
+/// Waits for a stderr line that contains every needle (a log line's fields follow its message).
+fn wait_for_all(process: &mut Spawned, needles: &[&str]) -> String {
+    loop {
+        let line = process.wait_for_line(needles[0]);
+        if needles.iter().all(|needle| line.contains(needle)) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn serve_resets_a_denied_peer_and_logs_refusals_once_per_interval() {
+    let mut served = Served::start("async", &["tcp://127.0.0.1:0"], &["--deny", "127.0.0.1"]);
+    let began = Instant::now();
+    for _ in 0..5 {
+        let mut conn = connect(served.addr());
+        let err = conn
+            .read(&mut [0u8; 16])
+            .expect_err("a clean close, not a reset");
+        assert_eq!(err.kind(), IoErrorKind::ConnectionReset);
+    }
+    let elapsed = began.elapsed();
+    let first = served.process.wait_for_line("refused");
+    assert!(first.contains("INFO"), "logged at info level: {first:?}");
+    assert!(
+        first.contains("127.0.0.1") && first.contains("access list"),
+        "{first:?}"
+    );
+    served.process.signal(SIGTERM);
+    served.process.wait_for_line("stopped"); // every earlier line has been seen
+    let refusals = served
+        .process
+        .seen
+        .iter()
+        .filter(|line| line.contains("refused"))
+        .count();
+    // One line per 10 s interval: the other refusals are counted in the next line.
+    let allowed = 1 + (elapsed.as_secs() / 10) as usize;
+    assert!(
+        refusals <= allowed,
+        "{refusals} refusal lines: {:#?}",
+        served.process.seen
+    );
+    assert_eq!(served.process.wait_exit(), Some(0));
+}
+
+#[test]
+fn verbose_serve_logs_stream_traffic_at_close_and_each_datagram_senders_first_datagram() {
+    for engine in engines() {
+        let mut served = Served::start(
+            engine,
+            &[
+                "tcp://127.0.0.1:0",
+                "udp://127.0.0.1:0",
+                "unixgram://{dir}/dgram.sock",
+            ],
+            &["-v"],
+        );
+        // A stream: 5 bytes in, 5 out, then the close line carries both and a duration.
+        let mut conn = connect(served.addr());
+        let client = conn.local_addr().unwrap().to_string();
+        conn.write_all(b"hello").unwrap();
+        conn.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "HELLO");
+        let closed = wait_for_all(&mut served.process, &["connection closed", &client]);
+        assert!(
+            closed.contains("5 bytes in, 5 bytes out in "),
+            "{engine}: {closed:?}"
+        );
+
+        // Datagrams: a sends twice, then b once; b's line comes after a's second datagram
+        // has been served, so a's count of lines is final by then.
+        let udp = served.endpoints[1].socket_addrs().unwrap()[0];
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for (socket, text) in [(&a, "one"), (&a, "two"), (&b, "three")] {
+            socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            socket.send_to(text.as_bytes(), udp).unwrap();
+            socket.recv(&mut [0u8; 64]).expect("a reply");
+        }
+        let b_addr = b.local_addr().unwrap().to_string();
+        let line = wait_for_all(&mut served.process, &["first datagram", &b_addr]);
+        assert!(line.contains("(5 bytes)"), "{engine}: {line:?}");
+        let a_addr = a.local_addr().unwrap().to_string();
+        let a_lines = served
+            .process
+            .seen
+            .iter()
+            .filter(|l| l.contains("first datagram") && l.contains(&a_addr))
+            .count();
+        assert_eq!(a_lines, 1, "{engine}: {:#?}", served.process.seen);
+
+        // A Unix datagram sender, by its path.
+        let dir = tempfile::tempdir().unwrap();
+        let own = dir.path().join("client.sock");
+        let unix = std::os::unix::net::UnixDatagram::bind(&own).unwrap();
+        unix.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let Endpoint::UnixDatagram(server_path) = &served.endpoints[2] else {
+            panic!("not a unixgram endpoint: {}", served.endpoints[2]);
+        };
+        unix.send_to(b"four", server_path).unwrap();
+        unix.recv(&mut [0u8; 64]).expect("a reply");
+        let own = own.display().to_string();
+        wait_for_all(&mut served.process, &["first datagram", &own]);
+        served.stop();
+    }
 }
 
 /// A second SIGINT (or SIGTERM) while connections drain stops at once, with 130.

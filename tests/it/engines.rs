@@ -498,3 +498,85 @@ fn a_stale_unix_socket_file_is_replaced_but_a_live_one_is_not() {
     live.stop().unwrap();
     assert!(!path.exists(), "the socket file is removed after serving");
 }
+
+/// The text of `endpoint` with its port (from `port_of`) in place of `{port}`.
+fn on_port(text: &str, port_of: &Endpoint) -> Endpoint {
+    let port = port_of.host_port().unwrap().1;
+    text.replace("{port}", &port.to_string()).parse().unwrap()
+}
+
+#[test]
+fn a_second_server_on_a_live_udp_or_tcp_address_is_a_bind_error() {
+    // (first server, second server): SO_REUSEADDR on a UDP socket would let the second bind
+    // the same port and take the first one's datagrams.
+    let cases = [
+        ("udp://127.0.0.1:0", "udp://127.0.0.1:{port}"),
+        ("udp://[::1]:0", "udp://[::1]:{port}"),
+        ("udp://127.0.0.1:0", "udp://[::]:{port}"), // dual stack covers 127.0.0.1 too
+        ("udp://[::]:0", "udp://127.0.0.1:{port}"),
+        ("tcp://127.0.0.1:0", "tcp://127.0.0.1:{port}"),
+        ("tcp://[::]:0", "tcp://127.0.0.1:{port}"),
+    ];
+    for (first, second) in cases {
+        let live = TestServer::start(Engine::Async, &[first]);
+        let taken = on_port(second, live.endpoint(0));
+        let err = Server::builder()
+            .listen(taken.clone())
+            .bind()
+            .expect_err(&format!("{taken} was bound while {first} served it"));
+        assert_eq!(err.kind(), ErrorKind::CannotBind, "{taken}: {err}");
+        // Reached on loopback: replies from `[::]` come from `::1`.
+        let reach = match first.strip_suffix("[::]:0") {
+            Some(scheme) => on_port(&format!("{scheme}[::1]:{{port}}"), live.endpoint(0)),
+            None => live.endpoint(0).clone(),
+        };
+        assert_eq!(exchange(&reach, b"still"), b"STILL", "{first}");
+    }
+}
+
+#[test]
+fn a_second_server_on_a_live_unix_path_is_a_bind_error_and_leaves_the_first_serving() {
+    for (engine, text) in [
+        (Engine::Async, "unix://{dir}/s.sock"),
+        (Engine::Sequential, "unixgram://{dir}/d.sock"),
+    ] {
+        let live = TestServer::start(engine, &[text]);
+        let endpoint = live.endpoint(0).clone();
+        let err = Server::builder()
+            .listen(endpoint.clone())
+            .bind()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CannotBind, "{endpoint}: {err}");
+        assert_eq!(exchange(&endpoint, b"still"), b"STILL", "{endpoint}");
+    }
+}
+
+#[test]
+fn a_live_unix_listener_with_a_full_queue_is_not_taken_over_and_binding_does_not_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    // A server that accepts nothing, with a queue of one: the second connect would wait.
+    let busy = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    busy.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    busy.listen(0).unwrap();
+    let _queued: Vec<_> = (0..2)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s.connect(&socket2::SockAddr::unix(&path).unwrap())
+                .ok()
+                .map(|()| s)
+        })
+        .collect();
+    let endpoint = Endpoint::Unix(path.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Server::builder().listen(endpoint).bind().map(drop));
+    });
+    let bound = rx
+        .recv_timeout(SAFETY_TIMEOUT)
+        .expect("binding hung on a live server's full queue");
+    assert_eq!(bound.unwrap_err().kind(), ErrorKind::CannotBind);
+    assert!(path.exists(), "the live server's socket file was removed");
+}

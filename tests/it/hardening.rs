@@ -78,6 +78,58 @@ fn deny_refuses_a_peer_before_a_byte_is_read_and_allow_admits_only_its_range() {
     }
 }
 
+/// A TCP connection from `local` (an address on loopback) to `server`.
+fn connect_from(local: &str, server: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(server),
+        socket2::Type::STREAM,
+        None,
+    )
+    .unwrap();
+    socket
+        .bind(&local.parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.connect(&server.into()).unwrap();
+    let conn = TcpStream::from(socket);
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn
+}
+
+#[test]
+fn a_refused_stream_peer_is_reset_not_closed_on_every_engine() {
+    // A clean close looked like a server with nothing to say: `send` printed nothing, exit 0.
+    for engine in Engine::ALL {
+        let denied = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen("tcp://127.0.0.1:0".parse().unwrap())
+                .access(access(&[], &["127.0.0.2"])),
+        );
+        let refused_by_hook = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .listen("tcp://127.0.0.1:0".parse().unwrap())
+                .verify_request(|peer| {
+                    peer.inet()
+                        .is_none_or(|a| a.ip().to_string() != "127.0.0.2")
+                }),
+        );
+        for (server, why) in [(&denied, "--deny"), (&refused_by_hook, "verify_request")] {
+            let mut conn = connect_from("127.0.0.2:0", server.addr());
+            let err = conn
+                .read(&mut [0u8; 16])
+                .expect_err(&format!("{engine} {why}: a clean close, not a reset"));
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{engine} {why}");
+        }
+        // A permitted peer is still served, and closed cleanly.
+        assert_eq!(
+            tcp_from("127.0.0.1:0", denied.addr(), b"ok"),
+            b"OK",
+            "{engine}"
+        );
+    }
+}
+
 #[test]
 fn ipv4_mapped_peers_of_a_dual_stack_listener_match_as_ipv4() {
     let server = TestServer::with(

@@ -217,7 +217,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<String>,
 
-    /// Refuse peers in this range (CIDR or one address); repeatable; wins over --allow.
+    /// Refuse peers in this range (CIDR or one address); repeatable; wins over --allow. A
+    /// refused TCP connection is reset; refusals are logged at most once per 10 s.
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<String>,
 
