@@ -180,7 +180,8 @@ pub struct ServeArgs {
     pub workers: usize,
 
     /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
-    /// peers match as their IPv4 address. Checked before a byte is read.
+    /// peers and ranges (::ffff:a.b.c.d/96+N) match as their IPv4 form. Checked before a byte
+    /// is read.
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<String>,
 
