@@ -696,6 +696,75 @@ fn exit_7_when_a_unix_path_cannot_be_bound() {
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
 }
 
+/// A live listener whose accept queue is full is alive: start-up is refused at once (a
+/// blocking probe would wait for room in that queue for ever).
+#[test]
+fn exit_7_at_once_when_a_live_unix_listener_has_a_full_queue() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let live = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    live.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    live.listen(0).unwrap();
+    // Connect without blocking until the queue is full; bounded, never accepted.
+    let mut queued = Vec::new();
+    let full = (0..10_000).any(|_| {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        client.set_nonblocking(true).unwrap();
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => {
+                queued.push(client);
+                false
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), IoErrorKind::WouldBlock, "{e}");
+                true
+            }
+        }
+    });
+    assert!(full, "the accept queue never filled");
+    let endpoint = format!("unix://{}", path.display());
+    let started = Instant::now();
+    let output = run(&["serve", "-l", &endpoint]);
+    assert_error(&output, 7, &["cannot bind", &endpoint, "in use"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "start-up took {:?}",
+        started.elapsed()
+    );
+    assert!(path.exists(), "the live listener's socket file was removed");
+}
+
+/// A socket file that nobody listens on any more (a server that was killed) is replaced.
+#[test]
+fn serve_replaces_a_stale_socket_file_and_removes_its_own_on_exit() {
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.sock");
+    let gram = dir.path().join("gram.sock");
+    drop(UnixListener::bind(&stream).unwrap());
+    drop(UnixDatagram::bind(&gram).unwrap());
+    assert!(stream.exists() && gram.exists());
+    let mut command = command();
+    command.args([
+        "serve",
+        "-l",
+        &format!("unix://{}", stream.display()),
+        "-l",
+        &format!("unixgram://{}", gram.display()),
+    ]);
+    let mut server = Spawned::start(command);
+    for endpoint in server.listening(2) {
+        assert_reply(&send(&endpoint, "fresh"), "FRESH");
+    }
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0), "{:#?}", server.seen);
+    assert!(
+        !stream.exists() && !gram.exists(),
+        "socket files left behind"
+    );
+}
+
 #[test]
 fn exit_7_leaves_no_listener_behind_when_a_later_endpoint_fails() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
