@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
 use socketkit::{Endpoint, Engine};
 use wait_timeout::ChildExt;
 
@@ -300,6 +300,7 @@ fn serve_help_describes_its_options() {
         "--backlog",
         "--idle-timeout",
         "tcp://127.0.0.1:12000",
+        "SIGHUP",
         "Exit codes",
     ] {
         assert!(
@@ -822,6 +823,77 @@ fn exit_130_on_a_second_sigint_during_the_drain() {
 fn exit_130_on_a_second_sigterm_or_a_mix() {
     second_signal_forces_exit_130("async", SIGTERM, SIGTERM);
     second_signal_forces_exit_130("sequential", SIGTERM, SIGINT);
+}
+
+/// `serve` on a unix:// and a unixgram:// listener, with a Unix stream connection in the middle
+/// of a line (so the drain waits for it), and the two socket paths.
+fn serve_unix_with_a_message_in_flight(
+    engine: &str,
+) -> (Served, UnixStream, [std::path::PathBuf; 2]) {
+    let server = Served::start(
+        engine,
+        &["unix://{dir}/stream.sock", "unixgram://{dir}/gram.sock"],
+        &["--grace", "30s", "--framing", "line"],
+    );
+    let paths = [0, 1].map(|i| server.endpoints[i].path().unwrap().to_path_buf());
+    assert_reply(&send(&server.endpoints[1], "datagram"), "DATAGRAM");
+    let mut conn = UnixStream::connect(&paths[0]).unwrap();
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.write_all(b"done\nhalf a ").unwrap();
+    let mut reply = [0u8; 5];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"DONE\n");
+    (server, conn, paths)
+}
+
+/// SIGHUP (a terminal that closes) is a graceful stop exactly like SIGTERM: the message in
+/// flight is finished and answered, the process exits 0, and its socket files are gone.
+#[test]
+fn sighup_drains_like_sigterm_and_removes_the_socket_files() {
+    for engine in engines() {
+        let (mut server, mut conn, paths) = serve_unix_with_a_message_in_flight(engine);
+        server.process.signal(SIGHUP);
+        server.process.wait_for_line("SIGHUP: shutting down");
+        conn.write_all(b"line\n").unwrap();
+        let mut rest = String::new();
+        conn.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "HALF A LINE\n", "{engine}");
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(0),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        for path in &paths {
+            assert!(!path.exists(), "{engine}: {} left behind", path.display());
+        }
+    }
+}
+
+/// The forced stop (a second signal, exit 130) skips the drain and the destructors, but not
+/// the removal of the socket files.
+#[test]
+fn exit_130_removes_the_socket_files_too() {
+    let pairs = [(SIGTERM, SIGTERM), (SIGHUP, SIGHUP), (SIGINT, SIGHUP)];
+    for (engine, (first, second)) in engines().zip(pairs.iter().cycle()) {
+        let (mut server, _conn, paths) = serve_unix_with_a_message_in_flight(engine);
+        server.process.signal(*first);
+        server.process.wait_for_line("shutting down");
+        server.process.signal(*second);
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(130),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        for path in &paths {
+            assert!(
+                !path.exists(),
+                "{engine} {first}, {second}: {} left behind",
+                path.display()
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Exit codes (the same for every command):
   5    timed out
   6    name not found
   7    cannot bind (address in use, permission denied)
-  130  forced stop by a second SIGINT or SIGTERM";
+  130  forced stop by a second SIGINT, SIGTERM or SIGHUP";
 
 const ENDPOINTS: &str = "\
 Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
@@ -47,6 +47,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a service (default: upper on tcp://127.0.0.1:12000 and udp://127.0.0.1:12000).
+    ///
+    /// SIGINT, SIGTERM or SIGHUP (a closing terminal) stops it gracefully: it stops accepting,
+    /// lets connections in flight finish within --grace, closes the rest and exits 0; a second
+    /// signal stops at once with 130. Unix socket files are removed on either path, each only
+    /// if it is still the socket this server made.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Serve(ServeArgs),
     /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
@@ -138,7 +143,7 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
+    /// After SIGINT/SIGTERM/SIGHUP, how long connections in the middle of a message may take to
     /// finish; a service's connections between messages are closed at once.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub grace: Duration,
