@@ -24,8 +24,8 @@ impl Made {
     /// Removes the path if it still names the socket made here; only the first call acts.
     ///
     /// There is no "unlink if this inode" system call, so another process could still replace
-    /// the file between the check and the unlink; the check closes every window but that one.
-    /// While our socket is open its inode cannot be reused, so an equal inode is ours.
+    /// the file between the check and the unlink. An equal inode is ours unless our file was
+    /// unlinked, our socket closed and a new file given the freed number, all in between.
     fn remove(&self) {
         if self.removed.swap(true, Ordering::AcqRel) {
             return;
