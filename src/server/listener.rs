@@ -8,13 +8,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::server::Limits;
+use crate::server::socket_file::{SocketFile, remove_if_stale};
 
 /// A bound, listening socket of any transport.
 #[derive(Debug)]
@@ -23,16 +23,6 @@ pub(crate) enum Listener {
     Udp(std::net::UdpSocket),
     Unix(UnixListener, SocketFile),
     UnixDatagram(UnixDatagram, SocketFile),
-}
-
-/// A Unix socket's path, removed when the server is done with it.
-#[derive(Debug)]
-pub(crate) struct SocketFile(PathBuf);
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 impl Listener {
@@ -54,20 +44,19 @@ impl Listener {
                 })
             }
             Endpoint::Unix(path) => {
-                remove_stale_socket(path, true);
+                remove_if_stale(path, true);
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(bind_err)?;
-                socket
-                    .bind(&SockAddr::unix(path).map_err(bind_err)?)
-                    .map_err(bind_err)?;
-                let file = SocketFile(path.clone());
+                let address = SockAddr::unix(path).map_err(bind_err)?;
+                let ((), file) =
+                    SocketFile::bind(path, || socket.bind(&address)).map_err(bind_err)?;
                 socket.listen(backlog(limits)).map_err(bind_err)?;
                 socket.set_nonblocking(true).map_err(bind_err)?;
                 Ok(Listener::Unix(socket.into(), file))
             }
             Endpoint::UnixDatagram(path) => {
-                remove_stale_socket(path, false);
-                let socket = UnixDatagram::bind(path).map_err(bind_err)?;
-                let file = SocketFile(path.clone());
+                remove_if_stale(path, false);
+                let (socket, file) =
+                    SocketFile::bind(path, || UnixDatagram::bind(path)).map_err(bind_err)?;
                 socket.set_nonblocking(true).map_err(bind_err)?;
                 Ok(Listener::UnixDatagram(socket, file))
             }
@@ -93,8 +82,8 @@ impl Listener {
         Ok(match self {
             Listener::Tcp(l) => Endpoint::tcp(l.local_addr()?),
             Listener::Udp(s) => Endpoint::udp(s.local_addr()?),
-            Listener::Unix(_, file) => Endpoint::Unix(file.0.clone()),
-            Listener::UnixDatagram(_, file) => Endpoint::UnixDatagram(file.0.clone()),
+            Listener::Unix(_, file) => Endpoint::Unix(file.path().to_path_buf()),
+            Listener::UnixDatagram(_, file) => Endpoint::UnixDatagram(file.path().to_path_buf()),
         })
     }
 }
@@ -123,26 +112,4 @@ fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<S
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
-}
-
-/// Removes a Unix socket file left behind by a server that is gone (nothing accepts on it), so
-/// a restart does not fail. A live socket, or a file that is not a socket, is left alone: then
-/// `bind` fails with "address in use", as it should.
-fn remove_stale_socket(path: &Path, stream: bool) {
-    use std::os::unix::fs::FileTypeExt;
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    if !is_socket {
-        return;
-    }
-    // Non-blocking: a live server whose listen queue is full would hold a blocking connect
-    // (EAGAIN says it is alive, as a connection does).
-    let probe = SockAddr::unix(path).and_then(|addr| {
-        let ty = if stream { Type::STREAM } else { Type::DGRAM };
-        let socket = Socket::new(Domain::UNIX, ty, None)?;
-        socket.set_nonblocking(true)?;
-        socket.connect(&addr)
-    });
-    if probe.is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused) {
-        let _ = std::fs::remove_file(path);
-    }
 }

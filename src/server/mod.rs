@@ -5,6 +5,7 @@ pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod rate;
 pub(crate) mod shutdown;
+pub(crate) mod socket_file;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use std::time::Duration;
 pub use access::AccessList;
 pub use limits::{Limits, MAX_DATAGRAM_BYTES, MAX_TIMEOUT};
 pub use shutdown::ShutdownHandle;
+pub use socket_file::exit;
 
 use crate::codec::Framing;
 use crate::endpoint::Endpoint;

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal::{SIGINT, SIGTERM};
+use nix::sys::signal::Signal::{SIGHUP, SIGINT, SIGTERM};
 use socketkit::{Endpoint, Engine, Host};
 use wait_timeout::ChildExt;
 
@@ -300,6 +300,7 @@ fn serve_help_describes_its_options() {
         "--backlog",
         "--idle-timeout",
         "tcp://127.0.0.1:12000",
+        "SIGHUP",
         "Exit codes",
     ] {
         assert!(
@@ -1012,6 +1013,75 @@ fn exit_7_when_a_unix_path_cannot_be_bound() {
     assert_eq!(std::fs::read(&file).unwrap(), b"precious");
 }
 
+/// A live listener whose accept queue is full is alive: start-up is refused at once (a
+/// blocking probe would wait for room in that queue for ever).
+#[test]
+fn exit_7_at_once_when_a_live_unix_listener_has_a_full_queue() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("busy.sock");
+    let live = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    live.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    live.listen(0).unwrap();
+    // Connect without blocking until the queue is full; bounded, never accepted.
+    let mut queued = Vec::new();
+    let full = (0..10_000).any(|_| {
+        let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        client.set_nonblocking(true).unwrap();
+        match client.connect(&SockAddr::unix(&path).unwrap()) {
+            Ok(()) => {
+                queued.push(client);
+                false
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), IoErrorKind::WouldBlock, "{e}");
+                true
+            }
+        }
+    });
+    assert!(full, "the accept queue never filled");
+    let endpoint = format!("unix://{}", path.display());
+    let started = Instant::now();
+    let output = run(&["serve", "-l", &endpoint]);
+    assert_error(&output, 7, &["cannot bind", &endpoint, "in use"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "start-up took {:?}",
+        started.elapsed()
+    );
+    assert!(path.exists(), "the live listener's socket file was removed");
+}
+
+/// A socket file that nobody listens on any more (a server that was killed) is replaced.
+#[test]
+fn serve_replaces_a_stale_socket_file_and_removes_its_own_on_exit() {
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    let dir = tempfile::tempdir().unwrap();
+    let stream = dir.path().join("stream.sock");
+    let gram = dir.path().join("gram.sock");
+    drop(UnixListener::bind(&stream).unwrap());
+    drop(UnixDatagram::bind(&gram).unwrap());
+    assert!(stream.exists() && gram.exists());
+    let mut command = command();
+    command.args([
+        "serve",
+        "-l",
+        &format!("unix://{}", stream.display()),
+        "-l",
+        &format!("unixgram://{}", gram.display()),
+    ]);
+    let mut server = Spawned::start(command);
+    for endpoint in server.listening(2) {
+        assert_reply(&send(&endpoint, "fresh"), "FRESH");
+    }
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0), "{:#?}", server.seen);
+    assert!(
+        !stream.exists() && !gram.exists(),
+        "socket files left behind"
+    );
+}
+
 #[test]
 fn exit_7_leaves_no_listener_behind_when_a_later_endpoint_fails() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1182,6 +1252,77 @@ fn exit_130_on_a_second_sigint_during_the_drain() {
 fn exit_130_on_a_second_sigterm_or_a_mix() {
     second_signal_forces_exit_130("async", SIGTERM, SIGTERM);
     second_signal_forces_exit_130("sequential", SIGTERM, SIGINT);
+}
+
+/// `serve` on a unix:// and a unixgram:// listener, with a Unix stream connection in the middle
+/// of a line (so the drain waits for it), and the two socket paths.
+fn serve_unix_with_a_message_in_flight(
+    engine: &str,
+) -> (Served, UnixStream, [std::path::PathBuf; 2]) {
+    let server = Served::start(
+        engine,
+        &["unix://{dir}/stream.sock", "unixgram://{dir}/gram.sock"],
+        &["--grace", "30s", "--framing", "line"],
+    );
+    let paths = [0, 1].map(|i| server.endpoints[i].path().unwrap().to_path_buf());
+    assert_reply(&send(&server.endpoints[1], "datagram"), "DATAGRAM");
+    let mut conn = UnixStream::connect(&paths[0]).unwrap();
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.write_all(b"done\nhalf a ").unwrap();
+    let mut reply = [0u8; 5];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"DONE\n");
+    (server, conn, paths)
+}
+
+/// SIGHUP (a terminal that closes) is a graceful stop exactly like SIGTERM: the message in
+/// flight is finished and answered, the process exits 0, and its socket files are gone.
+#[test]
+fn sighup_drains_like_sigterm_and_removes_the_socket_files() {
+    for engine in engines() {
+        let (mut server, mut conn, paths) = serve_unix_with_a_message_in_flight(engine);
+        server.process.signal(SIGHUP);
+        server.process.wait_for_line("SIGHUP: shutting down");
+        conn.write_all(b"line\n").unwrap();
+        let mut rest = String::new();
+        conn.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "HALF A LINE\n", "{engine}");
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(0),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        for path in &paths {
+            assert!(!path.exists(), "{engine}: {} left behind", path.display());
+        }
+    }
+}
+
+/// The forced stop (a second signal, exit 130) skips the drain and the destructors, but not
+/// the removal of the socket files.
+#[test]
+fn exit_130_removes_the_socket_files_too() {
+    let pairs = [(SIGTERM, SIGTERM), (SIGHUP, SIGHUP), (SIGINT, SIGHUP)];
+    for (engine, (first, second)) in engines().zip(pairs.iter().cycle()) {
+        let (mut server, _conn, paths) = serve_unix_with_a_message_in_flight(engine);
+        server.process.signal(*first);
+        server.process.wait_for_line("shutting down");
+        server.process.signal(*second);
+        assert_eq!(
+            server.process.wait_exit(),
+            Some(130),
+            "{engine}: stderr {:#?}",
+            server.process.seen
+        );
+        for path in &paths {
+            assert!(
+                !path.exists(),
+                "{engine} {first}, {second}: {} left behind",
+                path.display()
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -479,6 +479,63 @@ fn a_server_needs_an_endpoint() {
     assert_eq!(err.kind(), ErrorKind::Usage);
 }
 
+/// What now stands at a path: (device, inode), for "is it still the same file".
+fn identity(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).unwrap();
+    (meta.dev(), meta.ino())
+}
+
+/// On the way out a server removes its socket file only while the path still names the socket
+/// it made: another server's socket bound there since, or a regular file put there, is kept.
+#[test]
+fn every_engine_keeps_what_replaced_its_socket_file() {
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    for engine in Engine::ALL {
+        for scheme in ["unix", "unixgram"] {
+            // The directory outlives the servers (TestServer::start's would not).
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("s.sock");
+            let listen = format!("{scheme}://{}", path.display());
+            let start = || {
+                TestServer::with(
+                    Server::builder()
+                        .engine(engine)
+                        .listen(listen.parse().unwrap()),
+                )
+            };
+            // Another server's socket, of the same kind, re-bound at the path.
+            let server = start();
+            let endpoint = server.endpoint(0).clone();
+            assert_eq!(exchange(&endpoint, b"mine"), b"MINE");
+            std::fs::remove_file(&path).unwrap();
+            let _other: Box<dyn std::any::Any> = match endpoint {
+                Endpoint::Unix(_) => Box::new(UnixListener::bind(&path).unwrap()),
+                _ => Box::new(UnixDatagram::bind(&path).unwrap()),
+            };
+            let theirs = identity(&path);
+            server.stop().unwrap();
+            assert!(
+                path.exists(),
+                "{engine} {listen}: another server's socket removed"
+            );
+            assert_eq!(identity(&path), theirs, "{engine} {listen}");
+
+            // A regular file put at the path while it served.
+            std::fs::remove_file(&path).unwrap();
+            let server = start();
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, b"precious").unwrap();
+            server.stop().unwrap();
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                b"precious",
+                "{engine} {listen}: a regular file removed"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_stale_unix_socket_file_is_replaced_but_a_live_one_is_not() {
     let dir = tempfile::tempdir().unwrap();

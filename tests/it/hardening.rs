@@ -158,6 +158,115 @@ fn ipv4_mapped_peers_of_a_dual_stack_listener_match_as_ipv4() {
     );
 }
 
+/// Sends `request` over UDP from `local` to `server` and returns the socket, to collect the
+/// reply (or its absence) later.
+fn udp_ask_from(local: &str, server: SocketAddr, request: &[u8]) -> UdpSocket {
+    let socket = UdpSocket::bind(local).unwrap();
+    socket.send_to(request, server).unwrap();
+    socket
+}
+
+/// Whether a reply comes to a socket made by [`udp_ask_from`]. A reply that is expected is
+/// waited for up to the safety time-out; one that is not gets 100 ms, and the caller asks the
+/// refused peers first, so their datagrams were handled before the served ones were answered.
+fn udp_answered(socket: &UdpSocket, expected: bool) -> bool {
+    let wait = if expected {
+        SAFETY_TIMEOUT
+    } else {
+        Duration::from_millis(100)
+    };
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket.recv(&mut [0u8; 64]).is_ok()
+}
+
+/// The same IPv4 peers are served or refused whatever form the rule is written in (IPv4 or
+/// IPv4-mapped), whatever form the listener sees them in (a plain IPv4 listener, or a
+/// dual-stack `[::]` one that sees `::ffff:127.0.0.x`), over TCP and UDP, for allow and deny.
+#[test]
+fn access_rules_match_alike_in_ipv4_and_ipv4_mapped_form_on_every_listener_and_transport() {
+    let peers = ["127.0.0.1", "127.0.0.2"];
+    // (rule, which of `peers` it matches)
+    let rules = [
+        ("127.0.0.1", [true, false]),
+        ("::ffff:127.0.0.1", [true, false]),
+        ("127.0.0.0/31", [true, false]),
+        ("::ffff:127.0.0.0/127", [true, false]),
+        ("::ffff:127.0.0.0/104", [true, true]),
+        // An IPv6 range wider than /96 that holds all of ::ffff:0:0/96 holds every IPv4 peer.
+        ("::ffff:0:0/95", [true, true]),
+    ];
+    for (rule, matches) in rules {
+        for allow in [true, false] {
+            for host in ["127.0.0.1", "[::]"] {
+                let list = if allow {
+                    access(&[rule], &[])
+                } else {
+                    access(&[], &[rule])
+                };
+                let server = TestServer::with(
+                    Server::builder()
+                        .listen(format!("tcp://{host}:0").parse().unwrap())
+                        .listen(format!("udp://{host}:0").parse().unwrap())
+                        .access(list),
+                );
+                let port = |i: usize| server.endpoint(i).host_port().unwrap().1;
+                let tcp: SocketAddr = ([127, 0, 0, 1], port(0)).into();
+                let udp: SocketAddr = ([127, 0, 0, 1], port(1)).into();
+                let verb = if allow { "allow" } else { "deny" };
+                let mut asked: Vec<_> = peers.iter().zip(matches).collect();
+                asked.sort_by_key(|&(_, matched)| matched == allow); // refused peers first
+                let sockets: Vec<_> = asked
+                    .iter()
+                    .map(|(peer, _)| udp_ask_from(&format!("{peer}:0"), udp, b"ping"))
+                    .collect();
+                for (&(peer, matched), socket) in asked.iter().zip(&sockets).rev() {
+                    let served = matched == allow;
+                    let what = format!("--{verb} {rule}, listener {host}, peer {peer}");
+                    let reply = tcp_from(&format!("{peer}:0"), tcp, b"ping");
+                    assert_eq!(!reply.is_empty(), served, "TCP {what}");
+                    assert_eq!(udp_answered(socket, served), served, "UDP {what}");
+                }
+            }
+        }
+    }
+}
+
+/// The probe, at the CLI: rules in IPv4-mapped form on a dual-stack listener.
+#[test]
+fn serve_applies_ipv4_mapped_rules_to_ipv4_peers_of_a_dual_stack_listener() {
+    // (flag, rule, whether 127.0.0.1 is served; ::1 is the other way round)
+    for (flag, rule, v4_served) in [
+        ("--deny", "::ffff:127.0.0.1", false),
+        ("--allow", "::ffff:127.0.0.0/104", true),
+    ] {
+        let mut command = socketkit();
+        command.args([
+            "serve",
+            "-l",
+            "tcp://[::]:0",
+            "-l",
+            "udp://[::]:0",
+            flag,
+            rule,
+        ]);
+        let mut server = Spawned::start(command);
+        let endpoints = server.listening(2);
+        let port = |i: usize| endpoints[i].host_port().unwrap().1;
+        for (local, served) in [("127.0.0.1", v4_served), ("::1", !v4_served)] {
+            let ip: std::net::IpAddr = local.parse().unwrap();
+            let tcp = SocketAddr::new(ip, port(0));
+            let udp = SocketAddr::new(ip, port(1));
+            let what = format!("{flag} {rule}, peer {local}");
+            let reply = tcp_from(&SocketAddr::new(ip, 0).to_string(), tcp, b"ping");
+            assert_eq!(!reply.is_empty(), served, "TCP {what}");
+            let socket = udp_ask_from(&SocketAddr::new(ip, 0).to_string(), udp, b"ping");
+            assert_eq!(udp_answered(&socket, served), served, "UDP {what}");
+        }
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(server.wait_exit(), Some(0));
+    }
+}
+
 #[test]
 fn no_datagram_from_a_service_port_is_answered() {
     // Port 7 (echo) needs privileges; where they are missing there is nothing to test.

@@ -16,7 +16,7 @@ Exit codes (the same for every command):
   5    timed out
   6    name not found
   7    cannot bind (address in use, permission denied)
-  130  forced stop by a second SIGINT or SIGTERM";
+  130  forced stop by a second SIGINT, SIGTERM or SIGHUP";
 
 const ENDPOINTS: &str = "\
 Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
@@ -77,6 +77,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a service (default: upper on tcp://127.0.0.1:12000 and udp://127.0.0.1:12000).
+    ///
+    /// SIGINT, SIGTERM or SIGHUP (a closing terminal) stops it gracefully: it stops accepting,
+    /// lets connections in flight finish within --grace, closes the rest and exits 0; a second
+    /// signal stops at once with 130. Unix socket files are removed on either path, each only
+    /// if it is still the socket this server made.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Serve(ServeArgs),
     /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
@@ -168,8 +173,8 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
-    /// finish; a service's connections between messages are closed at once. 0: close them all
+    /// After SIGINT/SIGTERM/SIGHUP, how long connections in the middle of a message may take
+    /// to finish; a service's connections between messages are closed at once. 0: close them all
     /// at once (the one duration that may be 0).
     #[arg(long, default_value = "5s", value_parser = parse_grace, value_name = "DUR")]
     pub grace: Duration,
@@ -213,7 +218,8 @@ pub struct ServeArgs {
     pub workers: usize,
 
     /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
-    /// peers match as their IPv4 address. Checked before a byte is read.
+    /// peers and ranges (::ffff:a.b.c.d/96+N) match as their IPv4 form. Checked before a byte
+    /// is read.
     #[arg(long, value_name = "CIDR")]
     pub allow: Vec<String>,
 

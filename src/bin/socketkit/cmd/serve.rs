@@ -21,7 +21,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     for cidr in &args.deny {
         access.deny(cidr)?;
     }
-    // Handlers first: a signal that arrives once the ports are announced must stop us gracefully.
+    // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let stoppers = stop_on_signals(args.grace)?;
     let mut servers = Vec::new();
     for (name, endpoints) in plan {
@@ -44,12 +44,18 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
         }
-        servers.push(builder.bind()?);
+        let server = builder.bind()?;
+        // Each server is stoppable as soon as it is bound; one bound after a stop was asked for
+        // stops too.
+        let handle = server.shutdown_handle();
+        let mut stops = stoppers.lock().unwrap_or_else(|e| e.into_inner());
+        if stops.iter().any(ShutdownHandle::is_shutdown) {
+            handle.shutdown();
+        }
+        stops.push(handle);
+        drop(stops);
+        servers.push(server);
     }
-    stoppers
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .extend(servers.iter().map(Server::shutdown_handle));
     if !quiet {
         for server in &servers {
             for endpoint in server.local_endpoints() {
@@ -128,33 +134,37 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
         .collect())
 }
 
-/// SIGINT or SIGTERM starts a graceful stop; a second one ends the process at once (exit 130).
-/// Before the servers exist (while binding), a signal ends the process at once too.
+/// SIGINT, SIGTERM or SIGHUP starts a graceful stop (SIGHUP too: a terminal that closes must
+/// not kill the server with its connections and leave its socket files); a second one ends the
+/// process at once (exit 130). Before any server is bound (while resolving names, say), a
+/// signal ends the process at once too. Ending at once skips destructors, so it goes through
+/// `socketkit::server::exit`, which removes the Unix socket files first.
 fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let handles: Arc<Mutex<Vec<ShutdownHandle>>> = Arc::default();
     let slot = handles.clone();
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("cannot install the signal handlers")?;
     std::thread::Builder::new()
         .name("socketkit-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                let name = if signal == SIGINT {
-                    "SIGINT"
-                } else {
-                    "SIGTERM"
+                let name = match signal {
+                    SIGINT => "SIGINT",
+                    SIGTERM => "SIGTERM",
+                    _ => "SIGHUP",
                 };
-                let stops = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                // Held while stopping, so no server is bound and registered meanwhile.
+                let stops = slot.lock().unwrap_or_else(|e| e.into_inner());
                 if stops.is_empty() {
                     crate::say(format_args!(
                         "socketkit: {name} before serving started: stopping now"
                     ));
-                    std::process::exit(130);
+                    socketkit::server::exit(130);
                 }
                 if stops.iter().any(ShutdownHandle::is_shutdown) {
                     crate::say(format_args!("socketkit: {name} again: stopping now"));
-                    std::process::exit(130);
+                    socketkit::server::exit(130);
                 }
                 // Said before it is done, so the line is out before the process may exit; the
                 // logger ignores a closed stderr, so saying it cannot stop the stopping.
