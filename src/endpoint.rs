@@ -114,8 +114,10 @@ impl fmt::Display for Host {
 /// // A bare port is on this machine; a service name stands for its port.
 /// let ep: Endpoint = "12000".parse()?;
 /// assert_eq!(ep.to_string(), "tcp://127.0.0.1:12000");
-/// let ep = Endpoint::parse("udp://echo", socketkit::endpoint::Role::Connect)?;
+/// let ep = Endpoint::parse("udp://7", socketkit::endpoint::Role::Connect)?;
 /// assert_eq!(ep.to_string(), "udp://localhost:7");
+/// let ep: Endpoint = "udp://127.0.0.1:echo".parse()?;
+/// assert_eq!(ep.to_string(), "udp://127.0.0.1:7");
 ///
 /// // Bad text names the part that is wrong.
 /// let err = "tcp://127.0.0.1:99999".parse::<Endpoint>().unwrap_err();
