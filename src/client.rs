@@ -9,11 +9,12 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use socket2::{Domain, Socket, Type};
@@ -43,6 +44,17 @@ pub struct SendOptions {
     pub max_line: usize,
     /// The largest reply frame accepted in `length` framing.
     pub max_frame: usize,
+    /// Streams: once the whole message is sent (the input's end), stop waiting and succeed
+    /// when nothing has arrived for this long (nc's `-q`), for a server that replies but keeps
+    /// the connection open. It then replaces `timeout` as the bound on silence. Default: none,
+    /// wait for the server to close.
+    pub quit_after: Option<Duration>,
+    /// Send the message and return at once, reading no reply (for discard-like services).
+    /// Default false.
+    pub no_wait: bool,
+    /// A bound on the whole exchange, connecting included, however steadily the reply
+    /// trickles in (curl's `--max-time`); passing it is [`Error::TimedOut`]. Default: none.
+    pub max_time: Option<Duration>,
 }
 
 impl Default for SendOptions {
@@ -54,6 +66,9 @@ impl Default for SendOptions {
             framing: Framing::Raw,
             max_line: limits.max_line,
             max_frame: limits.max_frame,
+            quit_after: None,
+            no_wait: false,
+            max_time: None,
         }
     }
 }
@@ -62,10 +77,14 @@ impl SendOptions {
     /// Refuses options no client can run with, as the command line does: a time-out of zero
     /// (there is no zero "none") or over [`crate::MAX_TIMEOUT`], a zero line or frame limit.
     fn check(&self) -> Result<(), Error> {
-        if self.timeout.is_zero() || self.timeout > crate::MAX_TIMEOUT {
+        let time_outs = [Some(self.timeout), self.max_time, self.quit_after];
+        if let Some(bad) = time_outs
+            .into_iter()
+            .flatten()
+            .find(|t| t.is_zero() || *t > crate::MAX_TIMEOUT)
+        {
             return Err(Error::Config(format!(
-                "the time-out must be more than zero and at most 365 days, not {:?}",
-                self.timeout
+                "a time-out must be more than zero and at most 365 days, not {bad:?}"
             )));
         }
         if self.max_line == 0 || self.max_frame == 0 {
@@ -115,12 +134,28 @@ pub struct SendReport {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
+/// # When it stops waiting
+///
+/// On a stream, the first of these ends the exchange:
+///
+/// - the server closes its side (EOF): done;
+/// - `quit_after` is set, the whole message has been sent, and nothing has arrived for that
+///   long since the last data either way: done (nc's `-q`);
+/// - nothing arrives for `timeout` (between two reads, or before the first): [`Error::TimedOut`];
+/// - `max_time` passes since the call began, whatever is still arriving: [`Error::TimedOut`].
+///
+/// On datagrams the one reply ends it, and `timeout` (or `max_time`, if shorter) bounds the
+/// wait. With `no_wait`, it returns once the message is sent, on either kind.
+///
 /// # Errors
 ///
 /// [`Error::Connect`] when no address accepts the connection (refused: kind `Refused`),
-/// [`Error::TimedOut`] when the reply does not come in time, [`Error::NameNotFound`] for a host
-/// that does not resolve, [`Error::Config`] for a datagram message larger than one datagram
-/// or for options out of range (a zero time-out).
+/// [`Error::Bind`] when the `bind` address cannot be bound, [`Error::Reset`] when the server
+/// resets the connection (before any reply: kind `Refused`), [`Error::TimedOut`] when the reply
+/// does not come in time, [`Error::Protocol`] for a reply that breaks the framing (in `line` or
+/// `length` framing, a stream that ends inside a frame or without a reply to any message),
+/// [`Error::NameNotFound`] for a host that does not resolve, [`Error::Config`] for a datagram
+/// message larger than one datagram or for options out of range (a zero time-out).
 pub fn send(
     endpoint: &Endpoint,
     input: impl Read + Send + 'static,
@@ -128,14 +163,41 @@ pub fn send(
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
     options.check()?;
+    let deadline = options
+        .max_time
+        .map(|total| (Instant::now() + total, total));
     if endpoint.transport().is_stream() {
-        let stream = StreamClient::connect(endpoint, options)?;
+        let stream = StreamClient::connect(endpoint, options, deadline)?;
         let input = Box::new(io::BufReader::new(input));
-        return stream.exchange(input, output, Some(options.timeout), true, options);
+        let waits = Waits {
+            idle: Some(options.timeout),
+            quit_after: options.quit_after,
+            deadline,
+            no_wait: options.no_wait,
+        };
+        return stream.exchange(endpoint, input, output, waits, true, options);
     }
     let message = read_datagram(input)?;
-    let mut client = DatagramClient::connect(endpoint, options)?;
-    let reply = client.request(&message)?;
+    // One wait for the one reply: -w, or what is left of --max-time if that is shorter.
+    let mut datagram_options = options.clone();
+    let by_max_time = deadline.filter(|(_, total)| *total < options.timeout);
+    if let Some((_, total)) = by_max_time {
+        datagram_options.timeout = total;
+    }
+    let mut client = DatagramClient::connect(endpoint, &datagram_options)?;
+    if options.no_wait {
+        client.send_only(&message)?;
+        return Ok(SendReport {
+            local: client.local.clone(),
+            peer: client.peer(),
+            sent: message.len() as u64,
+            received: 0,
+        });
+    }
+    let reply = match (client.request(&message), by_max_time) {
+        (Err(Error::TimedOut { .. }), Some((_, total))) => return Err(max_time_passed(total)),
+        (result, _) => result?,
+    };
     write_out(output, &reply)?;
     Ok(SendReport {
         local: client.local.clone(),
@@ -157,7 +219,8 @@ pub fn send(
 ///
 /// # Errors
 ///
-/// As [`send`]; and [`Error::TimedOut`] at the end when any datagram went unanswered.
+/// As [`send`]; and [`Error::TimedOut`] at the end when any datagram went unanswered. On
+/// streams, `options.quit_after` applies as in [`send`]; `timeout` bounds only the connection.
 pub fn talk(
     endpoint: &Endpoint,
     input: impl BufRead + Send + 'static,
@@ -168,8 +231,21 @@ pub fn talk(
 ) -> Result<SendReport, Error> {
     options.check()?;
     if endpoint.transport().is_stream() {
-        let stream = StreamClient::connect(endpoint, options)?;
-        return stream.exchange(Box::new(input), output, None, half_close, options);
+        let stream = StreamClient::connect(endpoint, options, None)?;
+        let waits = Waits {
+            idle: None,
+            quit_after: options.quit_after,
+            deadline: None,
+            no_wait: false,
+        };
+        return stream.exchange(
+            endpoint,
+            Box::new(input),
+            output,
+            waits,
+            half_close,
+            options,
+        );
     }
     let mut client = DatagramClient::connect(endpoint, options)?;
     let mut report = SendReport {
@@ -240,6 +316,13 @@ fn io_err(context: &str, e: io::Error) -> Error {
     Error::io(context.to_string(), e)
 }
 
+fn max_time_passed(total: Duration) -> Error {
+    Error::TimedOut {
+        what: "the exchange to end (max time)",
+        after: total,
+    }
+}
+
 fn timed_out(timeout: Duration) -> Error {
     Error::TimedOut {
         what: "a reply",
@@ -268,7 +351,13 @@ enum StreamClient {
 }
 
 impl StreamClient {
-    fn connect(endpoint: &Endpoint, options: &SendOptions) -> Result<StreamClient, Error> {
+    /// Connects within `options.timeout`, or what is left of the `deadline` (the end of
+    /// `max_time`, and its length) when that is sooner.
+    fn connect(
+        endpoint: &Endpoint,
+        options: &SendOptions,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<StreamClient, Error> {
         if let Endpoint::Unix(path) = endpoint {
             return UnixStream::connect(path)
                 .map(|s| StreamClient::Unix(s, path.clone()))
@@ -279,20 +368,33 @@ impl StreamClient {
         }
         // Every address in turn, as Python's `create_connection` does.
         let mut last = None;
+        let mut by_max_time = None;
         for addr in endpoint.socket_addrs()? {
             if options.bind.is_some_and(|b| b.is_ipv4() != addr.is_ipv4()) {
                 continue;
             }
-            let attempt = (|| {
-                let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-                if let Some(bind) = options.bind {
-                    socket.bind(&bind.into())?;
+            let mut wait = options.timeout;
+            by_max_time = None;
+            if let Some((at, total)) = deadline {
+                let left = at.saturating_duration_since(Instant::now());
+                if left <= wait {
+                    if left.is_zero() {
+                        return Err(max_time_passed(total));
+                    }
+                    (wait, by_max_time) = (left, Some(total));
                 }
-                socket.connect_timeout(&addr.into(), options.timeout)?;
-                Ok::<_, io::Error>(TcpStream::from(socket))
-            })();
-            match attempt {
-                Ok(stream) => return Ok(StreamClient::Tcp(stream)),
+            }
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+                .map_err(|e| io_err("cannot create a socket", e))?;
+            if let Some(bind) = options.bind {
+                // A failed bind is ours, not the server's: exit 7, and no other address helps.
+                socket.bind(&bind.into()).map_err(|source| Error::Bind {
+                    endpoint: Endpoint::tcp(bind),
+                    source,
+                })?;
+            }
+            match socket.connect_timeout(&addr.into(), wait) {
+                Ok(()) => return Ok(StreamClient::Tcp(TcpStream::from(socket))),
                 Err(e) => {
                     tracing::debug!("connecting to {addr} failed: {e}");
                     last = Some(e);
@@ -300,7 +402,17 @@ impl StreamClient {
             }
         }
         let source = last.unwrap_or_else(no_address_for_bind);
+        if source.kind() == io::ErrorKind::ConnectionReset {
+            // Accepted and reset at once (a denied peer), before connect() reported success.
+            return Err(Error::Reset {
+                endpoint: endpoint.clone(),
+                received: 0,
+            });
+        }
         if is_timeout(&source) {
+            if let Some(total) = by_max_time {
+                return Err(max_time_passed(total));
+            }
             return Err(Error::TimedOut {
                 what: "the connection",
                 after: options.timeout,
@@ -338,19 +450,20 @@ impl StreamClient {
         }
     }
 
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            StreamClient::Tcp(s) => s.set_read_timeout(timeout),
-            StreamClient::Unix(s, _) => s.set_read_timeout(timeout),
+            StreamClient::Tcp(s) => s.as_fd(),
+            StreamClient::Unix(s, _) => s.as_fd(),
         }
     }
 
     /// Runs the exchange, through the framing codecs when the options ask for them.
     fn exchange(
         self,
+        endpoint: &Endpoint,
         input: Box<dyn BufRead + Send>,
         output: &mut dyn Write,
-        read_timeout: Option<Duration>,
+        waits: Waits,
         half_close: bool,
         options: &SendOptions,
     ) -> Result<SendReport, Error> {
@@ -358,22 +471,34 @@ impl StreamClient {
         tracing::debug!("connected from {local} to {peer}");
         let (sent, received) = match (options.codec(), options.codec()) {
             (Some(encoder), Some(decoder)) => {
+                let messages = Arc::new(AtomicU64::new(0));
                 let framed_input = FrameInput {
                     input,
                     codec: encoder,
                     pending: BytesMut::new(),
+                    messages: messages.clone(),
                 };
                 let mut framed_output = FrameOutput {
                     output,
                     codec: decoder,
                     buffer: BytesMut::new(),
+                    header_bytes: match options.framing {
+                        Framing::Length(width) => width.bytes() as u64,
+                        _ => 0,
+                    },
+                    pending: 0,
+                    replies: 0,
                 };
                 let input = Box::new(framed_input);
-                let counts = self.pump(input, &mut framed_output, read_timeout, half_close)?;
-                framed_output.finish()?;
-                counts
+                let (sent, received, eof) =
+                    self.pump(endpoint, input, &mut framed_output, waits, half_close)?;
+                framed_output.finish(eof, messages.load(Ordering::SeqCst))?;
+                (sent, received)
             }
-            _ => self.pump(input, output, read_timeout, half_close)?,
+            _ => {
+                let (sent, received, _) = self.pump(endpoint, input, output, waits, half_close)?;
+                (sent, received)
+            }
         };
         Ok(SendReport {
             local,
@@ -385,20 +510,36 @@ impl StreamClient {
 
     /// Copies `input` to the socket on a thread of its own while the socket is copied to
     /// `output` here, so a large message and a server that streams its reply back cannot
-    /// deadlock on full buffers. Returns when the server closes (or a read times out); a
-    /// sender still blocked on its input (a terminal) is left behind, as nc does.
+    /// deadlock on full buffers. Returns the bytes sent and received, and whether the server
+    /// closed (rather than `quit_after` ending the wait), when the server closes or a bound of
+    /// `waits` passes (see [`send`]); a sender still blocked on its input (a terminal) is left
+    /// behind, as nc does.
     fn pump(
         self,
+        endpoint: &Endpoint,
         mut input: Box<dyn Read + Send>,
         output: &mut dyn Write,
-        read_timeout: Option<Duration>,
+        waits: Waits,
         half_close: bool,
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<(u64, u64, bool), Error> {
+        if waits.no_wait {
+            let mut writer = self;
+            let sent = io::copy(&mut input, &mut writer).map_err(|e| send_error(endpoint, 0, e))?;
+            writer
+                .shutdown(Shutdown::Write)
+                .map_err(|e| send_error(endpoint, 0, e))?;
+            return Ok((sent, 0, false));
+        }
         let mut writer = self.try_clone().map_err(|e| io_err("dup", e))?;
+        let (mut wake, mut woken_by) = UnixStream::pair().map_err(|e| io_err("socketpair", e))?;
         let sent = Arc::new(AtomicU64::new(0));
+        // Set while a write is under way; `failed` is set before it is cleared, so a reader that
+        // sees EOF and neither flag knows that no write failed (or is about to).
+        let writing = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicBool::new(false));
         let sender = {
             let sent = sent.clone();
+            let writing = writing.clone();
             let failed = failed.clone();
             std::thread::Builder::new()
                 .name("socketkit-send".into())
@@ -411,72 +552,213 @@ impl StreamClient {
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) => break Err(e),
                         };
-                        if let Err(e) = writer.write_all(&buf[..n]) {
+                        writing.store(true, Ordering::SeqCst);
+                        let written = writer.write_all(&buf[..n]);
+                        if written.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        writing.store(false, Ordering::SeqCst);
+                        if let Err(e) = written {
                             break Err(e);
                         }
                         sent.fetch_add(n as u64, Ordering::Relaxed);
                     };
-                    if let Err(e) = copied {
-                        // Wake the reader (the exchange cannot complete), saying why first.
+                    let result = copied.and_then(|()| {
+                        if half_close {
+                            writer.shutdown(Shutdown::Write)?; // the server reads EOF
+                        }
+                        Ok(())
+                    });
+                    if result.is_err() {
                         failed.store(true, Ordering::SeqCst);
-                        let _ = writer.shutdown(Shutdown::Both);
-                        return Err(e);
                     }
-                    if half_close {
-                        writer.shutdown(Shutdown::Write)?; // the server reads EOF
-                    }
-                    Ok(())
+                    let _ = wake
+                        .write_all(&[1])
+                        .and_then(|()| wake.shutdown(Shutdown::Write));
+                    result
                 })
                 .map_err(|e| io_err("cannot start the sending thread", e))?
         };
+        let mut sender = Some(sender);
         let mut reader = self;
-        reader
-            .set_read_timeout(read_timeout)
-            .map_err(|e| io_err("setting the read timeout", e))?;
         let mut received = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
-        let read_result = loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    received += n as u64;
-                    if let Err(e) = write_out(output, &buf[..n]) {
-                        break Err(e);
+        let mut last_data = Instant::now();
+        let mut input_done = false;
+        // The sender's writes were refused by a server that has closed or reset: only a reply
+        // already on its way can still come.
+        let mut peer_gone = false;
+        let outcome = loop {
+            let quiet_ends_well = input_done && waits.quit_after.is_some();
+            let silence = if quiet_ends_well {
+                waits.quit_after
+            } else {
+                waits.idle
+            };
+            let until = [
+                silence.map(|s| last_data + s),
+                waits.deadline.map(|(at, _)| at),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let woken = wait_ready(
+                reader.as_fd(),
+                sender.as_ref().map(|_| woken_by.as_fd()),
+                until,
+            );
+            match woken {
+                Err(e) => break Err(io_err("waiting for the reply", e)),
+                Ok(Ready::Wake) => {
+                    let _ = woken_by.read(&mut [0u8; 1]);
+                    let finished = sender.take().expect("woken by a running sender");
+                    match finished.join().expect("the sending thread panicked") {
+                        Ok(()) => {
+                            input_done = true;
+                            last_data = Instant::now();
+                        }
+                        Err(e) if is_gone(&e) => {
+                            tracing::debug!("the server stopped reading: {e}");
+                            peer_gone = true;
+                        }
+                        Err(e) => break Err(send_error(endpoint, received, e)),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => break Err(timed_out(read_timeout.unwrap_or_default())),
-                Err(e) => break Err(io_err("reading the reply", e)),
+                Ok(Ready::TimedOut) => {
+                    let now = Instant::now();
+                    if let Some((at, total)) = waits.deadline
+                        && now >= at
+                    {
+                        break Err(max_time_passed(total));
+                    }
+                    if quiet_ends_well {
+                        break Ok(false);
+                    }
+                    break Err(timed_out(waits.idle.unwrap_or_default()));
+                }
+                Ok(Ready::Socket) => match reader.read(&mut buf) {
+                    Ok(0) => break Ok(true),
+                    Ok(n) => {
+                        received += n as u64;
+                        last_data = Instant::now();
+                        if let Err(e) = write_out(output, &buf[..n]) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        break Err(Error::Reset {
+                            endpoint: endpoint.clone(),
+                            received,
+                        });
+                    }
+                    Err(e) => break Err(io_err("reading the reply", e)),
+                },
             }
         };
-        if read_result.is_err() {
-            let _ = reader.shutdown(Shutdown::Both); // unblock a sender waiting on the server
-        }
-        read_result?;
-        // A sender still blocked on its input (a terminal) is left behind; one that failed is
-        // heard, even if it has not quite returned yet.
-        if failed.load(Ordering::SeqCst) || sender.is_finished() {
-            match sender.join().expect("the sending thread panicked") {
+        let _ = reader.shutdown(Shutdown::Both); // unblock a sender waiting on the server
+        let eof = outcome?;
+        // A write that failed because the server is gone may not have reported it yet: hear it
+        // (it returns at once now). A sender blocked on its input (a terminal) is left behind.
+        if let Some(running) = sender.take()
+            && (writing.load(Ordering::SeqCst)
+                || failed.load(Ordering::SeqCst)
+                || running.is_finished())
+        {
+            match running.join().expect("the sending thread panicked") {
                 Ok(()) => {}
-                // The server answered and closed before reading everything (the slides'
-                // servers read one recv(1024)): the reply is what counts.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    tracing::debug!("the server closed before reading everything: {e}");
-                }
-                // Only the framing adapter reports InvalidInput: a message too large for a frame.
-                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
-                    return Err(Error::Config(format!("cannot send: {e}")));
-                }
-                Err(e) => return Err(io_err("sending", e)),
+                Err(e) if is_gone(&e) => peer_gone = true,
+                Err(e) => return Err(send_error(endpoint, received, e)),
             }
         }
-        Ok((sent.load(Ordering::Relaxed), received))
+        // The server answered and closed before reading everything (the slides' servers read
+        // one recv(1024)): the reply is what counts. With no reply at all, it refused us.
+        if peer_gone && received == 0 {
+            return Err(Error::Reset {
+                endpoint: endpoint.clone(),
+                received,
+            });
+        }
+        Ok((sent.load(Ordering::Relaxed), received, eof))
     }
+}
+
+/// What ended a wait in [`wait_ready`].
+enum Ready {
+    /// The socket has data, an EOF or an error to report.
+    Socket,
+    /// The sending thread is done.
+    Wake,
+    /// `until` passed.
+    TimedOut,
+}
+
+/// Waits until `socket` is readable, `wake` is, or `until` passes.
+fn wait_ready(
+    socket: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    until: Option<Instant>,
+) -> io::Result<Ready> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let timeout = match until {
+            None => PollTimeout::NONE,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                // Round up, so a sub-millisecond remainder does not spin.
+                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![PollFd::new(socket, PollFlags::POLLIN)];
+        if let Some(wake) = wake {
+            fds.push(PollFd::new(wake, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) if until.is_some_and(|u| Instant::now() >= u) => return Ok(Ready::TimedOut),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if fds.get(1).is_some_and(|w| w.any().unwrap_or(false)) => {
+                return Ok(Ready::Wake);
+            }
+            Ok(_) => return Ok(Ready::Socket),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A write (or the half-close) refused because the server has closed (EPIPE) or reset
+/// (ECONNRESET; ENOTCONN once the reset has closed the socket) the connection.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
+/// The sending side failed with `e`.
+fn send_error(endpoint: &Endpoint, received: u64, e: io::Error) -> Error {
+    match e.kind() {
+        // Only the framing adapter reports InvalidInput: a message too large for a frame.
+        io::ErrorKind::InvalidInput => Error::Config(format!("cannot send: {e}")),
+        io::ErrorKind::ConnectionReset => Error::Reset {
+            endpoint: endpoint.clone(),
+            received,
+        },
+        _ => io_err("sending", e),
+    }
+}
+
+/// When a stream exchange stops waiting; the rule is in [`send`]'s docs.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// The longest silence allowed before it is an error; `None`: no bound.
+    idle: Option<Duration>,
+    /// Once the input is all sent, the silence that ends the exchange well.
+    quit_after: Option<Duration>,
+    /// The end of the whole exchange, and its length.
+    deadline: Option<(Instant, Duration)>,
+    /// Send, half-close and return, reading nothing.
+    no_wait: bool,
 }
 
 impl Read for StreamClient {
@@ -604,6 +886,18 @@ impl DatagramClient {
         }
     }
 
+    /// Sends one datagram and waits for nothing (`--no-wait`).
+    fn send_only(&mut self, message: &[u8]) -> Result<(), Error> {
+        let sent = match &self.socket {
+            DatagramSocket::Udp(s) => s.send(message),
+            DatagramSocket::Unix(s, _) => s.send(message),
+        };
+        sent.map(drop).map_err(|source| Error::Connect {
+            endpoint: self.endpoint.clone(),
+            source,
+        })
+    }
+
     /// Sends one datagram and waits for the one reply.
     fn request(&mut self, message: &[u8]) -> Result<Vec<u8>, Error> {
         if message.len() > MAX_DATAGRAM_BYTES {
@@ -719,6 +1013,8 @@ struct FrameInput {
     input: Box<dyn BufRead + Send>,
     codec: MessageCodec,
     pending: BytesMut,
+    /// Messages encoded so far.
+    messages: Arc<AtomicU64>,
 }
 
 impl Read for FrameInput {
@@ -740,6 +1036,7 @@ impl Read for FrameInput {
             self.codec
                 .encode(&line, terminator, &mut self.pending)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            self.messages.fetch_add(1, Ordering::SeqCst);
         }
         let n = buf.len().min(self.pending.len());
         buf[..n].copy_from_slice(&self.pending.split_to(n));
@@ -752,6 +1049,13 @@ struct FrameOutput<'a> {
     output: &'a mut dyn Write,
     codec: MessageCodec,
     buffer: BytesMut,
+    /// The length header's width (length framing), 0 in line framing.
+    header_bytes: u64,
+    /// Bytes received that no whole message has accounted for yet. The codec may have taken a
+    /// header out of `buffer` already, so `buffer` alone cannot tell a frame cut short.
+    pending: u64,
+    /// Reply messages decoded.
+    replies: u64,
 }
 
 impl FrameOutput<'_> {
@@ -764,6 +1068,11 @@ impl FrameOutput<'_> {
             };
             match message.map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
                 Some(message) => {
+                    let framed = message.payload.len() + message.terminator.len();
+                    self.pending = self
+                        .pending
+                        .saturating_sub(framed as u64 + self.header_bytes);
+                    self.replies += 1;
                     self.output.write_all(&message.payload)?;
                     self.output.write_all(b"\n")?;
                 }
@@ -772,15 +1081,35 @@ impl FrameOutput<'_> {
         }
     }
 
-    /// The stream ended: a last line without newline still counts; half a frame does not.
-    fn finish(mut self) -> Result<(), Error> {
-        self.emit(true).map_err(output_error)
+    /// The exchange ended (`eof`: the server closed). A last line without newline still
+    /// counts; half a frame does not, and neither does a close that answered none of the
+    /// `messages` sent: both mean the two sides' framings differ.
+    fn finish(mut self, eof: bool, messages: u64) -> Result<(), Error> {
+        if !eof {
+            return Ok(()); // --quit-after: the server may still be sending the rest
+        }
+        self.emit(true).map_err(output_error)?;
+        if self.pending > 0 {
+            return Err(Error::Protocol(format!(
+                "the reply ended inside a message ({} bytes left over; does the server use \
+                 the same --framing?)",
+                self.pending
+            )));
+        }
+        if self.replies == 0 && messages > 0 {
+            return Err(Error::Protocol(format!(
+                "the server closed without replying to any of the {messages} messages sent \
+                 (does it use the same --framing?)"
+            )));
+        }
+        Ok(())
     }
 }
 
 impl Write for FrameOutput<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         self.buffer.extend_from_slice(bytes);
+        self.pending += bytes.len() as u64;
         self.emit(false)?;
         Ok(bytes.len())
     }

@@ -10,9 +10,12 @@
 //! | `unix:///path`           | Unix stream socket at `/path`            |
 //! | `unixgram:///path`       | Unix datagram socket at `/path`          |
 //! | `HOST:PORT`              | TCP (the scheme may be left out)         |
+//! | `PORT`, `udp://PORT`     | a port on this machine (see [`Role`])    |
 //!
 //! `HOST` is an IPv4 address, an IPv6 address in brackets (`[::1]`, `[fe80::1%lo]`) or a name.
 //! `[::]` listens on IPv6 and IPv4 at once (dual stack). Port 0 asks the system for a free port.
+//! `PORT` is a number or a service name (`http`, `echo`), looked up in the services database
+//! for the endpoint's transport when the text is parsed, as nc and socat accept it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::error::Error;
+use crate::names::{Protocol, service_by_name};
 
 /// The transport an endpoint uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,6 +61,21 @@ impl fmt::Display for Transport {
     }
 }
 
+/// Which side an endpoint is parsed for: it decides what a bare `PORT` means, as nc users type
+/// it (`nc -l 12000`, `nc 12000` would need a host; `socketkit send 12000` does not).
+///
+/// [`Endpoint::from_str`] parses for [`Role::Listen`]: `127.0.0.1`, a loopback address that a
+/// server and a client on this machine both understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A server's endpoint: a bare `PORT` is `127.0.0.1:PORT`, loopback like socketkit's
+    /// default listeners, never every interface by surprise.
+    Listen,
+    /// A client's endpoint: a bare `PORT` is `localhost:PORT`, so every loopback address the
+    /// name has is tried (`::1` and `127.0.0.1`).
+    Connect,
+}
+
 /// The host part of an internet endpoint: an address, or a name still to be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -92,6 +111,14 @@ impl fmt::Display for Host {
 /// let ep: Endpoint = "127.0.0.1:80".parse()?;
 /// assert_eq!(ep.to_string(), "tcp://127.0.0.1:80");
 ///
+/// // A bare port is on this machine; a service name stands for its port.
+/// let ep: Endpoint = "12000".parse()?;
+/// assert_eq!(ep.to_string(), "tcp://127.0.0.1:12000");
+/// let ep = Endpoint::parse("udp://7", socketkit::endpoint::Role::Connect)?;
+/// assert_eq!(ep.to_string(), "udp://localhost:7");
+/// let ep: Endpoint = "udp://127.0.0.1:echo".parse()?;
+/// assert_eq!(ep.to_string(), "udp://127.0.0.1:7");
+///
 /// // Bad text names the part that is wrong.
 /// let err = "tcp://127.0.0.1:99999".parse::<Endpoint>().unwrap_err();
 /// assert!(err.to_string().contains("port"));
@@ -120,6 +147,79 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Parses `text` for a server ([`Role::Listen`]) or a client ([`Role::Connect`]); the
+    /// role only decides what a bare `PORT` means. [`Endpoint::from_str`] is
+    /// `Endpoint::parse(text, Role::Listen)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BadEndpoint`], naming the part that is wrong.
+    ///
+    /// ```
+    /// use socketkit::{Endpoint, endpoint::Role};
+    /// assert_eq!(Endpoint::parse("7007", Role::Listen)?.to_string(), "tcp://127.0.0.1:7007");
+    /// assert_eq!(Endpoint::parse("7007", Role::Connect)?.to_string(), "tcp://localhost:7007");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn parse(text: &str, role: Role) -> Result<Endpoint, Error> {
+        let bad = |reason: String| Error::BadEndpoint {
+            text: text.to_string(),
+            reason,
+        };
+        let (scheme, rest) = match text.split_once("://") {
+            Some((scheme, rest)) => (Some(scheme), rest),
+            None => {
+                check_scheme_slashes(text).map_err(bad)?;
+                (None, text)
+            }
+        };
+        let transport = match scheme.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("tcp") => Transport::Tcp,
+            Some("udp") => Transport::Udp,
+            Some("unix") => Transport::Unix,
+            Some("unixgram") => Transport::UnixDatagram,
+            Some(other) => {
+                return Err(bad(format!(
+                    "unknown scheme {other:?} (expected tcp, udp, unix or unixgram)"
+                )));
+            }
+        };
+        match transport {
+            Transport::Unix | Transport::UnixDatagram => {
+                if rest.is_empty() {
+                    return Err(bad(
+                        "missing socket path (e.g. unix:///tmp/socketkit.sock)".into()
+                    ));
+                }
+                if rest.contains('\0') {
+                    return Err(bad("the socket path contains a NUL byte".into()));
+                }
+                let path = PathBuf::from(rest);
+                Ok(if transport == Transport::Unix {
+                    Endpoint::Unix(path)
+                } else {
+                    Endpoint::UnixDatagram(path)
+                })
+            }
+            Transport::Tcp | Transport::Udp => {
+                let (host, port) = if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
+                    let host = match role {
+                        Role::Listen => Host::Ip(IpAddr::from([127, 0, 0, 1])),
+                        Role::Connect => Host::Name("localhost".into()),
+                    };
+                    (host, parse_port(rest, transport).map_err(bad)?)
+                } else {
+                    parse_host_port(rest, transport).map_err(bad)?
+                };
+                Ok(if transport == Transport::Tcp {
+                    Endpoint::Tcp { host, port }
+                } else {
+                    Endpoint::Udp { host, port }
+                })
+            }
+        }
+    }
+
     /// A TCP endpoint for a socket address.
     pub fn tcp(addr: SocketAddr) -> Endpoint {
         Endpoint::Tcp {
@@ -244,57 +344,38 @@ impl fmt::Display for Endpoint {
 impl FromStr for Endpoint {
     type Err = Error;
 
+    /// Parses `text` for a server: a bare `PORT` is `127.0.0.1:PORT` ([`Role::Listen`]).
     fn from_str(text: &str) -> Result<Endpoint, Error> {
-        let bad = |reason: String| Error::BadEndpoint {
-            text: text.to_string(),
-            reason,
-        };
-        let (scheme, rest) = match text.split_once("://") {
-            Some((scheme, rest)) => (Some(scheme), rest),
-            None => (None, text),
-        };
-        let transport = match scheme.map(str::to_ascii_lowercase).as_deref() {
-            None | Some("tcp") => Transport::Tcp,
-            Some("udp") => Transport::Udp,
-            Some("unix") => Transport::Unix,
-            Some("unixgram") => Transport::UnixDatagram,
-            Some(other) => {
-                return Err(bad(format!(
-                    "unknown scheme {other:?} (expected tcp, udp, unix or unixgram)"
-                )));
-            }
-        };
-        match transport {
-            Transport::Unix | Transport::UnixDatagram => {
-                if rest.is_empty() {
-                    return Err(bad(
-                        "missing socket path (e.g. unix:///tmp/socketkit.sock)".into()
-                    ));
-                }
-                if rest.contains('\0') {
-                    return Err(bad("the socket path contains a NUL byte".into()));
-                }
-                let path = PathBuf::from(rest);
-                Ok(if transport == Transport::Unix {
-                    Endpoint::Unix(path)
-                } else {
-                    Endpoint::UnixDatagram(path)
-                })
-            }
-            Transport::Tcp | Transport::Udp => {
-                let (host, port) = parse_host_port(rest).map_err(bad)?;
-                Ok(if transport == Transport::Tcp {
-                    Endpoint::Tcp { host, port }
-                } else {
-                    Endpoint::Udp { host, port }
-                })
-            }
-        }
+        Endpoint::parse(text, Role::Listen)
     }
 }
 
+/// `tcp:/x` and `unix:/tmp/x` are a scheme with too few slashes, not a host named `tcp`: say so
+/// before the host and port checks blame brackets or the port.
+fn check_scheme_slashes(text: &str) -> Result<(), String> {
+    let Some((scheme, tail)) = text.split_once(':') else {
+        return Ok(());
+    };
+    let known = ["tcp", "udp", "unix", "unixgram"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(scheme));
+    let looks_like_more = tail.starts_with('/') || tail.contains(':') || tail.is_empty();
+    if known && looks_like_more {
+        let scheme = scheme.to_ascii_lowercase();
+        let example = if scheme.starts_with("unix") {
+            "unix:///tmp/socketkit.sock"
+        } else {
+            "tcp://127.0.0.1:12000"
+        };
+        return Err(format!(
+            "the scheme needs '//' after {scheme:?}: {scheme}://... (e.g. {example})"
+        ));
+    }
+    Ok(())
+}
+
 /// Splits `HOST:PORT` (with `[v6]` brackets) and checks each part.
-fn parse_host_port(text: &str) -> Result<(Host, u16), String> {
+fn parse_host_port(text: &str, transport: Transport) -> Result<(Host, u16), String> {
     if text.is_empty() {
         return Err("missing HOST:PORT".into());
     }
@@ -341,10 +422,34 @@ fn parse_host_port(text: &str) -> Result<(Host, u16), String> {
     if port_text.is_empty() {
         return Err("missing port (expected HOST:PORT)".into());
     }
-    let port = port_text
-        .parse::<u16>()
-        .map_err(|_| format!("port {port_text:?} is not a number from 0 to 65535"))?;
-    Ok((host_text, port))
+    Ok((host_text, parse_port(port_text, transport)?))
+}
+
+/// A port number, or a service name looked up for `transport` (`getservbyname`, with the
+/// built-in table of classic ports as a fallback).
+fn parse_port(text: &str, transport: Transport) -> Result<u16, String> {
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u16>()
+            .map_err(|_| format!("port {text:?} is not a number from 0 to 65535"));
+    }
+    let protocol = if transport == Transport::Udp {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
+    // Service names are short words (services(5)); anything else is not worth a look-up.
+    let name_like = text.len() <= 64
+        && text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+' | b'/'));
+    match name_like.then(|| service_by_name(text, protocol)) {
+        Some(Ok(service)) => Ok(service.port),
+        _ => Err(format!(
+            "port {text:?} is neither a number from 0 to 65535 nor a {protocol} service name"
+        )),
+    }
 }
 
 /// Host names: letters, digits, '-', '_' and dots (RFC 1123, with the '_' that real zones use).
@@ -397,7 +502,13 @@ mod tests {
             ("tcp://127.0.0.1", "port"),
             ("tcp://127.0.0.1:", "port"),
             ("tcp://127.0.0.1:65536", "port"),
-            ("tcp://127.0.0.1:http", "port"),
+            ("tcp://127.0.0.1:no-such-service", "service"),
+            ("tcp://127.0.0.1:-1", "port"),
+            ("99999", "port"),
+            ("tcp:/127.0.0.1:12000", "'//'"),
+            ("tcp:127.0.0.1:12000", "'//'"),
+            ("UDP:/[::1]:9", "'//'"),
+            ("unix:/tmp/x.sock", "unix:///tmp"),
             ("tcp://:80", "host"),
             ("tcp://::1:80", "brackets"),
             ("tcp://[::1:80", "']'"),
@@ -414,6 +525,51 @@ mod tests {
                 "{text:?}: {err:?} should mention {part:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_bare_port_is_loopback_for_servers_and_localhost_for_clients() {
+        for (text, listen, connect) in [
+            ("12000", "tcp://127.0.0.1:12000", "tcp://localhost:12000"),
+            ("udp://7007", "udp://127.0.0.1:7007", "udp://localhost:7007"),
+            ("tcp://0", "tcp://127.0.0.1:0", "tcp://localhost:0"),
+        ] {
+            assert_eq!(
+                parse(text).unwrap().to_string(),
+                listen,
+                "from_str {text:?}"
+            );
+            let ep = Endpoint::parse(text, Role::Listen).unwrap();
+            assert_eq!(ep.to_string(), listen, "listen {text:?}");
+            let ep = Endpoint::parse(text, Role::Connect).unwrap();
+            assert_eq!(ep.to_string(), connect, "connect {text:?}");
+        }
+        // A host name is never mistaken for a port, nor a unix path.
+        assert_eq!(
+            parse("unix://12000").unwrap().path(),
+            Some(Path::new("12000"))
+        );
+    }
+
+    #[test]
+    fn a_service_name_stands_for_its_port_on_the_endpoints_transport() {
+        assert_eq!(
+            parse("localhost:http").unwrap().to_string(),
+            "tcp://localhost:80"
+        );
+        assert_eq!(
+            parse("udp://127.0.0.1:echo").unwrap().to_string(),
+            "udp://127.0.0.1:7"
+        );
+        assert_eq!(parse("[::1]:ssh").unwrap().to_string(), "tcp://[::1]:22");
+        // domain is both; the protocol asked for is the endpoint's.
+        assert_eq!(
+            parse("udp://[::1]:domain").unwrap().host_port().unwrap().1,
+            53
+        );
+        // Names listed for TCP only are not UDP ports.
+        let err = parse("udp://127.0.0.1:ssh").unwrap_err();
+        assert!(err.contains("udp service"), "{err}");
     }
 
     #[test]

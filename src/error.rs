@@ -68,6 +68,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The server reset the connection (an RST): `received` bytes of the reply had arrived.
+    /// Before any reply it is a refusal (a denied peer is reset), after part of one a failure.
+    #[error("connection to {endpoint} reset by the server {}", reset_when(*.received))]
+    Reset {
+        /// The endpoint that was connected to.
+        endpoint: Endpoint,
+        /// Bytes of the reply that had arrived before the reset.
+        received: u64,
+    },
     /// Nothing arrived within the allowed time.
     #[error("timed out after {after:?} waiting for {what}")]
     TimedOut {
@@ -91,6 +100,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+fn reset_when(received: u64) -> String {
+    match received {
+        0 => "before any reply".to_string(),
+        1 => "after 1 byte of the reply".to_string(),
+        n => format!("after {n} bytes of the reply"),
+    }
 }
 
 /// The classes of failure that socketkit tells apart, each with its own exit code.
@@ -165,6 +182,8 @@ impl Error {
                 ErrorKind::CannotBind => ErrorKind::Other,
                 kind => kind,
             },
+            Error::Reset { received: 0, .. } => ErrorKind::Refused,
+            Error::Reset { .. } => ErrorKind::Other,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Io { source, .. } => match ErrorKind::of_io(source) {

@@ -1584,3 +1584,337 @@ fn sigterm_stops_the_server_even_when_stderr_is_gone() {
     server.signal(SIGTERM);
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// send: resets, binding, when it stops waiting, framing mismatches, nc-style endpoints
+
+/// A one-connection TCP server on 127.0.0.1 that hands the accepted stream (with the safety
+/// time-outs set) to `serve`, on a thread whose result the test joins.
+fn one_connection<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        serve(conn)
+    });
+    (addr, thread)
+}
+
+/// Reads the whole request (the client's half-close is the sync point).
+fn read_request(conn: &mut TcpStream) -> Vec<u8> {
+    let mut request = Vec::new();
+    conn.read_to_end(&mut request)
+        .expect("the request, up to EOF");
+    request
+}
+
+/// Closes with an RST instead of a FIN, as a server refusing a denied peer does.
+fn reset(conn: TcpStream) {
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(conn);
+}
+
+#[test]
+fn send_exits_4_when_the_server_resets_before_any_reply() {
+    // After reading the request: the reader meets the reset.
+    let (addr, server) = one_connection(|mut conn| {
+        let request = read_request(&mut conn);
+        reset(conn);
+        request
+    });
+    let output = run(&["send", &format!("tcp://{addr}"), "knock"]);
+    assert_error(&output, 4, &["reset by the server", "before any reply"]);
+    assert_eq!(server.join().unwrap(), b"knock");
+
+    // At once, before reading: whichever of the writer and the reader meets it, the same.
+    let (addr, server) = one_connection(reset);
+    let big = vec![b'x'; 1 << 20];
+    let output = run_with_stdin(&["send", &format!("tcp://{addr}")], &big);
+    assert_error(&output, 4, &["reset by the server", "before any reply"]);
+    server.join().unwrap();
+}
+
+#[test]
+fn send_exits_1_when_the_server_resets_after_part_of_a_reply() {
+    let (addr, server) = one_connection(|mut conn| {
+        read_request(&mut conn);
+        conn.write_all(b"PART").unwrap();
+        reset(conn);
+    });
+    let output = run(&["send", &format!("tcp://{addr}"), "knock"]);
+    assert_code(&output, 1);
+    assert_eq!(stdout(&output), "PART", "the part that came is printed");
+    let text = stderr(&output);
+    assert!(
+        text.contains("reset by the server after 4 bytes of the reply"),
+        "{text:?}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn send_exits_7_when_its_source_address_cannot_be_bound() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    // The issue's own command: the source is the server's own listening address.
+    let output = run(&["send", "-s", &taken, &taken, "x"]);
+    let line = assert_error(&output, 7, &["cannot bind", &taken, "in use"]);
+    assert!(!line.contains("cannot connect"), "{line:?}");
+}
+
+#[test]
+fn send_quit_after_ends_well_when_the_server_keeps_the_connection_open() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = one_connection(move |mut conn| {
+        read_request(&mut conn);
+        conn.write_all(b"REPLY").unwrap();
+        // Keep the connection open until the test is done with the client.
+        let _ = rx.recv_timeout(SAFETY_TIMEOUT);
+    });
+    let started = Instant::now();
+    let output = run(&[
+        "send",
+        "-w",
+        "20s",
+        "--quit-after",
+        "300ms",
+        &format!("tcp://{addr}"),
+        "hello",
+    ]);
+    assert_reply(&output, "REPLY");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "--quit-after, not -w, ended the wait: {:?}",
+        started.elapsed()
+    );
+    tx.send(()).unwrap();
+    server.join().unwrap();
+
+    // Without it, the same server makes send wait for -w and fail.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = one_connection(move |mut conn| {
+        read_request(&mut conn);
+        conn.write_all(b"REPLY").unwrap();
+        let _ = rx.recv_timeout(SAFETY_TIMEOUT);
+    });
+    let output = run(&["send", "-w", "300ms", &format!("tcp://{addr}"), "hello"]);
+    assert_code(&output, 5);
+    assert_eq!(stdout(&output), "REPLY");
+    tx.send(()).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn send_quit_after_counts_from_the_last_data_not_from_the_start() {
+    // Three pieces 300 ms apart with --quit-after 1s: all of them arrive, then the quiet ends it.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = one_connection(move |mut conn| {
+        read_request(&mut conn);
+        for piece in [&b"a"[..], b"b", b"c"] {
+            conn.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(300)); // pacing, not synchronisation
+        }
+        let _ = rx.recv_timeout(SAFETY_TIMEOUT);
+    });
+    let output = run(&["send", "--quit-after", "1s", &format!("tcp://{addr}"), "x"]);
+    assert_reply(&output, "abc");
+    tx.send(()).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn send_no_wait_sends_and_exits_0_without_a_reply() {
+    // UDP: a discard-like service that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let endpoint = format!("udp://{}", silent.local_addr().unwrap());
+    let output = run(&["send", "-w", "20s", "--no-wait", &endpoint, "into the void"]);
+    assert_reply(&output, "");
+    let mut buf = [0u8; 64];
+    let (n, _) = silent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"into the void");
+
+    // TCP: the server gets the message and the EOF, and never has to answer.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = one_connection(move |mut conn| {
+        let request = read_request(&mut conn);
+        let _ = rx.recv_timeout(SAFETY_TIMEOUT);
+        request
+    });
+    let output = run(&[
+        "send",
+        "-w",
+        "20s",
+        "--no-wait",
+        &format!("tcp://{addr}"),
+        "x",
+    ]);
+    assert_reply(&output, "");
+    tx.send(()).unwrap();
+    assert_eq!(server.join().unwrap(), b"x");
+}
+
+#[test]
+fn send_max_time_bounds_a_reply_that_trickles_in() {
+    // One byte every 300 ms never trips -w 2s; --max-time 1s ends it all the same.
+    let (addr, server) = one_connection(|mut conn| {
+        read_request(&mut conn);
+        for _ in 0..100 {
+            if conn.write_all(b".").is_err() {
+                break; // the client gave up
+            }
+            std::thread::sleep(Duration::from_millis(300)); // pacing, not synchronisation
+        }
+    });
+    let started = Instant::now();
+    let output = run(&[
+        "send",
+        "-w",
+        "2s",
+        "--max-time",
+        "1s",
+        &format!("tcp://{addr}"),
+        "x",
+    ]);
+    let elapsed = started.elapsed();
+    assert_code(&output, 5);
+    assert!(
+        stdout(&output).starts_with('.'),
+        "the trickle so far is printed"
+    );
+    assert!(
+        stderr(&output).contains("max time"),
+        "{:?}",
+        stderr(&output)
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    server.join().unwrap();
+}
+
+#[test]
+fn send_max_time_bounds_a_udp_wait_shorter_than_w() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("udp://{}", silent.local_addr().unwrap());
+    let started = Instant::now();
+    let output = run(&["send", "-w", "20s", "--max-time", "300ms", &endpoint, "x"]);
+    assert_error(&output, 5, &["max time", "300ms"]);
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn send_help_gives_the_rule_for_when_it_stops_waiting() {
+    let output = run(&["send", "--help"]);
+    assert_code(&output, 0);
+    let help = stdout(&output);
+    for needle in [
+        "--quit-after",
+        "--no-wait",
+        "--max-time",
+        "When send stops waiting",
+        "between two reads",
+    ] {
+        assert!(
+            help.contains(needle),
+            "send --help lacks {needle:?}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn send_exits_3_when_the_servers_framing_differs() {
+    // The case: line framing against a length-framed server, which drops the
+    // connection on a header it cannot accept. Nothing came back: that is not a success.
+    // It closes with a FIN or, when "hello\n" was not all read yet, an RST: exit 3 or 4.
+    let served = Served::start("async", &["tcp://127.0.0.1:0"], &["--framing", "length"]);
+    let endpoint = served.endpoints[0].to_string();
+    let output = run_with_stdin(&["send", "--framing", "line", &endpoint], b"hello\n");
+    let code = output.status.code();
+    if code == Some(4) {
+        assert_error(&output, 4, &["reset by the server before any reply"]);
+    } else {
+        assert_error(&output, 3, &["without replying", "framing"]);
+    }
+    served.stop();
+
+    // The same, made certain: the whole request read, then a close (FIN) with no reply.
+    let (addr, server) = one_connection(|mut conn| {
+        read_request(&mut conn);
+    });
+    let output = run_with_stdin(
+        &["send", "--framing", "line", &format!("tcp://{addr}")],
+        b"one\ntwo\n",
+    );
+    assert_error(
+        &output,
+        3,
+        &["without replying to any of the 2 messages", "framing"],
+    );
+    server.join().unwrap();
+
+    // A reply that ends inside a frame: the header only, or part of the payload.
+    for reply in [&b"\0\0\0\x0a"[..], b"\0\0\0\x0aabc", b"\0\0"] {
+        let (addr, server) = one_connection(move |mut conn| {
+            read_request(&mut conn);
+            conn.write_all(reply).unwrap();
+        });
+        let output = run_with_stdin(
+            &["send", "--framing", "length", &format!("tcp://{addr}")],
+            b"hello\n",
+        );
+        assert_error(&output, 3, &[]);
+        server.join().unwrap();
+    }
+}
+
+#[test]
+fn send_and_serve_take_a_bare_port_and_service_names() {
+    // serve -l PORT listens on loopback, and send PORT reaches it (localhost).
+    let port = closed_tcp_port().to_string();
+    let served = Served::start("async", &[&port], &[]);
+    assert_eq!(
+        served.endpoints[0].to_string(),
+        format!("tcp://127.0.0.1:{port}")
+    );
+    let output = run(&["send", &port, "bare"]);
+    assert_reply(&output, "BARE");
+    served.stop();
+
+    // SERVICE=PORT, and udp://PORT on both sides.
+    let port = closed_udp_port().to_string();
+    let mut command = command();
+    command.args(["serve", &format!("echo=udp://{port}")]);
+    let mut process = Spawned::start(command);
+    let endpoints = process.listening(1);
+    assert_eq!(endpoints[0].to_string(), format!("udp://127.0.0.1:{port}"));
+    let output = run(&["send", &format!("udp://{port}"), "same"]);
+    assert_reply(&output, "same");
+    drop(process);
+
+    // A service name is its port for the endpoint's transport: discard is 9, echo 7.
+    let output = run(&["send", "-w", "2s", "tcp://127.0.0.1:discard", "x"]);
+    assert_error(&output, 4, &["tcp://127.0.0.1:9"]);
+    let output = run(&["send", "-w", "2s", "udp://127.0.0.1:echo", "x"]);
+    assert_error(&output, 4, &["udp://127.0.0.1:7"]);
+    let output = run(&["send", "localhost:no-such-service", "x"]);
+    assert_usage_error(&output, &["service"]);
+}
+
+#[test]
+fn a_scheme_with_one_slash_is_named_as_such() {
+    for text in [
+        "tcp:/127.0.0.1:12000",
+        "udp:127.0.0.1:12000",
+        "unix:/tmp/x.sock",
+    ] {
+        let output = run(&["send", text, "x"]);
+        assert_usage_error(&output, &[text, "needs '//'"]);
+        let output = run(&["serve", "-l", text]);
+        assert_usage_error(&output, &[text, "needs '//'"]);
+    }
+}

@@ -714,3 +714,95 @@ fn udp_a_late_reply_is_not_taken_for_the_next_lines_reply() {
     assert_eq!(code, Some(5), "one reply was missing");
     assert_eq!(stdout, "B\n", "the reply to \"b\" is B");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Resets, a source address that cannot be bound, --quit-after
+
+/// Closes with an RST instead of a FIN, as a server refusing a denied peer does.
+fn reset(conn: TcpStream) {
+    socket2::SockRef::from(&conn)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(conn);
+}
+
+#[test]
+fn tcp_client_exits_4_when_the_server_resets_before_any_reply() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut conn = accept(listener);
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).unwrap();
+        reset(conn);
+        request
+    });
+    let output = run(&["client", &tcp(addr)], b"knock\n");
+    assert_output(&output, 4, "");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("reset by the server before any reply"),
+        "{stderr:?}"
+    );
+    assert_eq!(server.join().unwrap(), b"knock\n");
+}
+
+#[test]
+fn tcp_client_exits_1_when_the_server_resets_after_part_of_a_reply() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut conn = accept(listener);
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).unwrap();
+        conn.write_all(b"PA").unwrap();
+        reset(conn);
+    });
+    let output = run(&["client", &tcp(addr)], b"knock\n");
+    assert_output(&output, 1, "PA");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("reset by the server after 2 bytes"),
+        "{stderr:?}"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn client_exits_7_when_its_source_address_cannot_be_bound() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = holder.local_addr().unwrap().to_string();
+    let output = run(&["client", "-s", &taken, &taken], b"x\n");
+    assert_output(&output, 7, "");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot bind tcp://{taken}")),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn tcp_client_quit_after_exits_0_when_the_server_keeps_the_connection_open() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let mut conn = accept(listener);
+        let mut request = Vec::new();
+        conn.read_to_end(&mut request).unwrap();
+        conn.write_all(b"HELLO\n").unwrap();
+        let _ = rx.recv_timeout(SAFETY_TIMEOUT); // open until the client is done
+    });
+    let output = run(&["client", "--quit-after", "300ms", &tcp(addr)], b"hello\n");
+    assert_output(&output, 0, "HELLO\n");
+    tx.send(()).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn client_takes_a_bare_port_as_localhost() {
+    let server = TestServer::start(Engine::Async, &["tcp://127.0.0.1:0"]);
+    let port = server.addr().port().to_string();
+    let output = run(&["client", &port], b"bare\n");
+    assert_output(&output, 0, "BARE\n");
+}

@@ -20,7 +20,9 @@ Exit codes (the same for every command):
 
 const ENDPOINTS: &str = "\
 Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
-HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.";
+HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
+A bare PORT (12000, udp://7007) is 127.0.0.1:PORT for serve, localhost:PORT for clients;
+PORT may be a service name (localhost:http, udp://127.0.0.1:echo).";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -90,6 +92,12 @@ pub enum Command {
     /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
     /// With --framing line or length, each line of the message is sent as one message, and each
     /// reply message is printed on a line of its own.
+    ///
+    /// When send stops waiting (streams), the first of: the server closes (exit 0); with
+    /// --quit-after DUR, the message is all sent and nothing has arrived for DUR (exit 0);
+    /// nothing arrives for -w (exit 5); --max-time passes since the start (exit 5). With
+    /// --no-wait it exits 0 as soon as the message is sent. A reset by the server before any
+    /// reply exits 4, after part of one 1.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
     /// Talk to a server interactively, like the slides' clients in a loop.
@@ -443,7 +451,8 @@ pub struct FramingArgs {
 /// `socketkit client`.
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// The server to talk to.
+    /// The server to talk to (a bare PORT is localhost:PORT).
+    #[arg(value_parser = parse_connect_endpoint)]
     pub endpoint: Endpoint,
 
     /// Local address to send from: IP or IP:PORT (port 0 or none: the system picks). `-s` as
@@ -459,6 +468,11 @@ pub struct ClientArgs {
     #[arg(long)]
     pub no_shutdown: bool,
 
+    /// Streams: after stdin ends, exit (0) once nothing has arrived for DUR, though the server
+    /// keeps the connection open (nc's -q).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub quit_after: Option<Duration>,
+
     #[command(flatten)]
     pub framing: FramingArgs,
 }
@@ -466,7 +480,8 @@ pub struct ClientArgs {
 /// `socketkit send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The server to send to.
+    /// The server to send to (a bare PORT is localhost:PORT).
+    #[arg(value_parser = parse_connect_endpoint)]
     pub endpoint: Endpoint,
 
     /// The message, sent exactly as given (no newline added). Without it, stdin is sent.
@@ -477,9 +492,26 @@ pub struct SendArgs {
     #[arg(short = 's', long, value_name = "ADDR", value_parser = parse_bind)]
     pub bind: Option<SocketAddr>,
 
-    /// How long to wait for the connection and for each part of the reply.
+    /// How long to wait for the connection, and for each part of the reply: the longest
+    /// silence between two reads (exit 5). It does not bound the whole exchange: see
+    /// --max-time.
     #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub timeout: Duration,
+
+    /// Streams: once the message is all sent, exit 0 when nothing has arrived for DUR (nc's
+    /// -q), for a server that replies but keeps the connection open. Replaces -w as the bound
+    /// on silence from then on.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub quit_after: Option<Duration>,
+
+    /// Send the message and exit 0 at once, reading no reply (discard-like services).
+    #[arg(long, conflicts_with_all = ["quit_after", "broadcast"])]
+    pub no_wait: bool,
+
+    /// Bound the whole exchange, connecting included, however steadily the reply trickles in
+    /// (curl's --max-time); exit 5 when it passes.
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub max_time: Option<Duration>,
 
     /// UDP broadcast: set SO_BROADCAST and print every reply that arrives within the timeout,
     /// one line per responder: `ADDRESS REPLY`.
@@ -488,6 +520,11 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+}
+
+/// A client's endpoint: a bare PORT is localhost:PORT.
+fn parse_connect_endpoint(text: &str) -> Result<Endpoint, String> {
+    Endpoint::parse(text, socketkit::endpoint::Role::Connect).map_err(|e| e.to_string())
 }
 
 const RESOLVE_HELP: &str = "\

@@ -11,7 +11,8 @@ use crate::cli::ClientArgs;
 const PROMPT: &str = "Input a lowercase sentence:";
 
 pub fn run(args: ClientArgs) -> anyhow::Result<()> {
-    let options = super::send::options(args.bind, args.timeout, &args.framing);
+    let mut options = super::send::options(args.bind, args.timeout, &args.framing);
+    options.quit_after = args.quit_after;
     let prompt =
         (io::stdin().is_terminal() && !args.endpoint.transport().is_stream()).then_some(PROMPT);
     let stdout = io::stdout();

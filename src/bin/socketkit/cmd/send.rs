@@ -9,7 +9,10 @@ use socketkit::client::{SendOptions, broadcast, send};
 use crate::cli::{FramingArgs, SendArgs};
 
 pub fn run(args: SendArgs) -> anyhow::Result<()> {
-    let options = options(args.bind, args.timeout, &args.framing);
+    let mut options = options(args.bind, args.timeout, &args.framing);
+    options.quit_after = args.quit_after;
+    options.no_wait = args.no_wait;
+    options.max_time = args.max_time;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {
