@@ -73,7 +73,9 @@ pub enum Command {
     /// request; no reply within --timeout is a loss), stream (stream --stream-bytes through the
     /// server and read it all back), idle (open -c connections, one round trip each, then hold
     /// them for --duration). With --rate, latency counts from each request's intended send
-    /// time (no coordinated omission). Exit code 3 on a wrong reply, 5 on time-outs or losses.
+    /// time (no coordinated omission), and "sched lag" shows how late requests actually left.
+    /// Exit code 3 on a wrong reply, 5 on time-outs or losses, 4 when every error was a
+    /// refusal (or a reset before any reply), 1 on other errors or when nothing was answered.
     #[command(after_help = format!("{ENDPOINTS}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
@@ -198,16 +200,18 @@ pub struct BenchArgs {
     /// The server to load.
     pub endpoint: Endpoint,
 
-    /// The load pattern: pingpong, connect, udp, stream or idle.
-    #[arg(short, long, default_value = "pingpong", value_parser = mode_parser())]
-    pub mode: socketkit::bench::Mode,
+    /// The load pattern: pingpong, connect, udp, stream or idle [default: udp for a udp://
+    /// endpoint, pingpong otherwise].
+    #[arg(short, long, value_parser = mode_parser())]
+    pub mode: Option<socketkit::bench::Mode>,
 
     /// Connections (sockets for udp, concurrent workers for connect).
     #[arg(short, long, default_value_t = 1, value_name = "N")]
     pub connections: usize,
 
-    /// Message size in bytes, the line's newline included.
-    #[arg(short, long, default_value_t = 64, value_name = "BYTES")]
+    /// Message size in bytes, the line's newline included. Long form only: -s is the source
+    /// address wherever a command has one.
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
 
     /// Requests in flight per connection (pingpong).
@@ -230,7 +234,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "64M", value_parser = parse_bytes, value_name = "BYTES")]
     pub stream_bytes: u64,
 
-    /// How long a request may wait for its reply.
+    /// How long a connect, and a request for its whole reply (its writing included), may take.
     #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub timeout: Duration,
 
