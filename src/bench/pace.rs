@@ -58,10 +58,8 @@ impl Pacer {
             Some(timer) => sleep(timer, at).await.is_err(),
             None => true,
         };
-        if coarse {
-            if let Some(early) = at.checked_sub(COARSE_SPIN) {
-                tokio::time::sleep_until(early).await;
-            }
+        if let Some(early) = at.checked_sub(COARSE_SPIN).filter(|_| coarse) {
+            tokio::time::sleep_until(early).await;
         }
         while Instant::now() < at {
             tokio::task::yield_now().await;

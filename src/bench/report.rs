@@ -415,7 +415,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -535,5 +535,24 @@ impl fmt::Display for Report {
             writeln!(f, "{:<10} {hint}", "hint")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_whole_numbers_and_streams_count_bytes() {
+        let counters = Counters::default();
+        counters.ok.store(97_270, Ordering::Relaxed);
+        counters.errors.store(3, Ordering::Relaxed);
+        let line = counters.progress(Mode::Pingpong, Duration::from_secs(3));
+        assert_eq!(line, "97,273 requests, 32,424/s (3 failed)");
+
+        counters.errors.store(0, Ordering::Relaxed);
+        counters.bytes_received.store(64_000_000, Ordering::Relaxed);
+        let line = counters.progress(Mode::Stream, Duration::from_secs(2));
+        assert_eq!(line, "64.0 MB received, 32.00 MB/s");
     }
 }

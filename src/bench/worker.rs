@@ -225,10 +225,10 @@ async fn pingpong(run: &Run, tally: &mut Tally) {
             Err(e) => {
                 // A failed connection costs a request, so a request-bounded run against a
                 // server that refuses still ends.
-                run.connect_failed(&e);
                 if run.claim().is_none() {
                     return;
                 }
+                run.connect_failed(&e);
                 run.back_off().await;
                 continue;
             }
