@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark report: socketkit's four engines against the slides' Python servers, Python's
 # ThreadingTCPServer and a canonical tokio server, all on loopback on this machine, driven by
-# `socketkit bench`. Writes target/bench-report/results.ndjson (every run), report.md and
+# `socketkit bench`; and the pacing figure (--rate 1000 against closed loop, p50s). Writes target/bench-report/results.ndjson (every run), report.md and
 # chart.svg (made by examples/bench_report.rs). See the README's "Benchmarks" section.
 #
 #   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
@@ -135,13 +135,13 @@ servers=(
 
 # id|label|unit|socketkit bench arguments (the endpoint comes first)
 scenarios=(
-  "pingpong-1|ping-pong 64 B, 1 connection|req/s|-m pingpong -c 1 -s 64 -d $duration"
-  "pingpong-50|ping-pong 64 B, 50 connections|req/s|-m pingpong -c 50 -s 64 -d $duration"
-  "connect-8|connect per request, 8 workers|req/s|-m connect -c 8 -s 64 -d $duration"
-  "udp-1|UDP ping-pong, 1 socket|req/s|-m udp -c 1 -s 64 -d $duration"
-  "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 -s 64 -d $duration"
-  "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 -s 64 --stream-bytes $stream_bytes -d 10m -w 30s"
-  "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns -s 64 -d $idle_hold -w 30s"
+  "pingpong-1|ping-pong 64 B, 1 connection|req/s|-m pingpong -c 1 --size 64 -d $duration"
+  "pingpong-50|ping-pong 64 B, 50 connections|req/s|-m pingpong -c 50 --size 64 -d $duration"
+  "connect-8|connect per request, 8 workers|req/s|-m connect -c 8 --size 64 -d $duration"
+  "udp-1|UDP ping-pong, 1 socket|req/s|-m udp -c 1 --size 64 -d $duration"
+  "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 --size 64 -d $duration"
+  "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 --size 64 --stream-bytes $stream_bytes -d 10m -w 30s"
+  "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns --size 64 -d $idle_hold -w 30s"
 )
 
 # Why server $2 cannot serve scenario $1 (prints nothing when it can).
@@ -376,6 +376,39 @@ for s in "${scenarios[@]}"; do
       [ -n "$(not_served "$scenario" "$server")" ] || run_cell "$scenario" "$server" "$run" "$args"
     done
   done
+done
+
+# The pacing figure: against `serve` (the async engine), one connection at a fixed 1,000
+# requests/s and then closed loop, same server process. Target (a figure, not a test): the
+# paced p50 within 3x the closed-loop p50 plus 100 µs; the report also gives the bench's own
+# schedule lag, so a miss can be told apart from the server.
+for ((run = 1; run <= runs; run++)); do
+  tag=pacing.$run error='' closed=null paced=null
+  if start_server socketkit-async "$logs/$tag.server.log"; then
+    for kind in closed paced; do
+      extra=()
+      [ "$kind" = closed ] || extra=(--rate 1000)
+      rc=0
+      (on_bench_core "$sk" bench "tcp://127.0.0.1:$tcp_port" -m pingpong -c 1 --size 64 \
+        -d "$duration" ${extra[@]+"${extra[@]}"} --json) >"$logs/$tag.$kind.json" \
+        2>"$logs/$tag.$kind.err" || rc=$?
+      [ "$rc" = 0 ] || error="${error:+$error; }$kind run: bench exited $rc: $(tail -n 1 "$logs/$tag.$kind.err")"
+      report=$(head -c 100000 "$logs/$tag.$kind.json" 2>/dev/null || true)
+      case $report in "{"*) ;; *) report=null ;; esac
+      if [ "$kind" = closed ]; then closed=$report; else paced=$report; fi
+    done
+  else
+    error="the server did not start: $(tail -n 1 "$logs/$tag.server.log")"
+  fi
+  stop_server
+  emit "{\"type\":\"pacing\",\"run\":$run,\"rate\":1000,\
+\"error\":$([ -n "$error" ] && json_str "$error" || echo null),\"closed\":$closed,\"paced\":$paced}"
+  if [ -n "$error" ]; then
+    failures=$((failures + 1))
+    say "$tag: FAILED: $error"
+  else
+    say "$tag: ok"
+  fi
 done
 
 "$report_tool" "$results" "$out"
