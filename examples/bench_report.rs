@@ -132,6 +132,8 @@ struct Results {
     /// (scenario, server) → why the server cannot serve it.
     not_served: HashMap<(String, String), String>,
     runs: Vec<Run>,
+    /// The pacing figure's runs: (closed-loop report, `--rate 1000` report), errors left out.
+    pacing: Vec<(Value, Value)>,
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -150,6 +152,7 @@ impl Results {
             scenarios: Vec::new(),
             not_served: HashMap::new(),
             runs: Vec::new(),
+            pacing: Vec::new(),
         };
         for (number, line) in ndjson.lines().enumerate() {
             if line.trim().is_empty() {
@@ -190,6 +193,13 @@ impl Results {
                     short: record["short"].as_bool().unwrap_or(false),
                     bench: Some(record["bench"].clone()).filter(|b| b.is_object()),
                 }),
+                Some("pacing") => {
+                    if record["error"].is_null() {
+                        results
+                            .pacing
+                            .push((record["closed"].clone(), record["paced"].clone()));
+                    }
+                }
                 _ => return Err(format!("results line {}: unknown record", number + 1).into()),
             }
         }
@@ -844,6 +854,46 @@ fn targets(md: &mut String, results: &Results) {
         2.0,
         false,
     );
+    // Pacing: the medians over the runs of the paced p50, the closed-loop p50 and the lag.
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        (!values.is_empty()).then(|| values[values.len() / 2])
+    };
+    let p50s = |pick: fn(&(Value, Value)) -> &Value, key: &str| {
+        median(
+            results
+                .pacing
+                .iter()
+                .filter_map(|pair| pick(pair)[key]["p50"].as_f64())
+                .collect(),
+        )
+    };
+    let closed = p50s(|(closed, _)| closed, "latency_us");
+    let paced = p50s(|(_, paced)| paced, "latency_us");
+    let lag = p50s(|(_, paced)| paced, "schedule_lag_us");
+    match (closed, paced) {
+        (Some(closed), Some(paced)) => {
+            let bound = 3.0 * closed + 100.0;
+            let verdict = if paced <= bound {
+                "met".to_owned()
+            } else {
+                format!("**missed** by {:.0}%", (paced - bound) / bound * 100.0)
+            };
+            let _ = writeln!(
+                md,
+                "| `bench --rate 1000` p50 ≤ 3× closed-loop p50 + 100 µs (async, 1 connection) | \
+                 {paced:.0} µs against {bound:.0} µs (closed loop {closed:.0} µs; schedule lag \
+                 p50 {} µs) | {verdict} |",
+                lag.map_or("—".to_owned(), |l| format!("{l:.1}"))
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                md,
+                "| `bench --rate 1000` p50 ≤ 3× closed-loop p50 + 100 µs | not measured | — |"
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "| uppercase ≥ 0.7× memcpy (ASCII), ≥ 2× `str::to_uppercase` (mixed scripts) | \

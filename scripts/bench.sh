@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark report: socketkit's four engines against the slides' Python servers, Python's
 # ThreadingTCPServer and a canonical tokio server, all on loopback on this machine, driven by
-# `socketkit bench`. Writes target/bench-report/results.ndjson (every run), report.md and
+# `socketkit bench`; and the pacing figure (--rate 1000 against closed loop, p50s). Writes target/bench-report/results.ndjson (every run), report.md and
 # chart.svg (made by examples/bench_report.rs). See the README's "Benchmarks" section.
 #
 #   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
@@ -376,6 +376,39 @@ for s in "${scenarios[@]}"; do
       [ -n "$(not_served "$scenario" "$server")" ] || run_cell "$scenario" "$server" "$run" "$args"
     done
   done
+done
+
+# The pacing figure: against `serve` (the async engine), one connection at a fixed 1,000
+# requests/s and then closed loop, same server process. Target (a figure, not a test): the
+# paced p50 within 3x the closed-loop p50 plus 100 µs; the report also gives the bench's own
+# schedule lag, so a miss can be told apart from the server.
+for ((run = 1; run <= runs; run++)); do
+  tag=pacing.$run error='' closed=null paced=null
+  if start_server socketkit-async "$logs/$tag.server.log"; then
+    for kind in closed paced; do
+      extra=()
+      [ "$kind" = closed ] || extra=(--rate 1000)
+      rc=0
+      (on_bench_core "$sk" bench "tcp://127.0.0.1:$tcp_port" -m pingpong -c 1 --size 64 \
+        -d "$duration" ${extra[@]+"${extra[@]}"} --json) >"$logs/$tag.$kind.json" \
+        2>"$logs/$tag.$kind.err" || rc=$?
+      [ "$rc" = 0 ] || error="${error:+$error; }$kind run: bench exited $rc: $(tail -n 1 "$logs/$tag.$kind.err")"
+      report=$(head -c 100000 "$logs/$tag.$kind.json" 2>/dev/null || true)
+      case $report in "{"*) ;; *) report=null ;; esac
+      if [ "$kind" = closed ]; then closed=$report; else paced=$report; fi
+    done
+  else
+    error="the server did not start: $(tail -n 1 "$logs/$tag.server.log")"
+  fi
+  stop_server
+  emit "{\"type\":\"pacing\",\"run\":$run,\"rate\":1000,\
+\"error\":$([ -n "$error" ] && json_str "$error" || echo null),\"closed\":$closed,\"paced\":$paced}"
+  if [ -n "$error" ]; then
+    failures=$((failures + 1))
+    say "$tag: FAILED: $error"
+  else
+    say "$tag: ok"
+  fi
 done
 
 "$report_tool" "$results" "$out"

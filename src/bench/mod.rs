@@ -4,8 +4,12 @@
 //! `upper`, the request itself for `echo`); mismatches, errors, time-outs and losses are counted
 //! apart. With a fixed rate (`--rate`, an open model) each request's latency counts from the
 //! moment it was *meant* to go out, so a server that stalls shows in the percentiles instead of
-//! silently slowing the load down (coordinated omission). Latencies go into an HDR histogram.
+//! silently slowing the load down (coordinated omission); requests are paced precisely (see
+//! `pace`), and how late each actually left is reported apart as the schedule lag. Latencies go
+//! into HDR histograms. Replies are read while requests are written, so no message size can
+//! deadlock, and `Plan::timeout` bounds every wait.
 
+mod pace;
 mod plan;
 mod report;
 mod worker;
@@ -13,7 +17,7 @@ mod worker;
 use std::sync::Arc;
 
 pub use plan::{Expect, Mode, Payload, Plan};
-pub use report::{Counters, Latency, Report};
+pub use report::{Counters, Failure, Latency, Report};
 
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -51,7 +55,8 @@ use worker::{Run, Target};
 pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
     check(plan)?;
     let target = Target::of(&plan.endpoint)?;
-    raise_descriptor_limit(plan.connections);
+    // With a fixed rate, each task waits on a timerfd of its own.
+    raise_descriptor_limit(plan.connections * if plan.rate.is_some() { 2 } else { 1 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("socketkit-bench")

@@ -7,7 +7,74 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::plan::{Mode, Plan};
+use super::plan::{Expect, Mode, Plan};
+
+/// Why a request failed with a connection or I/O error: the keys of `error_kinds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The connection was refused (or, for UDP, the port was unreachable).
+    Refused,
+    /// The server reset the connection before any reply arrived on it: refused in all but name.
+    Reset,
+    /// The server closed (or reset) the connection between replies, with a request outstanding.
+    Closed,
+    /// The connection ended (closed or reset) in the middle of a reply.
+    Truncated,
+    /// No route to the host or network.
+    Unreachable,
+    /// Any other I/O error.
+    Other,
+}
+
+impl Failure {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [Failure; 6] = [
+        Failure::Refused,
+        Failure::Reset,
+        Failure::Closed,
+        Failure::Truncated,
+        Failure::Unreachable,
+        Failure::Other,
+    ];
+
+    /// The kind's key in `error_kinds`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Reset => "reset",
+            Failure::Closed => "closed",
+            Failure::Truncated => "truncated",
+            Failure::Unreachable => "unreachable",
+            Failure::Other => "other",
+        }
+    }
+
+    /// What happened, for a person.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Failure::Refused => "refused",
+            Failure::Reset => "reset by the server before any reply",
+            Failure::Closed => "closed by the server with a request unanswered",
+            Failure::Truncated => "ended by the server in the middle of a reply",
+            Failure::Unreachable => "unreachable",
+            Failure::Other => "other errors",
+        }
+    }
+
+    /// Whether the server turned the connection away: a refusal, or a reset before any reply
+    /// (exit code 4).
+    pub fn is_refusal(self) -> bool {
+        matches!(self, Failure::Refused | Failure::Reset)
+    }
+
+    fn index(self) -> usize {
+        Failure::ALL
+            .iter()
+            .position(|k| *k == self)
+            .expect("listed")
+    }
+}
 
 /// Live counters, shared by the workers and read by a progress display.
 #[derive(Debug, Default)]
@@ -16,9 +83,9 @@ pub struct Counters {
     pub ok: AtomicU64,
     /// Replies that differed from what was expected.
     pub mismatches: AtomicU64,
-    /// Connection or I/O errors (refused, reset, closed early).
+    /// Connection or I/O errors (refused, reset, closed early), by kind in `error_kinds`.
     pub errors: AtomicU64,
-    /// Requests whose reply did not come within the timeout (streams).
+    /// Requests whose connection or reply did not come within the timeout (streams).
     pub timeouts: AtomicU64,
     /// Datagrams never answered within the timeout (UDP).
     pub losses: AtomicU64,
@@ -29,6 +96,17 @@ pub struct Counters {
     /// Connections open now (`idle`).
     pub open: AtomicU64,
     pub(crate) latencies: Mutex<Option<Histogram<u64>>>,
+    /// How late requests left, against their intended send time (`--rate` only).
+    pub(crate) lags: Mutex<Option<Histogram<u64>>>,
+    /// `errors` by [`Failure`], in `Failure::ALL`'s order.
+    pub(crate) kinds: [AtomicU64; Failure::ALL.len()],
+    /// The first error's text.
+    pub(crate) first_error: Mutex<Option<String>>,
+    /// Failures of a connection that had answered exactly one request: a server that closes
+    /// after one reply, as the slides' servers do.
+    pub(crate) after_one_reply: AtomicU64,
+    /// Mismatches whose reply is what the other `--expect` wants.
+    pub(crate) other_expect: AtomicU64,
 }
 
 impl Counters {
@@ -36,15 +114,70 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Merges one worker's latencies (nanoseconds).
-    pub(crate) fn merge(&self, histogram: &Histogram<u64>) {
-        let mut all = self.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        match all.as_mut() {
-            Some(all) => {
-                let _ = all.add(histogram);
-            }
-            None => *all = Some(histogram.clone()),
+    /// Counts one failed request: its kind, and its text if it is the first.
+    pub(crate) fn fail(&self, kind: Failure, text: impl FnOnce() -> String) {
+        self.add(&self.kinds[kind.index()], 1);
+        self.add(&self.errors, 1);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(text());
         }
+    }
+
+    /// Merges one worker's latencies and schedule lags (nanoseconds).
+    pub(crate) fn merge(&self, latencies: &Histogram<u64>, lags: &Histogram<u64>) {
+        for (all, histogram) in [(&self.latencies, latencies), (&self.lags, lags)] {
+            let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
+            match all.as_mut() {
+                Some(all) => {
+                    let _ = all.add(histogram);
+                }
+                None => *all = Some(histogram.clone()),
+            }
+        }
+    }
+
+    /// The live progress text: requests (or, streaming, bytes) so far and the rate since the
+    /// start, in whole units, with failures when there are any.
+    ///
+    /// ```
+    /// use socketkit::bench::{Counters, Mode};
+    /// use std::time::Duration;
+    ///
+    /// let counters = Counters::default();
+    /// counters.ok.store(32_423, std::sync::atomic::Ordering::Relaxed);
+    /// let line = counters.progress(Mode::Pingpong, Duration::from_secs(1));
+    /// assert_eq!(line, "32,423 requests, 32,423/s");
+    /// ```
+    pub fn progress(&self, mode: Mode, elapsed: Duration) -> String {
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let mut line = match mode {
+            Mode::Stream => {
+                let bytes = self.bytes_received.load(Ordering::Relaxed);
+                format!(
+                    "{} received, {}",
+                    si_size(bytes as f64),
+                    si_bytes(bytes as f64 / secs)
+                )
+            }
+            Mode::Idle => format!(
+                "{} connections held",
+                thousands(self.open.load(Ordering::Relaxed))
+            ),
+            _ => {
+                let done = self.done();
+                format!(
+                    "{} requests, {}/s",
+                    thousands(done),
+                    thousands((done as f64 / secs).round() as u64)
+                )
+            }
+        };
+        let failed = self.done() - self.ok.load(Ordering::Relaxed);
+        if failed > 0 {
+            line.push_str(&format!(" ({} failed)", thousands(failed)));
+        }
+        line
     }
 
     /// Requests finished so far, whatever their outcome.
@@ -108,7 +241,11 @@ pub struct Report {
     pub mismatches: u64,
     /// Connection and I/O errors.
     pub errors: u64,
-    /// Stream replies that timed out.
+    /// `errors` by kind (only the kinds that occurred), in [`Failure::ALL`]'s order.
+    pub error_kinds: Vec<(Failure, u64)>,
+    /// The first error's text.
+    pub first_error: Option<String>,
+    /// Connections or replies that timed out.
     pub timeouts: u64,
     /// Datagrams lost.
     pub losses: u64,
@@ -118,25 +255,60 @@ pub struct Report {
     pub bytes_received: u64,
     /// Connections held at the end (`idle`).
     pub held: u64,
-    /// Latency, when requests were timed (not `stream` or `idle`).
+    /// Latency, when requests were timed (not `stream`).
     pub latency: Option<Latency>,
+    /// How late the load generator itself sent requests against their intended send times
+    /// (`--rate` only). Latency counts from the intended time, so it includes this lag.
+    pub schedule_lag: Option<Latency>,
+    /// What would fit when every failure looks the same (a mode or `--expect` to try).
+    pub hint: Option<String>,
 }
 
 impl Report {
     pub(crate) fn new(plan: &Plan, counters: &Counters, elapsed: Duration) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let latencies = counters.latencies.lock().unwrap_or_else(|e| e.into_inner());
-        let latency = latencies.as_ref().filter(|h| !h.is_empty()).map(|h| {
-            let us = |ns: u64| ns as f64 / 1_000.0;
-            Latency {
-                p50: us(h.value_at_quantile(0.50)),
-                p90: us(h.value_at_quantile(0.90)),
-                p99: us(h.value_at_quantile(0.99)),
-                p999: us(h.value_at_quantile(0.999)),
-                max: us(h.max()),
-                mean: h.mean() / 1_000.0,
-            }
-        });
+        let percentiles = |histogram: &Mutex<Option<Histogram<u64>>>| {
+            let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
+            histogram.as_ref().filter(|h| !h.is_empty()).map(|h| {
+                let us = |ns: u64| ns as f64 / 1_000.0;
+                Latency {
+                    p50: us(h.value_at_quantile(0.50)),
+                    p90: us(h.value_at_quantile(0.90)),
+                    p99: us(h.value_at_quantile(0.99)),
+                    p999: us(h.value_at_quantile(0.999)),
+                    max: us(h.max()),
+                    mean: h.mean() / 1_000.0,
+                }
+            })
+        };
+        let error_kinds: Vec<(Failure, u64)> = Failure::ALL
+            .into_iter()
+            .map(|kind| (kind, load(&counters.kinds[kind.index()])))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let errors = load(&counters.errors);
+        let mismatches = load(&counters.mismatches);
+        // A hint only when every failure of its kind looks the same, and nothing else failed.
+        let hint = if errors > 0
+            && mismatches == 0
+            && plan.mode == Mode::Pingpong
+            && load(&counters.after_one_reply) == errors
+        {
+            Some(
+                "the server answered one request per connection and then closed it; \
+                 for such a server use -m connect"
+                    .to_string(),
+            )
+        } else if mismatches > 0 && errors == 0 && load(&counters.other_expect) == mismatches {
+            Some(match plan.expect {
+                Expect::Upper => "every reply was the request itself: use --expect echo".into(),
+                Expect::Echo => {
+                    "every reply was the request in upper case: use --expect upper".into()
+                }
+            })
+        } else {
+            None
+        };
         Report {
             mode: plan.mode,
             endpoint: plan.endpoint.to_string(),
@@ -146,14 +318,22 @@ impl Report {
             rate: plan.rate,
             elapsed,
             ok: load(&counters.ok),
-            mismatches: load(&counters.mismatches),
-            errors: load(&counters.errors),
+            mismatches,
+            errors,
+            error_kinds,
+            first_error: counters
+                .first_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             timeouts: load(&counters.timeouts),
             losses: load(&counters.losses),
             bytes_sent: load(&counters.bytes_sent),
             bytes_received: load(&counters.bytes_received),
             held: load(&counters.open),
-            latency,
+            latency: percentiles(&counters.latencies),
+            schedule_lag: percentiles(&counters.lags),
+            hint,
         }
     }
 
@@ -174,6 +354,19 @@ impl Report {
 
     /// The report as one JSON object (the `--json` output; field names are stable).
     pub fn to_json(&self) -> serde_json::Value {
+        let percentiles = |l: Option<Latency>| {
+            l.map(|l| {
+                serde_json::json!({
+                    "p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max,
+                    "mean": l.mean,
+                })
+            })
+        };
+        let kinds: serde_json::Map<String, serde_json::Value> = self
+            .error_kinds
+            .iter()
+            .map(|(kind, n)| (kind.name().to_string(), (*n).into()))
+            .collect();
         serde_json::json!({
             "mode": self.mode.name(),
             "endpoint": self.endpoint,
@@ -185,6 +378,8 @@ impl Report {
             "ok": self.ok,
             "mismatches": self.mismatches,
             "errors": self.errors,
+            "error_kinds": kinds,
+            "first_error": self.first_error,
             "timeouts": self.timeouts,
             "losses": self.losses,
             "bytes_sent": self.bytes_sent,
@@ -192,10 +387,9 @@ impl Report {
             "held": self.held,
             "requests_per_s": self.requests_per_second(),
             "received_bytes_per_s": self.received_per_second(),
-            "latency_us": self.latency.map(|l| serde_json::json!({
-                "p50": l.p50, "p90": l.p90, "p99": l.p99, "p999": l.p999, "max": l.max,
-                "mean": l.mean,
-            })),
+            "latency_us": percentiles(self.latency),
+            "schedule_lag_us": percentiles(self.schedule_lag),
+            "hint": self.hint,
         })
     }
 }
@@ -208,23 +402,67 @@ fn si_bytes(bytes_per_s: f64) -> String {
     }
 }
 
+fn si_size(bytes: f64) -> String {
+    if bytes >= 1e9 {
+        format!("{:.2} GB", bytes / 1e9)
+    } else {
+        format!("{:.1} MB", bytes / 1e6)
+    }
+}
+
+/// `32423` as `32,423`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `1 socket`, `2 sockets`.
+fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    format!("{} {noun}{}", thousands(n), if n == 1 { "" } else { "s" })
+}
+
 fn duration_us(us: f64) -> String {
     if us >= 1_000.0 {
         format!("{:.2} ms", us / 1_000.0)
-    } else {
+    } else if us >= 10.0 {
         format!("{us:.0} µs")
+    } else {
+        format!("{us:.1} µs")
     }
+}
+
+fn percentile_line(l: &Latency) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        duration_us(l.p50),
+        duration_us(l.p90),
+        duration_us(l.p99),
+        duration_us(l.p999),
+        duration_us(l.max)
+    )
 }
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let peers = match self.mode {
+            Mode::Udp => count(self.connections as u64, "socket"),
+            Mode::Connect => count(self.connections as u64, "worker"),
+            _ => count(self.connections as u64, "connection"),
+        };
         writeln!(
             f,
-            "{:<10} {} against {}: {} connection(s), {}-byte messages{}{}",
+            "{:<10} {} against {}: {peers}, {}-byte messages{}{}",
             "run",
             self.mode.name(),
             self.endpoint,
-            self.connections,
             self.size,
             if self.pipeline > 1 {
                 format!(", pipeline {}", self.pipeline)
@@ -235,10 +473,14 @@ impl fmt::Display for Report {
                 .map(|r| format!(", fixed rate {r}/s"))
                 .unwrap_or_default(),
         )?;
+        let what = match self.mode {
+            Mode::Stream => "messages",
+            _ => "requests",
+        };
         writeln!(
             f,
             "{:<10} {} ok in {:.2} s ({} mismatches, {} errors, {} timeouts, {} losses)",
-            "requests",
+            what,
             self.ok,
             self.elapsed.as_secs_f64(),
             self.mismatches,
@@ -246,28 +488,71 @@ impl fmt::Display for Report {
             self.timeouts,
             self.losses
         )?;
-        writeln!(
-            f,
-            "{:<10} {:.0} requests/s, {} received",
-            "rate",
-            self.requests_per_second(),
-            si_bytes(self.received_per_second())
-        )?;
-        if let Some(l) = self.latency {
+        if !self.error_kinds.is_empty() {
+            let kinds: Vec<String> = self
+                .error_kinds
+                .iter()
+                .map(|(kind, n)| format!("{n} {}", kind.describe()))
+                .collect();
+            writeln!(f, "{:<10} {}", "errors", kinds.join(", "))?;
+        }
+        if let Some(first) = &self.first_error {
+            writeln!(f, "{:<10} {first}", "first")?;
+        }
+        match self.mode {
+            Mode::Stream => writeln!(
+                f,
+                "{:<10} {} received, {} sent",
+                "rate",
+                si_bytes(self.received_per_second()),
+                si_size(self.bytes_sent as f64)
+            )?,
+            // Idle connections make no requests after their first: no rate to speak of.
+            Mode::Idle => {}
+            _ => writeln!(
+                f,
+                "{:<10} {:.0} requests/s, {} received",
+                "rate",
+                self.requests_per_second(),
+                si_bytes(self.received_per_second())
+            )?,
+        }
+        if let Some(l) = &self.latency {
+            writeln!(f, "{:<10} {}", "latency", percentile_line(l))?;
+        }
+        if let Some(l) = &self.schedule_lag {
             writeln!(
                 f,
-                "{:<10} p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
-                "latency",
-                duration_us(l.p50),
-                duration_us(l.p90),
-                duration_us(l.p99),
-                duration_us(l.p999),
-                duration_us(l.max)
+                "{:<10} {}  (how late requests left; latency includes it)",
+                "sched lag",
+                percentile_line(l)
             )?;
         }
         if self.mode == Mode::Idle {
-            writeln!(f, "{:<10} {} connections held", "held", self.held)?;
+            writeln!(f, "{:<10} {}", "held", count(self.held, "connection"))?;
+        }
+        if let Some(hint) = &self.hint {
+            writeln!(f, "{:<10} {hint}", "hint")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_whole_numbers_and_streams_count_bytes() {
+        let counters = Counters::default();
+        counters.ok.store(97_270, Ordering::Relaxed);
+        counters.errors.store(3, Ordering::Relaxed);
+        let line = counters.progress(Mode::Pingpong, Duration::from_secs(3));
+        assert_eq!(line, "97,273 requests, 32,424/s (3 failed)");
+
+        counters.errors.store(0, Ordering::Relaxed);
+        counters.bytes_received.store(64_000_000, Ordering::Relaxed);
+        let line = counters.progress(Mode::Stream, Duration::from_secs(2));
+        assert_eq!(line, "64.0 MB received, 32.00 MB/s");
     }
 }

@@ -11,8 +11,9 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-use super::plan::{Mode, Plan};
-use super::report::{Counters, histogram};
+use super::pace::Pacer;
+use super::plan::{Expect, Mode, Plan};
+use super::report::{Counters, Failure, histogram};
 use crate::endpoint::Endpoint;
 use crate::handler::AsyncStream;
 
@@ -27,6 +28,8 @@ pub(crate) struct Run {
     tickets: AtomicU64,
     request: Vec<u8>,
     reply: Vec<u8>,
+    /// The reply the other `--expect` wants: a mismatch equal to it earns a hint.
+    other_reply: Vec<u8>,
 }
 
 /// Where to connect: resolved once, before the clock starts.
@@ -38,7 +41,14 @@ pub(crate) enum Target {
 
 impl Run {
     pub(crate) fn new(plan: Plan, counters: Arc<Counters>, target: Target) -> Run {
-        let (request, reply) = plan.exchange(plan.mode == Mode::Udp);
+        let datagram = plan.mode == Mode::Udp;
+        let (request, reply) = plan.exchange(datagram);
+        let mut other = plan.clone();
+        other.expect = match plan.expect {
+            Expect::Upper => Expect::Echo,
+            Expect::Echo => Expect::Upper,
+        };
+        let (_, other_reply) = other.exchange(datagram);
         let start = Instant::now();
         let deadline = plan.time_bound().map(|d| start + d);
         Run {
@@ -50,6 +60,7 @@ impl Run {
             tickets: AtomicU64::new(0),
             request,
             reply,
+            other_reply,
         }
     }
 
@@ -77,11 +88,13 @@ impl Run {
         Some(self.start + Duration::from_secs_f64(ticket as f64 / rate))
     }
 
-    /// Waits for a request's turn and returns the time its latency counts from.
-    async fn turn(&self, ticket: u64) -> Instant {
+    /// Waits for a request's turn and returns the time its latency counts from: the intended
+    /// send time with a fixed rate (recording how late it actually left), else now.
+    async fn turn(&self, ticket: u64, pacer: &mut Pacer, tally: &mut Tally) -> Instant {
         match self.intended(ticket) {
             Some(at) => {
-                sleep_until(at).await;
+                pacer.until(at).await;
+                tally.lag(at);
                 at
             }
             None => Instant::now(),
@@ -107,6 +120,37 @@ impl Run {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
     }
 
+    /// Counts a failed connection attempt: a time-out, or an error of its kind.
+    fn connect_failed(&self, error: &io::Error) {
+        if error.kind() == io::ErrorKind::TimedOut {
+            return self.count(&self.counters.timeouts);
+        }
+        let kind = match error.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            // A reset during the handshake (a listener that refuses by RST after accept).
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Failure::Reset,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                Failure::Unreachable
+            }
+            _ => Failure::Other,
+        };
+        self.counters.fail(kind, || {
+            format!(
+                "cannot connect to {}: {}",
+                self.plan.endpoint,
+                describe(kind, error)
+            )
+        });
+    }
+
+    /// Counts a mismatched reply, and whether it is what the other `--expect` wants.
+    fn mismatch(&self, reply: &[u8]) {
+        self.count(&self.counters.mismatches);
+        if reply == self.other_reply {
+            self.count(&self.counters.other_expect);
+        }
+    }
+
     fn count(&self, counter: &AtomicU64) {
         self.counters.add(counter, 1);
     }
@@ -116,127 +160,279 @@ impl Run {
         sleep(Duration::from_millis(10)).await;
     }
 
-    fn record(&self, histogram: &mut Histogram<u64>, since: Instant) {
+    fn record(&self, tally: &mut Tally, since: Instant) {
         let ns = Instant::now().saturating_duration_since(since).as_nanos();
-        let _ = histogram.record(u64::try_from(ns).unwrap_or(u64::MAX).max(1_000));
+        let _ = tally
+            .latencies
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
         self.count(&self.counters.ok);
+    }
+}
+
+/// The histograms' top (60 s, in ns): a larger value is recorded as this.
+const MAX_NS: u64 = 60_000_000_000;
+
+/// One task's figures, merged into the run's at its end.
+struct Tally {
+    /// Latencies in ns.
+    latencies: Histogram<u64>,
+    /// How late requests left against their intended send time, in ns (`--rate` only).
+    lags: Histogram<u64>,
+}
+
+impl Tally {
+    fn lag(&mut self, at: Instant) {
+        let ns = Instant::now().saturating_duration_since(at).as_nanos();
+        let _ = self
+            .lags
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
+    }
+}
+
+/// An I/O error's text with what it means here.
+fn describe(kind: Failure, error: &io::Error) -> String {
+    match kind {
+        Failure::Reset => format!("connection reset by the server before any reply ({error})"),
+        Failure::Truncated => format!("the connection ended in the middle of a reply ({error})"),
+        _ => error.to_string(),
     }
 }
 
 /// One task of the run, by mode.
 pub(crate) async fn task(run: Arc<Run>, index: usize) {
-    let mut latencies = histogram();
+    let mut tally = Tally {
+        latencies: histogram(),
+        lags: histogram(),
+    };
     match run.plan.mode {
-        Mode::Pingpong => pingpong(&run, &mut latencies).await,
-        Mode::Connect => connect_per_request(&run, &mut latencies).await,
-        Mode::Udp => udp(&run, &mut latencies).await,
+        Mode::Pingpong => pingpong(&run, &mut tally).await,
+        Mode::Connect => connect_per_request(&run, &mut tally).await,
+        Mode::Udp => udp(&run, &mut tally).await,
         Mode::Stream => stream(&run, index).await,
-        Mode::Idle => idle(&run, &mut latencies).await,
+        Mode::Idle => idle(&run, &mut tally).await,
     }
-    run.counters.merge(&latencies);
+    run.counters.merge(&tally.latencies, &tally.lags);
 }
 
-async fn pingpong(run: &Run, latencies: &mut Histogram<u64>) {
-    let pipeline = run.plan.pipeline.max(1);
-    let mut buf = vec![0u8; run.reply.len()];
-    'connection: loop {
+async fn pingpong(run: &Run, tally: &mut Tally) {
+    let mut pacer = Pacer::new();
+    loop {
         if run.out_of_time() {
             return;
         }
         let mut conn = match run.connect().await {
             Ok(conn) => conn,
-            Err(_) => {
+            Err(e) => {
                 // A failed connection costs a request, so a request-bounded run against a
                 // server that refuses still ends.
-                run.count(&run.counters.errors);
                 if run.claim().is_none() {
                     return;
                 }
+                run.connect_failed(&e);
                 run.back_off().await;
                 continue;
             }
         };
-        let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(pipeline);
-        let mut exhausted = false;
-        loop {
-            while !exhausted && in_flight.len() < pipeline {
-                let Some(ticket) = run.claim() else {
-                    exhausted = true;
-                    break;
-                };
-                let since = run.turn(ticket).await;
-                if conn.write_all(&run.request).await.is_err() {
-                    run.count(&run.counters.errors);
-                    continue 'connection;
-                }
-                run.counters
-                    .add(&run.counters.bytes_sent, run.request.len() as u64);
-                in_flight.push_back(since);
-            }
-            let Some(since) = in_flight.pop_front() else {
-                return;
-            };
-            match timeout(run.plan.timeout, conn.read_exact(&mut buf)).await {
-                Err(_) => {
-                    run.count(&run.counters.timeouts);
-                    continue 'connection;
-                }
-                Ok(Err(_)) => {
-                    run.count(&run.counters.errors);
-                    continue 'connection;
-                }
-                Ok(Ok(n)) => {
-                    run.counters.add(&run.counters.bytes_received, n as u64);
-                    if buf != run.reply {
-                        run.count(&run.counters.mismatches);
-                        continue 'connection; // the stream is out of step now
-                    }
-                    run.record(latencies, since);
-                }
-            }
+        let requests = Requests::Claimed(&mut pacer);
+        if converse(run, &mut conn, run.plan.pipeline.max(1), requests, tally)
+            .await
+            .is_ok()
+        {
+            return;
         }
     }
 }
 
-async fn connect_per_request(run: &Run, latencies: &mut Histogram<u64>) {
-    let mut buf = vec![0u8; run.reply.len()];
+async fn connect_per_request(run: &Run, tally: &mut Tally) {
+    let mut pacer = Pacer::new();
     while let Some(ticket) = run.claim() {
-        let since = run.turn(ticket).await;
+        // The connect is part of the request: latency counts from before it.
+        let since = run.turn(ticket, &mut pacer, tally).await;
         let mut conn = match run.connect().await {
             Ok(conn) => conn,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                run.count(&run.counters.timeouts);
-                continue;
-            }
-            Err(_) => {
-                run.count(&run.counters.errors);
-                run.back_off().await;
+            Err(e) => {
+                run.connect_failed(&e);
+                if e.kind() != io::ErrorKind::TimedOut {
+                    run.back_off().await;
+                }
                 continue;
             }
         };
-        if conn.write_all(&run.request).await.is_err() {
-            run.count(&run.counters.errors);
-            continue;
-        }
-        run.counters
-            .add(&run.counters.bytes_sent, run.request.len() as u64);
-        match timeout(run.plan.timeout, conn.read_exact(&mut buf)).await {
-            Err(_) => run.count(&run.counters.timeouts),
-            Ok(Err(_)) => run.count(&run.counters.errors),
-            Ok(Ok(n)) => {
-                run.counters.add(&run.counters.bytes_received, n as u64);
-                if buf == run.reply {
-                    run.record(latencies, since);
-                } else {
-                    run.count(&run.counters.mismatches);
-                }
-            }
-        }
+        let _ = converse(run, &mut conn, 1, Requests::One(since), tally).await;
         // Dropping the connection closes it, as the slides' client does.
     }
 }
 
-async fn udp(run: &Run, latencies: &mut Histogram<u64>) {
+/// Which requests a conversation sends.
+enum Requests<'a> {
+    /// Claim tickets until the run's bound, each sent at its turn.
+    Claimed(&'a mut Pacer),
+    /// One request, whose latency counts from this instant.
+    One(Instant),
+}
+
+/// Why a conversation ended early (already counted).
+struct Ended;
+
+/// The kind of an I/O error on a connection that has answered `answered` requests and has
+/// `got` bytes of the current reply: a reset before any reply is a refusal in all but name.
+fn kind_of(error: &io::Error, answered: u64, got: usize) -> Failure {
+    match error.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => {
+            if got > 0 {
+                Failure::Truncated
+            } else if answered == 0 {
+                Failure::Reset
+            } else {
+                Failure::Closed
+            }
+        }
+        io::ErrorKind::ConnectionRefused => Failure::Refused,
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => Failure::Unreachable,
+        _ => Failure::Other,
+    }
+}
+
+/// Notes a connection that failed after exactly one reply: the mark of a server that closes
+/// after one reply (pingpong's hint).
+fn count_pattern(run: &Run, answered: u64) {
+    if answered == 1 {
+        run.count(&run.counters.after_one_reply);
+    }
+}
+
+/// Drives one stream connection: writes requests while it reads replies (so that a message
+/// larger than both sockets' buffers cannot deadlock), at most `pipeline` in flight, and checks
+/// every reply. Every request must be answered within the time-out of its first byte written,
+/// so `-w` bounds every wait, on a write as on a read. Returns `Ok` once the requests are all
+/// answered, or `Err` at the first failure, counted: the connection is out of step then.
+async fn converse(
+    run: &Run,
+    conn: &mut Box<dyn AsyncStream>,
+    pipeline: usize,
+    mut requests: Requests<'_>,
+    tally: &mut Tally,
+) -> Result<(), Ended> {
+    let (mut reader, mut writer) = tokio::io::split(conn);
+    let request = &run.request[..];
+    let mut buf = vec![0u8; run.reply.len()];
+    let mut got = 0; // bytes of the reply now being read
+    let mut answered = 0u64; // whole replies on this connection
+    // Per request in flight: when its latency counts from, and its deadline.
+    let mut in_flight: VecDeque<(Instant, Instant)> = VecDeque::with_capacity(pipeline);
+    let mut written: Option<usize> = None; // bytes written of the request being written
+    let mut due: Option<Instant> = None; // a claimed request waiting for its turn
+    let mut exhausted = false;
+    let paced = run.plan.rate.is_some();
+    loop {
+        if written.is_none() && due.is_none() && !exhausted && in_flight.len() < pipeline {
+            let next = match &mut requests {
+                Requests::Claimed(_) => run
+                    .claim()
+                    .map(|ticket| run.intended(ticket).unwrap_or_else(Instant::now)),
+                Requests::One(since) => Some(*since),
+            };
+            match next {
+                Some(at) => due = Some(at),
+                None => exhausted = true,
+            }
+            if let Requests::One(_) = requests {
+                exhausted = true;
+            }
+        }
+        if let Some(at) = due.filter(|_| written.is_none()) {
+            let now = Instant::now();
+            let waits = matches!(requests, Requests::Claimed(_)) && paced;
+            if !waits || now >= at {
+                if waits {
+                    tally.lag(at);
+                }
+                in_flight.push_back((at, now + run.plan.timeout));
+                written = Some(0);
+                due = None;
+            }
+        }
+        if written.is_none() && due.is_none() && in_flight.is_empty() {
+            return Ok(());
+        }
+        let deadline = in_flight.front().map(|&(_, deadline)| deadline);
+        let pacer = match &mut requests {
+            Requests::Claimed(pacer) => Some(&mut **pacer),
+            Requests::One(_) => None,
+        };
+        let failure = tokio::select! {
+            read = reader.read(&mut buf[got..]), if !in_flight.is_empty() => match read {
+                Ok(0) => Some(if got == 0 { Failure::Closed } else { Failure::Truncated }),
+                Err(e) => {
+                    let kind = kind_of(&e, answered, got);
+                    run.counters.fail(kind, || describe(kind, &e));
+                    count_pattern(run, answered);
+                    return Err(Ended);
+                }
+                Ok(n) => {
+                    run.counters.add(&run.counters.bytes_received, n as u64);
+                    got += n;
+                    if got == buf.len() {
+                        got = 0;
+                        if buf != run.reply {
+                            run.mismatch(&buf);
+                            return Err(Ended);
+                        }
+                        let (since, _) = in_flight.pop_front().expect("a request in flight");
+                        run.record(tally, since);
+                        answered += 1;
+                    }
+                    None
+                }
+            },
+            wrote = writer.write(&request[written.unwrap_or(0)..]), if written.is_some() => {
+                match wrote {
+                    Ok(n) if n > 0 => {
+                        run.counters.add(&run.counters.bytes_sent, n as u64);
+                        let total = written.unwrap_or(0) + n;
+                        written = (total < request.len()).then_some(total);
+                        None
+                    }
+                    Ok(_) => Some(Failure::Other),
+                    Err(e) => {
+                        let kind = kind_of(&e, answered, got);
+                        run.counters.fail(kind, || describe(kind, &e));
+                        count_pattern(run, answered);
+                        return Err(Ended);
+                    }
+                }
+            }
+            () = async {
+                match (pacer, due) {
+                    (Some(pacer), Some(at)) => pacer.until(at).await,
+                    _ => std::future::pending().await,
+                }
+            }, if due.is_some() && written.is_none() && paced => None,
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                run.count(&run.counters.timeouts);
+                return Err(Ended);
+            }
+        };
+        if let Some(kind) = failure {
+            run.counters.fail(kind, || match kind {
+                Failure::Closed if answered == 0 => {
+                    "the server closed the connection before any reply".to_string()
+                }
+                Failure::Closed => format!(
+                    "the server closed the connection after {answered} replies, with a request unanswered"
+                ),
+                Failure::Truncated => "the server closed the connection in the middle of a reply".to_string(),
+                _ => "the connection accepted no more bytes".to_string(),
+            });
+            count_pattern(run, answered);
+            return Err(Ended);
+        }
+    }
+}
+
+async fn udp(run: &Run, tally: &mut Tally) {
     let Target::Inet(server) = run.target else {
         return;
     };
@@ -246,36 +442,62 @@ async fn udp(run: &Run, latencies: &mut Histogram<u64>) {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = match tokio::net::UdpSocket::bind(local).await {
-        Ok(socket) if socket.connect(server).await.is_ok() => socket,
-        _ => {
-            run.count(&run.counters.errors);
-            return;
+        Ok(socket) => socket,
+        Err(e) => {
+            return run
+                .counters
+                .fail(Failure::Other, || format!("cannot open a UDP socket: {e}"));
         }
     };
+    if let Err(e) = socket.connect(server).await {
+        return run.connect_failed(&e);
+    }
+    let mut pacer = Pacer::new();
     let mut buf = vec![0u8; 65_536];
     while let Some(ticket) = run.claim() {
-        let since = run.turn(ticket).await;
+        let since = run.turn(ticket, &mut pacer, tally).await;
         // A reply that came after its request was counted lost must not pass for this one's.
         while socket.try_recv(&mut buf).is_ok() {}
-        if socket.send(&run.request).await.is_err() {
-            run.count(&run.counters.errors);
-            run.back_off().await;
-            continue;
-        }
-        run.counters
-            .add(&run.counters.bytes_sent, run.request.len() as u64);
-        match timeout(run.plan.timeout, socket.recv(&mut buf)).await {
-            Err(_) => run.count(&run.counters.losses),
-            Ok(Err(_)) => {
-                run.count(&run.counters.errors);
+        let sent = timeout(run.plan.timeout, socket.send(&run.request)).await;
+        let received = match sent {
+            Err(_) => {
+                run.count(&run.counters.timeouts);
+                continue;
+            }
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => {
+                run.counters
+                    .add(&run.counters.bytes_sent, run.request.len() as u64);
+                match timeout(run.plan.timeout, socket.recv(&mut buf)).await {
+                    Err(_) => {
+                        run.count(&run.counters.losses);
+                        continue;
+                    }
+                    Ok(received) => received,
+                }
+            }
+        };
+        match received {
+            Err(e) => {
+                // A refusal here is the ICMP port unreachable of an earlier datagram.
+                let kind = match e.kind() {
+                    io::ErrorKind::ConnectionRefused => Failure::Refused,
+                    io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                        Failure::Unreachable
+                    }
+                    _ => Failure::Other,
+                };
+                run.counters.fail(kind, || {
+                    format!("datagram to {}: {}", run.plan.endpoint, describe(kind, &e))
+                });
                 run.back_off().await;
             }
-            Ok(Ok(n)) => {
+            Ok(n) => {
                 run.counters.add(&run.counters.bytes_received, n as u64);
                 if buf[..n] == run.reply[..] {
-                    run.record(latencies, since);
+                    run.record(tally, since);
                 } else {
-                    run.count(&run.counters.mismatches);
+                    run.mismatch(&buf[..n]);
                 }
             }
         }
@@ -291,10 +513,7 @@ async fn stream(run: &Run, index: usize) {
     let messages = share.div_ceil(run.request.len() as u64);
     let conn = match run.connect().await {
         Ok(conn) => conn,
-        Err(_) => {
-            run.count(&run.counters.errors);
-            return;
-        }
+        Err(e) => return run.connect_failed(&e),
     };
     let (mut reader, mut writer) = tokio::io::split(conn);
     let writing = async {
@@ -305,23 +524,33 @@ async fn stream(run: &Run, index: usize) {
         while sent < messages && !run.out_of_time() {
             let n = per_batch.min(messages - sent);
             let bytes = &batch[..n as usize * run.request.len()];
-            if writer.write_all(bytes).await.is_err() {
-                return Err(());
+            match timeout(run.plan.timeout, writer.write_all(bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Some(e)),
+                Err(_) => return Err(None), // the server stopped reading
             }
             run.counters
                 .add(&run.counters.bytes_sent, bytes.len() as u64);
             sent += n;
         }
-        let _ = writer.shutdown().await;
-        Ok(sent)
+        let _ = timeout(run.plan.timeout, writer.shutdown()).await;
+        Ok::<u64, Option<io::Error>>(sent)
     };
     let reading = async {
         let mut buf = vec![0u8; 64 * 1024];
         let mut at = 0usize; // position within the expected reply
+        let mut whole_replies = 0u64;
         loop {
             let n = match timeout(run.plan.timeout, reader.read(&mut buf)).await {
-                Err(_) => return Err(&run.counters.timeouts),
-                Ok(Err(_)) => return Err(&run.counters.errors),
+                Err(_) => return Err(None),
+                Ok(Err(e)) => {
+                    let kind = kind_of(&e, whole_replies, at);
+                    return Err(Some((kind, describe(kind, &e))));
+                }
+                Ok(Ok(0)) if at > 0 => {
+                    let text = "the server closed the connection in the middle of a reply";
+                    return Err(Some((Failure::Truncated, text.to_string())));
+                }
                 Ok(Ok(0)) => return Ok(()),
                 Ok(Ok(n)) => n,
             };
@@ -331,7 +560,8 @@ async fn stream(run: &Run, index: usize) {
             while !chunk.is_empty() {
                 let take = chunk.len().min(run.reply.len() - at);
                 if chunk[..take] != run.reply[at..at + take] {
-                    return Err(&run.counters.mismatches);
+                    run.count(&run.counters.mismatches);
+                    return Err(None);
                 }
                 chunk = &chunk[take..];
                 at += take;
@@ -340,45 +570,51 @@ async fn stream(run: &Run, index: usize) {
                     whole += 1;
                 }
             }
+            whole_replies += whole;
             run.counters.add(&run.counters.ok, whole);
         }
     };
-    let (written, read) = tokio::join!(writing, reading);
-    if written.is_err() {
-        run.count(&run.counters.errors);
+    // A failed reader ends the writer too (it would wait in vain for the server to read);
+    // a finished writer leaves the reader to drain the replies.
+    let (mut writing, mut reading) = (std::pin::pin!(writing), std::pin::pin!(reading));
+    let (written, read) = tokio::select! {
+        read = &mut reading => (None, read),
+        written = &mut writing => (Some(written), reading.await),
+    };
+    match read {
+        Ok(()) => {}
+        Err(Some((kind, text))) => return run.counters.fail(kind, || text),
+        Err(None)
+            if run
+                .counters
+                .mismatches
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0 => {}
+        Err(None) => return run.count(&run.counters.timeouts),
     }
-    if let Err(counter) = read {
-        run.count(counter);
+    match written {
+        Some(Err(Some(e))) => {
+            let kind = kind_of(&e, 1, 0);
+            run.counters.fail(kind, || describe(kind, &e));
+        }
+        Some(Err(None)) => run.count(&run.counters.timeouts),
+        _ => {}
     }
 }
 
 /// Opens a connection, proves it with one round trip, and holds it until the run ends.
-async fn idle(run: &Run, latencies: &mut Histogram<u64>) {
+async fn idle(run: &Run, tally: &mut Tally) {
     let since = Instant::now();
     let mut conn = match run.connect().await {
         Ok(conn) => conn,
-        Err(_) => {
-            run.count(&run.counters.errors);
-            return;
-        }
+        Err(e) => return run.connect_failed(&e),
     };
-    if conn.write_all(&run.request).await.is_err() {
-        run.count(&run.counters.errors);
+    if converse(run, &mut conn, 1, Requests::One(since), tally)
+        .await
+        .is_err()
+    {
         return;
     }
-    run.counters
-        .add(&run.counters.bytes_sent, run.request.len() as u64);
-    let mut buf = vec![0u8; run.reply.len()];
-    match timeout(run.plan.timeout, conn.read_exact(&mut buf)).await {
-        Err(_) => return run.count(&run.counters.timeouts),
-        Ok(Err(_)) => return run.count(&run.counters.errors),
-        Ok(Ok(n)) => run.counters.add(&run.counters.bytes_received, n as u64),
-    }
-    if buf != run.reply {
-        return run.count(&run.counters.mismatches);
-    }
-    run.record(latencies, since);
-    drop(buf);
     run.counters.add(&run.counters.open, 1);
     match run.deadline {
         Some(deadline) => sleep_until(deadline).await,

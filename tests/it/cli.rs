@@ -633,6 +633,25 @@ fn zero_and_out_of_range_values_are_refused_while_parsing() {
         (&["client", "-w", "0", tcp], "--timeout", "more than 0"),
         (&["bench", "-w", "0", tcp], "--timeout", "more than 0"),
         (&["bench", "-d", "0", tcp], "--duration", "more than 0"),
+        (&["bench", "-c", "0", tcp], "--connections", "at least 1"),
+        (
+            &["bench", "--pipeline", "0", tcp],
+            "--pipeline",
+            "at least 1",
+        ),
+        (&["bench", "-n", "0", tcp], "--requests", "at least 1"),
+        (&["bench", "-r", "0", tcp], "--rate", "more than 0"),
+        (&["bench", "-r", "nan", tcp], "--rate", "more than 0"),
+        (
+            &["send", "--max-time", "0", tcp, "x"],
+            "--max-time",
+            "more than 0",
+        ),
+        (
+            &["send", "--quit-after", "0", tcp, "x"],
+            "--quit-after",
+            "more than 0",
+        ),
         (
             &["resolve", "-w", "0", "localhost"],
             "--timeout",

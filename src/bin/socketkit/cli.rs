@@ -116,7 +116,9 @@ pub enum Command {
     /// request; no reply within --timeout is a loss), stream (stream --stream-bytes through the
     /// server and read it all back), idle (open -c connections, one round trip each, then hold
     /// them for --duration). With --rate, latency counts from each request's intended send
-    /// time (no coordinated omission). Exit code 3 on a wrong reply, 5 on time-outs or losses.
+    /// time (no coordinated omission), and "sched lag" shows how late requests actually left.
+    /// Exit code 3 on a wrong reply, 5 on time-outs or losses, 4 when every error was a
+    /// refusal (or a reset before any reply), 1 on other errors or when nothing was answered.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
@@ -246,24 +248,26 @@ pub struct BenchArgs {
     /// The server to load.
     pub endpoint: Endpoint,
 
-    /// The load pattern: pingpong, connect, udp, stream or idle.
-    #[arg(short, long, default_value = "pingpong", value_parser = mode_parser())]
-    pub mode: socketkit::bench::Mode,
+    /// The load pattern: pingpong, connect, udp, stream or idle [default: udp for a udp://
+    /// endpoint, pingpong otherwise].
+    #[arg(short, long, value_parser = mode_parser())]
+    pub mode: Option<socketkit::bench::Mode>,
 
     /// Connections (sockets for udp, concurrent workers for connect).
-    #[arg(short, long, default_value_t = 1, value_name = "N")]
+    #[arg(short, long, default_value = "1", value_parser = parse_max_connections, value_name = "N")]
     pub connections: usize,
 
     /// Message size in bytes, the line's newline included: 1 to 1G (K, M, G: powers of 1024).
+    /// Long form only: -s is the source address wherever a command has one.
     #[arg(long, default_value = "64", value_parser = parse_message_size, value_name = "BYTES")]
     pub size: usize,
 
     /// Requests in flight per connection (pingpong).
-    #[arg(long, default_value_t = 1, value_name = "K")]
+    #[arg(long, default_value = "1", value_parser = parse_pipeline, value_name = "K")]
     pub pipeline: usize,
 
     /// A fixed total rate in requests per second (open model).
-    #[arg(short, long, value_name = "PER_SECOND")]
+    #[arg(short, long, value_parser = parse_request_rate, value_name = "PER_SECOND")]
     pub rate: Option<f64>,
 
     /// Stop after this long [default: 10s when --requests is not given either].
@@ -271,7 +275,7 @@ pub struct BenchArgs {
     pub duration: Option<Duration>,
 
     /// Stop after this many requests.
-    #[arg(short = 'n', long, value_name = "N")]
+    #[arg(short = 'n', long, value_parser = parse_requests, value_name = "N")]
     pub requests: Option<u64>,
 
     /// Bytes to stream through the server in all (stream mode): 1 to 1024G (K, M, G: powers of
@@ -279,7 +283,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "64M", value_parser = parse_bytes, value_name = "BYTES")]
     pub stream_bytes: u64,
 
-    /// How long a request may wait for its reply.
+    /// How long a connect, and a request for its whole reply (its writing included), may take.
     #[arg(short = 'w', long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub timeout: Duration,
 
@@ -749,6 +753,33 @@ fn parse_workers(text: &str) -> Result<usize, String> {
 /// `net.core.somaxconn` anyway).
 fn parse_backlog(text: &str) -> Result<u32, String> {
     parse_count(text, i32::MAX as u64).map(|n| n as u32)
+}
+
+/// `bench --pipeline`: 1 to 65,536 requests in flight per connection.
+fn parse_pipeline(text: &str) -> Result<usize, String> {
+    parse_count(text, 1 << 16).map(|n| n as usize)
+}
+
+/// `bench -n/--requests`: at least 1.
+fn parse_requests(text: &str) -> Result<u64, String> {
+    parse_count(text, u64::MAX)
+}
+
+/// `bench -r/--rate`: requests a second, more than 0 (fractions allowed: 0.5 is one every 2 s)
+/// and at most 10,000,000.
+fn parse_request_rate(text: &str) -> Result<f64, String> {
+    const MAX: f64 = 10_000_000.0;
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "not a number of requests a second".to_string())?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err("must be more than 0".into());
+    }
+    if rate > MAX {
+        return Err(format!("too large: at most {MAX}"));
+    }
+    Ok(rate)
 }
 
 /// `--datagram-rate`: a whole number of datagrams per second; 0 means no limit.

@@ -6,13 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use socketkit::bench::{self, Counters, Plan};
+use socketkit::bench::{self, Counters, Mode, Plan, Report};
+use socketkit::endpoint::Transport;
 
 use crate::cli::BenchArgs;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut plan = Plan::new(args.endpoint);
-    plan.mode = args.mode;
+    // A udp:// endpoint has one mode that fits it: take it unless another was asked for.
+    plan.mode = args.mode.unwrap_or(match plan.endpoint.transport() {
+        Transport::Udp => Mode::Udp,
+        _ => Mode::Pingpong,
+    });
     plan.connections = args.connections;
     plan.size = args.size;
     plan.pipeline = args.pipeline;
@@ -43,20 +48,57 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         write!(out, "{report}")?;
     }
     out.flush()?;
+    verdict(&report, &plan)
+}
+
+/// The exit status: the worst failure first (a wrong reply 3, a time-out or loss 5, then
+/// errors: 4 when all of them were refusals, 1 otherwise), each with its cause and a hint.
+fn verdict(report: &Report, plan: &Plan) -> anyhow::Result<()> {
+    let hint = report
+        .hint
+        .as_ref()
+        .map(|h| format!("; hint: {h}"))
+        .unwrap_or_default();
     if report.mismatches > 0 {
         anyhow::bail!(socketkit::Error::Protocol(format!(
-            "{} replies did not match what was sent",
+            "{} replies did not match what was expected{hint}",
             report.mismatches
         )));
     }
     if report.timeouts + report.losses > 0 {
-        anyhow::bail!(socketkit::Error::TimedOut {
-            what: "some replies",
+        let what = if report.losses > 0 {
+            "some replies (datagrams lost)"
+        } else {
+            "some replies"
+        };
+        return Err(anyhow::Error::new(socketkit::Error::TimedOut {
+            what,
             after: plan.timeout,
-        });
+        }));
     }
     if report.errors > 0 {
-        anyhow::bail!("{} requests failed with connection errors", report.errors);
+        let kinds: Vec<String> = report
+            .error_kinds
+            .iter()
+            .map(|(kind, n)| format!("{n} {}", kind.describe()))
+            .collect();
+        let refused = report.error_kinds.iter().all(|(kind, _)| kind.is_refusal());
+        let cause = std::io::Error::new(
+            if refused {
+                std::io::ErrorKind::ConnectionRefused
+            } else {
+                std::io::ErrorKind::Other
+            },
+            format!(
+                "first: {}{hint}",
+                report.first_error.as_deref().unwrap_or("no text")
+            ),
+        );
+        return Err(anyhow::Error::new(cause).context(format!(
+            "{} requests failed ({})",
+            report.errors,
+            kinds.join(", ")
+        )));
     }
     if report.ok == 0 {
         anyhow::bail!("no request was answered: the run measured nothing");
@@ -70,24 +112,25 @@ fn show_progress(
     counters: Arc<Counters>,
     done: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    let bar = match plan.requests {
-        Some(n) => ProgressBar::new(n).with_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} requests {per_sec} {msg}")
-                .expect("a valid template"),
-        ),
+    // indicatif's own {per_sec} shows four decimals and counts the bar's unit; the library's
+    // progress text counts what the mode moves (bytes for a stream) in whole units.
+    let mode = plan.mode;
+    let bar = match plan
+        .requests
+        .filter(|_| !matches!(mode, Mode::Stream | Mode::Idle))
+    {
+        Some(n) => ProgressBar::new(n)
+            .with_style(ProgressStyle::with_template("{bar:40} {msg}").expect("a valid template")),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {elapsed} {pos} requests {per_sec} {msg}")
-                .expect("a valid template"),
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("a valid template"),
         ),
     };
     bar.set_draw_target(ProgressDrawTarget::stderr());
+    let start = std::time::Instant::now();
     std::thread::spawn(move || {
         while !done.load(Ordering::Relaxed) {
             bar.set_position(counters.done());
-            let failed = counters.done() - counters.ok.load(Ordering::Relaxed);
-            if failed > 0 {
-                bar.set_message(format!("({failed} failed)"));
-            }
+            bar.set_message(counters.progress(mode, start.elapsed()));
             bar.tick();
             std::thread::sleep(Duration::from_millis(100)); // redraw rate, not synchronisation
         }
