@@ -64,7 +64,9 @@ pub mod service;
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;
 pub use error::{Error, ErrorKind};
-pub use server::{Limits, MAX_DATAGRAM_BYTES, Server, ServerBuilder, ShutdownHandle};
+pub use server::{
+    Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, Server, ServerBuilder, ShutdownHandle,
+};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

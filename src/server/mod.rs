@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use access::AccessList;
-pub use limits::{Limits, MAX_DATAGRAM_BYTES};
+pub use limits::{Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6};
 pub use shutdown::ShutdownHandle;
 
 use crate::codec::Framing;
