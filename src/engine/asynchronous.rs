@@ -448,7 +448,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     let mut backoff = Backoff::new();
     let mut truncation_log = None;
     let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-    let mut guard = DatagramGuard::new(&local);
+    let mut guard = DatagramGuard::new();
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,

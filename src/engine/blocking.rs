@@ -245,7 +245,7 @@ impl Loop {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         let mut truncation_log = None;
         let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-        let mut guard = DatagramGuard::new(&local);
+        let mut guard = DatagramGuard::new();
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;

@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::server::listener::Listener;
 use crate::service::Address;
 
 /// Requests in a row that equal a recent reply before a source counts as a loop. Far above what
@@ -53,8 +54,6 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The guards of one datagram listener.
 pub(crate) struct DatagramGuard {
-    /// Keeps this listener's address in the process's list while it serves.
-    _listening: Option<Listening>,
     own: OwnSnapshot,
     loops: LoopDetector,
     /// Whether a peer on this host has a socket connected to us (a client, not a loop).
@@ -65,14 +64,10 @@ pub(crate) struct DatagramGuard {
 }
 
 impl DatagramGuard {
-    /// Guards for the listener bound at `local`, which is recorded as this process's own.
-    pub(crate) fn new(local: &Address) -> DatagramGuard {
-        let listening = match local {
-            Address::Inet(addr) => Some(Listening::register(*addr)),
-            _ => None,
-        };
+    /// Guards for one listener. The process's own addresses are recorded by
+    /// [`Listening::all`] before any listener serves.
+    pub(crate) fn new() -> DatagramGuard {
         DatagramGuard {
-            _listening: listening,
             own: OwnSnapshot::default(),
             loops: LoopDetector::default(),
             is_connected_client: connected_on_this_host,
@@ -159,9 +154,21 @@ static LISTENING: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// One listener's entry in the process's list of listening addresses, removed on drop.
-struct Listening(SocketAddr);
+pub(crate) struct Listening(SocketAddr);
 
 impl Listening {
+    /// Records the UDP listeners among `listeners` as this process's own, until dropped.
+    pub(crate) fn all(listeners: &[Listener]) -> Vec<Listening> {
+        listeners
+            .iter()
+            .filter_map(|l| match l {
+                Listener::Udp(s) => s.local_addr().ok(),
+                _ => None,
+            })
+            .map(Listening::register)
+            .collect()
+    }
+
     fn register(addr: SocketAddr) -> Listening {
         let addr = canonical(addr);
         LISTENING

@@ -214,6 +214,8 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
 ) -> Result<(), crate::Error> {
+    // Every listener is this process's own before any of them answers a datagram.
+    let _own = guard::Listening::all(&listeners);
     match engine {
         Engine::Async => asynchronous::serve(shared, listeners),
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
