@@ -59,6 +59,7 @@ pub(crate) struct DatagramGuard {
     /// Whether a peer on this host has a socket connected to us (a client, not a loop).
     is_connected_client: fn(SocketAddr) -> bool,
     own_log: Option<Instant>,
+    loop_log: Option<Instant>,
     send_log: Option<Instant>,
     unsent: u64,
 }
@@ -72,6 +73,7 @@ impl DatagramGuard {
             loops: LoopDetector::default(),
             is_connected_client: connected_on_this_host,
             own_log: None,
+            loop_log: None,
             send_log: None,
             unsent: 0,
         }
@@ -102,11 +104,13 @@ impl DatagramGuard {
                     return true;
                 }
                 self.loops.mute(peer, now);
-                tracing::warn!(
+                if should_log(&mut self.loop_log, now) {
+                    tracing::warn!(
                     %peer,
                     "{LOOP_STREAK} requests in a row within {LOOP_WINDOW:?} were the replies just \
                      sent back: a reply loop with another server; not answered for {MUTE:?}"
-                );
+                    );
+                }
                 false
             }
         }
