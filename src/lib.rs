@@ -64,7 +64,10 @@ pub mod service;
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;
 pub use error::{Error, ErrorKind};
-pub use server::{Limits, MAX_DATAGRAM_BYTES, MAX_TIMEOUT, Server, ServerBuilder, ShutdownHandle};
+pub use server::{
+    Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, MAX_TIMEOUT, Server, ServerBuilder,
+    ShutdownHandle,
+};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

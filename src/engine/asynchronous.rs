@@ -15,6 +15,7 @@ use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use super::blocking::unnamed_peer;
+use super::guard::DatagramGuard;
 use super::{
     Backoff, Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context,
     is_per_connection_error, refuse,
@@ -518,6 +519,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     let mut truncation_log = None;
     let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
     let mut senders = Senders::new();
+    let mut guard = DatagramGuard::new();
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
@@ -543,6 +545,7 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             }
         };
         if super::was_truncated(n, buf.len(), &peer, &mut truncation_log)
+            || !guard.admit(&peer, &buf[..n], Instant::now())
             || !shared.verify(&peer)
             || !rate.admit(&peer, Instant::now())
         {
@@ -554,11 +557,11 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             answer_datagram(&shared, &ctx, &buf[..n], &mut reply)
         }));
         match answered {
-            Ok(true) => {
-                if let Err(e) = send_to(&socket, &reply, &ctx.peer).await {
-                    tracing::debug!(peer = %ctx.peer, "reply not sent: {e}");
-                }
-            }
+            // Sent now or dropped: a peer that does not read must not hold the listener.
+            Ok(true) => match try_send_to(&socket, &reply, &ctx.peer) {
+                Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
+                Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
+            },
             Ok(false) => {}
             Err(panic) => shared.report(
                 &ctx.peer,
@@ -596,25 +599,25 @@ async fn recv_from(
     }
 }
 
-async fn send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result<()> {
-    match (socket, peer) {
-        (Datagrams::Udp(s), Address::Inet(addr)) => s.send_to(reply, addr).await.map(drop),
-        (Datagrams::Unix(s), Address::Unix(Some(path))) => s.send_to(reply, path).await.map(drop),
-        (Datagrams::Unix(s), Address::Abstract(name)) => {
-            // tokio sends to paths only; an abstract name goes through socket2 on the same fd.
+/// Sends `reply` now or not at all: a full receive queue at the peer (a Unix datagram socket
+/// that does not read) or a full send buffer is `WouldBlock`, and the reply is dropped, as on
+/// the blocking engines. The system call is made directly on the non-blocking socket: tokio's
+/// `try_send_to` would trust its cached readiness, which a `WouldBlock` clears until the kernel
+/// next signals the socket writable, and could then drop replies to everyone without trying.
+fn try_send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result<()> {
+    let to = match peer {
+        Address::Inet(addr) => socket2::SockAddr::from(*addr),
+        Address::Unix(Some(path)) => socket2::SockAddr::unix(path)?,
+        Address::Abstract(name) => {
             let mut raw = vec![0u8];
             raw.extend_from_slice(name);
-            let to = socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?;
-            loop {
-                s.writable().await?;
-                match s.try_io(tokio::io::Interest::WRITABLE, || {
-                    socket2::SockRef::from(s).send_to(reply, &to)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    result => return result.map(drop),
-                }
-            }
+            socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?
         }
-        _ => Err(unnamed_peer()),
+        Address::Unix(None) => return Err(unnamed_peer()),
+    };
+    match socket {
+        Datagrams::Udp(s) => socket2::SockRef::from(s).send_to(reply, &to),
+        Datagrams::Unix(s) => socket2::SockRef::from(s).send_to(reply, &to),
     }
+    .map(drop)
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::guard::DatagramGuard;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::{
     Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite,
     Traffic, Woken, answer_datagram, close_gracefully, context, drive, is_per_connection_error,
-    prepare_blocking, recv_datagram, refuse, wait_readable, was_truncated,
+    prepare_blocking, recv_datagram, refuse, reply_limit, wait_readable, was_truncated,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -246,6 +247,7 @@ impl Loop {
         let mut buf = vec![0u8; DATAGRAM_BUFFER];
         let mut truncation_log = None;
         let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
+        let mut guard = DatagramGuard::new();
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
         let mut last_limit_log = None;
@@ -273,6 +275,7 @@ impl Loop {
                 }
             };
             if was_truncated(n, buf.len(), &peer, &mut truncation_log)
+                || !guard.admit(&peer, &buf[..n], Instant::now())
                 || !shared.verify(&peer)
                 || !rate.admit(&peer, Instant::now())
             {
@@ -287,11 +290,10 @@ impl Loop {
                         answer_datagram(shared, &ctx, &buf[..n], &mut reply)
                     }));
                     match answered {
-                        Ok(true) => {
-                            if let Err(e) = send_to(&self.listener, &reply, &ctx.peer) {
-                                tracing::debug!(peer = %ctx.peer, "reply not sent: {e}");
-                            }
-                        }
+                        Ok(true) => match send_to(&self.listener, &reply, &ctx.peer) {
+                            Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
+                            Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
+                        },
                         Ok(false) => {}
                         Err(panic) => shared.report(
                             &ctx.peer,
@@ -309,13 +311,13 @@ impl Loop {
                     self.runner.run(Box::new(move || {
                         let _permit = permit;
                         let send = |bytes: &[u8]| {
-                            if bytes.len() > shared.limits.max_datagram {
+                            let limit = reply_limit(&shared.limits, &ctx.peer);
+                            if bytes.len() > limit {
                                 return Err(io::Error::new(
                                     io::ErrorKind::InvalidInput,
                                     format!(
-                                        "reply of {} bytes exceeds the datagram limit of {} bytes",
+                                        "reply of {} bytes exceeds the datagram limit of {limit} bytes",
                                         bytes.len(),
-                                        shared.limits.max_datagram
                                     ),
                                 ));
                             }

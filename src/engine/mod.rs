@@ -6,6 +6,7 @@
 
 mod asynchronous;
 mod blocking;
+mod guard;
 mod peer_log;
 mod pool;
 mod slots;
@@ -268,6 +269,8 @@ pub(crate) fn serve(
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
 ) -> Result<(), crate::Error> {
+    // Every listener is this process's own before any of them answers a datagram.
+    let _own = guard::Listening::all(&listeners);
     match engine {
         Engine::Async => asynchronous::serve(shared, listeners),
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
@@ -331,16 +334,28 @@ pub(crate) fn answer_datagram(
     if !shared.app.service.message(ctx, request, reply) {
         return false;
     }
-    if reply.len() > shared.limits.max_datagram {
+    let limit = reply_limit(&shared.limits, &ctx.peer);
+    if reply.len() > limit {
         tracing::warn!(
             peer = %ctx.peer,
-            "reply of {} bytes exceeds the datagram limit of {} bytes; not sent",
+            "reply of {} bytes exceeds the datagram limit of {limit} bytes; not sent",
             reply.len(),
-            shared.limits.max_datagram
         );
         return false;
     }
     true
+}
+
+/// The largest reply to `peer`: [`Limits::max_datagram`], within its family's UDP limit
+/// (65,507 bytes over IPv4, IPv4-mapped peers of a dual-stack listener included; 65,527 over
+/// IPv6).
+pub(crate) fn reply_limit(limits: &Limits, peer: &Address) -> usize {
+    let family = match peer {
+        Address::Inet(addr) if addr.ip().to_canonical().is_ipv4() => crate::MAX_DATAGRAM_BYTES,
+        Address::Inet(_) => crate::server::MAX_DATAGRAM_BYTES_V6,
+        _ => usize::MAX,
+    };
+    limits.max_datagram.min(family)
 }
 
 /// The receive buffer of a datagram listener: one byte more than the largest UDP payload

@@ -5,6 +5,10 @@ use std::time::Duration;
 /// The largest UDP payload over IPv4: 65,535 minus the 8-byte UDP and 20-byte IP headers.
 pub const MAX_DATAGRAM_BYTES: usize = 65_507;
 
+/// The largest UDP payload over IPv6 (without jumbograms): 65,535 minus the 8-byte UDP header,
+/// since IPv6's length field does not count its own 40-byte header.
+pub const MAX_DATAGRAM_BYTES_V6: usize = 65_527;
+
 /// The longest time-out (and grace period) socketkit takes: 365 days. Longer means "never" to
 /// a person, and a deadline this far ahead still fits every clock the engines and clients add
 /// it to (a larger one could overflow `Instant` and panic). There is no zero "none": a time-out
@@ -17,7 +21,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// use socketkit::Limits;
 /// let limits = Limits::default();
 /// assert_eq!(limits.backlog, 128);
-/// assert_eq!(limits.max_datagram, socketkit::MAX_DATAGRAM_BYTES);
+/// assert_eq!(limits.max_datagram, socketkit::MAX_DATAGRAM_BYTES_V6);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -50,7 +54,9 @@ pub struct Limits {
     /// answers sends over a network, far below a flood.
     pub datagram_rate: u32,
     /// The largest datagram reply sent. A larger reply is not sent, and a log line says so.
-    /// Default [`MAX_DATAGRAM_BYTES`].
+    /// Each family's own limit applies too: a UDP reply is at most [`MAX_DATAGRAM_BYTES`] over
+    /// IPv4 and [`MAX_DATAGRAM_BYTES_V6`] over IPv6. Default [`MAX_DATAGRAM_BYTES_V6`], so that
+    /// only the family's limit bites.
     pub max_datagram: usize,
     /// Connections served at once, on every engine. At the limit the server stops accepting
     /// until a connection ends, so new clients wait in the kernel's listen queue (HAProxy's
@@ -83,7 +89,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(60),
             grace: Duration::from_secs(5),
             datagram_rate: 10_000,
-            max_datagram: MAX_DATAGRAM_BYTES,
+            max_datagram: MAX_DATAGRAM_BYTES_V6,
             max_connections: 10_000,
             workers: 32,
             max_line: 64 * 1024,

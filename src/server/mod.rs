@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use access::AccessList;
-pub use limits::{Limits, MAX_DATAGRAM_BYTES, MAX_TIMEOUT};
+pub use limits::{Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, MAX_TIMEOUT};
 pub use shutdown::ShutdownHandle;
 pub use socket_file::exit;
 

@@ -7,6 +7,7 @@ mod bench;
 mod broadcast;
 mod cli;
 mod client;
+mod datagrams;
 mod engines;
 mod examples;
 mod framing;

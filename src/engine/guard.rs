@@ -1,0 +1,639 @@
+//! Reply-loop guards of a datagram listener: one forged datagram must not set two servers (or a
+//! server and itself) answering each other forever.
+//!
+//! Two rules, checked before a datagram reaches the service:
+//!
+//! 1. **Own addresses.** A datagram whose source is a listening address of this process is never
+//!    answered: its reply would come straight back. A wildcard listener (`0.0.0.0:P`, `[::]:P`)
+//!    owns port P on every local address; IPv4-mapped sources count as their IPv4 address.
+//! 2. **Loops with other servers.** A source whose requests equal, byte for byte, one of the
+//!    last [`RECENT_REPLIES`] replies sent to it, [`LOOP_STREAK`] times in a row within
+//!    [`LOOP_WINDOW`], is taken for a server answering our replies (an echo loop) and is not
+//!    answered for [`MUTE`]. One dropped datagram ends a loop that one forged datagram started.
+//!
+//! An echo loop and a client that sends the same payload again each time its reply arrives look
+//! alike on the wire. What tells them apart here is the peer's socket: a loop needs a socket
+//! that answers anybody, while a client's socket that is *connected* to us (as `socketkit
+//! bench`'s, `nc -u`'s and socat's are) takes datagrams from us alone. For peers on this host
+//! the kernel says which it is (`/proc/net/udp`), and a connected one is never muted. A peer on
+//! another host that sends constant payloads faster than [`LOOP_STREAK`] a second cannot be
+//! told from a loop and is muted; numbered payloads avoid it.
+//!
+//! Also here: the rate-limited log of replies that could not be sent at once (a peer that does
+//! not read its receive queue must not hold the listener).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::server::listener::Listener;
+use crate::service::Address;
+
+/// Requests in a row that equal a recent reply before a source counts as a loop. Far above what
+/// a retransmitting client sends (one request per time-out), and a forged datagram buys at most
+/// this many replies from each server of a loop.
+pub(crate) const LOOP_STREAK: u32 = 100;
+/// The streak must be this fast: [`LOOP_STREAK`] echoes within one second (100 a second). A
+/// slower loop is not ended, but costs at most that rate.
+pub(crate) const LOOP_WINDOW: Duration = Duration::from_secs(1);
+/// How long a source taken for a loop is not answered. Any drop ends a loop of one datagram;
+/// the pause bounds what an attacker who forges one datagram a second can make two servers
+/// exchange.
+pub(crate) const MUTE: Duration = Duration::from_secs(1);
+/// Replies remembered per source: a loop fed by up to this many forged datagrams at once is
+/// recognised (each request equals one of them, though not the last).
+pub(crate) const RECENT_REPLIES: usize = 16;
+/// Sources tracked per listener. When full, sources silent for [`LOOP_WINDOW`] are forgotten;
+/// a new source that still finds no room is answered untracked.
+const MAX_TRACKED: usize = 4096;
+/// Log lines about one kind of event: at most one every this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The guards of one datagram listener.
+pub(crate) struct DatagramGuard {
+    own: OwnSnapshot,
+    loops: LoopDetector,
+    /// Whether a peer on this host has a socket connected to us (a client, not a loop).
+    is_connected_client: fn(SocketAddr) -> bool,
+    own_log: Option<Instant>,
+    loop_log: Option<Instant>,
+    send_log: Option<Instant>,
+    unsent: u64,
+}
+
+impl DatagramGuard {
+    /// Guards for one listener. The process's own addresses are recorded by
+    /// [`Listening::all`] before any listener serves.
+    pub(crate) fn new() -> DatagramGuard {
+        DatagramGuard {
+            own: OwnSnapshot::default(),
+            loops: LoopDetector::default(),
+            is_connected_client: connected_on_this_host,
+            own_log: None,
+            loop_log: None,
+            send_log: None,
+            unsent: 0,
+        }
+    }
+
+    /// Whether a datagram from `peer` carrying `request`, arriving at `now`, may be answered.
+    pub(crate) fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> bool {
+        if let Address::Inet(from) = peer
+            && self.own.contains(*from, now)
+        {
+            if should_log(&mut self.own_log, now) {
+                tracing::warn!(
+                    %peer,
+                    "dropped a datagram whose source is this server's own listening address \
+                     (forged): answering it would start a reply loop"
+                );
+            }
+            return false;
+        }
+        match self.loops.admit(peer, request, now) {
+            Verdict::Answer => true,
+            Verdict::Muted => false,
+            Verdict::Loop => {
+                if let Address::Inet(from) = peer
+                    && (self.is_connected_client)(*from)
+                {
+                    self.loops.trust(peer);
+                    return true;
+                }
+                self.loops.mute(peer, now);
+                if should_log(&mut self.loop_log, now) {
+                    tracing::warn!(
+                    %peer,
+                    "{LOOP_STREAK} requests in a row within {LOOP_WINDOW:?} were the replies just \
+                     sent back: a reply loop with another server; not answered for {MUTE:?}"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Records that `reply` was sent to `peer` at `now`.
+    pub(crate) fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
+        self.loops.replied(peer, reply, now);
+    }
+
+    /// Logs (at most once every 10 s, with a count) a reply dropped because it could not be
+    /// sent at once: a peer that does not read its receive queue must not hold the listener.
+    pub(crate) fn not_sent(&mut self, peer: &Address, error: &io::Error, now: Instant) {
+        self.unsent += 1;
+        if !should_log(&mut self.send_log, now) {
+            return;
+        }
+        let unsent = std::mem::take(&mut self.unsent);
+        if error.kind() == io::ErrorKind::WouldBlock {
+            tracing::warn!(
+                %peer,
+                "reply dropped: the peer's receive queue is full (it does not read); \
+                 {unsent} replies dropped since the last such line"
+            );
+        } else {
+            tracing::debug!(%peer, "reply not sent: {error} ({unsent} since the last such line)");
+        }
+    }
+}
+
+fn should_log(last: &mut Option<Instant>, now: Instant) -> bool {
+    if last.is_some_and(|t| now.saturating_duration_since(t) < LOG_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Own addresses: a process-wide list, since two servers of one process can loop as well.
+
+/// The UDP addresses this process is serving on; a listener may appear twice (not likely).
+static LISTENING: Mutex<Vec<SocketAddr>> = Mutex::new(Vec::new());
+/// Bumped on every change of [`LISTENING`], so guards copy the list only when it changed.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// One listener's entry in the process's list of listening addresses, removed on drop.
+pub(crate) struct Listening(SocketAddr);
+
+impl Listening {
+    /// Records the UDP listeners among `listeners` as this process's own, until dropped.
+    pub(crate) fn all(listeners: &[Listener]) -> Vec<Listening> {
+        listeners
+            .iter()
+            .filter_map(|l| match l {
+                Listener::Udp(s) => s.local_addr().ok(),
+                _ => None,
+            })
+            .map(Listening::register)
+            .collect()
+    }
+
+    fn register(addr: SocketAddr) -> Listening {
+        let addr = canonical(addr);
+        LISTENING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(addr);
+        GENERATION.fetch_add(1, Ordering::Release);
+        Listening(addr)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        let mut list = LISTENING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = list.iter().position(|a| *a == self.0) {
+            list.swap_remove(at);
+        }
+        GENERATION.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A guard's copy of [`LISTENING`], refreshed when the generation moves.
+#[derive(Default)]
+struct OwnSnapshot {
+    generation: Option<u64>,
+    addrs: Vec<SocketAddr>,
+    local: LocalAddrs,
+}
+
+impl OwnSnapshot {
+    fn contains(&mut self, from: SocketAddr, now: Instant) -> bool {
+        let generation = GENERATION.load(Ordering::Acquire);
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            self.addrs = LISTENING
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+        }
+        let from = canonical(from);
+        let mut wildcard = false;
+        for own in &self.addrs {
+            if own.port() != from.port() {
+                continue;
+            }
+            if own.ip() == from.ip() {
+                return true;
+            }
+            wildcard |= own.ip().is_unspecified() && (own.is_ipv6() || from.is_ipv4()) // `[::]` is dual-stack here
+        }
+        wildcard && self.local.contains(from.ip(), now)
+    }
+}
+
+/// The addresses of this host's interfaces, looked up again (at most once a second) when an
+/// address is not among them, since addresses come and go.
+#[derive(Default)]
+struct LocalAddrs {
+    addrs: Vec<IpAddr>,
+    read: Option<Instant>,
+}
+
+impl LocalAddrs {
+    fn contains(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if ip.is_loopback() || self.addrs.contains(&ip) {
+            return true;
+        }
+        if self
+            .read
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.read = Some(now);
+        self.addrs = nix::ifaddrs::getifaddrs()
+            .map(|all| {
+                all.filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    })
+                    .map(|ip| ip.to_canonical())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.addrs.contains(&ip)
+    }
+}
+
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loops with other servers: sans-IO, the caller passes the time.
+
+/// What to do with one datagram.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Answer,
+    /// The source is muted: drop it.
+    Muted,
+    /// This datagram completes a loop's streak: mute the source, unless it is a client.
+    Loop,
+}
+
+/// What is remembered of one source.
+#[derive(Debug)]
+struct Exchange {
+    /// Hashes of the last replies sent to it (a ring).
+    replies: [u64; RECENT_REPLIES],
+    next: usize,
+    /// Requests in a row that equalled a recent reply, and when the first of them came.
+    streak: u32,
+    streak_began: Instant,
+    last_reply: Instant,
+    muted_until: Option<Instant>,
+    /// A client on this host (its socket is connected to us): never muted.
+    trusted: bool,
+}
+
+#[derive(Debug, Default)]
+struct LoopDetector {
+    sources: HashMap<Address, Exchange>,
+    last_sweep: Option<Instant>,
+}
+
+impl LoopDetector {
+    fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> Verdict {
+        // A source never answered cannot be sending our replies back.
+        let Some(ex) = self.sources.get_mut(peer) else {
+            return Verdict::Answer;
+        };
+        if ex.muted_until.is_some_and(|until| now < until) {
+            return Verdict::Muted;
+        }
+        ex.muted_until = None;
+        if ex.trusted {
+            return Verdict::Answer;
+        }
+        let hash = fingerprint(request);
+        if !ex.replies.contains(&hash) {
+            ex.streak = 0;
+            return Verdict::Answer;
+        }
+        if ex.streak == 0 || now.saturating_duration_since(ex.streak_began) > LOOP_WINDOW {
+            ex.streak = 0;
+            ex.streak_began = now;
+        }
+        ex.streak += 1;
+        if ex.streak < LOOP_STREAK {
+            return Verdict::Answer;
+        }
+        ex.streak = 0;
+        Verdict::Loop
+    }
+
+    fn mute(&mut self, peer: &Address, now: Instant) {
+        if let Some(ex) = self.sources.get_mut(peer) {
+            ex.muted_until = Some(now + MUTE);
+        }
+    }
+
+    fn trust(&mut self, peer: &Address) {
+        if let Some(ex) = self.sources.get_mut(peer) {
+            ex.trusted = true;
+        }
+    }
+
+    fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
+        if !self.sources.contains_key(peer) && !self.make_room(now) {
+            return;
+        }
+        let ex = self.sources.entry(peer.clone()).or_insert(Exchange {
+            replies: [0; RECENT_REPLIES],
+            next: 0,
+            streak: 0,
+            streak_began: now,
+            last_reply: now,
+            muted_until: None,
+            trusted: false,
+        });
+        if ex.trusted {
+            return; // no need to remember what a client was told
+        }
+        ex.replies[ex.next] = fingerprint(reply);
+        ex.next = (ex.next + 1) % RECENT_REPLIES;
+        ex.last_reply = now;
+    }
+
+    /// Whether a new source can be tracked, forgetting (at most once a second) the sources
+    /// that no longer matter: not muted, and silent for longer than a streak may take.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self.sources.len() < MAX_TRACKED {
+            return true;
+        }
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        self.last_sweep = Some(now);
+        self.sources.retain(|_, ex| {
+            ex.muted_until.is_some_and(|until| now < until)
+                || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW
+        });
+        self.sources.len() < MAX_TRACKED
+    }
+}
+
+/// A 64-bit fingerprint of a datagram, a word at a time (FxHash's mixing): cheap enough for
+/// every request and reply. A collision only ever counts towards a streak, so an adversary who
+/// crafts one can mute no one but the address it sends from.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = mix(0, bytes.len() as u64);
+    for chunk in &mut chunks {
+        h = mix(h, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(h, u64::from_le_bytes(tail))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connected clients on this host.
+
+/// Whether `peer` is a UDP socket of this host (this network namespace) connected to one peer:
+/// such a socket takes datagrams from that peer alone, so it is a client, never the other end of
+/// a forged loop. Read from `/proc/net/udp` and `udp6`; only when a source's streak says
+/// "loop", so at most once per [`LOOP_STREAK`] datagrams of a suspect.
+fn connected_on_this_host(peer: SocketAddr) -> bool {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| connected_in(&text, canonical(peer)))
+    })
+}
+
+/// Whether the `/proc/net/udp` table `text` has a connected socket (state 01) whose local
+/// address is `peer`.
+fn connected_in(text: &str, peer: SocketAddr) -> bool {
+    text.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let (Some(local), Some(_remote), Some(state)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        state == "01" && parse_proc_addr(local).is_some_and(|local| canonical(local) == peer)
+    })
+}
+
+/// Parses `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the kernel prints each
+/// 32-bit word of the address in host byte order, the port as a number.
+fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let hex = ip.get(i * 8..i * 8 + 8)?;
+        Some(u32::from_str_radix(hex, 16).ok()?.to_ne_bytes())
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::from(word(0)?),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::from(bytes)
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> Address {
+        Address::Inet(text.parse().unwrap())
+    }
+
+    /// A detector that has answered `peer` once with `payload`.
+    fn after_one_reply(peer: &Address, payload: &[u8], t0: Instant) -> LoopDetector {
+        let mut loops = LoopDetector::default();
+        assert_eq!(loops.admit(peer, payload, t0), Verdict::Answer);
+        loops.replied(peer, payload, t0);
+        loops
+    }
+
+    /// Plays an echo loop: every request is the reply just sent, `gap` apart. Returns how many
+    /// requests were answered before the first that was not.
+    fn echo_loop(loops: &mut LoopDetector, peer: &Address, t0: Instant, gap: Duration) -> u32 {
+        let mut t = t0;
+        for answered in 0..10_000 {
+            t += gap;
+            if loops.admit(peer, b"PING", t) != Verdict::Answer {
+                return answered;
+            }
+            loops.replied(peer, b"PING", t);
+        }
+        10_000
+    }
+
+    #[test]
+    fn an_echo_loop_is_stopped_within_its_streak() {
+        let t0 = Instant::now();
+        let peer = addr("192.0.2.7:9999");
+        let mut loops = after_one_reply(&peer, b"PING", t0);
+        let answered = echo_loop(&mut loops, &peer, t0, Duration::from_micros(20));
+        assert_eq!(answered, LOOP_STREAK - 1);
+        loops.mute(&peer, t0);
+        // Muted for a while, then answered again.
+        assert_eq!(loops.admit(&peer, b"PING", t0 + MUTE / 2), Verdict::Muted);
+        assert_eq!(loops.admit(&peer, b"PING", t0 + MUTE), Verdict::Answer);
+    }
+
+    #[test]
+    fn a_loop_fed_by_several_forged_datagrams_is_recognised() {
+        let t0 = Instant::now();
+        let peer = addr("192.0.2.7:9999");
+        let mut loops = LoopDetector::default();
+        let payloads: Vec<Vec<u8>> = (0..RECENT_REPLIES).map(|i| vec![i as u8; 3]).collect();
+        let mut t = t0;
+        let mut answered = 0;
+        'outer: for _round in 0..1_000 {
+            for p in &payloads {
+                t += Duration::from_micros(20);
+                if loops.admit(&peer, p, t) != Verdict::Answer {
+                    break 'outer;
+                }
+                loops.replied(&peer, p, t);
+                answered += 1;
+            }
+        }
+        assert!(answered < LOOP_STREAK + RECENT_REPLIES as u32, "{answered}");
+    }
+
+    #[test]
+    fn a_client_that_retransmits_after_a_loss_is_answered() {
+        let t0 = Instant::now();
+        let peer = addr("192.0.2.7:5353");
+        let mut loops = after_one_reply(&peer, b"query", t0);
+        // Each reply is lost; the client asks again after its time-out, forever.
+        let answered = echo_loop(&mut loops, &peer, t0, Duration::from_millis(200));
+        assert_eq!(answered, 10_000);
+    }
+
+    #[test]
+    fn a_constant_payload_client_slower_than_the_threshold_is_answered() {
+        let t0 = Instant::now();
+        let peer = addr("192.0.2.7:4000");
+        let mut loops = after_one_reply(&peer, b"PING", t0);
+        let gap = LOOP_WINDOW / LOOP_STREAK + Duration::from_millis(1); // just under 100/s
+        assert_eq!(echo_loop(&mut loops, &peer, t0, gap), 10_000);
+    }
+
+    #[test]
+    fn requests_that_differ_from_the_replies_never_count() {
+        let t0 = Instant::now();
+        let peer = addr("192.0.2.7:4000");
+        let mut loops = LoopDetector::default();
+        for i in 0..10_000u32 {
+            let t = t0 + Duration::from_micros(u64::from(i));
+            let request = i.to_le_bytes(); // numbered, as bench may number them
+            assert_eq!(loops.admit(&peer, &request, t), Verdict::Answer);
+            loops.replied(&peer, &request, t);
+        }
+    }
+
+    #[test]
+    fn a_trusted_client_is_never_muted() {
+        let t0 = Instant::now();
+        let peer = addr("127.0.0.1:40000");
+        let mut loops = after_one_reply(&peer, b"PING", t0);
+        loops.trust(&peer);
+        assert_eq!(
+            echo_loop(&mut loops, &peer, t0, Duration::from_micros(5)),
+            10_000
+        );
+    }
+
+    #[test]
+    fn the_table_of_sources_stays_bounded() {
+        let t0 = Instant::now();
+        let mut loops = LoopDetector::default();
+        for i in 0..(MAX_TRACKED as u32 + 1000) {
+            let peer = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + i), 53).into());
+            loops.replied(&peer, b"x", t0);
+        }
+        assert_eq!(loops.sources.len(), MAX_TRACKED);
+        loops.replied(&addr("192.0.2.1:1"), b"x", t0 + LOOP_WINDOW * 2);
+        assert_eq!(loops.sources.len(), 1);
+    }
+
+    #[test]
+    fn own_addresses_include_every_local_address_of_a_wildcard_listener() {
+        let t0 = Instant::now();
+        // Ports no test binds: the list is process-wide.
+        let _v4 = Listening::register("0.0.0.0:7".parse().unwrap());
+        let _v6 = Listening::register("[::]:9".parse().unwrap());
+        let _one = Listening::register("127.0.0.1:13".parse().unwrap());
+        let mut own = OwnSnapshot::default();
+        let is_own = |own: &mut OwnSnapshot, a: &str| own.contains(a.parse().unwrap(), t0);
+        assert!(is_own(&mut own, "127.0.0.1:7"));
+        assert!(is_own(&mut own, "127.9.9.9:7"), "all of 127/8 is local");
+        assert!(is_own(&mut own, "[::ffff:127.0.0.1]:7"), "IPv4-mapped");
+        assert!(!is_own(&mut own, "[::1]:7"), "0.0.0.0 is IPv4 only");
+        assert!(!is_own(&mut own, "192.0.2.1:7"), "not a local address");
+        assert!(!is_own(&mut own, "127.0.0.1:8"), "another port");
+        assert!(is_own(&mut own, "[::1]:9"));
+        assert!(is_own(&mut own, "127.0.0.1:9"), "[::] is dual-stack");
+        assert!(is_own(&mut own, "127.0.0.1:13"));
+        assert!(is_own(&mut own, "[::ffff:127.0.0.1]:13"));
+        assert!(
+            !is_own(&mut own, "127.0.0.2:13"),
+            "a listener on one address owns it alone"
+        );
+        drop(_one);
+        assert!(!is_own(&mut own, "127.0.0.1:13"), "forgotten once it stops");
+    }
+
+    #[test]
+    fn proc_net_udp_is_read_as_the_kernel_writes_it() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+          1: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0\n\
+          2: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 0\n";
+        assert!(connected_in(v4, "127.0.0.1:40000".parse().unwrap()));
+        assert!(
+            !connected_in(v4, "127.0.0.1:53".parse().unwrap()),
+            "unconnected"
+        );
+        assert!(!connected_in(v4, "127.0.0.1:40001".parse().unwrap()));
+        let v6 = "  sl  local_address                         remote_address                        st\n\
+          0: 00000000000000000000000001000000:9C40 00000000000000000000000001000000:1F90 01\n\
+          1: 0000000000000000FFFF00000100007F:9C41 0000000000000000FFFF00000100007F:1F90 01\n";
+        assert!(connected_in(v6, "[::1]:40000".parse().unwrap()));
+        assert!(
+            connected_in(v6, "127.0.0.1:40001".parse().unwrap()),
+            "IPv4-mapped"
+        );
+    }
+
+    #[test]
+    fn a_connected_socket_of_this_host_is_found_and_a_listening_one_is_not() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.connect(server.local_addr().unwrap()).unwrap();
+        assert!(connected_on_this_host(client.local_addr().unwrap()));
+        assert!(!connected_on_this_host(server.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn fingerprints_tell_payloads_apart() {
+        assert_ne!(fingerprint(b""), fingerprint(b"\0"));
+        assert_ne!(fingerprint(b"PING"), fingerprint(b"PONG"));
+        assert_ne!(fingerprint(&[0; 8]), fingerprint(&[0; 16]));
+        assert_eq!(fingerprint(b"the same"), fingerprint(b"the same"));
+    }
+}
