@@ -4,7 +4,7 @@
 //! Run: `cargo run --example reverse_handler [ENDPOINT]` (default tcp://127.0.0.1:12001), then
 //! `printf 'hello\nworld\n' | socketkit send tcp://127.0.0.1:12001`.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, Write};
 
 use socketkit::handler::{StreamHandler, StreamRequest};
 use socketkit::{Engine, Server};
@@ -14,11 +14,14 @@ struct Reverse;
 
 impl StreamHandler for Reverse {
     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
-        let (reader, writer) = request.split(); // self.rfile, self.wfile
-        for line in reader.lines() {
-            let reversed: String = line?.chars().rev().collect();
-            writeln!(writer, "{reversed}")?;
-            writer.flush()?; // one reply per line, now
+        let mut line = String::new();
+        // self.rfile.readline(), bounded: a line over --max-line (64 KiB) or slower than the
+        // message deadline is an error, and the connection closes.
+        while request.read_line(&mut line)? > 0 {
+            let reversed: String = line.trim_end_matches(['\n', '\r']).chars().rev().collect();
+            writeln!(request.writer(), "{reversed}")?; // self.wfile
+            request.writer().flush()?; // one reply per line, now
+            line.clear();
         }
         Ok(())
     }

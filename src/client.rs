@@ -98,6 +98,18 @@ impl SendOptions {
     fn codec(&self) -> Option<MessageCodec> {
         MessageCodec::new(self.framing, self.max_line, self.max_frame)
     }
+
+    /// The longest input line one message may carry, and the limit's name.
+    fn max_input_line(&self) -> (usize, &'static str) {
+        match self.framing {
+            Framing::Length(width) => (
+                self.max_frame
+                    .min(usize::try_from(width.max_payload()).unwrap_or(usize::MAX)),
+                "frame",
+            ),
+            _ => (self.max_line, "line"),
+        }
+    }
 }
 
 /// What a client did.
@@ -255,17 +267,30 @@ pub fn talk(
         received: 0,
     };
     let mut missed = 0usize;
-    let mut lines = input.split(b'\n');
+    let mut input = input;
     loop {
         if let Some(prompt) = prompt {
             write!(output, "{prompt}")
                 .and_then(|()| output.flush())
                 .map_err(|e| io_err("writing the prompt", e))?;
         }
-        let Some(line) = lines.next() else { break };
-        let mut line = line.map_err(|e| io_err("reading input", e))?;
+        // One datagram and a "\r\n" at most: a longer line is refused, not buffered whole.
+        let mut line = Vec::new();
+        let read = read_line_at_most(&mut input, MAX_DATAGRAM_BYTES + 2, &mut line)
+            .map_err(|e| io_err("reading input", e))?;
+        if read == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         if line.last() == Some(&b'\r') {
             line.pop();
+        }
+        if line.len() > MAX_DATAGRAM_BYTES {
+            return Err(Error::Config(format!(
+                "an input line is larger than one datagram ({MAX_DATAGRAM_BYTES} bytes at most)"
+            )));
         }
         match client.request(&line) {
             Ok(mut reply) => {
@@ -475,6 +500,7 @@ impl StreamClient {
                 let framed_input = FrameInput {
                     input,
                     codec: encoder,
+                    max_line: options.max_input_line(),
                     pending: BytesMut::new(),
                     messages: messages.clone(),
                 };
@@ -1012,6 +1038,8 @@ fn open_udp(
 struct FrameInput {
     input: Box<dyn BufRead + Send>,
     codec: MessageCodec,
+    /// The longest line one message carries (terminator excluded) and the limit's name.
+    max_line: (usize, &'static str),
     pending: BytesMut,
     /// Messages encoded so far.
     messages: Arc<AtomicU64>,
@@ -1020,8 +1048,11 @@ struct FrameInput {
 impl Read for FrameInput {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pending.is_empty() {
+            let (max, limit) = self.max_line;
             let mut line = Vec::new();
-            if self.input.read_until(b'\n', &mut line)? == 0 {
+            // Never more than the limit and a "\r\n": a line that never ends is refused, not
+            // buffered whole.
+            if read_line_at_most(&mut self.input, max.saturating_add(2), &mut line)? == 0 {
                 return Ok(0);
             }
             let terminator: &'static [u8] = if line.ends_with(b"\r\n") {
@@ -1033,6 +1064,12 @@ impl Read for FrameInput {
                 }
                 b"\n"
             };
+            if line.len() > max {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("an input line is longer than the {limit} limit of {max} bytes"),
+                ));
+            }
             self.codec
                 .encode(&line, terminator, &mut self.pending)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -1042,6 +1079,12 @@ impl Read for FrameInput {
         buf[..n].copy_from_slice(&self.pending.split_to(n));
         Ok(n)
     }
+}
+
+/// Appends one line of `input`, `\n` included, to `line`, but no more than `max` bytes: a
+/// longer line stops there, without its `\n`. Returns the bytes appended, 0 at the end.
+fn read_line_at_most(input: &mut dyn BufRead, max: usize, line: &mut Vec<u8>) -> io::Result<usize> {
+    input.take(max as u64).read_until(b'\n', line)
 }
 
 /// Decodes reply messages from the stream and writes each payload on a line of its own.

@@ -23,23 +23,43 @@
 //!
 //! Python makes one handler *instance* per request; here one handler value serves every request
 //! (`&self`), and per-request state lives in `handle`'s local variables.
+//!
+//! # What is bounded for a handler
+//!
+//! The server bounds what it can see from outside: every read waits at most the idle
+//! time-out, every write at most the write time-out, and the grace period ends both. Where a
+//! handler's messages end only the handler knows, so the message limits apply to the bounded
+//! reads it asks for: [`StreamRequest::read_line`] (and `read_line_bytes`) hold at most
+//! [`Limits::max_line`](crate::Limits::max_line) bytes of a line plus its terminator, and
+//! [`StreamRequest::read_frame`] checks the length header against
+//! [`Limits::max_frame`](crate::Limits::max_frame) before it keeps a byte of the payload (which
+//! then grows only as its bytes arrive). Both fail with [`io::ErrorKind::InvalidData`] (the
+//! source is a [`FrameError`] naming the limit) when a message is too long, and with
+//! [`io::ErrorKind::TimedOut`] when a message begun is not whole within
+//! [`Limits::message_timeout`](crate::Limits::message_timeout); [`AsyncStreamRequest`] has the
+//! same three. What a handler reads through the raw [`StreamRequest::reader`] (`lines()`,
+//! `read_to_end`, `read_line` of [`BufRead`]) is bounded by nothing but the idle time-out: the
+//! memory it takes is the handler's own responsibility.
 
 use std::fmt;
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
+use crate::codec::{FrameError, LengthWidth};
 use crate::service::{Address, Context};
 
 /// A blocking stream handler: `handle` serves one whole connection.
 ///
 /// # Examples
 ///
-/// A line-reversing service:
+/// A line-reversing service (a line longer than [`Limits::max_line`](crate::Limits::max_line)
+/// ends the connection with an error):
 ///
 /// ```
-/// use std::io::{self, BufRead, Write};
+/// use std::io::{self, Write};
 /// use socketkit::handler::{StreamHandler, StreamRequest};
 ///
 /// struct Reverse;
@@ -47,7 +67,7 @@ use crate::service::{Address, Context};
 /// impl StreamHandler for Reverse {
 ///     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
 ///         let mut line = String::new();
-///         while request.reader().read_line(&mut line)? > 0 {
+///         while request.read_line(&mut line)? > 0 {
 ///             let reversed: String = line.trim_end().chars().rev().collect();
 ///             writeln!(request.writer(), "{reversed}")?;
 ///             request.writer().flush()?;
@@ -80,31 +100,164 @@ pub trait StreamHandler: Send + Sync + 'static {
 ///
 /// Reads wait at most the server's idle time-out and end when the shutdown grace period is
 /// over (both as an [`io::Error`]); a write fails once the peer has read nothing for the write
-/// time-out. The per-message deadline is the handler's own affair: only it knows where its
-/// messages end.
+/// time-out. [`read_line`](StreamRequest::read_line) and
+/// [`read_frame`](StreamRequest::read_frame) also bound the message's size and time (see
+/// [the module docs](self#what-is-bounded-for-a-handler)); reads through
+/// [`reader`](StreamRequest::reader) do not.
 pub struct StreamRequest<'a> {
     ctx: &'a Context,
     reader: Reader<'a>,
     writer: Writer<'a>,
+    bounds: Bounds,
 }
 
 impl<'a> StreamRequest<'a> {
     pub(crate) fn new(
         ctx: &'a Context,
-        read: Box<dyn Read + Send + 'a>,
+        read: Box<dyn SocketRead + 'a>,
         write: Box<dyn Write + Send + 'a>,
+        limits: &crate::Limits,
     ) -> StreamRequest<'a> {
         StreamRequest {
             ctx,
             reader: Reader(BufReader::new(read)),
             writer: Writer(BufWriter::new(write)),
+            bounds: Bounds::new(limits),
         }
     }
 
-    /// The buffered reader (`self.rfile` in Python).
+    /// The buffered reader (`self.rfile` in Python), for reads the handler bounds itself: a
+    /// line read through it (`lines()`, [`BufRead::read_line`]) grows for as long as the peer
+    /// sends without a newline. Prefer [`read_line`](StreamRequest::read_line) and
+    /// [`read_frame`](StreamRequest::read_frame), which share its buffer.
     #[doc(alias = "rfile")]
     pub fn reader(&mut self) -> &mut Reader<'a> {
         &mut self.reader
+    }
+
+    /// Reads one line, terminator included, and appends it to `line`, like
+    /// [`BufRead::read_line`] (Python's `rfile.readline()`), but bounded: at most
+    /// [`Limits::max_line`](crate::Limits::max_line) bytes before the `\n` or `\r\n` are held,
+    /// and a line begun must be whole within
+    /// [`Limits::message_timeout`](crate::Limits::message_timeout). Returns the bytes read, 0
+    /// at the end of the stream; a last line without newline is returned as it is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::io::{self, Write};
+    /// # use socketkit::handler::{StreamHandler, StreamRequest};
+    /// # struct Greet;
+    /// impl StreamHandler for Greet {
+    ///     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+    ///         let mut name = String::new();
+    ///         request.read_line(&mut name)?;
+    ///         writeln!(request.writer(), "hello, {}", name.trim_end())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidData`] for a line over the limit (its source is
+    /// [`FrameError::LineTooLong`]) or one that is not UTF-8; [`io::ErrorKind::TimedOut`] when
+    /// the message deadline or the idle time-out passes; any error of the socket. After an
+    /// error the stream is at an unknown point: end the connection (return the error).
+    pub fn read_line(&mut self, line: &mut String) -> io::Result<usize> {
+        let mut bytes = Vec::new();
+        let n = self.read_line_bytes(&mut bytes)?;
+        line.push_str(&utf8(bytes)?);
+        Ok(n)
+    }
+
+    /// [`read_line`](StreamRequest::read_line) for bytes that need not be UTF-8: appends the
+    /// line, terminator included, to `line`.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_line`](StreamRequest::read_line), except that any bytes are accepted.
+    pub fn read_line_bytes(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
+        let max_line = self.bounds.max_line;
+        self.read_bounded(LineScan::new(line, max_line))
+    }
+
+    /// Reads one length-delimited frame (a big-endian header of `width`, then that many bytes)
+    /// and returns its payload; `None` at the end of the stream before a header. A header
+    /// announcing more than [`Limits::max_frame`](crate::Limits::max_frame) bytes fails before
+    /// anything is reserved; the payload's memory grows only as its bytes arrive. The whole
+    /// frame must arrive within [`Limits::message_timeout`](crate::Limits::message_timeout) of
+    /// its first byte.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::io::{self, Write};
+    /// use socketkit::codec::LengthWidth;
+    /// # use socketkit::handler::{StreamHandler, StreamRequest};
+    /// # struct Echo;
+    /// impl StreamHandler for Echo {
+    ///     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+    ///         while let Some(frame) = request.read_frame(LengthWidth::U32)? {
+    ///             let header = u32::try_from(frame.len()).expect("at most max_frame");
+    ///             request.writer().write_all(&header.to_be_bytes())?;
+    ///             request.writer().write_all(&frame)?;
+    ///             request.writer().flush()?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidData`] for a frame over the limit (its source is
+    /// [`FrameError::FrameTooLong`]); [`io::ErrorKind::UnexpectedEof`] when the stream ends
+    /// inside a frame; [`io::ErrorKind::TimedOut`] as for
+    /// [`read_line`](StreamRequest::read_line).
+    pub fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
+        let max_frame = self.bounds.max_frame;
+        self.read_bounded(FrameScan::new(width, max_frame))
+    }
+
+    /// Feeds `scan` from the reader's buffer until its message is whole, the message deadline
+    /// running from the first byte taken; the socket's reads wait no longer than it.
+    fn read_bounded<S: Scan>(&mut self, mut scan: S) -> io::Result<S::Output> {
+        let message_timeout = self.bounds.message_timeout;
+        let mut deadline = None;
+        let result = loop {
+            if let Some(output) = scan.whole() {
+                break Ok(output);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Err(message_timed_out(message_timeout));
+            }
+            let taken = match self.reader.0.fill_buf() {
+                Ok([]) => break scan.eof(),
+                Ok(available) => scan.take(available),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    break Err(if e.kind() == io::ErrorKind::TimedOut {
+                        message_timed_out(message_timeout)
+                    } else {
+                        e
+                    });
+                }
+                Err(e) => Err(e),
+            };
+            match taken {
+                Ok(n) => self.reader.0.consume(n),
+                Err(e) => break Err(e),
+            }
+            if deadline.is_none() {
+                let at = Instant::now() + message_timeout;
+                deadline = Some(at);
+                self.reader.0.get_mut().set_deadline(Some(at));
+            }
+        };
+        if deadline.is_some() {
+            self.reader.0.get_mut().set_deadline(None);
+        }
+        result
     }
 
     /// The buffered writer (`self.wfile` in Python). Flush it when a reply must go out now.
@@ -134,8 +287,17 @@ impl<'a> StreamRequest<'a> {
     }
 }
 
-/// The reading half of a [`StreamRequest`]: [`Read`] and [`BufRead`].
-pub struct Reader<'a>(BufReader<Box<dyn Read + Send + 'a>>);
+/// The socket under a [`StreamRequest`]'s reader: its reads can be cut short at a message
+/// deadline, which only the request knows.
+pub(crate) trait SocketRead: Read + Send {
+    /// From now on, a read that would wait past `deadline` fails with `TimedOut`; `None`
+    /// leaves only the reader's own time-outs.
+    fn set_deadline(&mut self, deadline: Option<Instant>);
+}
+
+/// The reading half of a [`StreamRequest`]: [`Read`] and [`BufRead`], bounded only by the idle
+/// time-out (see [`StreamRequest::reader`]).
+pub struct Reader<'a>(BufReader<Box<dyn SocketRead + 'a>>);
 
 impl Read for Reader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -228,7 +390,7 @@ impl DatagramRequest<'_> {
 ///
 /// ```
 /// use std::io;
-/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+/// use tokio::io::AsyncWriteExt;
 /// use socketkit::handler::{AsyncStreamHandler, AsyncStreamRequest};
 ///
 /// struct Shout;
@@ -236,7 +398,7 @@ impl DatagramRequest<'_> {
 /// impl AsyncStreamHandler for Shout {
 ///     async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
 ///         let mut line = String::new();
-///         while request.reader().read_line(&mut line).await? > 0 {
+///         while request.read_line(&mut line).await? > 0 {
 ///             let reply = line.to_uppercase();
 ///             request.writer().write_all(reply.as_bytes()).await?;
 ///             request.writer().flush().await?;
@@ -280,11 +442,16 @@ pub(crate) trait AsyncStream:
 }
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncStream for T {}
 
-/// One stream connection, as an [`AsyncStreamHandler`] sees it.
+/// One stream connection, as an [`AsyncStreamHandler`] sees it. Its
+/// [`read_line`](AsyncStreamRequest::read_line) and
+/// [`read_frame`](AsyncStreamRequest::read_frame) are bounded like [`StreamRequest`]'s (see
+/// [the module docs](self#what-is-bounded-for-a-handler)); reads through
+/// [`reader`](AsyncStreamRequest::reader) only by the idle time-out.
 pub struct AsyncStreamRequest {
     ctx: Context,
     reader: tokio::io::BufReader<IdleRead<AsyncReadHalf>>,
     writer: tokio::io::BufWriter<StallWrite<AsyncWriteHalf>>,
+    bounds: Bounds,
 }
 
 impl AsyncStreamRequest {
@@ -298,13 +465,79 @@ impl AsyncStreamRequest {
             ctx,
             reader: tokio::io::BufReader::new(IdleRead::new(read, limits.idle_timeout)),
             writer: tokio::io::BufWriter::new(StallWrite::new(write, limits.write_timeout)),
+            bounds: Bounds::new(limits),
         }
     }
 
-    /// The buffered reader; a read that waits longer than the idle time-out fails.
+    /// The buffered reader; a read that waits longer than the idle time-out fails. Nothing
+    /// else bounds it: a line read through it grows for as long as the peer sends without a
+    /// newline. Prefer [`read_line`](AsyncStreamRequest::read_line) and
+    /// [`read_frame`](AsyncStreamRequest::read_frame), which share its buffer.
     #[doc(alias = "rfile")]
     pub fn reader(&mut self) -> &mut (impl tokio::io::AsyncBufRead + Unpin + Send + use<>) {
         &mut self.reader
+    }
+
+    /// Reads one line into `line`, bounded by the line limit and the message deadline:
+    /// [`StreamRequest::read_line`], awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamRequest::read_line`].
+    pub async fn read_line(&mut self, line: &mut String) -> io::Result<usize> {
+        let mut bytes = Vec::new();
+        let n = self.read_line_bytes(&mut bytes).await?;
+        line.push_str(&utf8(bytes)?);
+        Ok(n)
+    }
+
+    /// [`StreamRequest::read_line_bytes`], awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamRequest::read_line`], except that any bytes are accepted.
+    pub async fn read_line_bytes(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
+        let max_line = self.bounds.max_line;
+        self.read_bounded(LineScan::new(line, max_line)).await
+    }
+
+    /// Reads one length-delimited frame, bounded by the frame limit and the message deadline:
+    /// [`StreamRequest::read_frame`], awaited.
+    ///
+    /// # Errors
+    ///
+    /// As [`StreamRequest::read_frame`].
+    pub async fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
+        let max_frame = self.bounds.max_frame;
+        self.read_bounded(FrameScan::new(width, max_frame)).await
+    }
+
+    /// [`StreamRequest::read_bounded`], awaited: the deadline cuts a read short.
+    async fn read_bounded<S: Scan + Send>(&mut self, mut scan: S) -> io::Result<S::Output> {
+        use tokio::io::AsyncBufReadExt;
+        let message_timeout = self.bounds.message_timeout;
+        let mut deadline = None;
+        loop {
+            if let Some(output) = scan.whole() {
+                return Ok(output);
+            }
+            // A timeout polls its future first: data that is always ready would never expire it.
+            if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                return Err(message_timed_out(message_timeout));
+            }
+            let filled = match deadline {
+                None => self.reader.fill_buf().await,
+                Some(at) => tokio::time::timeout_at(at, self.reader.fill_buf())
+                    .await
+                    .map_err(|_| message_timed_out(message_timeout))?,
+            };
+            let taken = match filled? {
+                [] => return scan.eof(),
+                available => scan.take(available)?,
+            };
+            self.reader.consume(taken);
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + message_timeout);
+        }
     }
 
     /// The buffered writer. Flush it when a reply must go out now. A write fails with
@@ -335,6 +568,197 @@ impl AsyncStreamRequest {
         let drain = async { while matches!(self.reader.read(&mut buf).await, Ok(n) if n > 0) {} };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
         Ok(())
+    }
+}
+
+/// The limits a request's bounded reads obey, copied from the server's.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_line: usize,
+    max_frame: usize,
+    message_timeout: Duration,
+}
+
+impl Bounds {
+    fn new(limits: &crate::Limits) -> Bounds {
+        Bounds {
+            max_line: limits.max_line,
+            max_frame: limits.max_frame,
+            message_timeout: limits.message_timeout,
+        }
+    }
+}
+
+fn message_timed_out(deadline: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("a message was not whole within the message deadline of {deadline:?}"),
+    )
+}
+
+fn utf8(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
+}
+
+/// One message being read, a buffer at a time, free of I/O: the blocking and async requests
+/// drive the same scans.
+trait Scan {
+    /// What the read returns.
+    type Output;
+    /// The message, once whole (asked before every read, so an empty frame needs none).
+    fn whole(&mut self) -> Option<Self::Output>;
+    /// Takes what belongs to the message from the front of `available` (never empty) and
+    /// returns how many bytes that was; fails once the message is over its limit.
+    fn take(&mut self, available: &[u8]) -> io::Result<usize>;
+    /// The stream ended before the message was whole.
+    fn eof(&mut self) -> io::Result<Self::Output>;
+}
+
+/// A line of at most `max_line` bytes before its terminator: never more than `max_line + 2`
+/// bytes (a `\r\n` line) are taken, so a line that never ends costs no more than that.
+struct LineScan<'b> {
+    line: &'b mut Vec<u8>,
+    max_line: usize,
+    taken: usize,
+    done: bool,
+}
+
+impl<'b> LineScan<'b> {
+    fn new(line: &'b mut Vec<u8>, max_line: usize) -> LineScan<'b> {
+        LineScan {
+            line,
+            max_line,
+            taken: 0,
+            done: false,
+        }
+    }
+
+    fn too_long(&self) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            FrameError::LineTooLong {
+                limit: self.max_line,
+            },
+        )
+    }
+
+    /// Fails when the line taken has more than `max_line` bytes before its terminator.
+    fn check(&self, terminator: usize) -> io::Result<usize> {
+        if self.taken - terminator > self.max_line {
+            return Err(self.too_long());
+        }
+        Ok(self.taken)
+    }
+}
+
+impl Scan for LineScan<'_> {
+    type Output = usize;
+
+    fn whole(&mut self) -> Option<usize> {
+        self.done.then_some(self.taken)
+    }
+
+    fn take(&mut self, available: &[u8]) -> io::Result<usize> {
+        let cap = self.max_line.saturating_add(2);
+        let window = &available[..available.len().min(cap - self.taken)];
+        let (n, done) = match window.iter().position(|&b| b == b'\n') {
+            Some(at) => (at + 1, true),
+            None => (window.len(), false),
+        };
+        self.line.extend_from_slice(&window[..n]);
+        self.taken += n;
+        if done {
+            let crlf = self.taken >= 2 && self.line.ends_with(b"\r\n");
+            self.check(if crlf { 2 } else { 1 })?;
+            self.done = true;
+        } else if self.taken == cap {
+            return Err(self.too_long());
+        }
+        Ok(n)
+    }
+
+    fn eof(&mut self) -> io::Result<usize> {
+        self.check(0)
+    }
+}
+
+/// A length-delimited frame: the header is checked against the limit before a byte of the
+/// payload is kept, and the payload's memory grows with the bytes received, never past the
+/// size announced (at most twice what has arrived).
+struct FrameScan {
+    width: usize,
+    limit: usize,
+    header: [u8; 4],
+    header_taken: usize,
+    size: Option<usize>,
+    payload: Vec<u8>,
+}
+
+impl FrameScan {
+    fn new(width: LengthWidth, max_frame: usize) -> FrameScan {
+        FrameScan {
+            width: width.bytes(),
+            limit: max_frame.min(usize::try_from(width.max_payload()).unwrap_or(usize::MAX)),
+            header: [0; 4],
+            header_taken: 0,
+            size: None,
+            payload: Vec::new(),
+        }
+    }
+}
+
+impl Scan for FrameScan {
+    type Output = Option<Vec<u8>>;
+
+    fn whole(&mut self) -> Option<Option<Vec<u8>>> {
+        (self.size == Some(self.payload.len())).then(|| Some(std::mem::take(&mut self.payload)))
+    }
+
+    fn take(&mut self, available: &[u8]) -> io::Result<usize> {
+        let Some(size) = self.size else {
+            let n = (self.width - self.header_taken).min(available.len());
+            self.header[self.header_taken..self.header_taken + n].copy_from_slice(&available[..n]);
+            self.header_taken += n;
+            if self.header_taken == self.width {
+                let announced = self.header[..self.width]
+                    .iter()
+                    .fold(0u64, |size, &b| (size << 8) | u64::from(b));
+                if announced > self.limit as u64 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        FrameError::FrameTooLong {
+                            size: announced,
+                            limit: self.limit,
+                        },
+                    ));
+                }
+                self.size = Some(announced as usize); // within the limit, a usize
+            }
+            return Ok(n);
+        };
+        let n = (size - self.payload.len()).min(available.len());
+        let needed = self.payload.len() + n;
+        if needed > self.payload.capacity() {
+            let grown = needed.max(self.payload.capacity() * 2).min(size);
+            self.payload.reserve_exact(grown - self.payload.len());
+        }
+        self.payload.extend_from_slice(&available[..n]);
+        Ok(n)
+    }
+
+    fn eof(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.header_taken == 0 {
+            return Ok(None);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stream ended inside a frame",
+        ))
     }
 }
 
@@ -537,5 +961,150 @@ impl<F: Future + ?Sized> Future for CatchUnwind<F> {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(payload) => Poll::Ready(Err(HandlerError::from_panic(payload))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Drives `scan` over `input` cut into pieces of `piece` bytes, as a reader's buffer
+    /// would hand them over; returns the output (or error) and the bytes taken.
+    fn drive<S: Scan>(mut scan: S, input: &[u8], piece: usize) -> (io::Result<S::Output>, usize) {
+        let mut at = 0;
+        loop {
+            if let Some(output) = scan.whole() {
+                return (Ok(output), at);
+            }
+            if at == input.len() {
+                return (scan.eof(), at);
+            }
+            let end = (at + piece).min(input.len());
+            match scan.take(&input[at..end]) {
+                Ok(n) => at += n,
+                Err(e) => return (Err(e), at),
+            }
+        }
+    }
+
+    fn line_too_long(e: &io::Error) -> bool {
+        e.kind() == io::ErrorKind::InvalidData
+            && matches!(
+                e.get_ref().and_then(|e| e.downcast_ref::<FrameError>()),
+                Some(FrameError::LineTooLong { limit: 8 })
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn a_line_is_taken_whole_up_to_the_limit_and_refused_past_it(
+            payload in 0usize..12, crlf: bool, piece in 1usize..16,
+        ) {
+            let mut input = vec![b'x'; payload];
+            input.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            input.extend_from_slice(b"next\n");
+            let mut line = b"kept".to_vec();
+            let (result, taken) = drive(LineScan::new(&mut line, 8), &input, piece);
+            if payload <= 8 {
+                let whole = payload + 1 + usize::from(crlf);
+                prop_assert_eq!(result.unwrap(), whole);
+                prop_assert_eq!(taken, whole);
+                prop_assert_eq!(&line[4..], &input[..whole]);
+            } else {
+                prop_assert!(line_too_long(&result.unwrap_err()));
+                prop_assert!(taken <= 8 + 2, "took {} bytes", taken);
+            }
+        }
+
+        #[test]
+        fn a_line_that_never_ends_costs_at_most_the_limit(piece in 1usize..64) {
+            let input = vec![b'x'; 1000];
+            let mut line = Vec::new();
+            let (result, _) = drive(LineScan::new(&mut line, 8), &input, piece);
+            prop_assert!(line_too_long(&result.unwrap_err()));
+            prop_assert_eq!(line.len(), 8 + 2);
+        }
+
+        #[test]
+        fn a_frame_is_taken_whole_at_any_split(size in 0usize..40, piece in 1usize..50) {
+            let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let mut input = (size as u16).to_be_bytes().to_vec();
+            input.extend_from_slice(&payload);
+            input.extend_from_slice(b"more");
+            let (result, taken) = drive(FrameScan::new(LengthWidth::U16, 40), &input, piece);
+            prop_assert_eq!(result.unwrap(), Some(payload));
+            prop_assert_eq!(taken, 2 + size);
+        }
+    }
+
+    #[test]
+    fn the_last_line_without_newline_counts_and_an_empty_stream_is_zero() {
+        let mut line = Vec::new();
+        assert_eq!(
+            drive(LineScan::new(&mut line, 8), b"12345678", 3)
+                .0
+                .unwrap(),
+            8
+        );
+        assert_eq!(line, b"12345678");
+        let mut line = Vec::new();
+        let (result, _) = drive(LineScan::new(&mut line, 8), b"123456789", 3);
+        assert!(line_too_long(&result.unwrap_err()));
+        assert_eq!(
+            drive(LineScan::new(&mut Vec::new(), 8), b"", 3).0.unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_frame_header_over_the_limit_is_refused_before_the_payload() {
+        // A 4 GiB announcement, then bytes that must not be taken.
+        let mut scan = FrameScan::new(LengthWidth::U32, 1024);
+        let error = scan.take(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            error.to_string(),
+            "frame of 4294967295 bytes exceeds the limit of 1024 bytes"
+        );
+        assert_eq!(scan.payload.capacity(), 0);
+    }
+
+    #[test]
+    fn frame_memory_follows_the_bytes_received() {
+        let mut scan = FrameScan::new(LengthWidth::U32, 1 << 20);
+        assert_eq!(scan.take(&(1u32 << 20).to_be_bytes()).unwrap(), 4);
+        assert_eq!(
+            scan.payload.capacity(),
+            0,
+            "nothing reserved for the header"
+        );
+        assert_eq!(scan.take(&[7; 1000]).unwrap(), 1000);
+        assert!(
+            scan.payload.capacity() < 4096,
+            "{}",
+            scan.payload.capacity()
+        );
+        let mut received = 1000;
+        while received < 1 << 20 {
+            received += scan
+                .take(&[7; 60_000][..60_000.min((1 << 20) - received)])
+                .unwrap();
+            assert!(scan.payload.capacity() <= 2 * received.max(1000));
+            assert!(scan.payload.capacity() <= 1 << 20);
+        }
+        assert_eq!(scan.whole().unwrap().unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_frame_is_an_error_and_before_one_is_none() {
+        let (result, _) = drive(FrameScan::new(LengthWidth::U32, 64), &[0, 0, 0, 9, 1], 2);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
+        assert!(matches!(
+            drive(FrameScan::new(LengthWidth::U32, 64), &[], 2).0,
+            Ok(None)
+        ));
+        let (result, _) = drive(FrameScan::new(LengthWidth::U32, 64), &[0, 0], 2);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -361,6 +361,7 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context, traffic: Traffic) {
                     idle: shared.limits.idle_timeout,
                     force: &shared.force,
                     traffic: &traffic,
+                    deadline: None,
                 };
                 let write = SharedWrite {
                     conn: &conn,
@@ -368,7 +369,8 @@ fn serve_stream(shared: &Shared, conn: Conn, ctx: Context, traffic: Traffic) {
                     force: &shared.force,
                     traffic: &traffic,
                 };
-                let mut request = StreamRequest::new(&ctx, Box::new(read), Box::new(write));
+                let mut request =
+                    StreamRequest::new(&ctx, Box::new(read), Box::new(write), &shared.limits);
                 run_stream_handler(handler.as_ref(), &mut request)?;
                 drop(request);
                 close_gracefully(&conn, &shared.force);

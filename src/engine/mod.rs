@@ -553,13 +553,25 @@ pub(crate) struct GuardedRead<'a> {
     pub(crate) idle: Duration,
     pub(crate) force: &'a Trigger,
     pub(crate) traffic: &'a Traffic,
+    /// The message deadline of a handler's bounded read: no read waits past it.
+    pub(crate) deadline: Option<Instant>,
 }
 
 impl Read for GuardedRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            match wait_readable(self.conn.as_fd(), self.force, Some(self.idle))? {
+            let wait = match self.deadline {
+                Some(at) => self.idle.min(at.saturating_duration_since(Instant::now())),
+                None => self.idle,
+            };
+            match wait_readable(self.conn.as_fd(), self.force, Some(wait))? {
                 Woken::Triggered => return Err(grace_over()),
+                Woken::TimedOut if wait < self.idle => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the message deadline passed",
+                    ));
+                }
                 Woken::TimedOut => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -580,6 +592,12 @@ impl Read for GuardedRead<'_> {
                 },
             }
         }
+    }
+}
+
+impl crate::handler::SocketRead for GuardedRead<'_> {
+    fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use socketkit::codec::{Framing, LengthWidth};
 use socketkit::{Endpoint, Engine};
 use wait_timeout::ChildExt;
 
@@ -473,6 +474,121 @@ fn udp_exits_5_when_the_server_never_answers() {
         let n = silent.recv(&mut buf).expect("the client's datagram");
         assert_eq!(&buf[..n], expected, "both lines were sent");
     }
+}
+
+/// Runs `socketkit ARGS` with `first` and then a line that never ends on stdin (64 KiB of `x`
+/// at a time, at most `cap` bytes); returns its output, and how much of the endless line went
+/// in before the client stopped reading (`None`: all `cap` bytes did).
+fn run_with_endless_line(args: &[&str], first: &[u8], cap: usize) -> (Output, Option<usize>) {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn socketkit");
+    let mut stdin = child.stdin.take().unwrap();
+    let first = first.to_vec();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(&first).ok()?;
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut written = 0;
+        while written < cap {
+            match stdin.write(&chunk) {
+                Ok(n) => written += n,
+                Err(_) => return Some(written), // the client is gone: the pipe is broken
+            }
+        }
+        None
+    });
+    let Some(status) = child.wait_timeout(SAFETY_TIMEOUT).unwrap() else {
+        let _ = child.kill();
+        panic!("socketkit {args:?} did not exit");
+    };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_end(&mut stderr)
+        .unwrap();
+    let written = writer.join().unwrap();
+    let output = Output {
+        status,
+        stdout,
+        stderr,
+    };
+    (output, written)
+}
+
+#[test]
+fn an_over_long_stdin_line_is_refused_with_exit_2_before_it_is_read_whole() {
+    const CAP: usize = 64 << 20;
+    let cases: [(Framing, &[&str], &str); 2] = [
+        (
+            Framing::Line,
+            &["--framing", "line", "--max-line", "16"],
+            "an input line is longer than the line limit of 16 bytes",
+        ),
+        (
+            Framing::Length(LengthWidth::U16),
+            &[
+                "--framing",
+                "length",
+                "--length-bytes",
+                "2",
+                "--max-frame",
+                "16",
+            ],
+            "an input line is longer than the frame limit of 16 bytes",
+        ),
+    ];
+    for (framing, flags, message) in cases {
+        let server = TestServer::with(
+            socketkit::Server::builder()
+                .framing(framing)
+                .listen("tcp://127.0.0.1:0".parse().unwrap()),
+        );
+        let endpoint = server.endpoint(0).to_string();
+        let mut args = vec!["client", endpoint.as_str()];
+        args.extend_from_slice(flags);
+        let (output, written) = run_with_endless_line(&args, b"ok\n", CAP);
+        let stderr = text(&output.stderr);
+        // Not sent at all: a usage error, as for a message over one frame or one datagram.
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{framing}: stderr: {stderr:?}"
+        );
+        assert!(stderr.contains(message), "{framing}: stderr: {stderr:?}");
+        assert!(
+            written.is_some(),
+            "{framing}: the client read a {CAP}-byte line whole before refusing it"
+        );
+    }
+}
+
+#[test]
+fn an_over_long_stdin_line_for_a_datagram_is_refused_before_it_is_read_whole() {
+    const CAP: usize = 64 << 20;
+    let server = TestServer::start(Engine::Async, &["udp://127.0.0.1:0"]);
+    let endpoint = server.endpoint(0).to_string();
+    let (output, written) = run_with_endless_line(&["client", &endpoint], b"ok\n", CAP);
+    assert_output(&output, 2, "OK\n");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("an input line is larger than one datagram"),
+        "stderr: {stderr:?}"
+    );
+    assert!(
+        written.is_some(),
+        "the client read a {CAP}-byte line whole before refusing it"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

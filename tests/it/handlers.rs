@@ -1,19 +1,20 @@
 //! The socketserver API on every engine: handlers, verify_request, handle_error, panics,
 //! the connection limit, and many clients at once.
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use socketkit::codec::LengthWidth;
 use socketkit::handler::{
     AsyncStreamHandler, AsyncStreamRequest, DatagramHandler, DatagramRequest, HandlerError,
     StreamHandler, StreamRequest,
 };
 use socketkit::service::{Context, Next, Service, StreamSession, Upper, UpperSession};
-use socketkit::{Engine, ErrorKind, Server};
+use socketkit::{Engine, ErrorKind, Server, ServerBuilder};
 
 use crate::common::{SAFETY_TIMEOUT, TestServer, exchange};
 
@@ -28,11 +29,12 @@ struct Reverse;
 
 impl StreamHandler for Reverse {
     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
-        let (reader, writer) = request.split();
-        for line in reader.lines() {
-            let reversed: String = line?.chars().rev().collect();
-            writeln!(writer, "{reversed}")?;
-            writer.flush()?;
+        let mut line = String::new();
+        while request.read_line(&mut line)? > 0 {
+            let reversed: String = line.trim_end_matches(['\n', '\r']).chars().rev().collect();
+            writeln!(request.writer(), "{reversed}")?;
+            request.writer().flush()?;
+            line.clear();
         }
         Ok(())
     }
@@ -143,9 +145,9 @@ struct AsyncShout;
 
 impl AsyncStreamHandler for AsyncShout {
     async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
-        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let mut line = String::new();
-        while request.reader().read_line(&mut line).await? > 0 {
+        while request.read_line(&mut line).await? > 0 {
             if line.trim() == "panic" {
                 panic!("asked to panic");
             }
@@ -428,7 +430,7 @@ struct PanicHandler;
 impl StreamHandler for PanicHandler {
     fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
         let mut line = String::new();
-        request.reader().read_line(&mut line)?;
+        request.read_line(&mut line)?;
         if line.starts_with("panic") {
             panic!("handler asked to panic");
         }
@@ -537,5 +539,313 @@ fn an_idle_stream_handler_connection_is_closed() {
             Ok(n) => assert_eq!(n, 0, "{engine}"),
             Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{engine}"),
         }
+    }
+}
+
+/// What a bounded handler's read failed with: the error's kind and text, and the capacity of
+/// the line buffer it was reading into.
+type Failures = Arc<Mutex<Vec<(io::ErrorKind, String, usize)>>>;
+
+/// Reverses each line read with the bounded `read_line_bytes`, and records the error that ends
+/// the connection.
+struct BoundedReverse(Failures);
+
+impl StreamHandler for BoundedReverse {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let mut line = Vec::new();
+        loop {
+            match request.read_line_bytes(&mut line) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    let end = line.len() - 1;
+                    line[..end].reverse();
+                    request.writer().write_all(&line)?;
+                    request.writer().flush()?;
+                    line.clear();
+                }
+                Err(e) => {
+                    let failure = (e.kind(), e.to_string(), line.capacity());
+                    self.0.lock().unwrap().push(failure);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// [`BoundedReverse`] for the async engine.
+struct AsyncBoundedReverse(Failures);
+
+impl AsyncStreamHandler for AsyncBoundedReverse {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut line = Vec::new();
+        loop {
+            match request.read_line_bytes(&mut line).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {
+                    let end = line.len() - 1;
+                    line[..end].reverse();
+                    request.writer().write_all(&line).await?;
+                    request.writer().flush().await?;
+                    line.clear();
+                }
+                Err(e) => {
+                    let failure = (e.kind(), e.to_string(), line.capacity());
+                    self.0.lock().unwrap().push(failure);
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Echoes each frame (2-byte headers) read with the bounded `read_frame`, and records the
+/// error that ends the connection.
+struct FrameEcho(Failures);
+
+impl StreamHandler for FrameEcho {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        loop {
+            match request.read_frame(LengthWidth::U16) {
+                Ok(None) => return Ok(()),
+                Ok(Some(frame)) => {
+                    let header = u16::try_from(frame.len()).unwrap().to_be_bytes();
+                    request.writer().write_all(&header)?;
+                    request.writer().write_all(&frame)?;
+                    request.writer().flush()?;
+                }
+                Err(e) => {
+                    self.0.lock().unwrap().push((e.kind(), e.to_string(), 0));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// [`FrameEcho`] for the async engine.
+struct AsyncFrameEcho(Failures);
+
+impl AsyncStreamHandler for AsyncFrameEcho {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            match request.read_frame(LengthWidth::U16).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(frame)) => {
+                    let header = u16::try_from(frame.len()).unwrap().to_be_bytes();
+                    request.writer().write_all(&header).await?;
+                    request.writer().write_all(&frame).await?;
+                    request.writer().flush().await?;
+                }
+                Err(e) => {
+                    self.0.lock().unwrap().push((e.kind(), e.to_string(), 0));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// A server on `engine` with the bounded reversing handler its engine runs (blocking on the
+/// thread engines, async on `async`), listening on TCP.
+fn bounded_reverse(engine: Engine, failures: &Failures, builder: ServerBuilder) -> TestServer {
+    let builder = builder.engine(engine).listen(tcp());
+    TestServer::with(match engine {
+        Engine::Async => builder.async_handler(AsyncBoundedReverse(failures.clone())),
+        _ => builder.stream_handler(BoundedReverse(failures.clone())),
+    })
+}
+
+/// Writes one line that never ends, 64 KiB of `x` at a time, until a write fails (the server
+/// closed the connection); returns the bytes written then, or `None` if `cap` bytes went in
+/// without a close.
+fn endless_line(conn: &mut TcpStream, cap: usize) -> Option<usize> {
+    conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0;
+    while written < cap {
+        match conn.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the server neither read nor closed after {written} bytes")
+            }
+            Err(_) => return Some(written),
+        }
+    }
+    None
+}
+
+#[test]
+fn a_never_ending_line_gives_the_handler_the_limit_error_and_others_are_served() {
+    const MAX_LINE: usize = 1024;
+    const CAP: usize = 64 << 20;
+    for engine in Engine::ALL {
+        let failures = Failures::default();
+        let server = bounded_reverse(engine, &failures, Server::builder().max_line(MAX_LINE));
+        // A line exactly at the limit, CRLF included, is served.
+        let mut at_limit = vec![b'a'; MAX_LINE];
+        at_limit[0] = b'z';
+        at_limit.extend_from_slice(b"\r\n");
+        let mut reversed = at_limit.clone();
+        reversed[..MAX_LINE + 1].reverse();
+        assert_eq!(
+            exchange(server.endpoint(0), &at_limit),
+            reversed,
+            "{engine}"
+        );
+
+        let mut hog = TcpStream::connect(server.addr()).unwrap();
+        let endpoint = server.endpoint(0).clone();
+        let hogging = std::thread::spawn(move || endless_line(&mut hog, CAP));
+        // Served while the hog writes (and, on the sequential engine, once it is closed).
+        assert_eq!(exchange(&endpoint, b"abc\n"), b"cba\n", "{engine}");
+        let written = hogging.join().unwrap();
+        assert!(
+            written.is_some(),
+            "{engine}: the server read a {CAP}-byte line without closing"
+        );
+        assert_eq!(exchange(&endpoint, b"def\n"), b"fed\n", "{engine}");
+        server.stop().unwrap();
+        let failures = failures.lock().unwrap();
+        let [(kind, text, capacity)] = failures.as_slice() else {
+            panic!("{engine}: one failure expected: {failures:?}");
+        };
+        assert_eq!(*kind, io::ErrorKind::InvalidData, "{engine}: {text}");
+        assert!(text.contains(&MAX_LINE.to_string()), "{engine}: {text}");
+        assert!(
+            *capacity <= 4 * MAX_LINE,
+            "{engine}: the line buffer grew to {capacity} bytes"
+        );
+    }
+}
+
+/// Whether the server has closed `conn`: a read that does not wait sees EOF or a reset.
+fn closed_by_server(conn: &TcpStream) -> bool {
+    conn.set_nonblocking(true).unwrap();
+    let closed = match (&*conn).read(&mut [0u8; 256]) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    conn.set_nonblocking(false).unwrap();
+    closed
+}
+
+#[test]
+fn a_handler_line_begun_must_be_whole_within_the_message_deadline() {
+    let deadline = Duration::from_millis(400);
+    let pace = Duration::from_millis(40);
+    for engine in Engine::ALL {
+        let failures = Failures::default();
+        let server = bounded_reverse(
+            engine,
+            &failures,
+            Server::builder()
+                .idle_timeout(3 * SAFETY_TIMEOUT) // never the reason here
+                .message_timeout(deadline),
+        );
+        // Whole lines at the same pace for longer than the deadline: served throughout.
+        let mut steady = TcpStream::connect(server.addr()).unwrap();
+        steady.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        for _ in 0..2 * (deadline.as_millis() / pace.as_millis()) {
+            steady.write_all(b"ok\n").unwrap();
+            let mut reply = [0u8; 3];
+            steady.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"ko\n", "{engine}");
+            std::thread::sleep(pace); // the peer's pace, not a synchronisation
+        }
+        drop(steady);
+
+        // One byte of a line that never ends every `pace`: a slowloris.
+        let mut slow = TcpStream::connect(server.addr()).unwrap();
+        let began = Instant::now();
+        let mut closed_after = None;
+        for _ in 0..250 {
+            if slow.write_all(b"x").is_err() || closed_by_server(&slow) {
+                closed_after = Some(began.elapsed());
+                break;
+            }
+            std::thread::sleep(pace); // the peer's pace, not a synchronisation
+        }
+        let closed_after =
+            closed_after.unwrap_or_else(|| panic!("{engine}: a dribbling peer held its handler"));
+        assert!(
+            closed_after >= deadline && closed_after < deadline * 10,
+            "{engine}: closed after {closed_after:?}, the deadline is {deadline:?}"
+        );
+
+        // Half a line, then silence: the read waiting for the rest ends at the deadline too.
+        let mut stalled = TcpStream::connect(server.addr()).unwrap();
+        stalled.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        stalled.write_all(b"half").unwrap();
+        let began = Instant::now();
+        match stalled.read(&mut [0u8; 8]) {
+            Ok(n) => assert_eq!(n, 0, "{engine}"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{engine}"),
+        }
+        let closed_after = began.elapsed();
+        assert!(
+            closed_after < deadline * 10,
+            "{engine}: a stalled line closed after {closed_after:?}, the deadline is {deadline:?}"
+        );
+        server.stop().unwrap();
+        let failures = failures.lock().unwrap();
+        assert_eq!(failures.len(), 2, "{engine}: {failures:?}");
+        for (kind, text, _) in failures.iter() {
+            assert_eq!(*kind, io::ErrorKind::TimedOut, "{engine}: {text}");
+            assert!(text.contains("message deadline"), "{engine}: {text}");
+        }
+    }
+}
+
+#[test]
+fn read_frame_serves_frames_and_refuses_a_header_over_the_limit_before_its_payload() {
+    for engine in Engine::ALL {
+        let failures = Failures::default();
+        let builder = Server::builder()
+            .engine(engine)
+            .max_frame(100)
+            .listen(tcp());
+        let server = TestServer::with(match engine {
+            Engine::Async => builder.async_handler(AsyncFrameEcho(failures.clone())),
+            _ => builder.stream_handler(FrameEcho(failures.clone())),
+        });
+        // An empty frame, one at the limit, and one in pieces: echoed.
+        let mut frames = vec![0, 0, 0, 100];
+        frames.extend_from_slice(&[7; 100]);
+        frames.extend_from_slice(&[0, 3, b'a', b'b', b'c']);
+        assert_eq!(exchange(server.endpoint(0), &frames), frames, "{engine}");
+
+        // A header announcing 101 bytes: refused at once, though the payload never comes.
+        let mut over = TcpStream::connect(server.addr()).unwrap();
+        over.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        over.write_all(&[0, 101]).unwrap();
+        let mut buf = [0u8; 8];
+        match over.read(&mut buf) {
+            Ok(n) => assert_eq!(n, 0, "{engine}"),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{engine}"),
+        }
+        assert_eq!(
+            exchange(server.endpoint(0), &[0, 1, b'z']),
+            [0, 1, b'z'],
+            "{engine}"
+        );
+        server.stop().unwrap();
+        let failures = failures.lock().unwrap();
+        let [(kind, text, _)] = failures.as_slice() else {
+            panic!("{engine}: one failure expected: {failures:?}");
+        };
+        assert_eq!(*kind, io::ErrorKind::InvalidData, "{engine}: {text}");
+        assert_eq!(
+            text, "frame of 101 bytes exceeds the limit of 100 bytes",
+            "{engine}"
+        );
     }
 }

@@ -441,13 +441,15 @@ pub struct FramingArgs {
     #[arg(long, default_value_t = 4, value_name = "N", value_parser = parse_length_bytes)]
     pub length_bytes: u8,
 
-    /// The largest frame in length framing, in bytes; a larger one closes the connection.
-    /// 1 to 1G (K, M, G: powers of 1024).
+    /// The largest frame in length framing, in bytes; a larger one closes the connection (a
+    /// longer input line of send or client is refused, exit 2). 1 to 1G (K, M, G: powers of
+    /// 1024).
     #[arg(long, default_value = "1M", value_name = "BYTES", value_parser = parse_message_limit)]
     pub max_frame: usize,
 
-    /// The longest line in line framing, in bytes; a longer one closes the connection.
-    /// 1 to 1G (K, M, G: powers of 1024).
+    /// The longest line in line framing, in bytes; a longer one closes the connection (a
+    /// longer input line of send or client is refused, exit 2). 1 to 1G (K, M, G: powers of
+    /// 1024).
     #[arg(long, default_value = "64K", value_name = "BYTES", value_parser = parse_message_limit)]
     pub max_line: usize,
 }
