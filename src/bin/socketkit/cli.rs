@@ -175,6 +175,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 10_000, value_name = "N")]
     pub datagram_rate: u32,
 
+    /// The most input held for messages not yet complete (line and length framing), all
+    /// connections of the process together; a connection that would go past it is closed.
+    /// A connection's first 4 KiB are not counted.
+    #[arg(long, default_value = "64M", value_parser = parse_bytes, value_name = "BYTES")]
+    pub max_buffered: u64,
+
     /// Worker threads of the pool engine.
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub workers: usize,
