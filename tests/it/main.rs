@@ -13,6 +13,7 @@ mod framing;
 mod handlers;
 mod hardening;
 mod interop;
+mod memory;
 mod names;
 mod resources;
 mod services;
