@@ -7,6 +7,7 @@ mod bench;
 mod broadcast;
 mod cli;
 mod client;
+mod drain;
 mod engines;
 mod examples;
 mod framing;
