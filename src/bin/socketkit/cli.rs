@@ -138,8 +138,8 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM, how long connections in the middle of a message may take to
-    /// finish; a service's connections between messages are closed at once.
+    /// After SIGINT/SIGTERM, how long connections may take to finish: in line and length
+    /// framing those between messages are closed at once; raw streams run to the peer's EOF.
     #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DUR")]
     pub grace: Duration,
 
