@@ -9,12 +9,14 @@
 //! +-----------------------------------+   +-----------------+
 //! ```
 //!
-//! Built on tokio-util's `LengthDelimitedCodec`, which checks the header against the limit
-//! before it reserves memory. This module adds errors that name the size and the limit, and a
-//! check on replies: one that does not fit the header width or the limit is refused, never sent
-//! with a wrapped header.
+//! The header is checked against the limit before anything is kept, and nothing is ever
+//! reserved for the announced size: the buffer grows with the bytes that actually arrive.
+//! tokio-util's `LengthDelimitedCodec` (still the encoder here) reserves the whole announced
+//! frame as soon as the header arrives, so 2,000 peers that send a 1 MiB header and nothing
+//! else would cost 2 GB of address space. Errors name the size and the limit, and a reply that
+//! does not fit the header width or the limit is refused, never sent with a wrapped header.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use super::FrameError;
@@ -67,8 +69,6 @@ pub struct LengthCodec {
     width: LengthWidth,
     /// The most one frame may carry: the smaller of the limit and what the header can count.
     limit: usize,
-    /// The inner codec has taken a header off the buffer and waits for the payload.
-    in_frame: bool,
 }
 
 impl LengthCodec {
@@ -84,7 +84,6 @@ impl LengthCodec {
             inner,
             width,
             limit,
-            in_frame: false,
         }
     }
 
@@ -99,29 +98,24 @@ impl Decoder for LengthCodec {
     type Item = Bytes;
     type Error = FrameError;
 
+    /// The header stays in `src` until its whole frame has arrived, so the codec keeps no state
+    /// between calls and never reserves: what `src` holds is what the peer sent.
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        // Peek at the header only while the inner codec has not consumed it yet, to name the
-        // announced size in the error (the inner codec's error does not).
-        let at_header = !self.in_frame && src.len() >= self.width.bytes();
-        if at_header
-            && let Some(size) = self.announced(src)
-            && size > self.limit as u64
-        {
+        let Some(size) = self.announced(src) else {
+            return Ok(None);
+        };
+        if size > self.limit as u64 {
             return Err(FrameError::FrameTooLong {
                 size,
                 limit: self.limit,
             });
         }
-        match self.inner.decode(src)? {
-            Some(frame) => {
-                self.in_frame = false;
-                Ok(Some(frame.freeze()))
-            }
-            None => {
-                self.in_frame |= at_header;
-                Ok(None)
-            }
+        let size = size as usize; // at most `limit`, a usize
+        if src.len() - self.width.bytes() < size {
+            return Ok(None);
         }
+        src.advance(self.width.bytes());
+        Ok(Some(src.split_to(size).freeze()))
     }
 }
 
@@ -190,6 +184,24 @@ mod tests {
     }
 
     #[test]
+    fn an_announced_frame_is_not_reserved_before_its_bytes_arrive() {
+        let mut codec = LengthCodec::new(LengthWidth::U32, 1 << 20);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"\x00\x10\x00\x00"); // 1 MiB announced, nothing of it sent
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(
+            buf.len(),
+            4,
+            "the header waits in the buffer with its frame"
+        );
+        assert!(
+            buf.capacity() < 1024,
+            "{} bytes reserved for a frame not sent",
+            buf.capacity()
+        );
+    }
+
+    #[test]
     fn a_reply_that_outgrows_its_header_is_refused() {
         let mut codec = LengthCodec::new(LengthWidth::U16, usize::MAX);
         let mut out = BytesMut::new();
@@ -206,6 +218,35 @@ mod tests {
     }
 
     proptest! {
+        /// Fed as a session feeds it (the bytes appended as they arrive), the buffer never
+        /// holds much more than the bytes received, whatever the header announced.
+        #[test]
+        fn memory_follows_the_bytes_received_not_the_header(
+            announced in 1usize..(4 << 20),
+            chunks in proptest::collection::vec(1usize..70_000, 1..40),
+        ) {
+            let mut codec = LengthCodec::new(LengthWidth::U32, 4 << 20);
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&(announced as u32).to_be_bytes());
+            let mut sent = 0;
+            for chunk in chunks {
+                let chunk = chunk.min(announced - sent);
+                buf.extend_from_slice(&vec![b'x'; chunk]);
+                sent += chunk;
+                let frame = codec.decode(&mut buf).unwrap();
+                if sent == announced {
+                    prop_assert_eq!(frame.map(|f| f.len()), Some(announced));
+                    break;
+                }
+                prop_assert!(frame.is_none());
+                // BytesMut at most doubles its capacity to fit what is appended.
+                prop_assert!(
+                    buf.capacity() <= 2 * buf.len() + 16,
+                    "{} bytes of capacity for {} received", buf.capacity(), buf.len()
+                );
+            }
+        }
+
         #[test]
         fn frames_survive_any_split(
             payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..5),

@@ -16,6 +16,7 @@
 //! and library users. Limits are checked on the header or on the bytes seen so far, before any
 //! memory is reserved for the message.
 
+pub(crate) mod budget;
 mod length;
 mod line;
 pub(crate) mod session;
@@ -106,6 +107,13 @@ pub enum FrameError {
         /// The reply's size.
         size: usize,
         /// The most one frame can carry.
+        limit: usize,
+    },
+    /// Holding the rest of a message would take the process's buffered input past its budget
+    /// ([`crate::Limits::max_buffered`]).
+    #[error("the server's buffered input is at its budget of {limit} bytes (--max-buffered)")]
+    OverBudget {
+        /// The budget in bytes.
         limit: usize,
     },
     /// An I/O error from the codec's plumbing.

@@ -114,7 +114,7 @@ impl Acceptor {
         let local = local.unwrap_or(Address::Unix(None));
         let mut backoff = Backoff::new();
         let mut last_limit_log: Option<std::time::Instant> = None;
-        loop {
+        'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
@@ -128,7 +128,7 @@ impl Acceptor {
                         );
                     }
                     tokio::select! {
-                        _ = shared.stop.fired() => return,
+                        _ = shared.stop.fired() => break 'serving,
                         permit = self.slots.clone().acquire_owned() => match permit {
                             Ok(permit) => permit,
                             Err(_) => return,
@@ -137,7 +137,7 @@ impl Acceptor {
                 }
             };
             let accepted = tokio::select! {
-                _ = shared.stop.fired() => return,
+                _ = shared.stop.fired() => break 'serving,
                 accepted = accept(&self.listener) => accepted,
             };
             match accepted {
@@ -153,16 +153,63 @@ impl Acceptor {
                     tracing::debug!(%peer, "connection accepted");
                     let ctx = context(transport, peer, local.clone());
                     self.tracker
-                        .spawn(serve_conn(stream, ctx, shared.clone(), permit));
+                        .spawn(serve_conn(stream, ctx, shared.clone(), Some(permit)));
                 }
                 Err(e) if is_per_connection_error(&e) => {}
                 Err(e) => {
                     drop(permit);
                     let delay = backoff.on_error("accept", &e);
                     tokio::select! {
-                        _ = shared.stop.fired() => return,
+                        _ = shared.stop.fired() => break 'serving,
                         _ = tokio::time::sleep(delay) => {}
                     }
+                }
+            }
+        }
+        self.serve_queue(transport, &local);
+    }
+
+    /// At shutdown: accepts every connection the kernel has already completed, without
+    /// waiting, and serves it (a balancer does not retry a connection that was established);
+    /// the listener closes when this acceptor returns. The accepts go straight to the socket:
+    /// the runtime may not have seen the last readiness event yet. Past the connection limit a
+    /// queued connection goes without a permit (the backlog bounds them).
+    fn serve_queue(&self, transport: Transport, local: &Address) {
+        loop {
+            let accepted = match &self.listener {
+                Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                    let s = std::net::TcpStream::from(s);
+                    s.set_nonblocking(true)?;
+                    let peer = Address::Inet(s.peer_addr()?);
+                    Ok((Conn::Tcp(tokio::net::TcpStream::from_std(s)?), peer))
+                }),
+                Accept::Unix(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                    let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(s));
+                    s.set_nonblocking(true)?;
+                    let peer = Address::from(&s.peer_addr()?);
+                    Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
+                }),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    if !self.shared.verify(&peer) {
+                        match &stream {
+                            Conn::Tcp(s) => refuse(s),
+                            Conn::Unix(s) => refuse(s),
+                        }
+                        continue;
+                    }
+                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
+                    let ctx = context(transport, peer, local.clone());
+                    let permit = self.slots.clone().try_acquire_owned().ok();
+                    self.tracker
+                        .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::warn!("accepting the queue at shutdown failed: {e}");
+                    return;
                 }
             }
         }
@@ -222,7 +269,12 @@ thread_local! {
 
 /// One connection's task: the async handler if there is one, else the service's session; a
 /// panic is caught here and reported like any other failure of this connection alone.
-async fn serve_conn(conn: Conn, ctx: Context, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+async fn serve_conn(
+    conn: Conn,
+    ctx: Context,
+    shared: Arc<Shared>,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
     let peer = ctx.peer.clone();
     let traffic = Arc::new(Traffic::new());
     // Set once the server stops accepting: a session between messages then closes.

@@ -108,11 +108,42 @@ pub(super) fn serve(
     }
     // Wait for shutdown; wake listeners blocked on the connection limit; drain.
     let _ = wait_readable(shared.stop.fd(), &shared.stop, None);
-    // Stop accepting at once, even where a listener's thread is busy with a connection
-    // (sequential): new clients are refused instead of waiting in a queue nobody will serve.
-    for listener in &listeners {
+    // The connections the kernel has already completed are accepted and served: a balancer
+    // does not retry a connection that was established. Then each listener stops accepting at
+    // once, even where its thread is busy with a connection (sequential): later clients are
+    // refused instead of waiting in a queue nobody will serve.
+    let mut joined = Vec::new();
+    for (listener, thread) in listeners.iter().zip(threads) {
+        let queued = Loop {
+            shared: shared.clone(),
+            listener: listener.clone(),
+            slots: slots.clone(),
+            runner: runner.clone(),
+        }
+        .take_queue();
         listener.stop_accepting();
+        match &*runner {
+            // One connection at a time per listener still: the queue is served after the
+            // connection its thread is serving.
+            Runner::Inline if !queued.is_empty() => {
+                let spawned = std::thread::Builder::new()
+                    .name("socketkit-listener".into())
+                    .spawn(move || {
+                        let _ = thread.join();
+                        queued.into_iter().for_each(|job| job());
+                    });
+                match spawned {
+                    Ok(drain) => joined.push(drain),
+                    Err(e) => tracing::warn!("cannot serve the queued connections: {e}"),
+                }
+            }
+            _ => {
+                queued.into_iter().for_each(|job| runner.run(job));
+                joined.push(thread);
+            }
+        }
     }
+    let threads = joined;
     drop(listeners);
     slots.close();
     if !slots.wait_idle(Some(shared.limits.grace)) {
@@ -236,6 +267,44 @@ impl Loop {
                     drop(permit);
                     let delay = backoff.on_error("accept", &e);
                     let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+                }
+            }
+        }
+    }
+
+    /// At shutdown: accepts every connection already in the listen queue, without waiting,
+    /// and returns the jobs that serve them. Their permits may go past the connection limit:
+    /// the backlog bounds them.
+    fn take_queue(&self) -> Vec<Job> {
+        let transport = match &*self.listener {
+            Listener::Tcp(_) => Transport::Tcp,
+            Listener::Unix(..) => Transport::Unix,
+            Listener::Udp(_) | Listener::UnixDatagram(..) => return Vec::new(),
+        };
+        let local = self.local();
+        let mut jobs: Vec<Job> = Vec::new();
+        loop {
+            match self.accept() {
+                Ok((conn, peer)) => {
+                    if !self.shared.verify(&peer) {
+                        refuse(&conn);
+                        continue;
+                    }
+                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
+                    let permit = self.slots.acquire_at_shutdown();
+                    let ctx = context(transport, peer, local.clone());
+                    let shared = self.shared.clone();
+                    let traffic = Traffic::new();
+                    jobs.push(Box::new(move || {
+                        let _permit = permit;
+                        serve_stream(&shared, conn, ctx, traffic);
+                    }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return jobs,
+                Err(e) if is_per_connection_error(&e) => {}
+                Err(e) => {
+                    tracing::warn!("accepting the queue at shutdown failed: {e}");
+                    return jobs;
                 }
             }
         }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::codec::budget::Budget;
 use crate::codec::session::FramedSession;
 use crate::codec::{Framing, MessageCodec};
 use crate::endpoint::Transport;
@@ -152,6 +153,7 @@ impl Shared {
                 self.app.service.clone(),
                 ctx.clone(),
                 codec,
+                Budget::process(self.limits.max_buffered),
             )),
         }
     }

@@ -67,6 +67,15 @@ impl Slots {
         }
     }
 
+    /// A permit now, past the limit or after [`Slots::close`] if need be: for the connections
+    /// already in the listen queue at shutdown, which are accepted and served (at most the
+    /// backlog).
+    pub(crate) fn acquire_at_shutdown(self: &Arc<Slots>) -> Permit {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_use += 1;
+        Permit(self.clone())
+    }
+
     /// Wakes every waiter in [`Slots::acquire`] with `None`; permits already out stay valid.
     pub(crate) fn close(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -75,6 +75,14 @@ pub struct Limits {
     /// whole frame in memory, so this bounds that memory per connection. A larger header
     /// closes its connection with a log line, before anything is reserved.
     pub max_frame: usize,
+    /// The most input the process holds for messages not yet complete, all connections and
+    /// servers together (`line` and `length` framing). Default 64 MiB: 64 frames of the
+    /// default `max_frame` in flight at once. A connection whose buffered input would take
+    /// the total past it is closed with a log line; a connection's first 4 KiB are not counted,
+    /// so a message that arrives whole, or in a few small reads, is served however full the
+    /// budget is. Without it, `max_connections` peers that each send most of a frame and stall
+    /// could hold `max_connections` × `max_frame` bytes (10 GB by default).
+    pub max_buffered: usize,
     /// Bytes read from a stream at a time. Default 16 KiB: large enough that copying is cheap
     /// per system call, small enough that 10,000 connections need little memory.
     pub read_buffer: usize,
@@ -94,6 +102,7 @@ impl Default for Limits {
             workers: 32,
             max_line: 64 * 1024,
             max_frame: 1024 * 1024,
+            max_buffered: 64 * 1024 * 1024,
             read_buffer: 16 * 1024,
         }
     }

@@ -156,6 +156,12 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::max_buffered`]: the process's budget for input held by framed sessions.
+    pub fn max_buffered(mut self, max: usize) -> ServerBuilder {
+        self.limits.max_buffered = max;
+        self
+    }
+
     /// Sets [`Limits::max_connections`].
     pub fn max_connections(mut self, max: usize) -> ServerBuilder {
         self.limits.max_connections = max;

@@ -23,11 +23,6 @@ impl StreamSession for DiscardSession {
     fn on_data(&mut self, _input: &[u8], _out: &mut BytesMut) -> Next {
         Next::Read
     }
-
-    /// Nothing is ever owed.
-    fn between_messages(&self) -> bool {
-        true
-    }
 }
 
 impl Service for Discard {

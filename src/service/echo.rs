@@ -26,11 +26,6 @@ impl StreamSession for EchoSession {
         out.extend_from_slice(input);
         Next::Read
     }
-
-    /// Every read is echoed at once.
-    fn between_messages(&self) -> bool {
-        true
-    }
 }
 
 impl Service for Echo {

@@ -224,7 +224,11 @@ pub trait StreamSession: Send + 'static {
     ///
     /// The default, `false`, is the safe answer for a session that may still owe a reply (one
     /// that answers at EOF, say): its connection is let run until it closes or the grace period
-    /// ends.
+    /// ends. It is also the answer for a raw byte stream, which has no message boundaries: a
+    /// peer that has had every read answered may be halfway through its request, so the
+    /// built-in services' raw sessions run to the peer's EOF within the grace period (HAProxy's
+    /// soft stop). Only a session that knows where its protocol's messages end says `true`
+    /// (the framed sessions of `line` and `length` framing do).
     fn between_messages(&self) -> bool {
         false
     }

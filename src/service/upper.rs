@@ -115,11 +115,6 @@ impl StreamSession for UpperSession {
     fn in_message(&self) -> bool {
         !self.pending.is_empty()
     }
-
-    /// Every read is answered at once, but for a cut character.
-    fn between_messages(&self) -> bool {
-        self.pending.is_empty()
-    }
 }
 
 /// Upper-cases a whole message: a datagram, or a stream that has ended. Bytes that are not
@@ -534,13 +529,13 @@ mod tests {
         let mut out = BytesMut::new();
         session.on_data(b"ok", &mut out);
         assert!(!session.in_message(), "everything read was answered");
-        assert!(session.between_messages());
         session.on_data(&"ß".as_bytes()[..1], &mut out);
         assert!(session.in_message());
-        assert!(!session.between_messages());
         session.on_data(&"ß".as_bytes()[1..], &mut out);
         assert!(!session.in_message());
-        assert!(session.between_messages());
+        // A raw stream has no boundaries: the peer may be halfway through what it means to
+        // send, so shutdown never takes an answered read for the end of a request.
+        assert!(!session.between_messages());
     }
 
     proptest! {

@@ -183,9 +183,9 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM/SIGHUP, how long connections in the middle of a message may take
-    /// to finish; a service's connections between messages are closed at once. 0: close them all
-    /// at once (the one duration that may be 0).
+    /// After SIGINT/SIGTERM/SIGHUP, how long connections may take to finish: in line and length
+    /// framing those between messages are closed at once; raw streams run to the peer's EOF.
+    /// 0: close them all at once (the one duration that may be 0).
     #[arg(long, default_value = "5s", value_parser = parse_grace, value_name = "DUR")]
     pub grace: Duration,
 
@@ -222,6 +222,12 @@ pub struct ServeArgs {
     /// one second's worth); a source alone is never limited. 0: no limit (a rate, not a count).
     #[arg(long, default_value_t = 10_000, value_name = "N", value_parser = parse_rate)]
     pub datagram_rate: u32,
+
+    /// The most input held for messages not yet complete (line and length framing), all
+    /// connections of the process together; a connection that would go past it is closed.
+    /// A connection's first 4 KiB are not counted. 1 to 1024G.
+    #[arg(long, default_value = "64M", value_parser = parse_budget, value_name = "BYTES")]
+    pub max_buffered: u64,
 
     /// Worker threads of the pool engine: 1 to 65536.
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
@@ -379,6 +385,11 @@ fn size_text(max: u64) -> String {
 
 /// `bench --stream-bytes`: 1 byte to 1024G (a terabyte streamed is hours of a run).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size(text, 1024 * GIB)
+}
+
+/// `serve --max-buffered`: 1 byte to 1024G (a budget, not an allocation).
+fn parse_budget(text: &str) -> Result<u64, String> {
     parse_size(text, 1024 * GIB)
 }
 

@@ -1,7 +1,10 @@
 //! The `socketkit` binary: parse, run, turn the outcome into an exit code. Nothing else.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod cmd;
+mod malloc;
 
 use std::io::{self, IsTerminal};
 use std::process::ExitCode;

@@ -13,6 +13,7 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 
 /// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
+    crate::malloc::return_large_buffers();
     let plan = plan(&args)?;
     let mut access = socketkit::server::AccessList::default();
     for cidr in &args.allow {
@@ -39,6 +40,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
+            .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
             .access(access.clone())
             .service(service);
         for endpoint in endpoints {
