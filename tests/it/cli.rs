@@ -205,12 +205,15 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// Waits until connecting to `addr` is refused: the server has closed its listener. A
 /// connection that still gets through (the listener closes just after the stop is logged) is
-/// closed at once, without data.
+/// closed at once, without data; one that completed just after the server emptied its listen
+/// queue is reset as the listener closes (the connect can see that reset), and also means
+/// "not yet".
 #[track_caller]
 fn wait_until_refused(addr: SocketAddr) {
     wait_until(&format!("a new connection to {addr} is refused"), || {
         match TcpStream::connect_timeout(&addr, SAFETY_TIMEOUT) {
             Err(e) if e.kind() == IoErrorKind::ConnectionRefused => true,
+            Err(e) if e.kind() == IoErrorKind::ConnectionReset => false,
             Err(e) => panic!("connecting to {addr}: expected a refusal, got {e}"),
             Ok(_accepted_or_queued) => false,
         }
