@@ -41,7 +41,10 @@ case ${runs:-1} in '' | *[!0-9]* | 0) echo "bench.sh: --runs wants a positive nu
 if [ "$quick" = 1 ]; then
   # A smoke test: every cell runs once, small enough for about half a minute in all. The
   # numbers mean nothing (and a dev build is used, which `cargo test` has mostly compiled).
-  runs=${runs:-1} duration=${duration:-250ms} profile=${profile:-dev}
+  # A second a run, not less: the run's clock includes opening its connections, and 50 to a
+  # thread-per-connection server (Python's or the threaded engine) in a dev build took more
+  # than 250 ms on a busy 2-core machine, leaving a run that measured nothing.
+  runs=${runs:-1} duration=${duration:-1s} profile=${profile:-dev}
   stream_bytes=8M stream_label='8 MiB' idle_wanted=100 idle_hold=2s
 else
   runs=${runs:-3} duration=${duration:-2s} profile=${profile:-release}
