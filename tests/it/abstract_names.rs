@@ -295,3 +295,17 @@ fn send_talks_to_an_abstract_server_that_socat_listens_on() {
     assert_code(&sent, 0);
     assert_eq!(stdout(&sent), "HI");
 }
+
+#[test]
+fn help_names_the_abstract_form() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["serve", "send"] {
+        let help = run(&mut socketkit_in(dir.path(), &[command, "--help"]), b"");
+        assert_code(&help, 0);
+        assert!(
+            stdout(&help).contains("unix://@name and unixgram://@name are Linux abstract"),
+            "{command} --help: {}",
+            stdout(&help)
+        );
+    }
+}
