@@ -372,7 +372,8 @@ fn no_address_for_bind() -> io::Error {
 /// A connected stream of either kind.
 enum StreamClient {
     Tcp(TcpStream),
-    Unix(UnixStream, PathBuf),
+    /// The stream and the server's address (a path or an abstract name).
+    Unix(UnixStream, Address),
 }
 
 impl StreamClient {
@@ -383,9 +384,10 @@ impl StreamClient {
         options: &SendOptions,
         deadline: Option<(Instant, Duration)>,
     ) -> Result<StreamClient, Error> {
-        if let Endpoint::Unix(path) = endpoint {
-            return UnixStream::connect(path)
-                .map(|s| StreamClient::Unix(s, path.clone()))
+        if let Some(addr) = endpoint.unix_addr() {
+            return addr
+                .and_then(|addr| UnixStream::connect_addr(&addr))
+                .map(|s| StreamClient::Unix(s, unix_server_address(endpoint)))
                 .map_err(|source| Error::Connect {
                     endpoint: endpoint.clone(),
                     source,
@@ -455,16 +457,14 @@ impl StreamClient {
                 Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
                 Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
             )),
-            StreamClient::Unix(_, path) => {
-                Ok((Address::Unix(None), Address::Unix(Some(path.clone()))))
-            }
+            StreamClient::Unix(_, server) => Ok((Address::Unix(None), server.clone())),
         }
     }
 
     fn try_clone(&self) -> io::Result<StreamClient> {
         Ok(match self {
             StreamClient::Tcp(s) => StreamClient::Tcp(s.try_clone()?),
-            StreamClient::Unix(s, path) => StreamClient::Unix(s.try_clone()?, path.clone()),
+            StreamClient::Unix(s, server) => StreamClient::Unix(s.try_clone()?, server.clone()),
         })
     }
 
@@ -822,6 +822,14 @@ fn read_datagram(input: impl Read) -> Result<Vec<u8>, Error> {
     Ok(message)
 }
 
+/// The address of a Unix endpoint's server as logs show it: its path, or `@name`.
+fn unix_server_address(endpoint: &Endpoint) -> Address {
+    match endpoint.abstract_name() {
+        Some(name) => Address::Abstract(name.to_vec()),
+        None => Address::Unix(endpoint.path().map(PathBuf::from)),
+    }
+}
+
 /// A datagram socket connected to the server: it hears only from the server, and learns of a
 /// closed port (ICMP port unreachable) as "connection refused".
 struct DatagramClient {
@@ -837,13 +845,14 @@ struct DatagramClient {
 
 enum DatagramSocket {
     Udp(UdpSocket),
-    /// A Unix datagram client binds a path of its own, or the server could not reply.
-    Unix(UnixDatagram, PathBuf),
+    /// A Unix datagram client binds a name of its own, or the server could not reply; the
+    /// server's address (a path or an abstract name) beside it.
+    Unix(UnixDatagram, Address),
 }
 
 impl DatagramClient {
     fn connect(endpoint: &Endpoint, options: &SendOptions) -> Result<DatagramClient, Error> {
-        if let Endpoint::UnixDatagram(path) = endpoint {
+        if let Some(server) = endpoint.unix_addr() {
             static NEXT: AtomicU32 = AtomicU32::new(0);
             // The server needs an address to reply to. An abstract name (Linux) leaves no file
             // behind, even when the client is killed, and nobody else can create it first.
@@ -863,17 +872,19 @@ impl DatagramClient {
             let own = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
                 .map_err(bind_err)?;
             let socket = UnixDatagram::bind_addr(&own).map_err(bind_err)?;
-            socket.connect(path).map_err(|source| Error::Connect {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
+            server
+                .and_then(|server| socket.connect_addr(&server))
+                .map_err(|source| Error::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                })?;
             socket
                 .set_read_timeout(Some(options.timeout))
                 .map_err(|e| io_err("setting the read timeout", e))?;
             return Ok(DatagramClient {
                 endpoint: endpoint.clone(),
                 local: Address::Abstract(name.into_bytes()),
-                socket: DatagramSocket::Unix(socket, path.clone()),
+                socket: DatagramSocket::Unix(socket, unix_server_address(endpoint)),
                 addrs: Vec::new(),
                 current: 0,
                 bind: options.bind,
@@ -908,7 +919,7 @@ impl DatagramClient {
     fn peer(&self) -> Address {
         match &self.socket {
             DatagramSocket::Udp(_) => Address::Inet(self.addrs[self.current]),
-            DatagramSocket::Unix(_, path) => Address::Unix(Some(path.clone())),
+            DatagramSocket::Unix(_, server) => server.clone(),
         }
     }
 

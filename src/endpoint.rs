@@ -9,6 +9,7 @@
 //! | `udp://HOST:PORT`        | UDP over IPv4 or IPv6                    |
 //! | `unix:///path`           | Unix stream socket at `/path`            |
 //! | `unixgram:///path`       | Unix datagram socket at `/path`          |
+//! | `unix://@name`, `unixgram://@name` | Linux abstract socket `name` (no file) |
 //! | `HOST:PORT`              | TCP (the scheme may be left out)         |
 //! | `PORT`, `udp://PORT`     | a port on this machine (see [`Role`])    |
 //!
@@ -16,6 +17,11 @@
 //! `[::]` listens on IPv6 and IPv4 at once (dual stack). Port 0 asks the system for a free port.
 //! `PORT` is a number or a service name (`http`, `echo`), looked up in the services database
 //! for the endpoint's transport when the text is parsed, as nc and socat accept it.
+//!
+//! A Unix path that starts with `@` names a Linux abstract socket, as systemd's
+//! `ListenStream=@name` and socat's `ABSTRACT-LISTEN:name` do (Python writes it `"\0name"`):
+//! nothing appears in the filesystem, and the name is gone when its socket closes. A file
+//! whose name starts with `@` is written with a directory in front: `unix://./@name`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -140,9 +146,11 @@ pub enum Endpoint {
         /// Port number; 0 asks the system for a free one.
         port: u16,
     },
-    /// A Unix stream socket path.
+    /// A Unix stream socket path, or `@name` for a Linux abstract socket (see
+    /// [`Endpoint::abstract_name`]).
     Unix(PathBuf),
-    /// A Unix datagram socket path.
+    /// A Unix datagram socket path, or `@name` for a Linux abstract socket (see
+    /// [`Endpoint::abstract_name`]).
     UnixDatagram(PathBuf),
 }
 
@@ -193,6 +201,20 @@ impl Endpoint {
                 }
                 if rest.contains('\0') {
                     return Err(bad("the socket path contains a NUL byte".into()));
+                }
+                if let Some(name) = rest.strip_prefix('@') {
+                    if name.is_empty() {
+                        return Err(bad(
+                            "missing abstract socket name after '@' (e.g. unix://@socketkit)"
+                                .into(),
+                        ));
+                    }
+                    if name.len() > MAX_ABSTRACT_NAME_BYTES {
+                        return Err(bad(format!(
+                            "the abstract socket name is longer than \
+                             {MAX_ABSTRACT_NAME_BYTES} bytes"
+                        )));
+                    }
                 }
                 let path = PathBuf::from(rest);
                 Ok(if transport == Transport::Unix {
@@ -246,12 +268,51 @@ impl Endpoint {
         }
     }
 
-    /// The filesystem path of a Unix endpoint, `None` for TCP and UDP.
+    /// The filesystem path of a Unix endpoint; `None` for TCP, UDP and abstract sockets.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Endpoint::Unix(path) | Endpoint::UnixDatagram(path) => Some(path),
+            Endpoint::Unix(path) | Endpoint::UnixDatagram(path)
+                if self.abstract_name().is_none() =>
+            {
+                Some(path)
+            }
             _ => None,
         }
+    }
+
+    /// The name of a Linux abstract Unix socket (`unix://@name`, `unixgram://@name`): the bytes
+    /// after the `@`, which the socket address carries after a leading NUL byte. `None` for
+    /// every other endpoint, a file whose name starts with `@` (`unix://./@name`) included.
+    ///
+    /// ```
+    /// use socketkit::Endpoint;
+    /// let ep: Endpoint = "unix://@socketkit".parse()?;
+    /// assert_eq!(ep.abstract_name(), Some(&b"socketkit"[..]));
+    /// assert_eq!(ep.path(), None);
+    /// let ep: Endpoint = "unix://./@socketkit".parse()?;
+    /// assert_eq!(ep.abstract_name(), None);
+    /// assert_eq!(ep.path(), Some(std::path::Path::new("./@socketkit")));
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "ABSTRACT-LISTEN")]
+    pub fn abstract_name(&self) -> Option<&[u8]> {
+        use std::os::unix::ffi::OsStrExt;
+        match self {
+            Endpoint::Unix(path) | Endpoint::UnixDatagram(path) => {
+                path.as_os_str().as_bytes().strip_prefix(b"@")
+            }
+            _ => None,
+        }
+    }
+
+    /// The socket address of a Unix endpoint, abstract or a path; `None` for TCP and UDP.
+    pub(crate) fn unix_addr(&self) -> Option<std::io::Result<std::os::unix::net::SocketAddr>> {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::SocketAddr;
+        if let Some(name) = self.abstract_name() {
+            return Some(SocketAddr::from_abstract_name(name));
+        }
+        self.path().map(SocketAddr::from_pathname)
     }
 
     /// Host and port of a TCP or UDP endpoint, `None` for Unix endpoints.
@@ -288,6 +349,9 @@ impl Endpoint {
         }
     }
 }
+
+/// The longest abstract socket name: `sun_path` (108 bytes on Linux) less the leading NUL.
+const MAX_ABSTRACT_NAME_BYTES: usize = 107;
 
 /// Resolves `name` with `getaddrinfo`, once per address (not once per socket type).
 fn resolve(name: &str, port: u16, transport: Transport) -> Result<Vec<SocketAddr>, Error> {
@@ -570,6 +634,27 @@ mod tests {
         // Names listed for TCP only are not UDP ports.
         let err = parse("udp://127.0.0.1:ssh").unwrap_err();
         assert!(err.contains("udp service"), "{err}");
+    }
+
+    #[test]
+    fn an_at_sign_names_an_abstract_socket_and_a_directory_before_it_a_file() {
+        for (text, name) in [("unix://@sk", "sk"), ("unixgram://@a/b c", "a/b c")] {
+            let ep = parse(text).unwrap();
+            assert_eq!(ep.abstract_name(), Some(name.as_bytes()), "{text}");
+            assert_eq!(ep.path(), None, "{text}");
+            assert_eq!(ep.to_string(), text, "round trip");
+            assert!(ep.socket_addrs().unwrap().is_empty());
+        }
+        for text in ["unix://./@sk", "unix:///tmp/@sk", "unixgram://x@y"] {
+            let ep = parse(text).unwrap();
+            assert_eq!(ep.abstract_name(), None, "{text}");
+            assert!(ep.path().is_some(), "{text}");
+        }
+        let err = parse("unix://@").unwrap_err();
+        assert!(err.contains("missing abstract socket name"), "{err}");
+        assert!(parse(&format!("unix://@{}", "n".repeat(107))).is_ok());
+        let err = parse(&format!("unix://@{}", "n".repeat(108))).unwrap_err();
+        assert!(err.contains("longer than 107 bytes"), "{err}");
     }
 
     #[test]

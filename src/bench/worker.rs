@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -626,7 +627,11 @@ impl Target {
     /// The endpoint's first address (or path), resolved before the clock starts.
     pub(crate) fn of(endpoint: &Endpoint) -> Result<Target, crate::Error> {
         match endpoint {
-            Endpoint::Unix(path) => Ok(Target::Unix(path.clone())),
+            // tokio's `connect` reads a leading NUL as a Linux abstract name (`unix://@name`).
+            Endpoint::Unix(path) => Ok(Target::Unix(match endpoint.abstract_name() {
+                Some(name) => std::ffi::OsString::from_vec([b"\0", name].concat()).into(),
+                None => path.clone(),
+            })),
             Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
                 Ok(Target::Inet(endpoint.socket_addrs()?[0]))
             }

@@ -1,13 +1,17 @@
 //! Listening sockets, made with socket2 so that backlog, SO_REUSEADDR and IPV6_V6ONLY are ours
 //! to set. No option may let a second server bind an address in use: SO_REUSEADDR is set on
 //! TCP only, SO_REUSEPORT nowhere, and a Unix socket file is removed only when nothing answers
-//! on it. Every listener is bound before serving starts, so port 0 is known early (Python's
+//! on it (an abstract socket, `unix://@name`, has no file: a name in use is simply refused).
+//! Every listener is bound before serving starts, so port 0 is known early (Python's
 //! `bind_and_activate`), and is non-blocking: the blocking engines wait in `poll` beside the
 //! shutdown trigger, and the async engine adopts the socket as it is.
 
+use std::ffi::OsString;
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -44,19 +48,43 @@ impl Listener {
                 })
             }
             Endpoint::Unix(path) => {
-                remove_if_stale(path, true);
                 let socket = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(bind_err)?;
-                let address = SockAddr::unix(path).map_err(bind_err)?;
-                let ((), file) =
-                    SocketFile::bind(path, || socket.bind(&address)).map_err(bind_err)?;
+                let file = match endpoint.abstract_name() {
+                    // No file: nothing stale to remove, nothing to remove after. A name in use
+                    // is refused by bind (EADDRINUSE), as a port is.
+                    Some(name) => {
+                        socket
+                            .bind(&abstract_addr(name).map_err(bind_err)?)
+                            .map_err(bind_err)?;
+                        SocketFile::none()
+                    }
+                    None => {
+                        remove_if_stale(path, true);
+                        let address = SockAddr::unix(path).map_err(bind_err)?;
+                        SocketFile::bind(path, || socket.bind(&address))
+                            .map_err(bind_err)?
+                            .1
+                    }
+                };
                 socket.listen(backlog(limits)).map_err(bind_err)?;
                 socket.set_nonblocking(true).map_err(bind_err)?;
                 Ok(Listener::Unix(socket.into(), file))
             }
             Endpoint::UnixDatagram(path) => {
-                remove_if_stale(path, false);
-                let (socket, file) =
-                    SocketFile::bind(path, || UnixDatagram::bind(path)).map_err(bind_err)?;
+                let (socket, file) = match endpoint.abstract_name() {
+                    Some(name) => {
+                        let socket =
+                            Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(bind_err)?;
+                        socket
+                            .bind(&abstract_addr(name).map_err(bind_err)?)
+                            .map_err(bind_err)?;
+                        (socket.into(), SocketFile::none())
+                    }
+                    None => {
+                        remove_if_stale(path, false);
+                        SocketFile::bind(path, || UnixDatagram::bind(path)).map_err(bind_err)?
+                    }
+                };
                 socket.set_nonblocking(true).map_err(bind_err)?;
                 Ok(Listener::UnixDatagram(socket, file))
             }
@@ -82,10 +110,34 @@ impl Listener {
         Ok(match self {
             Listener::Tcp(l) => Endpoint::tcp(l.local_addr()?),
             Listener::Udp(s) => Endpoint::udp(s.local_addr()?),
-            Listener::Unix(_, file) => Endpoint::Unix(file.path().to_path_buf()),
-            Listener::UnixDatagram(_, file) => Endpoint::UnixDatagram(file.path().to_path_buf()),
+            Listener::Unix(l, file) => Endpoint::Unix(unix_path(file, l.local_addr()?)),
+            Listener::UnixDatagram(s, file) => {
+                Endpoint::UnixDatagram(unix_path(file, s.local_addr()?))
+            }
         })
     }
+}
+
+/// The endpoint path of a bound Unix socket: the file's, or `@name` for an abstract socket.
+fn unix_path(file: &SocketFile, local: std::os::unix::net::SocketAddr) -> PathBuf {
+    use std::os::linux::net::SocketAddrExt;
+    match (file.path(), local.as_abstract_name()) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(name)) => PathBuf::from(OsString::from_vec([b"@", name].concat())),
+        (None, None) => local
+            .as_pathname()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    }
+}
+
+/// A Linux abstract socket address: the name after a NUL byte, which socket2 reads as abstract.
+///
+/// # Errors
+///
+/// A name too long for `sun_path` (the parser refuses one; a hand-made `Endpoint` may not).
+fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
+    SockAddr::unix(OsString::from_vec([b"\0", name].concat()))
 }
 
 fn backlog(limits: &Limits) -> i32 {

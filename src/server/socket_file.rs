@@ -55,8 +55,9 @@ fn is_same_socket(meta: &std::fs::Metadata, dev: u64, ino: u64) -> bool {
 static MADE: Mutex<Vec<Weak<Made>>> = Mutex::new(Vec::new());
 
 /// A Unix socket file this server made. Dropping it removes the file, if it is still that one.
+/// An abstract socket (`unix://@name`) has none: its name goes when the socket closes.
 #[derive(Debug)]
-pub(crate) struct SocketFile(Arc<Made>);
+pub(crate) struct SocketFile(Option<Arc<Made>>);
 
 impl SocketFile {
     /// Runs `bind`, which makes the socket file at `path`, and records what it made.
@@ -75,18 +76,25 @@ impl SocketFile {
         });
         made.retain(|m| m.strong_count() > 0);
         made.push(Arc::downgrade(&record));
-        Ok((socket, SocketFile(record)))
+        Ok((socket, SocketFile(Some(record))))
     }
 
-    /// The path the socket was bound at.
-    pub(crate) fn path(&self) -> &Path {
-        &self.0.path
+    /// An abstract socket's: nothing to remove, nothing for [`exit`] to do.
+    pub(crate) fn none() -> SocketFile {
+        SocketFile(None)
+    }
+
+    /// The path the socket was bound at; `None` for an abstract socket.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.0.as_ref().map(|made| made.path.as_path())
     }
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        self.0.remove();
+        if let Some(made) = &self.0 {
+            made.remove();
+        }
     }
 }
 

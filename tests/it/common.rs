@@ -102,8 +102,8 @@ pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
             conn.read_to_end(&mut reply).unwrap();
             reply
         }
-        Endpoint::Unix(path) => {
-            let mut conn = UnixStream::connect(path).unwrap();
+        Endpoint::Unix(_) => {
+            let mut conn = UnixStream::connect_addr(&unix_addr(endpoint)).unwrap();
             conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
             conn.write_all(request).unwrap();
             conn.shutdown(Shutdown::Write).unwrap();
@@ -127,17 +127,26 @@ pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
             buf.truncate(n);
             buf
         }
-        Endpoint::UnixDatagram(path) => {
+        Endpoint::UnixDatagram(_) => {
             let dir = tempfile::tempdir().unwrap();
             let own = dir.path().join("client.sock");
             let socket = UnixDatagram::bind(&own).unwrap();
             socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
-            socket.send_to(request, path).unwrap();
+            socket.send_to_addr(request, &unix_addr(endpoint)).unwrap();
             let mut buf = vec![0u8; 65_536];
             let n = socket.recv(&mut buf).unwrap();
             buf.truncate(n);
             buf
         }
+    }
+}
+
+/// A Unix endpoint's socket address: its path, or its Linux abstract name (`unix://@name`).
+pub fn unix_addr(endpoint: &Endpoint) -> std::os::unix::net::SocketAddr {
+    use std::os::linux::net::SocketAddrExt;
+    match endpoint.abstract_name() {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap(),
+        None => std::os::unix::net::SocketAddr::from_pathname(endpoint.path().unwrap()).unwrap(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod abstract_names;
 mod bench;
 mod broadcast;
 mod cli;

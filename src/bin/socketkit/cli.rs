@@ -22,7 +22,8 @@ const ENDPOINTS: &str = "\
 Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or a bare
 HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
 A bare PORT (12000, udp://7007) is 127.0.0.1:PORT for serve, localhost:PORT for clients;
-PORT may be a service name (localhost:http, udp://127.0.0.1:echo).";
+PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
+unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
