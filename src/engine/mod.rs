@@ -6,6 +6,7 @@
 
 mod asynchronous;
 mod blocking;
+mod conn;
 mod guard;
 mod peer_log;
 mod pool;
