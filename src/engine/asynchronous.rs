@@ -541,14 +541,14 @@ pub(crate) async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin + ?Sized>
     let drain = async {
         let mut buf = vec![0u8; 4096]; // on the heap: an array here would sit in every connection's future
         let mut discarded = 0;
-        while discarded < super::LINGER_BYTES {
+        while discarded < super::conn::LINGER_BYTES {
             match conn.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => discarded += n,
             }
         }
     };
-    let _ = timeout(super::LINGER, drain).await;
+    let _ = timeout(super::conn::LINGER, drain).await;
 }
 
 enum Datagrams {

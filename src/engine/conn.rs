@@ -835,11 +835,9 @@ mod tests {
                         conn.handle(Event::GraceOver, now);
                         grace_over = true;
                     }
-                    (Step::Read(bytes), _) => {
-                        // Only a finished connection may see a read it did not ask for.
-                        if finished.is_some() {
-                            conn.handle(Event::Read(&bytes), now);
-                        }
+                    // Only a finished connection may see a read it did not ask for.
+                    (Step::Read(bytes), _) if finished.is_some() => {
+                        conn.handle(Event::Read(&bytes), now);
                     }
                     _ => {}
                 }
