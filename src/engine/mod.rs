@@ -4,6 +4,7 @@
 //! [`StreamSession`](crate::service::StreamSession) or a service's `datagram` method, and writes
 //! what comes back. The protocol logic is not here: it lives in [`crate::service`].
 
+mod async_stream;
 mod asynchronous;
 mod blocking;
 mod blocking_stream;
@@ -33,7 +34,7 @@ use crate::server::listener::Listener;
 use crate::server::shutdown::Trigger;
 use crate::service::{Address, Context, DynService, StreamSession};
 pub(crate) use blocking_stream::Conn;
-pub(crate) use conn::{grace_over, write_timed_out};
+pub(crate) use conn::write_timed_out;
 pub(crate) use peer_log::{RefusalLog, Senders, Traffic};
 
 /// How a server runs its connections.
@@ -499,87 +500,6 @@ pub(crate) fn wait_until_ready(
     }
 }
 
-/// The clock of one stream connection: when its next read must end, and why. Both engines
-/// keep one per connection, so the idle time-out and the per-message deadline mean the same
-/// on each.
-pub(crate) struct SessionClock<'a> {
-    limits: &'a Limits,
-    last_activity: Instant,
-    /// When the bytes of the message still incomplete began to arrive.
-    message_began: Option<Instant>,
-    /// Whether the peer has sent anything yet.
-    spoke: bool,
-}
-
-/// Which bound a read ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// Nothing arrived for the idle time-out.
-    Idle,
-    /// A message begun was not complete within the per-message deadline.
-    Message,
-}
-
-impl<'a> SessionClock<'a> {
-    pub(crate) fn new(limits: &'a Limits, now: Instant) -> SessionClock<'a> {
-        SessionClock {
-            limits,
-            last_activity: now,
-            message_began: None,
-            spoke: false,
-        }
-    }
-
-    /// Something was written: the peer is reading, so the connection is not idle.
-    pub(crate) fn wrote(&mut self, now: Instant) {
-        self.last_activity = now;
-    }
-
-    /// Bytes arrived and the session has seen them: `in_message` is what it says now, and
-    /// `replied` whether it answered something. A reply is progress: a pipelined stream of
-    /// large frames, whose reads seldom end on a frame boundary, is not one endless message.
-    pub(crate) fn read(&mut self, now: Instant, in_message: bool, replied: bool) {
-        self.last_activity = now;
-        self.spoke = true;
-        if !in_message {
-            self.message_began = None;
-        } else if replied || self.message_began.is_none() {
-            self.message_began = Some(now);
-        }
-    }
-
-    /// When the next read must end, and which limit that is.
-    pub(crate) fn read_deadline(&self) -> (Instant, Expiry) {
-        let idle = self.last_activity + self.limits.idle_timeout;
-        match self.message_began {
-            Some(began) if began + self.limits.message_timeout < idle => {
-                (began + self.limits.message_timeout, Expiry::Message)
-            }
-            _ => (idle, Expiry::Idle),
-        }
-    }
-
-    /// Whether the connection sits between two messages (the session owes nothing): at
-    /// shutdown it is then closed at once. A connection that has not spoken yet is not idle in
-    /// this sense: its first request may be on its way (Go's `http.Server.Shutdown` gives new
-    /// connections the same benefit of the doubt), and the grace period bounds it anyway.
-    pub(crate) fn idle_at_shutdown(&self, owes_nothing: bool) -> bool {
-        self.spoke && owes_nothing
-    }
-
-    /// The error that ends a connection when a read runs into `expiry`.
-    pub(crate) fn expired(&self, expiry: Expiry) -> io::Error {
-        let text = match expiry {
-            Expiry::Idle => format!("idle for {:?}", self.limits.idle_timeout),
-            Expiry::Message => format!(
-                "a message took longer than {:?} to arrive (message time-out)",
-                self.limits.message_timeout
-            ),
-        };
-        io::Error::new(io::ErrorKind::TimedOut, text)
-    }
-}
-
 /// Whether an accept error concerns one connection only (retry at once) rather than the
 /// process or the system (back off).
 pub(crate) fn is_per_connection_error(e: &io::Error) -> bool {
@@ -660,14 +580,6 @@ fn limit_reached(error: &io::Error) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn limits() -> Limits {
-        Limits {
-            idle_timeout: Duration::from_secs(300),
-            message_timeout: Duration::from_secs(60),
-            ..Limits::default()
-        }
-    }
-
     #[test]
     fn resource_errors_name_their_limit() {
         let emfile = io::Error::from_raw_os_error(nix::libc::EMFILE);
@@ -675,83 +587,5 @@ mod tests {
         assert!(text.contains("RLIMIT_NOFILE"), "{text}");
         assert!(limit_reached(&io::Error::from_raw_os_error(nix::libc::ENFILE)).is_some());
         assert!(limit_reached(&io::Error::from(io::ErrorKind::ConnectionReset)).is_none());
-    }
-
-    #[test]
-    fn the_idle_time_out_runs_from_the_last_activity() {
-        let limits = limits();
-        let t0 = Instant::now();
-        let mut clock = SessionClock::new(&limits, t0);
-        assert_eq!(
-            clock.read_deadline(),
-            (t0 + limits.idle_timeout, Expiry::Idle)
-        );
-        clock.wrote(t0 + Duration::from_secs(10));
-        assert_eq!(clock.read_deadline().0, t0 + Duration::from_secs(310));
-    }
-
-    #[test]
-    fn a_message_begun_must_end_by_its_deadline_however_often_bytes_arrive() {
-        let limits = limits();
-        let t0 = Instant::now();
-        let mut clock = SessionClock::new(&limits, t0);
-        clock.read(t0, true, false);
-        for second in 1..100 {
-            clock.read(t0 + Duration::from_secs(second), true, false); // a byte a second
-        }
-        assert_eq!(
-            clock.read_deadline(),
-            (t0 + Duration::from_secs(60), Expiry::Message)
-        );
-        // The message completes: the next one gets a deadline of its own.
-        clock.read(t0 + Duration::from_secs(100), false, true);
-        assert_eq!(clock.read_deadline().1, Expiry::Idle);
-        clock.read(t0 + Duration::from_secs(101), true, false);
-        assert_eq!(clock.read_deadline().0, t0 + Duration::from_secs(161));
-    }
-
-    #[test]
-    fn a_reply_restarts_the_deadline_of_the_message_still_open() {
-        let limits = limits();
-        let t0 = Instant::now();
-        let mut clock = SessionClock::new(&limits, t0);
-        // Pipelined frames: every read completes one and ends inside the next.
-        for second in 0..100 {
-            clock.read(t0 + Duration::from_secs(second), true, true);
-        }
-        assert_eq!(
-            clock.read_deadline(),
-            (t0 + Duration::from_secs(99 + 60), Expiry::Message)
-        );
-    }
-
-    #[test]
-    fn a_message_deadline_longer_than_the_idle_time_out_never_wins() {
-        let limits = Limits {
-            message_timeout: Duration::from_secs(600),
-            ..limits()
-        };
-        let t0 = Instant::now();
-        let mut clock = SessionClock::new(&limits, t0);
-        clock.read(t0, true, false);
-        assert_eq!(
-            clock.read_deadline(),
-            (t0 + limits.idle_timeout, Expiry::Idle)
-        );
-    }
-
-    #[test]
-    fn only_a_connection_that_has_spoken_and_finished_its_message_is_idle_at_shutdown() {
-        let limits = limits();
-        let t0 = Instant::now();
-        let mut clock = SessionClock::new(&limits, t0);
-        assert!(
-            !clock.idle_at_shutdown(true),
-            "its first request may be on its way"
-        );
-        clock.read(t0, true, false);
-        assert!(!clock.idle_at_shutdown(false));
-        clock.read(t0, false, true);
-        assert!(clock.idle_at_shutdown(true));
     }
 }
