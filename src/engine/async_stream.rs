@@ -78,7 +78,11 @@ pub(crate) async fn serve_conn(
                 let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
                 let result = CatchUnwind(handler.run(&mut request)).await;
                 match result {
-                    Ok(Ok(())) => request.close().await.map_err(SessionError::Io),
+                    Ok(Ok(())) => {
+                        request.close().await?;
+                        linger(request.reader()).await;
+                        Ok(())
+                    }
                     Ok(Err(e)) => Err(SessionError::Io(e)),
                     Err(panic) => Err(SessionError::Panic(panic)),
                 }
