@@ -558,16 +558,12 @@ impl AsyncStreamRequest {
         &self.ctx
     }
 
+    /// Flushes and sends the FIN; the engine then lingers on [`reader`](Self::reader) for the
+    /// peer's EOF, as it does for every stream.
     pub(crate) async fn close(&mut self) -> io::Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         self.writer.flush().await?;
-        self.writer.shutdown().await?;
-        // Lingering close: wait briefly for the peer's EOF, so unread input cannot turn the
-        // close into a reset that destroys the reply in flight.
-        let mut buf = vec![0u8; 4096]; // on the heap: an array here would sit in every connection's future
-        let drain = async { while matches!(self.reader.read(&mut buf).await, Ok(n) if n > 0) {} };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
-        Ok(())
+        self.writer.shutdown().await
     }
 }
 

@@ -3,29 +3,28 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use super::async_stream::{Conn, serve_conn};
 use super::blocking::unnamed_peer;
 use super::guard::DatagramGuard;
 use super::{
-    Backoff, Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context,
-    is_per_connection_error, refuse,
+    Backoff, Senders, SessionError, Shared, answer_datagram, context, is_per_connection_error,
+    refuse,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
-use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
+use crate::handler::HandlerError;
 use crate::server::listener::Listener;
 use crate::server::rate::SourceLimiter;
-use crate::service::{Address, Context, Next, StreamSession};
+use crate::service::Address;
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,13 +215,6 @@ impl Acceptor {
     }
 }
 
-/// An accepted connection, kept concrete so the session path can wait for readiness without
-/// holding a buffer.
-enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
 async fn accept(listener: &Accept) -> io::Result<(Conn, Address)> {
     match listener {
         Accept::Tcp(l) => {
@@ -234,321 +226,6 @@ async fn accept(listener: &Accept) -> io::Result<(Conn, Address)> {
             Ok((Conn::Unix(s), Address::from(&a.into())))
         }
     }
-}
-
-/// Streams that can wait for readiness and then read without waiting.
-trait ReadReady: AsyncWrite + AsyncRead + Unpin {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
-}
-
-impl ReadReady for tokio::net::TcpStream {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
-    }
-}
-
-impl ReadReady for tokio::net::UnixStream {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
-    }
-}
-
-thread_local! {
-    /// Each runtime thread's read buffer. A connection borrows it only between readiness and
-    /// the end of its session's `on_data`, never across an await, so an idle connection holds
-    /// no read buffer at all (16 KiB each would dominate the memory of 10,000 of them).
-    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// One connection's task: the async handler if there is one, else the service's session; a
-/// panic is caught here and reported like any other failure of this connection alone.
-async fn serve_conn(
-    conn: Conn,
-    ctx: Context,
-    shared: Arc<Shared>,
-    _permit: Option<OwnedSemaphorePermit>,
-) {
-    let peer = ctx.peer.clone();
-    let traffic = Arc::new(Traffic::new());
-    // Set once the server stops accepting: a session between messages then closes.
-    let stopping = AtomicBool::new(false);
-    let work = async {
-        match &shared.app.async_handler {
-            Some(handler) => {
-                let stream: Box<dyn AsyncStream> = match conn {
-                    Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
-                    Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
-                };
-                let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
-                let result = CatchUnwind(handler.run(&mut request)).await;
-                match result {
-                    Ok(Ok(())) => request.close().await.map_err(SessionError::Io),
-                    Ok(Err(e)) => Err(SessionError::Io(e)),
-                    Err(panic) => Err(SessionError::Panic(panic)),
-                }
-            }
-            None => {
-                let session = shared.session(&ctx);
-                let driven = match conn {
-                    Conn::Tcp(mut s) => {
-                        let driven = drive(session, &mut s, &shared, &stopping, &traffic);
-                        CatchUnwind(Box::pin(driven)).await
-                    }
-                    Conn::Unix(mut s) => {
-                        let driven = drive(session, &mut s, &shared, &stopping, &traffic);
-                        CatchUnwind(Box::pin(driven)).await
-                    }
-                };
-                match driven {
-                    Ok(result) => result,
-                    Err(panic) => Err(SessionError::Panic(panic)),
-                }
-            }
-        }
-    };
-    let mut work = std::pin::pin!(work);
-    let result = tokio::select! {
-        result = &mut work => result,
-        () = shared.stop.fired() => {
-            // Polling `work` again lets its session see the flag (see `Stopping`).
-            stopping.store(true, Ordering::Relaxed);
-            tokio::select! {
-                () = shared.force.fired() => Err(SessionError::Io(super::grace_over())),
-                result = &mut work => result,
-            }
-        }
-    };
-    shared.report_stream(&peer, &traffic, result);
-}
-
-/// A handler's stream, counting its bytes for the close line.
-struct Counted<S> {
-    inner: S,
-    traffic: Arc<Traffic>,
-}
-
-impl<S> Counted<S> {
-    fn new(inner: S, traffic: Arc<Traffic>) -> Counted<S> {
-        Counted { inner, traffic }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let std::task::Poll::Ready(Ok(())) = polled {
-            this.traffic.received(buf.filled().len() - before);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let std::task::Poll::Ready(Ok(n)) = polled {
-            this.traffic.sent(n);
-        }
-        polled
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-/// Completes once `flag` is set. It registers no waker: the connection's task polls it again
-/// right after setting the flag, so a stop-watcher per connection costs one atomic load
-/// rather than a waiter on the server's shared stop signal at every read.
-fn stopping(flag: &AtomicBool) -> impl std::future::Future<Output = ()> + '_ {
-    std::future::poll_fn(move |_| {
-        if flag.load(Ordering::Relaxed) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-}
-
-/// What ended a wait for input.
-enum Wake {
-    Readable,
-    Stopping,
-}
-
-/// The async twin of [`super::drive`]: the same loop over [`Next`], with `.await`, the same
-/// [`SessionClock`], and the same rule at shutdown.
-async fn drive<S: ReadReady>(
-    mut session: Box<dyn StreamSession>,
-    conn: &mut S,
-    shared: &Shared,
-    stop_flag: &AtomicBool,
-    traffic: &Traffic,
-) -> Result<(), SessionError> {
-    let limits = &shared.limits;
-    let mut clock = SessionClock::new(limits, Instant::now());
-    let mut out = BytesMut::new();
-    let mut watchdog = Watchdog::new(clock.read_deadline().0);
-    let mut next = session.on_open(&mut out);
-    loop {
-        if !out.is_empty() {
-            let mut written = 0;
-            while written < out.len() {
-                tokio::select! {
-                    biased;
-                    n = conn.write(&out[written..]) => match n? {
-                        0 => return Err(SessionError::Io(io::ErrorKind::WriteZero.into())),
-                        n => {
-                            written += n;
-                            traffic.sent(n);
-                        }
-                    },
-                    () = watchdog.until(Instant::now() + limits.write_timeout) => {
-                        return Err(SessionError::Io(super::write_timed_out(limits.write_timeout)));
-                    }
-                }
-            }
-            clock.wrote(Instant::now());
-            out.clear();
-            if out.capacity() > limits.read_buffer * 4 {
-                out = BytesMut::new(); // a burst's buffer is not kept for an idle connection
-            }
-        }
-        next = match next {
-            Next::Close => {
-                close_gracefully(conn).await;
-                return Ok(());
-            }
-            Next::Write => session.on_writable(&mut out),
-            Next::Read => {
-                let idle = clock.idle_at_shutdown(session.between_messages());
-                let (deadline, expiry) = clock.read_deadline();
-                let wake = tokio::select! {
-                    biased;
-                    ready = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
-                        ready?;
-                        Wake::Readable
-                    }
-                    () = watchdog.until(deadline) => return Err(clock.expired(expiry).into()),
-                    () = stopping(stop_flag), if idle => Wake::Stopping,
-                };
-                let read = READ_BUFFER.with_borrow_mut(|buf| {
-                    buf.resize(limits.read_buffer, 0);
-                    match conn.read_now(buf) {
-                        Ok(0) => Ok(Some(session.on_eof(&mut out))),
-                        Ok(n) => {
-                            traffic.received(n);
-                            let next = session.on_data(&buf[..n], &mut out);
-                            clock.read(Instant::now(), session.in_message(), !out.is_empty());
-                            Ok(Some(next))
-                        }
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                            ) =>
-                        {
-                            Ok(None)
-                        }
-                        Err(e) => Err(e),
-                    }
-                });
-                match (read?, wake) {
-                    (Some(next), _) => next,
-                    (None, Wake::Readable) => Next::Read, // a spurious wake-up: wait again
-                    (None, Wake::Stopping) => {
-                        // Shutdown, between messages, nothing waiting: an idle connection.
-                        tracing::debug!("closing a connection idle at shutdown");
-                        close_gracefully(conn).await;
-                        return Ok(());
-                    }
-                }
-            }
-        };
-    }
-}
-
-/// A connection's one timer, re-armed only when it fires early or must fire sooner. Resetting
-/// a tokio timer around every read and write (`tokio::time::timeout`) touches the timer wheel
-/// twice per request; that was the async engine's largest cost against a plain tokio server in
-/// ping-pong. Here a read or write that completes at once never polls the timer at all.
-struct Watchdog {
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    armed: Instant,
-}
-
-impl Watchdog {
-    fn new(due: Instant) -> Watchdog {
-        Watchdog {
-            timer: Box::pin(tokio::time::sleep_until(due.into())),
-            armed: due,
-        }
-    }
-
-    /// Completes at `due`.
-    async fn until(&mut self, due: Instant) {
-        if due < self.armed {
-            self.arm(due);
-        }
-        loop {
-            self.timer.as_mut().await;
-            if Instant::now() >= due {
-                return;
-            }
-            self.arm(due); // it fired for an earlier deadline: wait for this one
-        }
-    }
-
-    fn arm(&mut self, due: Instant) {
-        self.timer.as_mut().reset(due.into());
-        self.armed = due;
-    }
-}
-
-/// The async twin of [`super::close_gracefully`]: FIN, then wait briefly for the peer's EOF.
-pub(crate) async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(conn: &mut S) {
-    if conn.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
-        let mut buf = vec![0u8; 4096]; // on the heap: an array here would sit in every connection's future
-        let mut discarded = 0;
-        while discarded < super::LINGER_BYTES {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => discarded += n,
-            }
-        }
-    };
-    let _ = timeout(super::LINGER, drain).await;
 }
 
 enum Datagrams {

@@ -2,7 +2,6 @@
 //! runs ([`Mode`]): `sequential` runs it inline on the listener's thread (the slides' iterative
 //! server), `threaded` on a new thread (`ThreadingMixIn`), `pool` on a worker of a fixed pool.
 
-use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -11,20 +10,21 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::blocking_stream::serve_stream;
 use super::guard::DatagramGuard;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::{
-    Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite,
-    Traffic, Woken, answer_datagram, close_gracefully, context, drive, is_per_connection_error,
-    prepare_blocking, recv_datagram, refuse, reply_limit, wait_readable, was_truncated,
+    Backoff, Conn, DATAGRAM_BUFFER, Senders, SessionError, Shared, Traffic, Woken, answer_datagram,
+    context, is_per_connection_error, recv_datagram, refuse, reply_limit, wait_readable,
+    was_truncated,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
-use crate::handler::{DatagramRequest, HandlerError, StreamRequest, run_stream_handler};
+use crate::handler::{DatagramRequest, HandlerError};
 use crate::server::listener::Listener;
 use crate::server::rate::SourceLimiter;
-use crate::service::{Address, Context};
+use crate::service::Address;
 
 /// Where a connection (or a datagram for a blocking handler) runs.
 pub(super) enum Mode {
@@ -411,52 +411,6 @@ impl Loop {
             }
         }
     }
-}
-
-thread_local! {
-    /// Each thread's read buffer, reused across the connections it serves.
-    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Serves one stream connection with the stream handler, or else the service; a panic or
-/// error stays in this connection.
-fn serve_stream(shared: &Shared, conn: Conn, ctx: Context, traffic: Traffic) {
-    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), SessionError> {
-        prepare_blocking(&conn)?;
-        match &shared.app.stream_handler {
-            Some(handler) => {
-                let read = GuardedRead {
-                    conn: &conn,
-                    idle: shared.limits.idle_timeout,
-                    force: &shared.force,
-                    traffic: &traffic,
-                    deadline: None,
-                };
-                let write = SharedWrite {
-                    conn: &conn,
-                    timeout: shared.limits.write_timeout,
-                    force: &shared.force,
-                    traffic: &traffic,
-                };
-                let mut request =
-                    StreamRequest::new(&ctx, Box::new(read), Box::new(write), &shared.limits);
-                run_stream_handler(handler.as_ref(), &mut request)?;
-                drop(request);
-                close_gracefully(&conn, &shared.force);
-                Ok(())
-            }
-            None => READ_BUFFER.with_borrow_mut(|buf| {
-                buf.resize(shared.limits.read_buffer, 0);
-                let session = shared.session(&ctx);
-                drive(session, &conn, buf, shared, &traffic)
-            }),
-        }
-    }));
-    let result = match result {
-        Ok(result) => result,
-        Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
-    };
-    shared.report_stream(&ctx.peer, &traffic, result);
 }
 
 pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {
