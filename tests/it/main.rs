@@ -15,6 +15,7 @@ mod framing;
 mod handlers;
 mod hardening;
 mod interop;
+mod layers;
 mod memory;
 mod names;
 mod resources;
