@@ -50,6 +50,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub(crate) mod access;
 pub mod bench;
 pub mod client;
 pub mod codec;
@@ -57,9 +58,11 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod handler;
+pub(crate) mod limits;
 pub mod names;
 pub mod server;
 pub mod service;
+pub(crate) mod shutdown;
 
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use super::blocking::unnamed_peer;
 use super::guard::DatagramGuard;
+use super::listener::Listener;
+use super::rate::SourceLimiter;
 use super::{
     Backoff, Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context,
     is_per_connection_error, refuse,
@@ -23,8 +25,6 @@ use super::{
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
-use crate::server::listener::Listener;
-use crate::server::rate::SourceLimiter;
 use crate::service::{Address, Context, Next, StreamSession};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {

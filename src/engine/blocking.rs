@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::guard::DatagramGuard;
+use super::listener::Listener;
 use super::pool::{Job, Pool};
+use super::rate::SourceLimiter;
 use super::slots::{Permit, Slots};
 use super::{
     Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite,
@@ -22,8 +24,6 @@ use super::{
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError, StreamRequest, run_stream_handler};
-use crate::server::listener::Listener;
-use crate::server::rate::SourceLimiter;
 use crate::service::{Address, Context};
 
 /// Where a connection (or a datagram for a blocking handler) runs.

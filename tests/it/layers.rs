@@ -45,7 +45,10 @@ fn layers_fails_on_a_cycle_between_two_files_and_names_it() {
     let text = stderr(&output);
     assert!(text.contains("module cycle: a -> b -> a"), "{text}");
     assert!(text.contains("file cycle: a -> b -> a"), "{text}");
-    assert!(text.contains("(src/b.rs:2)"), "the edge's file and line: {text}");
+    assert!(
+        text.contains("(src/b.rs:2)"),
+        "the edge's file and line: {text}"
+    );
 }
 
 #[test]
@@ -56,13 +59,19 @@ fn layers_follows_re_exports_to_the_file_that_defines_the_item() {
         ("lib.rs", "pub mod x;\npub mod y;\n"),
         ("x/mod.rs", "mod inner;\npub use inner::X;\n"),
         ("x/inner.rs", "pub struct X;\npub fn f(_: crate::y::Y) {}\n"),
-        ("y.rs", "use crate::x::{X as Renamed};\npub struct Y(pub Renamed);\n"),
+        (
+            "y.rs",
+            "use crate::x::{X as Renamed};\npub struct Y(pub Renamed);\n",
+        ),
     ]);
     let output = layers(dir.path());
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let text = stderr(&output);
     assert!(text.contains("module cycle: x -> y -> x"), "{text}");
-    assert!(text.contains("file cycle: x::inner -> y -> x::inner"), "{text}");
+    assert!(
+        text.contains("file cycle: x::inner -> y -> x::inner"),
+        "{text}"
+    );
 }
 
 #[test]
