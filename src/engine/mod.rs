@@ -28,6 +28,7 @@ use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::endpoint::Transport;
+pub(crate) use crate::handler::write_timed_out;
 use crate::limits::Limits;
 use crate::service::{Address, Context, Next, StreamSession};
 use crate::shutdown::Trigger;
@@ -467,14 +468,6 @@ impl Write for SharedWrite<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// The error that ends a connection whose peer stopped reading.
-pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("the peer read nothing for {timeout:?} (write time-out)"),
-    )
 }
 
 /// The error that ends a connection when the shutdown grace period is over.

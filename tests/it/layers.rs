@@ -92,3 +92,8 @@ fn layers_passes_an_acyclic_tree_whatever_its_comments_strings_and_tests_say() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("no import cycle"), "{stdout}");
 }
+#[test]
+fn the_real_tree_has_no_import_cycle() {
+    let output = layers(Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
