@@ -14,14 +14,12 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use super::accept::{AcceptLoop, Accepted, Backoff, drain_queue, is_per_connection_error};
 use super::blocking::unnamed_peer;
 use super::guard::DatagramGuard;
 use super::listener::Listener;
 use super::rate::SourceLimiter;
-use super::{
-    Backoff, Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context,
-    is_per_connection_error, refuse,
-};
+use super::{Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
@@ -112,21 +110,13 @@ impl Acceptor {
             ),
         };
         let local = local.unwrap_or(Address::Unix(None));
-        let mut backoff = Backoff::new();
-        let mut last_limit_log: Option<std::time::Instant> = None;
+        let mut acceptor = AcceptLoop::new();
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    let now = std::time::Instant::now();
-                    if last_limit_log.is_none_or(|t| now.duration_since(t).as_secs() >= 10) {
-                        last_limit_log = Some(now);
-                        tracing::warn!(
-                            "connection limit reached ({}); new clients wait in the listen queue",
-                            shared.limits.max_connections
-                        );
-                    }
+                    acceptor.at_limit(shared.limits.max_connections);
                     tokio::select! {
                         _ = shared.stop.fired() => break 'serving,
                         permit = self.slots.clone().acquire_owned() => match permit {
@@ -140,25 +130,15 @@ impl Acceptor {
                 _ = shared.stop.fired() => break 'serving,
                 accepted = accept(&self.listener) => accepted,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    if !shared.verify(&peer) {
-                        match &stream {
-                            Conn::Tcp(s) => refuse(s),
-                            Conn::Unix(s) => refuse(s),
-                        }
-                        continue; // dropping the stream resets it before a byte is read
-                    }
-                    tracing::debug!(%peer, "connection accepted");
+            match acceptor.accepted(shared, accepted) {
+                Accepted::Serve(stream, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     self.tracker
                         .spawn(serve_conn(stream, ctx, shared.clone(), Some(permit)));
                 }
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
+                Accepted::Next => {}
+                Accepted::BackOff(delay) => {
                     drop(permit);
-                    let delay = backoff.on_error("accept", &e);
                     tokio::select! {
                         _ = shared.stop.fired() => break 'serving,
                         _ = tokio::time::sleep(delay) => {}
@@ -169,50 +149,31 @@ impl Acceptor {
         self.serve_queue(transport, &local);
     }
 
-    /// At shutdown: accepts every connection the kernel has already completed, without
-    /// waiting, and serves it (a balancer does not retry a connection that was established);
-    /// the listener closes when this acceptor returns. The accepts go straight to the socket:
-    /// the runtime may not have seen the last readiness event yet. Past the connection limit a
+    /// At shutdown: serves the connections already in the listen queue ([`drain_queue`]); the
+    /// listener closes when this acceptor returns. The accepts go straight to the socket: the
+    /// runtime may not have seen the last readiness event yet. Past the connection limit a
     /// queued connection goes without a permit (the backlog bounds them).
     fn serve_queue(&self, transport: Transport, local: &Address) {
-        loop {
-            let accepted = match &self.listener {
-                Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
-                    let s = std::net::TcpStream::from(s);
-                    s.set_nonblocking(true)?;
-                    let peer = Address::Inet(s.peer_addr()?);
-                    Ok((Conn::Tcp(tokio::net::TcpStream::from_std(s)?), peer))
-                }),
-                Accept::Unix(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
-                    let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(s));
-                    s.set_nonblocking(true)?;
-                    let peer = Address::from(&s.peer_addr()?);
-                    Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
-                }),
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    if !self.shared.verify(&peer) {
-                        match &stream {
-                            Conn::Tcp(s) => refuse(s),
-                            Conn::Unix(s) => refuse(s),
-                        }
-                        continue;
-                    }
-                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
-                    let ctx = context(transport, peer, local.clone());
-                    let permit = self.slots.clone().try_acquire_owned().ok();
-                    self.tracker
-                        .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
-                    tracing::warn!("accepting the queue at shutdown failed: {e}");
-                    return;
-                }
-            }
-        }
+        let accept_now = || match &self.listener {
+            Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                let s = std::net::TcpStream::from(s);
+                s.set_nonblocking(true)?;
+                let peer = Address::Inet(s.peer_addr()?);
+                Ok((Conn::Tcp(tokio::net::TcpStream::from_std(s)?), peer))
+            }),
+            Accept::Unix(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(s));
+                s.set_nonblocking(true)?;
+                let peer = Address::from(&s.peer_addr()?);
+                Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
+            }),
+        };
+        drain_queue(&self.shared, accept_now, |stream, peer| {
+            let ctx = context(transport, peer, local.clone());
+            let permit = self.slots.clone().try_acquire_owned().ok();
+            self.tracker
+                .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
+        });
     }
 }
 
@@ -221,6 +182,15 @@ impl Acceptor {
 enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+}
+
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Unix(s) => s.as_fd(),
+        }
+    }
 }
 
 async fn accept(listener: &Accept) -> io::Result<(Conn, Address)> {

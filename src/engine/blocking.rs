@@ -7,19 +7,22 @@ use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::accept::{
+    AcceptLoop, Accepted, Backoff, LimitLog, drain_queue, is_per_connection_error,
+};
 use super::guard::DatagramGuard;
 use super::listener::Listener;
 use super::pool::{Job, Pool};
 use super::rate::SourceLimiter;
 use super::slots::{Permit, Slots};
 use super::{
-    Backoff, Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite,
-    Traffic, Woken, answer_datagram, close_gracefully, context, drive, is_per_connection_error,
-    prepare_blocking, recv_datagram, refuse, reply_limit, wait_readable, was_truncated,
+    Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite, Traffic, Woken,
+    answer_datagram, close_gracefully, context, drive, prepare_blocking, recv_datagram,
+    reply_limit, wait_readable, was_truncated,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -215,45 +218,38 @@ impl Loop {
     }
 
     /// Waits for a connection slot; logs (at most every 10 s) when the limit holds clients back.
-    fn permit(&self, last_log: &mut Option<Instant>) -> Option<Permit> {
+    fn permit(&self, limit_log: &mut LimitLog) -> Option<Permit> {
         if let Some(permit) = self.slots.try_acquire() {
             return Some(permit);
         }
-        let now = Instant::now();
-        if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
-            *last_log = Some(now);
-            tracing::warn!(
-                "connection limit reached ({}); new clients wait in the listen queue",
-                self.slots.max()
-            );
-        }
+        limit_log.at_limit(self.slots.max(), Instant::now());
         self.slots.acquire()
     }
 
     fn accept_loop(&self, transport: Transport) {
         let shared = &self.shared;
         let local = self.local();
-        let mut backoff = Backoff::new();
-        let mut last_limit_log = None;
+        let mut acceptor = AcceptLoop::new();
         loop {
             if !self.wait_for("connections") {
                 return;
             }
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
-            let Some(permit) = self.permit(&mut last_limit_log) else {
-                return; // shutting down
+            let permit = match self.slots.try_acquire() {
+                Some(permit) => permit,
+                None => {
+                    acceptor.at_limit(self.slots.max());
+                    match self.slots.acquire() {
+                        Some(permit) => permit,
+                        None => return, // shutting down
+                    }
+                }
             };
             if shared.stop.is_fired() {
                 return;
             }
-            match self.accept() {
-                Ok((conn, peer)) => {
-                    backoff.reset();
-                    if !shared.verify(&peer) {
-                        refuse(&conn);
-                        continue; // dropping `conn` resets it before a byte is read
-                    }
-                    tracing::debug!(%peer, "connection accepted");
+            match acceptor.accepted(shared, self.accept()) {
+                Accepted::Serve(conn, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
                     let traffic = Traffic::new(); // from the accept: a pool's queue counts
@@ -262,10 +258,9 @@ impl Loop {
                         serve_stream(&shared, conn, ctx, traffic);
                     }));
                 }
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
+                Accepted::Next => {}
+                Accepted::BackOff(delay) => {
                     drop(permit);
-                    let delay = backoff.on_error("accept", &e);
                     let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
                 }
             }
@@ -283,31 +278,21 @@ impl Loop {
         };
         let local = self.local();
         let mut jobs: Vec<Job> = Vec::new();
-        loop {
-            match self.accept() {
-                Ok((conn, peer)) => {
-                    if !self.shared.verify(&peer) {
-                        refuse(&conn);
-                        continue;
-                    }
-                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
-                    let permit = self.slots.acquire_at_shutdown();
-                    let ctx = context(transport, peer, local.clone());
-                    let shared = self.shared.clone();
-                    let traffic = Traffic::new();
-                    jobs.push(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return jobs,
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
-                    tracing::warn!("accepting the queue at shutdown failed: {e}");
-                    return jobs;
-                }
-            }
-        }
+        drain_queue(
+            &self.shared,
+            || self.accept(),
+            |conn, peer| {
+                let permit = self.slots.acquire_at_shutdown();
+                let ctx = context(transport, peer, local.clone());
+                let shared = self.shared.clone();
+                let traffic = Traffic::new();
+                jobs.push(Box::new(move || {
+                    let _permit = permit;
+                    serve_stream(&shared, conn, ctx, traffic);
+                }));
+            },
+        );
+        jobs
     }
 
     fn datagram_loop(&self, transport: Transport) {
@@ -319,7 +304,7 @@ impl Loop {
         let mut guard = DatagramGuard::new();
         let mut reply = BytesMut::new();
         let mut backoff = Backoff::new();
-        let mut last_limit_log = None;
+        let mut limit_log = LimitLog::default();
         let mut senders = Senders::new();
         loop {
             if !self.wait_for("datagrams") {
@@ -371,7 +356,7 @@ impl Loop {
                     }
                 }
                 Some(handler) => {
-                    let Some(permit) = self.permit(&mut last_limit_log) else {
+                    let Some(permit) = self.permit(&mut limit_log) else {
                         return;
                     };
                     let data = buf[..n].to_vec();

@@ -4,6 +4,7 @@
 //! [`StreamSession`](crate::service::StreamSession) or a service's `datagram` method, and writes
 //! what comes back. The protocol logic is not here: it lives in [`crate::service`].
 
+mod accept;
 mod asynchronous;
 mod blocking;
 mod guard;
@@ -112,15 +113,6 @@ impl FromStr for Engine {
                 let names: Vec<_> = Engine::ALL.iter().map(|e| e.name()).collect();
                 format!("unknown engine {text:?} (expected {})", names.join(", "))
             })
-    }
-}
-
-/// Closes a refused TCP connection with a reset (SO_LINGER 0, then the caller drops it)
-/// rather than a FIN: the peer's read fails with ECONNRESET, where a clean close would look
-/// like a server with nothing to say. A Unix stream has no reset; it is simply closed.
-pub(crate) fn refuse(conn: &impl AsFd) {
-    if let Err(e) = socket2::SockRef::from(conn).set_linger(Some(Duration::ZERO)) {
-        tracing::debug!("cannot reset a refused connection: {e}");
     }
 }
 
@@ -685,82 +677,6 @@ pub(crate) fn close_gracefully(conn: &Conn, force: &Trigger) {
     }
 }
 
-/// Whether an accept error concerns one connection only (retry at once) rather than the
-/// process or the system (back off).
-pub(crate) fn is_per_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) || e.raw_os_error() == Some(nix::libc::EPROTO)
-}
-
-/// Back-off after accept or receive errors that concern the whole process or system (EMFILE,
-/// ENFILE, ENOBUFS, ENOMEM): retrying at once would spin a core, so wait 5 ms, doubling up to
-/// 1 s, reset on the next success; and log at most once a second.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    delay: Duration,
-    last_log: Option<Instant>,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1);
-
-    pub(crate) fn new() -> Backoff {
-        Backoff {
-            delay: Duration::ZERO,
-            last_log: None,
-        }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.delay = Duration::ZERO;
-    }
-
-    /// Logs `error` (rate-limited) and returns how long to wait before trying again.
-    pub(crate) fn on_error(&mut self, what: &str, error: &io::Error) -> Duration {
-        self.delay = (self.delay * 2).clamp(Self::FIRST, Self::MAX);
-        let now = Instant::now();
-        if self
-            .last_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_log = Some(now);
-            match limit_reached(error) {
-                Some(limit) => tracing::warn!(
-                    "{what} failed: {error}: {limit}; retrying in {:?}",
-                    self.delay
-                ),
-                None => tracing::warn!("{what} failed: {error}; retrying in {:?}", self.delay),
-            }
-        }
-        self.delay
-    }
-}
-
-/// Names the limit a resource error ran into, so the log line says what to raise.
-fn limit_reached(error: &io::Error) -> Option<String> {
-    use nix::libc::{EMFILE, ENFILE, ENOBUFS, ENOMEM};
-    match error.raw_os_error()? {
-        EMFILE => {
-            let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-                .map(|(soft, _)| soft.to_string())
-                .unwrap_or_else(|_| "?".into());
-            Some(format!(
-                "the process's descriptor limit (RLIMIT_NOFILE, {soft}) is reached; \
-                 raise it (ulimit -n) or lower --max-connections"
-            ))
-        }
-        ENFILE => Some("the system's file table is full (fs.file-max)".into()),
-        ENOBUFS | ENOMEM => Some("the kernel is out of socket memory".into()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -771,15 +687,6 @@ mod tests {
             message_timeout: Duration::from_secs(60),
             ..Limits::default()
         }
-    }
-
-    #[test]
-    fn resource_errors_name_their_limit() {
-        let emfile = io::Error::from_raw_os_error(nix::libc::EMFILE);
-        let text = limit_reached(&emfile).unwrap();
-        assert!(text.contains("RLIMIT_NOFILE"), "{text}");
-        assert!(limit_reached(&io::Error::from_raw_os_error(nix::libc::ENFILE)).is_some());
-        assert!(limit_reached(&io::Error::from(io::ErrorKind::ConnectionReset)).is_none());
     }
 
     #[test]
