@@ -14,15 +14,14 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
-use super::accept::{AcceptLoop, Accepted, Backoff, drain_queue, is_per_connection_error};
+use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::blocking::unnamed_peer;
-use super::guard::DatagramGuard;
+use super::datagram::{self, Received};
 use super::listener::Listener;
-use super::rate::SourceLimiter;
-use super::{Senders, SessionClock, SessionError, Shared, Traffic, answer_datagram, context};
+use super::{SessionClock, SessionError, Shared, Traffic, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
-use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, HandlerError};
+use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind};
 use crate::service::{Address, Context, Next, StreamSession};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
@@ -534,31 +533,17 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             s.local_addr().map(|a| Address::from(&a.into())),
         ),
     };
-    let local = local.unwrap_or(Address::Unix(None));
-    let mut buf = vec![0u8; super::DATAGRAM_BUFFER];
-    let mut reply = BytesMut::new();
-    let mut backoff = Backoff::new();
-    let mut truncation_log = None;
-    let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-    let mut senders = Senders::new();
-    let mut guard = DatagramGuard::new();
+    let mut datagrams =
+        datagram::Datagrams::new(&shared, transport, local.unwrap_or(Address::Unix(None)));
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
-            received = recv_from(&socket, &mut buf, transport) => received,
+            received = recv_from(&socket, datagrams.buffer(), transport) => received,
         };
-        let (n, peer) = match received {
-            Ok(got) => {
-                backoff.reset();
-                got
-            }
-            Err(e)
-                if is_per_connection_error(&e) || e.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                continue;
-            }
-            Err(e) => {
-                let delay = backoff.on_error("receive", &e);
+        let (n, ctx) = match datagrams.received(&shared, received) {
+            Received::Request(n, ctx) => (n, ctx),
+            Received::Next => continue,
+            Received::BackOff(delay) => {
                 tokio::select! {
                     _ = shared.stop.fired() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -566,29 +551,10 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if super::was_truncated(n, buf.len(), &peer, &mut truncation_log)
-            || !guard.admit(&peer, &buf[..n], Instant::now())
-            || !shared.verify(&peer)
-            || !rate.admit(&peer, Instant::now())
-        {
-            continue;
-        }
-        senders.received(&peer, n);
-        let ctx = context(transport, peer, local.clone());
-        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            answer_datagram(&shared, &ctx, &buf[..n], &mut reply)
-        }));
-        match answered {
-            // Sent now or dropped: a peer that does not read must not hold the listener.
-            Ok(true) => match try_send_to(&socket, &reply, &ctx.peer) {
-                Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
-                Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
-            },
-            Ok(false) => {}
-            Err(panic) => shared.report(
-                &ctx.peer,
-                Err(SessionError::Panic(HandlerError::from_panic(panic))),
-            ),
+        // Sent now or dropped: a peer that does not read must not hold the listener.
+        if let Some(reply) = datagrams.answer(&shared, &ctx, n) {
+            let sent = try_send_to(&socket, reply, &ctx.peer);
+            datagrams.sent(&ctx.peer, sent);
         }
     }
 }
@@ -604,13 +570,13 @@ async fn recv_from(
             Datagrams::Udp(s) => {
                 s.readable().await?;
                 s.try_io(tokio::io::Interest::READABLE, || {
-                    super::recv_datagram(s.as_fd(), buf, transport)
+                    datagram::recv_datagram(s.as_fd(), buf, transport)
                 })
             }
             Datagrams::Unix(s) => {
                 s.readable().await?;
                 s.try_io(tokio::io::Interest::READABLE, || {
-                    super::recv_datagram(s.as_fd(), buf, transport)
+                    datagram::recv_datagram(s.as_fd(), buf, transport)
                 })
             }
         };

@@ -9,20 +9,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
-
-use super::accept::{
-    AcceptLoop, Accepted, Backoff, LimitLog, drain_queue, is_per_connection_error,
-};
-use super::guard::DatagramGuard;
+use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
+use super::datagram::{Datagrams, Received, check_reply, recv_datagram};
 use super::listener::Listener;
 use super::pool::{Job, Pool};
-use super::rate::SourceLimiter;
 use super::slots::{Permit, Slots};
 use super::{
-    Conn, DATAGRAM_BUFFER, GuardedRead, Senders, SessionError, Shared, SharedWrite, Traffic, Woken,
-    answer_datagram, close_gracefully, context, drive, prepare_blocking, recv_datagram,
-    reply_limit, wait_readable, was_truncated,
+    Conn, GuardedRead, SessionError, Shared, SharedWrite, Traffic, Woken, close_gracefully,
+    context, drive, prepare_blocking, wait_readable,
 };
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -297,103 +291,55 @@ impl Loop {
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let local = self.local();
-        let mut buf = vec![0u8; DATAGRAM_BUFFER];
-        let mut truncation_log = None;
-        let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-        let mut guard = DatagramGuard::new();
-        let mut reply = BytesMut::new();
-        let mut backoff = Backoff::new();
+        let mut datagrams = Datagrams::new(shared, transport, self.local());
         let mut limit_log = LimitLog::default();
-        let mut senders = Senders::new();
         loop {
             if !self.wait_for("datagrams") {
                 return;
             }
-            let (n, peer) = match recv_datagram(self.fd(), &mut buf, transport) {
-                Ok(got) => {
-                    backoff.reset();
-                    got
-                }
-                // ICMP errors from earlier replies surface as ECONNREFUSED: not our concern.
-                Err(e)
-                    if is_per_connection_error(&e)
-                        || e.kind() == io::ErrorKind::ConnectionRefused =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    let delay = backoff.on_error("receive", &e);
+            let received = recv_datagram(self.fd(), datagrams.buffer(), transport);
+            let (n, ctx) = match datagrams.received(shared, received) {
+                Received::Request(n, ctx) => (n, ctx),
+                Received::Next => continue,
+                Received::BackOff(delay) => {
                     let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
                     continue;
                 }
             };
-            if was_truncated(n, buf.len(), &peer, &mut truncation_log)
-                || !guard.admit(&peer, &buf[..n], Instant::now())
-                || !shared.verify(&peer)
-                || !rate.admit(&peer, Instant::now())
-            {
+            let Some(handler) = shared.app.datagram_handler.clone() else {
+                // A sans-IO service is quick: answer on this thread, whatever the engine.
+                if let Some(reply) = datagrams.answer(shared, &ctx, n) {
+                    let sent = send_to(&self.listener, reply, &ctx.peer);
+                    datagrams.sent(&ctx.peer, sent);
+                }
                 continue;
-            }
-            senders.received(&peer, n);
-            let ctx = context(transport, peer, local.clone());
-            match shared.app.datagram_handler.clone() {
-                None => {
-                    // A sans-IO service is quick: answer on this thread, whatever the engine.
-                    let answered = catch_unwind(AssertUnwindSafe(|| {
-                        answer_datagram(shared, &ctx, &buf[..n], &mut reply)
-                    }));
-                    match answered {
-                        Ok(true) => match send_to(&self.listener, &reply, &ctx.peer) {
-                            Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
-                            Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
-                        },
-                        Ok(false) => {}
-                        Err(panic) => shared.report(
-                            &ctx.peer,
-                            Err(SessionError::Panic(HandlerError::from_panic(panic))),
-                        ),
-                    }
+            };
+            let Some(permit) = self.permit(&mut limit_log) else {
+                return;
+            };
+            let data = datagrams.request(n).to_vec();
+            let shared = shared.clone();
+            let listener = self.listener.clone();
+            self.runner.run(Box::new(move || {
+                let _permit = permit;
+                let send = |bytes: &[u8]| {
+                    check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    send_to(&listener, bytes, &ctx.peer)
+                };
+                let mut request = DatagramRequest {
+                    data: &data,
+                    ctx: &ctx,
+                    send: &send,
+                };
+                let result = catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
+                let result = match result {
+                    Ok(r) => r.map_err(SessionError::Io),
+                    Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                };
+                if result.is_err() {
+                    shared.report(&ctx.peer, result);
                 }
-                Some(handler) => {
-                    let Some(permit) = self.permit(&mut limit_log) else {
-                        return;
-                    };
-                    let data = buf[..n].to_vec();
-                    let shared = shared.clone();
-                    let listener = self.listener.clone();
-                    self.runner.run(Box::new(move || {
-                        let _permit = permit;
-                        let send = |bytes: &[u8]| {
-                            let limit = reply_limit(&shared.limits, &ctx.peer);
-                            if bytes.len() > limit {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidInput,
-                                    format!(
-                                        "reply of {} bytes exceeds the datagram limit of {limit} bytes",
-                                        bytes.len(),
-                                    ),
-                                ));
-                            }
-                            send_to(&listener, bytes, &ctx.peer)
-                        };
-                        let mut request = DatagramRequest {
-                            data: &data,
-                            ctx: &ctx,
-                            send: &send,
-                        };
-                        let result =
-                            catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
-                        let result = match result {
-                            Ok(r) => r.map_err(SessionError::Io),
-                            Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
-                        };
-                        if result.is_err() {
-                            shared.report(&ctx.peer, result);
-                        }
-                    }));
-                }
-            }
+            }));
         }
     }
 }

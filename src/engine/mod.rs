@@ -7,6 +7,7 @@
 mod accept;
 mod asynchronous;
 mod blocking;
+mod datagram;
 mod guard;
 pub(crate) mod listener;
 mod peer_log;
@@ -28,13 +29,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::endpoint::Transport;
 pub(crate) use crate::handler::write_timed_out;
 use crate::limits::Limits;
-use crate::service::{Address, Context, Next, StreamSession};
+use crate::service::{Next, StreamSession};
 use crate::shutdown::Trigger;
 use listener::Listener;
-pub(crate) use peer_log::{Senders, Traffic};
+pub(crate) use peer_log::Traffic;
 pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, context};
 
 /// How a server runs its connections.
@@ -130,123 +130,6 @@ pub(crate) fn serve(
         Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
         Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),
     }
-}
-
-/// Answers one datagram into `reply`. Returns `false` when nothing is to be sent: the service
-/// chose silence, or the reply exceeds the datagram limit (logged: a truncated reply would be
-/// a wrong answer).
-pub(crate) fn answer_datagram(
-    shared: &Shared,
-    ctx: &Context,
-    request: &[u8],
-    reply: &mut BytesMut,
-) -> bool {
-    reply.clear();
-    if let Some(peer) = ctx.peer.inet()
-        && crate::service::is_service_port(peer.port())
-    {
-        tracing::debug!(%peer, "no reply to a datagram from a service port (inetd's loop rule)");
-        return false;
-    }
-    if !shared.app.service.message(ctx, request, reply) {
-        return false;
-    }
-    let limit = reply_limit(&shared.limits, &ctx.peer);
-    if reply.len() > limit {
-        tracing::warn!(
-            peer = %ctx.peer,
-            "reply of {} bytes exceeds the datagram limit of {limit} bytes; not sent",
-            reply.len(),
-        );
-        return false;
-    }
-    true
-}
-
-/// The largest reply to `peer`: [`Limits::max_datagram`], within its family's UDP limit
-/// (65,507 bytes over IPv4, IPv4-mapped peers of a dual-stack listener included; 65,527 over
-/// IPv6).
-pub(crate) fn reply_limit(limits: &Limits, peer: &Address) -> usize {
-    let family = match peer {
-        Address::Inet(addr) if addr.ip().to_canonical().is_ipv4() => {
-            crate::limits::MAX_DATAGRAM_BYTES
-        }
-        Address::Inet(_) => crate::limits::MAX_DATAGRAM_BYTES_V6,
-        _ => usize::MAX,
-    };
-    limits.max_datagram.min(family)
-}
-
-/// The receive buffer of a datagram listener: one byte more than the largest UDP payload
-/// (65,527 bytes over IPv6), so every UDP datagram arrives whole. A Unix datagram can be
-/// larger; one that does not fit is detected (see [`recv_datagram`]) and dropped.
-pub(crate) const DATAGRAM_BUFFER: usize = 65_536;
-
-/// Receives one datagram into `buf` without blocking. Returns the datagram's real length,
-/// which exceeds `buf.len()` when the kernel had to truncate it (`MSG_TRUNC`), and its sender.
-/// std's `recv_from` hides truncation: the slides' `recvfrom(1024)` silently cuts datagrams,
-/// and an answer to a cut request is a wrong answer.
-pub(crate) fn recv_datagram(
-    fd: BorrowedFd<'_>,
-    buf: &mut [u8],
-    transport: Transport,
-) -> io::Result<(usize, Address)> {
-    use nix::sys::socket::{MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, recvmsg};
-    use std::os::fd::AsRawFd;
-    let mut iov = [io::IoSliceMut::new(buf)];
-    let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
-    let fd = fd.as_raw_fd();
-    if transport == Transport::UnixDatagram {
-        // `UnixAddr`, not `SockaddrStorage`: nix 0.31 leaves a Unix sender's length unset in
-        // the latter, and every sender then looks unnamed.
-        let msg = recvmsg::<UnixAddr>(fd, &mut iov, None, flags)?;
-        let from = match msg.address {
-            // An unbound sender has an empty address (length 0), on which nix's `path()`
-            // panics: it is unnamed, and no reply can reach it.
-            Some(unix)
-                if (unix.len() as usize) <= std::mem::size_of::<nix::libc::sa_family_t>() =>
-            {
-                Address::Unix(None)
-            }
-            Some(unix) => match (unix.path(), unix.as_abstract()) {
-                (Some(path), _) => Address::Unix(Some(path.to_path_buf())),
-                (None, Some(name)) => Address::Abstract(name.to_vec()),
-                (None, None) => Address::Unix(None),
-            },
-            None => Address::Unix(None),
-        };
-        return Ok((msg.bytes, from));
-    }
-    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, None, flags)?;
-    let from = msg.address.as_ref().and_then(|from| {
-        from.as_sockaddr_in()
-            .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*a)))
-            .or_else(|| {
-                from.as_sockaddr_in6()
-                    .map(|a| std::net::SocketAddrV6::from(*a).into())
-            })
-    });
-    let from =
-        from.ok_or_else(|| io::Error::other("a datagram from an address of no known family"))?;
-    Ok((msg.bytes, Address::Inet(from)))
-}
-
-/// Whether a datagram of `len` bytes was cut to fit `buf`; logs it (at most once a second).
-pub(crate) fn was_truncated(
-    len: usize,
-    buf: usize,
-    peer: &Address,
-    log: &mut Option<Instant>,
-) -> bool {
-    if len <= buf {
-        return false;
-    }
-    let now = Instant::now();
-    if log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-        *log = Some(now);
-        tracing::warn!(%peer, "dropped a datagram of {len} bytes: larger than the {buf}-byte receive buffer");
-    }
-    true
 }
 
 /// What ended a wait in [`wait_readable`].
