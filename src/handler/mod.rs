@@ -166,7 +166,7 @@ impl<'a> StreamRequest<'a> {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidData`] for a line over the limit (its source is
-    /// [`FrameError::LineTooLong`]) or one that is not UTF-8; [`io::ErrorKind::TimedOut`] when
+    /// [`FrameError::LineTooLong`](crate::codec::FrameError::LineTooLong)) or one that is not UTF-8; [`io::ErrorKind::TimedOut`] when
     /// the message deadline or the idle time-out passes; any error of the socket. After an
     /// error the stream is at an unknown point: end the connection (return the error).
     pub fn read_line(&mut self, line: &mut String) -> io::Result<usize> {
@@ -217,7 +217,7 @@ impl<'a> StreamRequest<'a> {
     /// # Errors
     ///
     /// [`io::ErrorKind::InvalidData`] for a frame over the limit (its source is
-    /// [`FrameError::FrameTooLong`]); [`io::ErrorKind::UnexpectedEof`] when the stream ends
+    /// [`FrameError::FrameTooLong`](crate::codec::FrameError::FrameTooLong)); [`io::ErrorKind::UnexpectedEof`] when the stream ends
     /// inside a frame; [`io::ErrorKind::TimedOut`] as for
     /// [`read_line`](StreamRequest::read_line).
     pub fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
