@@ -22,7 +22,7 @@ use socket2::{Domain, Socket, Type};
 use crate::codec::{Framing, MessageCodec};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
-use crate::server::MAX_DATAGRAM_BYTES;
+use crate::limits::MAX_DATAGRAM_BYTES;
 use crate::service::Address;
 
 /// How a client behaves.

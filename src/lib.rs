@@ -8,16 +8,21 @@
 //!
 //! | module            | concept                                                            |
 //! |-------------------|--------------------------------------------------------------------|
+//! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
 //! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
+//! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
+//! | `limits`, `access`, `shutdown` | leaves: [`Limits`], [`server::AccessList`], [`ShutdownHandle`] (re-exported by [`server`]) |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
-//! | [`engine`]        | the I/O drivers: async, sequential, threaded, pool                  |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
-//! | [`server`]        | [`ServerBuilder`], [`Server`], [`Limits`], [`ShutdownHandle`]        |
+//! | [`engine`]        | the I/O drivers: async, sequential, threaded, pool; inside it `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
+//! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`          |
-//! | [`bench`]         | the load generator behind `socketkit bench`                         |
-//! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
-//! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
+//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`                         |
+//!
+//! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
+//! the leaves → `endpoint` → `error` (`error` naming the `Endpoint` that failed is the one
+//! exception). `scripts/layers.sh` fails CI on an import cycle.
 //!
 //! A service is written once, as plain code over bytes; every engine runs it on every transport.
 //!
@@ -50,6 +55,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
+pub(crate) mod access;
 pub mod bench;
 pub mod client;
 pub mod codec;
@@ -57,9 +63,11 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod handler;
+pub(crate) mod limits;
 pub mod names;
 pub mod server;
 pub mod service;
+pub(crate) mod shutdown;
 
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;

@@ -23,6 +23,15 @@ pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
 }
 
+impl std::os::fd::AsFd for Conn {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Conn::Tcp(s) => s.as_fd(),
+            Conn::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 /// Streams that can wait for readiness and then read without waiting.
 trait ReadReady: AsyncWrite + AsyncRead + Unpin {
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;

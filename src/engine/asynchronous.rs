@@ -3,27 +3,21 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::BytesMut;
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::async_stream::{Conn, serve_conn};
 use super::blocking::unnamed_peer;
-use super::guard::DatagramGuard;
-use super::{
-    Backoff, Senders, SessionError, Shared, answer_datagram, context, is_per_connection_error,
-    refuse,
-};
+use super::datagram::{self, Received};
+use super::listener::Listener;
+use super::{Shared, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
-use crate::handler::HandlerError;
-use crate::server::listener::Listener;
-use crate::server::rate::SourceLimiter;
 use crate::service::Address;
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
@@ -111,21 +105,13 @@ impl Acceptor {
             ),
         };
         let local = local.unwrap_or(Address::Unix(None));
-        let mut backoff = Backoff::new();
-        let mut last_limit_log: Option<std::time::Instant> = None;
+        let mut acceptor = AcceptLoop::new();
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    let now = std::time::Instant::now();
-                    if last_limit_log.is_none_or(|t| now.duration_since(t).as_secs() >= 10) {
-                        last_limit_log = Some(now);
-                        tracing::warn!(
-                            "connection limit reached ({}); new clients wait in the listen queue",
-                            shared.limits.max_connections
-                        );
-                    }
+                    acceptor.at_limit(shared.limits.max_connections);
                     tokio::select! {
                         _ = shared.stop.fired() => break 'serving,
                         permit = self.slots.clone().acquire_owned() => match permit {
@@ -139,25 +125,15 @@ impl Acceptor {
                 _ = shared.stop.fired() => break 'serving,
                 accepted = accept(&self.listener) => accepted,
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    backoff.reset();
-                    if !shared.verify(&peer) {
-                        match &stream {
-                            Conn::Tcp(s) => refuse(s),
-                            Conn::Unix(s) => refuse(s),
-                        }
-                        continue; // dropping the stream resets it before a byte is read
-                    }
-                    tracing::debug!(%peer, "connection accepted");
+            match acceptor.accepted(shared, accepted) {
+                Accepted::Serve(stream, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     self.tracker
                         .spawn(serve_conn(stream, ctx, shared.clone(), Some(permit)));
                 }
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
+                Accepted::Next => {}
+                Accepted::BackOff(delay) => {
                     drop(permit);
-                    let delay = backoff.on_error("accept", &e);
                     tokio::select! {
                         _ = shared.stop.fired() => break 'serving,
                         _ = tokio::time::sleep(delay) => {}
@@ -168,50 +144,31 @@ impl Acceptor {
         self.serve_queue(transport, &local);
     }
 
-    /// At shutdown: accepts every connection the kernel has already completed, without
-    /// waiting, and serves it (a balancer does not retry a connection that was established);
-    /// the listener closes when this acceptor returns. The accepts go straight to the socket:
-    /// the runtime may not have seen the last readiness event yet. Past the connection limit a
+    /// At shutdown: serves the connections already in the listen queue ([`drain_queue`]); the
+    /// listener closes when this acceptor returns. The accepts go straight to the socket: the
+    /// runtime may not have seen the last readiness event yet. Past the connection limit a
     /// queued connection goes without a permit (the backlog bounds them).
     fn serve_queue(&self, transport: Transport, local: &Address) {
-        loop {
-            let accepted = match &self.listener {
-                Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
-                    let s = std::net::TcpStream::from(s);
-                    s.set_nonblocking(true)?;
-                    let peer = Address::Inet(s.peer_addr()?);
-                    Ok((Conn::Tcp(tokio::net::TcpStream::from_std(s)?), peer))
-                }),
-                Accept::Unix(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
-                    let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(s));
-                    s.set_nonblocking(true)?;
-                    let peer = Address::from(&s.peer_addr()?);
-                    Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
-                }),
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    if !self.shared.verify(&peer) {
-                        match &stream {
-                            Conn::Tcp(s) => refuse(s),
-                            Conn::Unix(s) => refuse(s),
-                        }
-                        continue;
-                    }
-                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
-                    let ctx = context(transport, peer, local.clone());
-                    let permit = self.slots.clone().try_acquire_owned().ok();
-                    self.tracker
-                        .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
-                    tracing::warn!("accepting the queue at shutdown failed: {e}");
-                    return;
-                }
-            }
-        }
+        let accept_now = || match &self.listener {
+            Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                let s = std::net::TcpStream::from(s);
+                s.set_nonblocking(true)?;
+                let peer = Address::Inet(s.peer_addr()?);
+                Ok((Conn::Tcp(tokio::net::TcpStream::from_std(s)?), peer))
+            }),
+            Accept::Unix(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
+                let s = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(s));
+                s.set_nonblocking(true)?;
+                let peer = Address::from(&s.peer_addr()?);
+                Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
+            }),
+        };
+        drain_queue(&self.shared, accept_now, |stream, peer| {
+            let ctx = context(transport, peer, local.clone());
+            let permit = self.slots.clone().try_acquire_owned().ok();
+            self.tracker
+                .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
+        });
     }
 }
 
@@ -241,31 +198,17 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             s.local_addr().map(|a| Address::from(&a.into())),
         ),
     };
-    let local = local.unwrap_or(Address::Unix(None));
-    let mut buf = vec![0u8; super::DATAGRAM_BUFFER];
-    let mut reply = BytesMut::new();
-    let mut backoff = Backoff::new();
-    let mut truncation_log = None;
-    let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-    let mut senders = Senders::new();
-    let mut guard = DatagramGuard::new();
+    let mut datagrams =
+        datagram::Datagrams::new(&shared, transport, local.unwrap_or(Address::Unix(None)));
     loop {
         let received = tokio::select! {
             _ = shared.stop.fired() => return,
-            received = recv_from(&socket, &mut buf, transport) => received,
+            received = recv_from(&socket, datagrams.buffer(), transport) => received,
         };
-        let (n, peer) = match received {
-            Ok(got) => {
-                backoff.reset();
-                got
-            }
-            Err(e)
-                if is_per_connection_error(&e) || e.kind() == io::ErrorKind::ConnectionRefused =>
-            {
-                continue;
-            }
-            Err(e) => {
-                let delay = backoff.on_error("receive", &e);
+        let (n, ctx) = match datagrams.received(&shared, received) {
+            Received::Request(n, ctx) => (n, ctx),
+            Received::Next => continue,
+            Received::BackOff(delay) => {
                 tokio::select! {
                     _ = shared.stop.fired() => return,
                     _ = tokio::time::sleep(delay) => {}
@@ -273,29 +216,10 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
                 continue;
             }
         };
-        if super::was_truncated(n, buf.len(), &peer, &mut truncation_log)
-            || !guard.admit(&peer, &buf[..n], Instant::now())
-            || !shared.verify(&peer)
-            || !rate.admit(&peer, Instant::now())
-        {
-            continue;
-        }
-        senders.received(&peer, n);
-        let ctx = context(transport, peer, local.clone());
-        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            answer_datagram(&shared, &ctx, &buf[..n], &mut reply)
-        }));
-        match answered {
-            // Sent now or dropped: a peer that does not read must not hold the listener.
-            Ok(true) => match try_send_to(&socket, &reply, &ctx.peer) {
-                Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
-                Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
-            },
-            Ok(false) => {}
-            Err(panic) => shared.report(
-                &ctx.peer,
-                Err(SessionError::Panic(HandlerError::from_panic(panic))),
-            ),
+        // Sent now or dropped: a peer that does not read must not hold the listener.
+        if let Some(reply) = datagrams.answer(&shared, &ctx, n) {
+            let sent = try_send_to(&socket, reply, &ctx.peer);
+            datagrams.sent(&ctx.peer, sent);
         }
     }
 }
@@ -311,13 +235,13 @@ async fn recv_from(
             Datagrams::Udp(s) => {
                 s.readable().await?;
                 s.try_io(tokio::io::Interest::READABLE, || {
-                    super::recv_datagram(s.as_fd(), buf, transport)
+                    datagram::recv_datagram(s.as_fd(), buf, transport)
                 })
             }
             Datagrams::Unix(s) => {
                 s.readable().await?;
                 s.try_io(tokio::io::Interest::READABLE, || {
-                    super::recv_datagram(s.as_fd(), buf, transport)
+                    datagram::recv_datagram(s.as_fd(), buf, transport)
                 })
             }
         };

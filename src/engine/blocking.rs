@@ -6,24 +6,18 @@ use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::BytesMut;
-
+use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
 use super::blocking_stream::serve_stream;
-use super::guard::DatagramGuard;
+use super::datagram::{Datagrams, Received, check_reply, recv_datagram};
+use super::listener::Listener;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
-use super::{
-    Backoff, Conn, DATAGRAM_BUFFER, Senders, SessionError, Shared, Traffic, Woken, answer_datagram,
-    context, is_per_connection_error, recv_datagram, refuse, reply_limit, wait_readable,
-    was_truncated,
-};
+use super::{Conn, SessionError, Shared, Traffic, Woken, context, wait_readable};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
-use crate::server::listener::Listener;
-use crate::server::rate::SourceLimiter;
 use crate::service::Address;
 
 /// Where a connection (or a datagram for a blocking handler) runs.
@@ -215,45 +209,38 @@ impl Loop {
     }
 
     /// Waits for a connection slot; logs (at most every 10 s) when the limit holds clients back.
-    fn permit(&self, last_log: &mut Option<Instant>) -> Option<Permit> {
+    fn permit(&self, limit_log: &mut LimitLog) -> Option<Permit> {
         if let Some(permit) = self.slots.try_acquire() {
             return Some(permit);
         }
-        let now = Instant::now();
-        if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
-            *last_log = Some(now);
-            tracing::warn!(
-                "connection limit reached ({}); new clients wait in the listen queue",
-                self.slots.max()
-            );
-        }
+        limit_log.at_limit(self.slots.max(), Instant::now());
         self.slots.acquire()
     }
 
     fn accept_loop(&self, transport: Transport) {
         let shared = &self.shared;
         let local = self.local();
-        let mut backoff = Backoff::new();
-        let mut last_limit_log = None;
+        let mut acceptor = AcceptLoop::new();
         loop {
             if !self.wait_for("connections") {
                 return;
             }
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
-            let Some(permit) = self.permit(&mut last_limit_log) else {
-                return; // shutting down
+            let permit = match self.slots.try_acquire() {
+                Some(permit) => permit,
+                None => {
+                    acceptor.at_limit(self.slots.max());
+                    match self.slots.acquire() {
+                        Some(permit) => permit,
+                        None => return, // shutting down
+                    }
+                }
             };
             if shared.stop.is_fired() {
                 return;
             }
-            match self.accept() {
-                Ok((conn, peer)) => {
-                    backoff.reset();
-                    if !shared.verify(&peer) {
-                        refuse(&conn);
-                        continue; // dropping `conn` resets it before a byte is read
-                    }
-                    tracing::debug!(%peer, "connection accepted");
+            match acceptor.accepted(shared, self.accept()) {
+                Accepted::Serve(conn, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
                     let traffic = Traffic::new(); // from the accept: a pool's queue counts
@@ -262,10 +249,9 @@ impl Loop {
                         serve_stream(&shared, conn, ctx, traffic);
                     }));
                 }
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
+                Accepted::Next => {}
+                Accepted::BackOff(delay) => {
                     drop(permit);
-                    let delay = backoff.on_error("accept", &e);
                     let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
                 }
             }
@@ -283,132 +269,74 @@ impl Loop {
         };
         let local = self.local();
         let mut jobs: Vec<Job> = Vec::new();
-        loop {
-            match self.accept() {
-                Ok((conn, peer)) => {
-                    if !self.shared.verify(&peer) {
-                        refuse(&conn);
-                        continue;
-                    }
-                    tracing::debug!(%peer, "connection accepted from the queue at shutdown");
-                    let permit = self.slots.acquire_at_shutdown();
-                    let ctx = context(transport, peer, local.clone());
-                    let shared = self.shared.clone();
-                    let traffic = Traffic::new();
-                    jobs.push(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return jobs,
-                Err(e) if is_per_connection_error(&e) => {}
-                Err(e) => {
-                    tracing::warn!("accepting the queue at shutdown failed: {e}");
-                    return jobs;
-                }
-            }
-        }
+        drain_queue(
+            &self.shared,
+            || self.accept(),
+            |conn, peer| {
+                let permit = self.slots.acquire_at_shutdown();
+                let ctx = context(transport, peer, local.clone());
+                let shared = self.shared.clone();
+                let traffic = Traffic::new();
+                jobs.push(Box::new(move || {
+                    let _permit = permit;
+                    serve_stream(&shared, conn, ctx, traffic);
+                }));
+            },
+        );
+        jobs
     }
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let local = self.local();
-        let mut buf = vec![0u8; DATAGRAM_BUFFER];
-        let mut truncation_log = None;
-        let mut rate = SourceLimiter::new(shared.limits.datagram_rate);
-        let mut guard = DatagramGuard::new();
-        let mut reply = BytesMut::new();
-        let mut backoff = Backoff::new();
-        let mut last_limit_log = None;
-        let mut senders = Senders::new();
+        let mut datagrams = Datagrams::new(shared, transport, self.local());
+        let mut limit_log = LimitLog::default();
         loop {
             if !self.wait_for("datagrams") {
                 return;
             }
-            let (n, peer) = match recv_datagram(self.fd(), &mut buf, transport) {
-                Ok(got) => {
-                    backoff.reset();
-                    got
-                }
-                // ICMP errors from earlier replies surface as ECONNREFUSED: not our concern.
-                Err(e)
-                    if is_per_connection_error(&e)
-                        || e.kind() == io::ErrorKind::ConnectionRefused =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    let delay = backoff.on_error("receive", &e);
+            let received = recv_datagram(self.fd(), datagrams.buffer(), transport);
+            let (n, ctx) = match datagrams.received(shared, received) {
+                Received::Request(n, ctx) => (n, ctx),
+                Received::Next => continue,
+                Received::BackOff(delay) => {
                     let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
                     continue;
                 }
             };
-            if was_truncated(n, buf.len(), &peer, &mut truncation_log)
-                || !guard.admit(&peer, &buf[..n], Instant::now())
-                || !shared.verify(&peer)
-                || !rate.admit(&peer, Instant::now())
-            {
+            let Some(handler) = shared.app.datagram_handler.clone() else {
+                // A sans-IO service is quick: answer on this thread, whatever the engine.
+                if let Some(reply) = datagrams.answer(shared, &ctx, n) {
+                    let sent = send_to(&self.listener, reply, &ctx.peer);
+                    datagrams.sent(&ctx.peer, sent);
+                }
                 continue;
-            }
-            senders.received(&peer, n);
-            let ctx = context(transport, peer, local.clone());
-            match shared.app.datagram_handler.clone() {
-                None => {
-                    // A sans-IO service is quick: answer on this thread, whatever the engine.
-                    let answered = catch_unwind(AssertUnwindSafe(|| {
-                        answer_datagram(shared, &ctx, &buf[..n], &mut reply)
-                    }));
-                    match answered {
-                        Ok(true) => match send_to(&self.listener, &reply, &ctx.peer) {
-                            Ok(()) => guard.replied(&ctx.peer, &reply, Instant::now()),
-                            Err(e) => guard.not_sent(&ctx.peer, &e, Instant::now()),
-                        },
-                        Ok(false) => {}
-                        Err(panic) => shared.report(
-                            &ctx.peer,
-                            Err(SessionError::Panic(HandlerError::from_panic(panic))),
-                        ),
-                    }
+            };
+            let Some(permit) = self.permit(&mut limit_log) else {
+                return;
+            };
+            let data = datagrams.request(n).to_vec();
+            let shared = shared.clone();
+            let listener = self.listener.clone();
+            self.runner.run(Box::new(move || {
+                let _permit = permit;
+                let send = |bytes: &[u8]| {
+                    check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    send_to(&listener, bytes, &ctx.peer)
+                };
+                let mut request = DatagramRequest {
+                    data: &data,
+                    ctx: &ctx,
+                    send: &send,
+                };
+                let result = catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
+                let result = match result {
+                    Ok(r) => r.map_err(SessionError::Io),
+                    Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                };
+                if result.is_err() {
+                    shared.report(&ctx.peer, result);
                 }
-                Some(handler) => {
-                    let Some(permit) = self.permit(&mut last_limit_log) else {
-                        return;
-                    };
-                    let data = buf[..n].to_vec();
-                    let shared = shared.clone();
-                    let listener = self.listener.clone();
-                    self.runner.run(Box::new(move || {
-                        let _permit = permit;
-                        let send = |bytes: &[u8]| {
-                            let limit = reply_limit(&shared.limits, &ctx.peer);
-                            if bytes.len() > limit {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::InvalidInput,
-                                    format!(
-                                        "reply of {} bytes exceeds the datagram limit of {limit} bytes",
-                                        bytes.len(),
-                                    ),
-                                ));
-                            }
-                            send_to(&listener, bytes, &ctx.peer)
-                        };
-                        let mut request = DatagramRequest {
-                            data: &data,
-                            ctx: &ctx,
-                            send: &send,
-                        };
-                        let result =
-                            catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
-                        let result = match result {
-                            Ok(r) => r.map_err(SessionError::Io),
-                            Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
-                        };
-                        if result.is_err() {
-                            shared.report(&ctx.peer, result);
-                        }
-                    }));
-                }
-            }
+            }));
         }
     }
 }

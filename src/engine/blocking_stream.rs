@@ -15,8 +15,8 @@ use nix::poll::PollFlags;
 use super::conn::{Action, Connection, Event, Linger, grace_over, write_timed_out};
 use super::{SessionError, Shared, Traffic, Woken, wait_until_ready};
 use crate::handler::{HandlerError, StreamRequest, run_stream_handler};
-use crate::server::shutdown::Trigger;
 use crate::service::{Context, StreamSession};
+use crate::shutdown::Trigger;
 
 /// An accepted stream connection on a blocking engine.
 #[derive(Debug)]

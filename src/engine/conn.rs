@@ -26,6 +26,7 @@
 //! below drive every rule with plain `Instant`s they advance by hand. The byte counts of the
 //! close log line ([`super::Traffic`]) stay with the drivers, which see the bytes move.
 
+pub(crate) use crate::handler::write_timed_out;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -114,14 +115,6 @@ impl Ending {
             Ending::GraceOver => grace_over(),
         }
     }
-}
-
-/// The error that ends a connection whose peer stopped reading.
-pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("the peer read nothing for {timeout:?} (write time-out)"),
-    )
 }
 
 /// The error that ends a connection when the shutdown grace period is over.

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::server::listener::Listener;
+use super::listener::Listener;
 use crate::service::Address;
 
 /// Requests in a row that equal a recent reply before a source counts as a loop. Far above what

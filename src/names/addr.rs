@@ -129,27 +129,27 @@ pub const fn ntohs(network: u16) -> u16 {
 /// # Examples
 ///
 /// ```
-/// use socketkit::names::Address;
+/// use socketkit::names::IpAddress;
 ///
-/// let addr: Address = "128.119.40.12".parse()?;
+/// let addr: IpAddress = "128.119.40.12".parse()?;
 /// assert_eq!(addr.packed(), [0x80, 0x77, 0x28, 0x0c]);
 /// assert_eq!(addr.network_order(), Some(0x8077_280c));
 /// assert_eq!(addr.host_order(), Some(u32::from_ne_bytes([0x80, 0x77, 0x28, 0x0c])));
 /// assert_eq!(addr.ipv4_mapped().unwrap().to_string(), "::ffff:128.119.40.12");
 ///
-/// let scoped: Address = "fe80::1%1".parse()?;
+/// let scoped: IpAddress = "fe80::1%1".parse()?;
 /// assert_eq!(scoped.scope_id(), Some(1));
 /// assert_eq!(scoped.to_string(), "fe80::1%1");
 /// # Ok::<(), socketkit::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Address {
+pub struct IpAddress {
     ip: IpAddr,
     /// `sin6_scope_id`: the interface a link-local address belongs to.
     scope_id: Option<u32>,
 }
 
-impl Address {
+impl IpAddress {
     /// The address without its scope.
     pub fn ip(&self) -> IpAddr {
         self.ip
@@ -178,7 +178,7 @@ impl Address {
     }
 
     /// An IPv4 address's packed bytes read as a host-order integer: the value a C program on this
-    /// machine sees in `sin_addr.s_addr`. Equal to [`Address::network_order`] on a big-endian
+    /// machine sees in `sin_addr.s_addr`. Equal to [`IpAddress::network_order`] on a big-endian
     /// host, byte-swapped on a little-endian one. `None` for IPv6.
     pub fn host_order(&self) -> Option<u32> {
         match self.ip {
@@ -209,13 +209,13 @@ impl Address {
     /// [`Error::BadAddress`] for any other length.
     ///
     /// ```
-    /// use socketkit::names::Address;
-    /// assert_eq!(Address::from_packed(&[127, 0, 0, 1])?.to_string(), "127.0.0.1");
-    /// assert!(Address::from_packed(&[1, 2, 3]).is_err());
+    /// use socketkit::names::IpAddress;
+    /// assert_eq!(IpAddress::from_packed(&[127, 0, 0, 1])?.to_string(), "127.0.0.1");
+    /// assert!(IpAddress::from_packed(&[1, 2, 3]).is_err());
     /// # Ok::<(), socketkit::Error>(())
     /// ```
     #[doc(alias = "inet_ntop")]
-    pub fn from_packed(bytes: &[u8]) -> Result<Address, Error> {
+    pub fn from_packed(bytes: &[u8]) -> Result<IpAddress, Error> {
         let ip = if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
             IpAddr::V4(Ipv4Addr::from(v4))
         } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
@@ -229,7 +229,7 @@ impl Address {
                 ),
             ));
         };
-        Ok(Address::from(ip))
+        Ok(IpAddress::from(ip))
     }
 
     /// Reads packed bytes written in hex: 8 digits (IPv4) or 32 (IPv6), optionally after `0x`,
@@ -241,13 +241,13 @@ impl Address {
     /// digits, or a length other than 4 or 16 bytes.
     ///
     /// ```
-    /// use socketkit::names::Address;
-    /// assert_eq!(Address::from_packed_hex("8077280c")?.to_string(), "128.119.40.12");
-    /// let v6 = Address::from_packed_hex("0x0000 0000 0000 0000 0000 0000 0000 0001")?;
+    /// use socketkit::names::IpAddress;
+    /// assert_eq!(IpAddress::from_packed_hex("8077280c")?.to_string(), "128.119.40.12");
+    /// let v6 = IpAddress::from_packed_hex("0x0000 0000 0000 0000 0000 0000 0000 0001")?;
     /// assert_eq!(v6.to_string(), "::1");
     /// # Ok::<(), socketkit::Error>(())
     /// ```
-    pub fn from_packed_hex(text: &str) -> Result<Address, Error> {
+    pub fn from_packed_hex(text: &str) -> Result<IpAddress, Error> {
         let digits = text
             .strip_prefix("0x")
             .or_else(|| text.strip_prefix("0X"))
@@ -270,7 +270,7 @@ impl Address {
             ));
         }
         let bytes: Vec<u8> = nibbles.chunks(2).map(|p| p[0] << 4 | p[1]).collect();
-        Address::from_packed(&bytes).map_err(|_| {
+        IpAddress::from_packed(&bytes).map_err(|_| {
             bad(
                 text,
                 format!(
@@ -282,22 +282,22 @@ impl Address {
     }
 }
 
-impl From<IpAddr> for Address {
-    fn from(ip: IpAddr) -> Address {
-        Address { ip, scope_id: None }
+impl From<IpAddr> for IpAddress {
+    fn from(ip: IpAddr) -> IpAddress {
+        IpAddress { ip, scope_id: None }
     }
 }
 
-impl FromStr for Address {
+impl FromStr for IpAddress {
     type Err = Error;
 
     /// IPv4 text with [`aton`]'s rules, else IPv6 text with an optional `%zone`.
-    fn from_str(text: &str) -> Result<Address, Error> {
+    fn from_str(text: &str) -> Result<IpAddress, Error> {
         if let Ok(v4) = parse_aton(text) {
-            return Ok(Address::from(IpAddr::V4(v4)));
+            return Ok(IpAddress::from(IpAddr::V4(v4)));
         }
         if !text.contains(':') {
-            return aton(text).map(|v4| Address::from(IpAddr::V4(v4)));
+            return aton(text).map(|v4| IpAddress::from(IpAddr::V4(v4)));
         }
         let (ip_text, zone) = match text.split_once('%') {
             Some((ip, zone)) => (ip, Some(zone)),
@@ -308,14 +308,14 @@ impl FromStr for Address {
             None => None,
             Some(zone) => Some(scope_id(&ip, zone).map_err(|reason| bad(text, reason))?),
         };
-        Ok(Address {
+        Ok(IpAddress {
             ip: IpAddr::V6(ip),
             scope_id,
         })
     }
 }
 
-impl fmt::Display for Address {
+impl fmt::Display for IpAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.scope_id {
             Some(scope) => write!(f, "{}%{scope}", self.ip),
@@ -746,32 +746,35 @@ mod tests {
 
     #[test]
     fn addresses_read_ipv4_forms_then_ipv6_with_a_zone() {
-        let addr: Address = "127.1".parse().unwrap();
+        let addr: IpAddress = "127.1".parse().unwrap();
         assert_eq!(addr.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(addr.ipv4_mapped().unwrap().to_string(), "::ffff:127.0.0.1");
-        let mapped: Address = "::ffff:10.0.0.1".parse().unwrap();
+        let mapped: IpAddress = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(mapped.ipv4(), Some(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(mapped.network_order(), None);
-        let scoped: Address = "fe80::1%lo".parse().unwrap();
+        let scoped: IpAddress = "fe80::1%lo".parse().unwrap();
         assert_eq!(scoped.scope_id(), Some(1)); // lo is interface 1 on Linux
-        assert_eq!("fe80::1%7".parse::<Address>().unwrap().scope_id(), Some(7));
-        assert!("::1%lo".parse::<Address>().is_err()); // names only for link-local, as glibc
-        assert_eq!("::1%3".parse::<Address>().unwrap().scope_id(), Some(3));
-        assert!("fe80::1%".parse::<Address>().is_err());
-        assert!("fe80::1%no-such-interface".parse::<Address>().is_err());
-        assert!("127.0.0.1%lo".parse::<Address>().is_err());
+        assert_eq!(
+            "fe80::1%7".parse::<IpAddress>().unwrap().scope_id(),
+            Some(7)
+        );
+        assert!("::1%lo".parse::<IpAddress>().is_err()); // names only for link-local, as glibc
+        assert_eq!("::1%3".parse::<IpAddress>().unwrap().scope_id(), Some(3));
+        assert!("fe80::1%".parse::<IpAddress>().is_err());
+        assert!("fe80::1%no-such-interface".parse::<IpAddress>().is_err());
+        assert!("127.0.0.1%lo".parse::<IpAddress>().is_err());
     }
 
     #[test]
     fn packed_hex_reads_both_lengths_and_names_bad_digits() {
-        let ip = |t: &str| Address::from_packed_hex(t).map(|a| a.to_string());
+        let ip = |t: &str| IpAddress::from_packed_hex(t).map(|a| a.to_string());
         assert_eq!(ip("7f000001").unwrap(), "127.0.0.1");
         assert_eq!(ip("7F:00:00:01").unwrap(), "127.0.0.1");
         assert_eq!(
             ip("00000000000000000000ffff01020304").unwrap(),
             "::ffff:1.2.3.4"
         );
-        let reason = |t: &str| match Address::from_packed_hex(t).unwrap_err() {
+        let reason = |t: &str| match IpAddress::from_packed_hex(t).unwrap_err() {
             Error::BadAddress { reason, .. } => reason,
             other => panic!("{other:?}"),
         };

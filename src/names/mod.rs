@@ -7,7 +7,7 @@
 //! with the answers Python gives on the same machine (the test suite compares them).
 //!
 //! - `addr`: [`aton`] (`inet_aton` with its legacy forms), [`ntoa`], [`htonl`], [`htons`],
-//!   [`ntohl`], [`ntohs`], and [`Address`] (IPv4 or IPv6 text, packed bytes, both byte orders).
+//!   [`ntohl`], [`ntohs`], and [`IpAddress`] (IPv4 or IPv6 text, packed bytes, both byte orders).
 //! - `resolve`: [`lookup`] (`getaddrinfo` with the canonical name, plus aliases),
 //!   [`host_by_name`] (`gethostbyname_ex`), [`host_by_addr`] (`gethostbyaddr`), [`fqdn`]
 //!   (`getfqdn`), [`hostname`], and [`with_timeout`] to bound any of them.
@@ -36,9 +36,19 @@ mod port;
 mod resolve;
 mod sys;
 
-pub use addr::{Address, aton, htonl, htons, ntoa, ntohl, ntohs};
+pub use addr::{IpAddress, aton, htonl, htons, ntoa, ntohl, ntohs};
 pub use port::{
     Protocol, ServiceEntry, Source, WELL_KNOWN_PORTS, WellKnownPort, service_by_name,
     service_by_port,
 };
+/// The old name of [`IpAddress`], kept for one release.
+///
+/// Renamed because [`service::Address`](crate::service::Address), a server's peer or listener
+/// on any transport, had the same name for another meaning; that one is in every server's API
+/// (`verify_request`, `peer()`, `Context`), this one only in the name tools.
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed to `IpAddress`; `service::Address` is a transport peer"
+)]
+pub type Address = IpAddress;
 pub use resolve::{HostEntry, fqdn, host_by_addr, host_by_name, hostname, lookup, with_timeout};

@@ -1,30 +1,22 @@
 //! The server: a builder, then `bind()`, then `serve_forever()` (socketserver's shape).
 
-pub(crate) mod access;
-pub(crate) mod limits;
-pub(crate) mod listener;
-pub(crate) mod rate;
-pub(crate) mod shutdown;
-pub(crate) mod socket_file;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use access::AccessList;
-pub use limits::{Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, MAX_TIMEOUT};
-pub use shutdown::ShutdownHandle;
-pub use socket_file::exit;
+pub use crate::access::AccessList;
+pub use crate::engine::socket_file::exit;
+pub use crate::limits::{Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, MAX_TIMEOUT};
+pub use crate::shutdown::ShutdownHandle;
 
 use crate::codec::Framing;
 use crate::endpoint::Endpoint;
+use crate::engine::listener::Listener;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
 use crate::handler::{
     AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
 };
 use crate::service::{Address, DynService, Service, Upper};
-use listener::Listener;
-use shutdown::Trigger;
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
 ///
@@ -296,32 +288,28 @@ impl ServerBuilder {
             })?);
             listeners.push(listener);
         }
-        let trigger = || Trigger::new().map_err(|e| Error::io("cannot create a wake-up pipe", e));
         let name = self.name.unwrap_or_else(|| self.service.name().to_string());
-        let shared = Arc::new(Shared {
-            app: App {
-                service: self.service,
-                stream_handler: self.stream_handler,
-                datagram_handler: self.datagram_handler,
-                async_handler: self.async_handler,
-            },
-            limits: self.limits,
-            framing: self.framing,
-            verify_request: self.verify_request,
-            access: self.access,
-            handle_error: self
-                .handle_error
-                .unwrap_or_else(|| Arc::new(engine::default_handle_error)),
-            stop: Arc::new(trigger()?),
-            force: trigger()?,
-            refusals: Default::default(),
-        });
+        let app = App {
+            service: self.service,
+            stream_handler: self.stream_handler,
+            datagram_handler: self.datagram_handler,
+            async_handler: self.async_handler,
+        };
+        let shared = Shared::new(
+            app,
+            self.framing,
+            self.limits,
+            self.access,
+            self.verify_request,
+            self.handle_error,
+        )
+        .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
         Ok(Server {
             listeners,
             endpoints,
             engine: self.engine,
             name,
-            shared,
+            shared: Arc::new(shared),
         })
     }
 

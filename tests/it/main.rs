@@ -16,6 +16,7 @@ mod framing;
 mod handlers;
 mod hardening;
 mod interop;
+mod layers;
 mod memory;
 mod names;
 mod resources;

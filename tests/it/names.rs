@@ -11,7 +11,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use socketkit::names::{self, Address, Protocol, Source, WELL_KNOWN_PORTS};
+use socketkit::names::{self, IpAddress, Protocol, Source, WELL_KNOWN_PORTS};
 
 use crate::common::socketkit;
 
@@ -312,7 +312,7 @@ fn ipv6_text_agrees_with_inet_pton_and_inet_ntop() {
     for (text, expected) in IPV6_INPUTS.iter().zip(expected.as_array().unwrap()) {
         // Our `addr` reads "1.2.3.4" as IPv4 and "fe80::1%lo" with its zone: compare the IPv6
         // reading only.
-        let ours = match text.parse::<Address>() {
+        let ours = match text.parse::<IpAddress>() {
             Ok(a) if a.ip().is_ipv6() && a.scope_id().is_none() => {
                 Some(json!([hex(&a.packed()), a.ip().to_string()]))
             }
@@ -336,7 +336,7 @@ fn ipv4_compatible_addresses_print_in_hex_where_glibc_prints_dotted() {
          print(json.dumps([p.hex(), socket.inet_ntop(socket.AF_INET6, p)]))",
         &json!("::1.2.3.4"),
     );
-    let ours: Address = "::1.2.3.4".parse().unwrap();
+    let ours: IpAddress = "::1.2.3.4".parse().unwrap();
     assert_eq!(hex(&ours.packed()), expected[0].as_str().unwrap());
     assert_eq!(expected[1], "::1.2.3.4");
     assert_eq!(ours.to_string(), "::102:304");
@@ -379,7 +379,7 @@ fn scoped_ipv6_addresses_get_the_scope_id_getaddrinfo_gives() {
         &json!(inputs),
     );
     for (text, expected) in inputs.iter().zip(expected.as_array().unwrap()) {
-        let ours = text.parse::<Address>().ok().and_then(|a| a.scope_id());
+        let ours = text.parse::<IpAddress>().ok().and_then(|a| a.scope_id());
         assert_eq!(json!(ours), *expected, "scope id of {text}");
     }
     let shown = &run_json(&["addr", "--json", "fe80::1%lo"])[0];
@@ -774,9 +774,19 @@ fn port_errors_have_their_own_exit_codes() {
 #[test]
 fn the_library_and_the_binary_read_addresses_the_same_way() {
     let v6: Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
-    let address: Address = "127.1".parse().unwrap();
+    let address: IpAddress = "127.1".parse().unwrap();
     assert_eq!(address.ipv4_mapped(), Some(v6));
     let shown = &run_json(&["addr", "--json", "127.1"])[0];
     assert_eq!(shown["ipv4_mapped"], v6.to_string());
     assert_eq!(shown["packed"], "7f000001");
+}
+
+/// `names::Address` was renamed `IpAddress` (`service::Address` is a transport peer); the old
+/// path still works for one release.
+#[test]
+#[allow(deprecated)]
+fn the_old_name_of_ip_address_still_parses() {
+    let old: socketkit::names::Address = "127.1".parse().unwrap();
+    let new: IpAddress = "127.0.0.1".parse().unwrap();
+    assert_eq!(old, new);
 }

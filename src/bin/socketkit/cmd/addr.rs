@@ -3,14 +3,14 @@
 use std::io::{self, Write};
 use std::net::IpAddr;
 
-use socketkit::names::Address;
+use socketkit::names::IpAddress;
 
 use crate::cli::AddrArgs;
 
 pub fn run(args: AddrArgs) -> anyhow::Result<()> {
     let (input, address) = match (&args.packed, &args.value) {
-        (Some(hex), _) => (hex.as_str(), Address::from_packed_hex(hex)?),
-        (None, Some(text)) => (text.as_str(), text.parse::<Address>()?),
+        (Some(hex), _) => (hex.as_str(), IpAddress::from_packed_hex(hex)?),
+        (None, Some(text)) => (text.as_str(), text.parse::<IpAddress>()?),
         (None, None) => unreachable!("clap requires VALUE or --packed"),
     };
     let mut out = io::stdout().lock();
@@ -22,7 +22,7 @@ pub fn run(args: AddrArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn json(input: &str, address: &Address) -> serde_json::Value {
+fn json(input: &str, address: &IpAddress) -> serde_json::Value {
     serde_json::json!({
         "input": input,
         "family": if address.ip().is_ipv4() { "ipv4" } else { "ipv6" },
@@ -36,7 +36,7 @@ fn json(input: &str, address: &Address) -> serde_json::Value {
     })
 }
 
-fn write_text(out: &mut impl Write, address: &Address) -> io::Result<()> {
+fn write_text(out: &mut impl Write, address: &IpAddress) -> io::Result<()> {
     writeln!(out, "address        {}", address.ip())?;
     match address.ip() {
         IpAddr::V4(_) => writeln!(out, "family         IPv4")?,

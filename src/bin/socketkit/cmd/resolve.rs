@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use socketkit::names::{self, Address, HostEntry};
+use socketkit::names::{self, HostEntry, IpAddress};
 
 use crate::cli::ResolveArgs;
 
@@ -62,7 +62,7 @@ fn answer(query: &str, fqdn: bool, timeout: Duration) -> anyhow::Result<Answer> 
     let result = if fqdn {
         names::with_timeout(timeout, move || names::fqdn(&owned)).map(Answer::Fqdn)
     } else if is_address(query) {
-        let address: Address = query.parse()?;
+        let address: IpAddress = query.parse()?;
         names::with_timeout(timeout, move || names::host_by_addr(address.ip())).map(Answer::Reverse)
     } else {
         names::with_timeout(timeout, move || names::lookup(&owned)).map(Answer::Forward)

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use super::socket_file::{SocketFile, remove_if_stale};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
-use crate::server::Limits;
-use crate::server::socket_file::{SocketFile, remove_if_stale};
+use crate::limits::Limits;
 
 /// A bound, listening socket of any transport.
 #[derive(Debug)]

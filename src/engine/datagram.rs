@@ -1,0 +1,256 @@
+//! Datagram answering, written once for every engine: receive with truncation detection, the
+//! loop guard ([`super::guard`]), `verify_request` and the access list, the per-source rate
+//! limit, the first-datagram log of each sender, the service's answer within the datagram
+//! limit, and the drop of a reply that cannot be sent at once (a peer that does not read must
+//! not hold the listener). The decisions are here, free of waiting; each engine keeps only its
+//! I/O: how it waits for a datagram and how it sends a reply.
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use super::accept::{Backoff, is_per_connection_error};
+use super::guard::DatagramGuard;
+use super::peer_log::Senders;
+use super::rate::SourceLimiter;
+use super::{SessionError, Shared, context};
+use crate::endpoint::Transport;
+use crate::handler::HandlerError;
+use crate::limits::Limits;
+use crate::service::{Address, Context};
+
+/// What a datagram loop does after one receive.
+#[derive(Debug)]
+pub(crate) enum Received {
+    /// A request of this many bytes (in [`Datagrams::request`]) to answer, in this context.
+    Request(usize, Context),
+    /// Nothing to answer (dropped, refused, over the rate, an error of one datagram): receive
+    /// the next.
+    Next,
+    /// An error of the process or system: wait this long, then receive again.
+    BackOff(Duration),
+}
+
+/// One datagram listener's state, reused across datagrams: the receive and reply buffers and
+/// the rules' memories.
+pub(crate) struct Datagrams {
+    transport: Transport,
+    local: Address,
+    buf: Vec<u8>,
+    reply: BytesMut,
+    truncation_log: Option<Instant>,
+    rate: SourceLimiter,
+    guard: DatagramGuard,
+    senders: Senders,
+    backoff: Backoff,
+}
+
+impl Datagrams {
+    pub(crate) fn new(shared: &Shared, transport: Transport, local: Address) -> Datagrams {
+        Datagrams {
+            transport,
+            local,
+            buf: vec![0u8; DATAGRAM_BUFFER],
+            reply: BytesMut::new(),
+            truncation_log: None,
+            rate: SourceLimiter::new(shared.limits.datagram_rate),
+            guard: DatagramGuard::new(),
+            senders: Senders::new(),
+            backoff: Backoff::new(),
+        }
+    }
+
+    /// The buffer the engine receives into (with [`recv_datagram`]).
+    pub(crate) fn buffer(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// The request of a [`Received::Request`].
+    pub(crate) fn request(&self, len: usize) -> &[u8] {
+        &self.buf[..len]
+    }
+
+    /// Decides on one receive result: which datagrams reach the service or handler.
+    pub(crate) fn received(
+        &mut self,
+        shared: &Shared,
+        result: io::Result<(usize, Address)>,
+    ) -> Received {
+        let (n, peer) = match result {
+            Ok(got) => {
+                self.backoff.reset();
+                got
+            }
+            // ICMP errors from earlier replies surface as ECONNREFUSED: not our concern.
+            Err(e)
+                if is_per_connection_error(&e) || e.kind() == io::ErrorKind::ConnectionRefused =>
+            {
+                return Received::Next;
+            }
+            Err(e) => return Received::BackOff(self.backoff.on_error("receive", &e)),
+        };
+        if was_truncated(n, self.buf.len(), &peer, &mut self.truncation_log)
+            || !self.guard.admit(&peer, &self.buf[..n], Instant::now())
+            || !shared.verify(&peer)
+            || !self.rate.admit(&peer, Instant::now())
+        {
+            return Received::Next;
+        }
+        self.senders.received(&peer, n);
+        Received::Request(n, context(self.transport, peer, self.local.clone()))
+    }
+
+    /// Answers a request of `len` bytes with the service (quick and sans-IO: on the loop's own
+    /// thread or task, whatever the engine). Returns the reply to send now, or `None` for none
+    /// (silence, a reply over the datagram limit, a panic, which is reported).
+    pub(crate) fn answer(&mut self, shared: &Shared, ctx: &Context, len: usize) -> Option<&[u8]> {
+        let (request, reply) = (&self.buf[..len], &mut self.reply);
+        let answered = catch_unwind(AssertUnwindSafe(|| {
+            answer_datagram(shared, ctx, request, reply)
+        }));
+        match answered {
+            Ok(true) => Some(&self.reply),
+            Ok(false) => None,
+            Err(panic) => {
+                let panic = HandlerError::from_panic(panic);
+                shared.report(&ctx.peer, Err(SessionError::Panic(panic)));
+                None
+            }
+        }
+    }
+
+    /// How sending the reply of [`Datagrams::answer`] to `peer` went: the loop guard remembers
+    /// a reply sent, and logs (rate-limited) one dropped because it could not be sent at once.
+    pub(crate) fn sent(&mut self, peer: &Address, result: io::Result<()>) {
+        match result {
+            Ok(()) => self.guard.replied(peer, &self.reply, Instant::now()),
+            Err(e) => self.guard.not_sent(peer, &e, Instant::now()),
+        }
+    }
+}
+
+/// Checks a handler's reply against the datagram limit to `peer`; an error to return from
+/// [`DatagramRequest::reply`](crate::handler::DatagramRequest::reply) when it is over.
+pub(crate) fn check_reply(limits: &Limits, peer: &Address, reply: &[u8]) -> io::Result<()> {
+    let limit = reply_limit(limits, peer);
+    if reply.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "reply of {} bytes exceeds the datagram limit of {limit} bytes",
+                reply.len(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Answers one datagram into `reply`. Returns `false` when nothing is to be sent: the service
+/// chose silence, or the reply exceeds the datagram limit (logged: a truncated reply would be
+/// a wrong answer).
+fn answer_datagram(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+    reply.clear();
+    if let Some(peer) = ctx.peer.inet()
+        && crate::service::is_service_port(peer.port())
+    {
+        tracing::debug!(%peer, "no reply to a datagram from a service port (inetd's loop rule)");
+        return false;
+    }
+    if !shared.app.service.message(ctx, request, reply) {
+        return false;
+    }
+    let limit = reply_limit(&shared.limits, &ctx.peer);
+    if reply.len() > limit {
+        tracing::warn!(
+            peer = %ctx.peer,
+            "reply of {} bytes exceeds the datagram limit of {limit} bytes; not sent",
+            reply.len(),
+        );
+        return false;
+    }
+    true
+}
+
+/// The largest reply to `peer`: [`Limits::max_datagram`], within its family's UDP limit
+/// (65,507 bytes over IPv4, IPv4-mapped peers of a dual-stack listener included; 65,527 over
+/// IPv6).
+pub(crate) fn reply_limit(limits: &Limits, peer: &Address) -> usize {
+    let family = match peer {
+        Address::Inet(addr) if addr.ip().to_canonical().is_ipv4() => {
+            crate::limits::MAX_DATAGRAM_BYTES
+        }
+        Address::Inet(_) => crate::limits::MAX_DATAGRAM_BYTES_V6,
+        _ => usize::MAX,
+    };
+    limits.max_datagram.min(family)
+}
+
+/// The receive buffer of a datagram listener: one byte more than the largest UDP payload
+/// (65,527 bytes over IPv6), so every UDP datagram arrives whole. A Unix datagram can be
+/// larger; one that does not fit is detected (see [`recv_datagram`]) and dropped.
+pub(crate) const DATAGRAM_BUFFER: usize = 65_536;
+
+/// Receives one datagram into `buf` without blocking. Returns the datagram's real length,
+/// which exceeds `buf.len()` when the kernel had to truncate it (`MSG_TRUNC`), and its sender.
+/// std's `recv_from` hides truncation: the slides' `recvfrom(1024)` silently cuts datagrams,
+/// and an answer to a cut request is a wrong answer.
+pub(crate) fn recv_datagram(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    transport: Transport,
+) -> io::Result<(usize, Address)> {
+    use nix::sys::socket::{MsgFlags, SockaddrLike, SockaddrStorage, UnixAddr, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let flags = MsgFlags::MSG_TRUNC | MsgFlags::MSG_DONTWAIT;
+    let fd = fd.as_raw_fd();
+    if transport == Transport::UnixDatagram {
+        // `UnixAddr`, not `SockaddrStorage`: nix 0.31 leaves a Unix sender's length unset in
+        // the latter, and every sender then looks unnamed.
+        let msg = recvmsg::<UnixAddr>(fd, &mut iov, None, flags)?;
+        let from = match msg.address {
+            // An unbound sender has an empty address (length 0), on which nix's `path()`
+            // panics: it is unnamed, and no reply can reach it.
+            Some(unix)
+                if (unix.len() as usize) <= std::mem::size_of::<nix::libc::sa_family_t>() =>
+            {
+                Address::Unix(None)
+            }
+            Some(unix) => match (unix.path(), unix.as_abstract()) {
+                (Some(path), _) => Address::Unix(Some(path.to_path_buf())),
+                (None, Some(name)) => Address::Abstract(name.to_vec()),
+                (None, None) => Address::Unix(None),
+            },
+            None => Address::Unix(None),
+        };
+        return Ok((msg.bytes, from));
+    }
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, None, flags)?;
+    let from = msg.address.as_ref().and_then(|from| {
+        from.as_sockaddr_in()
+            .map(|a| std::net::SocketAddr::from(std::net::SocketAddrV4::from(*a)))
+            .or_else(|| {
+                from.as_sockaddr_in6()
+                    .map(|a| std::net::SocketAddrV6::from(*a).into())
+            })
+    });
+    let from =
+        from.ok_or_else(|| io::Error::other("a datagram from an address of no known family"))?;
+    Ok((msg.bytes, Address::Inet(from)))
+}
+
+/// Whether a datagram of `len` bytes was cut to fit `buf`; logs it (at most once a second).
+fn was_truncated(len: usize, buf: usize, peer: &Address, log: &mut Option<Instant>) -> bool {
+    if len <= buf {
+        return false;
+    }
+    let now = Instant::now();
+    if log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        *log = Some(now);
+        tracing::warn!(%peer, "dropped a datagram of {len} bytes: larger than the {buf}-byte receive buffer");
+    }
+    true
+}

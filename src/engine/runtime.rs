@@ -1,0 +1,226 @@
+//! The engines' runtime state: what a server runs ([`App`]), its limits and hooks, and the
+//! triggers that stop it ([`Shared`]), made here from the builder's settings, so `server` hands
+//! the engines their inputs and never builds their state. Also how a connection's end is
+//! reported (`handle_error`, log lines).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::peer_log::{RefusalLog, Traffic};
+use crate::access::AccessList;
+use crate::codec::budget::Budget;
+use crate::codec::session::FramedSession;
+use crate::codec::{Framing, MessageCodec};
+use crate::endpoint::Transport;
+use crate::handler::{DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler};
+use crate::limits::Limits;
+use crate::service::{Address, Context, DynService, StreamSession};
+use crate::shutdown::Trigger;
+
+/// What a server runs: a service, and optionally handlers that take its place on streams or
+/// datagrams.
+pub(crate) struct App {
+    pub(crate) service: Arc<dyn DynService>,
+    pub(crate) stream_handler: Option<Arc<dyn StreamHandler>>,
+    pub(crate) datagram_handler: Option<Arc<dyn DatagramHandler>>,
+    pub(crate) async_handler: Option<Arc<dyn DynAsyncHandler>>,
+}
+
+/// `verify_request`: may this peer be served?
+pub(crate) type VerifyHook = Arc<dyn Fn(&Address) -> bool + Send + Sync>;
+/// `handle_error`: report a failed connection or datagram.
+pub(crate) type ErrorHook = Arc<dyn Fn(&Address, &HandlerError) + Send + Sync>;
+
+/// What every engine needs while serving.
+pub(crate) struct Shared {
+    pub(crate) app: App,
+    pub(crate) framing: Framing,
+    pub(crate) limits: Limits,
+    pub(crate) verify_request: Option<VerifyHook>,
+    pub(crate) access: AccessList,
+    pub(crate) handle_error: ErrorHook,
+    /// Stop accepting.
+    pub(crate) stop: Arc<Trigger>,
+    /// The grace period is over: close every connection.
+    pub(crate) force: Trigger,
+    /// Refused peers, logged at info level at most once per interval.
+    pub(crate) refusals: RefusalLog,
+}
+
+impl Shared {
+    /// The engines' state for serving `app` with these settings; `handle_error` defaults to
+    /// one log line per failure ([`default_handle_error`]). The triggers are made here.
+    ///
+    /// # Errors
+    ///
+    /// When a trigger's wake-up pipe cannot be made (out of descriptors).
+    pub(crate) fn new(
+        app: App,
+        framing: Framing,
+        limits: Limits,
+        access: AccessList,
+        verify_request: Option<VerifyHook>,
+        handle_error: Option<ErrorHook>,
+    ) -> io::Result<Shared> {
+        Ok(Shared {
+            app,
+            framing,
+            limits,
+            verify_request,
+            access,
+            handle_error: handle_error.unwrap_or_else(|| Arc::new(default_handle_error)),
+            stop: Arc::new(Trigger::new()?),
+            force: Trigger::new()?,
+            refusals: RefusalLog::default(),
+        })
+    }
+
+    /// A session for a new stream: the service's own in `raw` framing, else the service's
+    /// message function behind the framing's codec.
+    pub(crate) fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
+        match MessageCodec::new(self.framing, self.limits.max_line, self.limits.max_frame) {
+            None => self.app.service.session(ctx),
+            Some(codec) => Box::new(FramedSession::new(
+                self.app.service.clone(),
+                ctx.clone(),
+                codec,
+                Budget::process(self.limits.max_buffered),
+            )),
+        }
+    }
+
+    /// socketserver's `verify_request`: `false` closes the connection before a byte is read
+    /// (with a reset: see [`refuse`]). Refusals are logged, rate-limited.
+    pub(crate) fn verify(&self, peer: &Address) -> bool {
+        if !self.access.permits_peer(peer) {
+            self.refusals
+                .refused(peer, "by the access list (--allow/--deny)");
+            return false;
+        }
+        // The hook is the program's code, run on the listener's loop: a panic in it refuses
+        // this peer (and is reported), it does not end the loop.
+        let allowed = self.verify_request.as_ref().is_none_or(|verify| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify(peer))).unwrap_or_else(
+                |panic| {
+                    self.handle_error(peer, &HandlerError::from_panic(panic));
+                    false
+                },
+            )
+        });
+        if !allowed {
+            self.refusals.refused(peer, "by verify_request");
+        }
+        allowed
+    }
+
+    /// Reports how a connection or datagram ended. Expected endings (EOF, a peer that went
+    /// away, an idle time-out, the end of the grace period) are logged; real failures and
+    /// panics go to `handle_error`.
+    pub(crate) fn report(&self, peer: &Address, result: Result<(), SessionError>) {
+        self.report_ending(peer, result, None);
+    }
+
+    /// [`Shared::report`] for a stream connection: each line carries its traffic, and a
+    /// failure reported to `handle_error` gets a debug line with it too.
+    pub(crate) fn report_stream(
+        &self,
+        peer: &Address,
+        traffic: &Traffic,
+        result: Result<(), SessionError>,
+    ) {
+        self.report_ending(peer, result, Some(traffic));
+    }
+
+    fn report_ending(
+        &self,
+        peer: &Address,
+        result: Result<(), SessionError>,
+        traffic: Option<&Traffic>,
+    ) {
+        let tail = TrafficTail(traffic);
+        match result {
+            Ok(()) => tracing::debug!(%peer, "connection closed{tail}"),
+            Err(SessionError::Io(e)) if is_peer_gone(&e) => {
+                tracing::debug!(%peer, "connection ended: {e}{tail}")
+            }
+            Err(SessionError::Io(e)) if is_timeout(&e) => {
+                tracing::info!(%peer, "connection closed: {e}{tail}")
+            }
+            Err(e) => {
+                if traffic.is_some() {
+                    tracing::debug!(%peer, "connection failed{tail}");
+                }
+                match e {
+                    SessionError::Io(e) => self.handle_error(peer, &HandlerError::Io(e)),
+                    SessionError::Panic(e) => self.handle_error(peer, &e),
+                }
+            }
+        }
+    }
+
+    /// Calls the `handle_error` hook. It runs on a listener's loop or a pool worker, so a panic
+    /// in it is logged here rather than ending either.
+    fn handle_error(&self, peer: &Address, error: &HandlerError) {
+        let reported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (self.handle_error)(peer, error)
+        }));
+        if reported.is_err() {
+            tracing::error!(%peer, "handle_error panicked while reporting: {error}");
+        }
+    }
+}
+
+/// A stream's traffic as the tail of its log line (`: 5 bytes in, ...`), or nothing.
+struct TrafficTail<'a>(Option<&'a Traffic>);
+
+impl fmt::Display for TrafficTail<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(traffic) => write!(f, " ({traffic})"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// socketserver's default `handle_error`: one log line with the peer; serving goes on.
+pub(crate) fn default_handle_error(peer: &Address, error: &HandlerError) {
+    tracing::warn!(%peer, "error while serving: {error}");
+}
+
+/// Why a connection ended other than by closing normally. Idle time-outs are
+/// `io::ErrorKind::TimedOut`; the end of the grace period is `ConnectionAborted`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Panic(HandlerError),
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
+}
+
+/// Builds the context for one request.
+pub(crate) fn context(transport: Transport, peer: Address, local: Address) -> Context {
+    Context {
+        peer,
+        local,
+        transport,
+        now: SystemTime::now(),
+    }
+}
