@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +56,28 @@ impl Trigger {
     }
 
     /// Completes once the trigger has fired.
+    ///
+    /// Cheap to poll again: a connection's task polls this beside its session at every wake-up,
+    /// and the token's own future takes two mutexes shared by every connection at each poll
+    /// (the token's state and its waiter list). So once registered, a poll with the same waker
+    /// reads one atomic flag instead; `fire` sets that flag before it wakes the waiters.
     pub(crate) async fn fired(&self) {
-        self.token.cancelled().await
+        let mut cancelled = std::pin::pin!(self.token.cancelled());
+        let mut registered: Option<Waker> = None;
+        std::future::poll_fn(|cx| {
+            if self.is_fired() {
+                return Poll::Ready(());
+            }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return Poll::Pending;
+            }
+            let polled = cancelled.as_mut().poll(cx);
+            if polled.is_pending() {
+                registered = Some(cx.waker().clone());
+            }
+            polled
+        })
+        .await
     }
 }
 
@@ -91,5 +112,72 @@ impl ShutdownHandle {
     /// Whether [`ShutdownHandle::shutdown`] has been called.
     pub fn is_shutdown(&self) -> bool {
         self.stop.is_fired()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn woken(count: &Arc<Count>) -> usize {
+        count.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn fired_polled_again_and_again_still_wakes_its_task_when_the_trigger_fires() {
+        let trigger = Trigger::new().unwrap();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut fired = std::pin::pin!(trigger.fired());
+        for _ in 0..3 {
+            assert!(fired.as_mut().poll(&mut cx).is_pending());
+        }
+        trigger.fire();
+        assert_eq!(woken(&count), 1);
+        assert!(fired.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn fired_wakes_the_latest_waker_it_was_polled_with() {
+        let trigger = Trigger::new().unwrap();
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let mut fired = std::pin::pin!(trigger.fired());
+        for count in [&first, &second] {
+            let waker = Waker::from(count.clone());
+            assert!(
+                fired
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+        }
+        trigger.fire();
+        assert_eq!(woken(&second), 1, "the task that polled last is woken");
+        assert!(trigger.is_fired());
+        // Fired already: a new wait completes at its first poll.
+        let waker = Waker::from(first.clone());
+        let mut again = std::pin::pin!(trigger.fired());
+        assert!(
+            again
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_ready()
+        );
     }
 }

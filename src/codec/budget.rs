@@ -54,7 +54,12 @@ impl Budget {
     /// peers whose messages arrive whole in a read (or within [`UNCOUNTED_BYTES`]) are never
     /// charged, so they are served throughout.
     pub(crate) fn hold(&self, charged: &mut usize, want: usize) -> bool {
-        if want <= *charged {
+        if want == *charged {
+            // The common case, after every message of a session that holds nothing: no write
+            // to the counter every connection shares.
+            return true;
+        }
+        if want < *charged {
             self.used.fetch_sub(*charged - want, Ordering::Relaxed);
             *charged = want;
             return true;

@@ -214,13 +214,14 @@ impl MessageCodec {
         out: &mut BytesMut,
     ) -> Result<(), FrameError> {
         match self {
-            MessageCodec::Line(codec) => codec.encode(
-                Line {
-                    payload: payload.to_vec().into(),
-                    terminator,
-                },
-                out,
-            ),
+            // What `Encoder<Line>` writes, without first copying the payload into a `Line`
+            // (an allocation per reply).
+            MessageCodec::Line(_) => {
+                out.reserve(payload.len() + terminator.len());
+                out.extend_from_slice(payload);
+                out.extend_from_slice(terminator);
+                Ok(())
+            }
             MessageCodec::Length(codec) => codec.encode(payload, out),
         }
     }

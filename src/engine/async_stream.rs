@@ -35,15 +35,31 @@ impl std::os::fd::AsFd for Conn {
 /// Streams that can wait for readiness and then read without waiting.
 trait ReadReady: AsyncWrite + AsyncRead + Unpin {
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads what is there now; `WouldBlock` when nothing is.
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+/// Reads without waiting through tokio's `poll_read`, which forgets the readiness after a short
+/// read as well as after `WouldBlock`. `try_read` forgets it only after `WouldBlock`, so in
+/// ping-pong every request cost a second `recv` that failed with `EAGAIN` (1.74 `recv` per
+/// request against the plain tokio server's 1.00, under callgrind). The no-op waker is never
+/// relied on: the caller polls `poll_ready` with its own waker before it sleeps.
+fn read_now<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut buf = tokio::io::ReadBuf::new(buf);
+    match std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf) {
+        std::task::Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+        std::task::Poll::Ready(Err(e)) => Err(e),
+        std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+    }
 }
 
 impl ReadReady for tokio::net::TcpStream {
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         self.poll_read_ready(cx)
     }
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_now(self, buf)
     }
 }
 
@@ -51,8 +67,8 @@ impl ReadReady for tokio::net::UnixStream {
     fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
         self.poll_read_ready(cx)
     }
-    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
+    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_now(self, buf)
     }
 }
 
@@ -342,4 +358,43 @@ pub(crate) async fn linger<R: AsyncRead + Unpin + ?Sized>(reader: &mut R) {
         }
     };
     let _ = tokio::time::timeout_at(deadline.into(), drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A read that does not fill the buffer must forget the readiness it used: otherwise the
+    /// next wait returns at once, and a `recv` that fails with `EAGAIN` follows every request.
+    #[tokio::test]
+    async fn a_short_read_leaves_the_stream_waiting_for_new_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        client.write_all(b"hello").await.unwrap();
+        std::future::poll_fn(|cx| server.poll_ready(cx))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(server.read_now(&mut buf).unwrap(), 5);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            server.poll_ready(&mut cx).is_pending(),
+            "readiness kept after a short read"
+        );
+        client.write_all(b"!").await.unwrap();
+        std::future::poll_fn(|cx| server.poll_ready(cx))
+            .await
+            .unwrap();
+        assert_eq!(server.read_now(&mut buf).unwrap(), 1);
+        drop(client);
+        std::future::poll_fn(|cx| server.poll_ready(cx))
+            .await
+            .unwrap();
+        assert_eq!(server.read_now(&mut buf).unwrap(), 0, "EOF");
+    }
 }

@@ -344,7 +344,12 @@ impl LoopDetector {
     }
 
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
-        if !self.sources.contains_key(peer) && !self.make_room(now) {
+        // One lookup while the table has room (`make_room` is then true): hashing the address
+        // is most of this guard's cost per datagram.
+        if self.sources.len() >= MAX_TRACKED
+            && !self.sources.contains_key(peer)
+            && !self.make_room(now)
+        {
             return;
         }
         let ex = self.sources.entry(peer.clone()).or_insert(Exchange {

@@ -93,7 +93,12 @@ impl SourceLimiter {
         let source = Source::of(from);
         let contended = self.heard(&source, now);
         let rate = f64::from(self.rate);
-        if !self.buckets.contains_key(&source) && !self.make_room(now) {
+        // One lookup while the table has room (`make_room` is then true): hashing the source
+        // is most of the cost per datagram.
+        if self.buckets.len() >= MAX_SOURCES
+            && !self.buckets.contains_key(&source)
+            && !self.make_room(now)
+        {
             return true;
         }
         let bucket = self.buckets.entry(source).or_insert(Bucket {

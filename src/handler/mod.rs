@@ -453,7 +453,12 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncStream
 /// [`read_frame`](AsyncStreamRequest::read_frame) are bounded like [`StreamRequest`]'s (see
 /// [the module docs](self#what-is-bounded-for-a-handler)); reads through
 /// [`reader`](AsyncStreamRequest::reader) only by the idle time-out.
-pub struct AsyncStreamRequest {
+///
+/// Its state is boxed: the engine's task for every connection reserves room for it, so inline
+/// it would cost each connection of a service, which never uses it, its 288 bytes.
+pub struct AsyncStreamRequest(Box<AsyncRequestParts>);
+
+struct AsyncRequestParts {
     ctx: Context,
     reader: tokio::io::BufReader<IdleRead<AsyncReadHalf>>,
     writer: tokio::io::BufWriter<StallWrite<AsyncWriteHalf>>,
@@ -467,12 +472,12 @@ impl AsyncStreamRequest {
         limits: &crate::Limits,
     ) -> AsyncStreamRequest {
         let (read, write) = tokio::io::split(stream);
-        AsyncStreamRequest {
+        AsyncStreamRequest(Box::new(AsyncRequestParts {
             ctx,
             reader: tokio::io::BufReader::new(IdleRead::new(read, limits.idle_timeout)),
             writer: tokio::io::BufWriter::new(StallWrite::new(write, limits.write_timeout)),
             bounds: Bounds::new(limits),
-        }
+        }))
     }
 
     /// The buffered reader; a read that waits longer than the idle time-out fails. Nothing
@@ -481,7 +486,7 @@ impl AsyncStreamRequest {
     /// [`read_frame`](AsyncStreamRequest::read_frame), which share its buffer.
     #[doc(alias = "rfile")]
     pub fn reader(&mut self) -> &mut (impl tokio::io::AsyncBufRead + Unpin + Send + use<>) {
-        &mut self.reader
+        &mut self.0.reader
     }
 
     /// Reads one line into `line`, bounded by the line limit and the message deadline:
@@ -503,7 +508,7 @@ impl AsyncStreamRequest {
     ///
     /// As [`StreamRequest::read_line`], except that any bytes are accepted.
     pub async fn read_line_bytes(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
-        let max_line = self.bounds.max_line;
+        let max_line = self.0.bounds.max_line;
         self.read_bounded(LineScan::new(line, max_line)).await
     }
 
@@ -514,14 +519,14 @@ impl AsyncStreamRequest {
     ///
     /// As [`StreamRequest::read_frame`].
     pub async fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
-        let max_frame = self.bounds.max_frame;
+        let max_frame = self.0.bounds.max_frame;
         self.read_bounded(FrameScan::new(width, max_frame)).await
     }
 
     /// [`StreamRequest::read_bounded`], awaited: the deadline cuts a read short.
     async fn read_bounded<S: Scan + Send>(&mut self, mut scan: S) -> io::Result<S::Output> {
         use tokio::io::AsyncBufReadExt;
-        let message_timeout = self.bounds.message_timeout;
+        let message_timeout = self.0.bounds.message_timeout;
         let mut deadline = None;
         loop {
             if let Some(output) = scan.whole() {
@@ -532,8 +537,8 @@ impl AsyncStreamRequest {
                 return Err(message_timed_out(message_timeout));
             }
             let filled = match deadline {
-                None => self.reader.fill_buf().await,
-                Some(at) => tokio::time::timeout_at(at, self.reader.fill_buf())
+                None => self.0.reader.fill_buf().await,
+                Some(at) => tokio::time::timeout_at(at, self.0.reader.fill_buf())
                     .await
                     .map_err(|_| message_timed_out(message_timeout))?,
             };
@@ -541,7 +546,7 @@ impl AsyncStreamRequest {
                 [] => return scan.eof(),
                 available => scan.take(available)?,
             };
-            self.reader.consume(taken);
+            self.0.reader.consume(taken);
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + message_timeout);
         }
     }
@@ -550,26 +555,31 @@ impl AsyncStreamRequest {
     /// `TimedOut` once the peer has read nothing for the write time-out.
     #[doc(alias = "wfile")]
     pub fn writer(&mut self) -> &mut (impl tokio::io::AsyncWrite + Unpin + Send + use<>) {
-        &mut self.writer
+        &mut self.0.writer
     }
 
     /// The peer's address.
     #[doc(alias = "client_address")]
     pub fn peer(&self) -> &Address {
-        &self.ctx.peer
+        &self.0.ctx.peer
     }
 
     /// Everything known about the request.
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.0.ctx
     }
 
     /// Flushes and sends the FIN; the engine then lingers on [`reader`](Self::reader) for the
     /// peer's EOF, as it does for every stream.
-    pub(crate) async fn close(&mut self) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        self.writer.flush().await?;
-        self.writer.shutdown().await
+    ///
+    /// Boxed, like the request itself: this future would otherwise sit in every connection's
+    /// task.
+    pub(crate) fn close(&mut self) -> Pin<Box<dyn Future<Output = io::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            self.0.writer.flush().await?;
+            self.0.writer.shutdown().await
+        })
     }
 }
 

@@ -168,7 +168,7 @@ impl ServerBuilder {
 
     /// Chooses the service to run. Default: [`Upper`].
     pub fn service<S: Service>(mut self, service: S) -> ServerBuilder {
-        self.service = Arc::new(service);
+        self.service = crate::service::erase(service);
         self
     }
 

@@ -286,6 +286,17 @@ impl Service for AnyService {
     }
 }
 
+/// `service` behind one `dyn` layer. An [`AnyService`] hands over the service it already
+/// wraps: wrapped again, every message and session event would go through two virtual calls,
+/// and every session would be boxed twice (one allocation more per connection).
+pub(crate) fn erase<S: Service>(service: S) -> Arc<dyn DynService> {
+    let mut slot = Some(service);
+    if let Some(any) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<AnyService>>() {
+        return any.take().expect("the slot was just filled").0;
+    }
+    Arc::new(slot.expect("the slot was not taken"))
+}
+
 /// A [`Service`] with its session type erased, so a server can hold any service (or several)
 /// without being generic over it. A boxed session per connection costs one allocation.
 pub(crate) trait DynService: Send + Sync + 'static {
@@ -303,5 +314,32 @@ impl<S: Service> DynService for S {
     }
     fn message(&self, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
         Service::message(self, ctx, request, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_any_service_is_erased_to_the_service_it_wraps() {
+        let any = AnyService::new(Upper);
+        let inner = any.0.clone();
+        let erased = erase(any);
+        assert!(
+            Arc::ptr_eq(&erased, &inner),
+            "an AnyService was wrapped again"
+        );
+        let mut out = BytesMut::new();
+        let ctx = Context::new(
+            crate::endpoint::Transport::Tcp,
+            "127.0.0.1:1".parse().unwrap(),
+        );
+        erased.session(&ctx).on_data(b"hi", &mut out);
+        assert_eq!(&out[..], b"HI");
+        assert!(
+            !Arc::ptr_eq(&erase(Upper), &inner),
+            "any other service is wrapped once"
+        );
     }
 }
