@@ -1,0 +1,470 @@
+//! The stream client (TCP and Unix streams): connect, then copy the input out and the reply in,
+//! full duplex, until the server closes or a bound of [`Waits`] passes.
+
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use socket2::{Domain, Socket, Type};
+
+use super::errors::{io_err, is_timeout, max_time_passed, no_address_for_bind, timed_out};
+use super::input::FrameInput;
+use super::options::{SendOptions, SendReport};
+use super::output::{FrameOutput, write_out};
+use crate::codec::Framing;
+use crate::endpoint::Endpoint;
+use crate::error::Error;
+use crate::service::Address;
+
+/// A connected stream of either kind.
+pub(super) enum StreamClient {
+    Tcp(TcpStream),
+    /// The stream and the server's address (a path or an abstract name).
+    Unix(UnixStream, Address),
+}
+
+impl StreamClient {
+    /// Connects within `options.timeout`, or what is left of the `deadline` (the end of
+    /// `max_time`, and its length) when that is sooner.
+    pub(super) fn connect(
+        endpoint: &Endpoint,
+        options: &SendOptions,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<StreamClient, Error> {
+        if let Some(addr) = endpoint.unix_addr() {
+            return addr
+                .and_then(|addr| UnixStream::connect_addr(&addr))
+                .map(|s| StreamClient::Unix(s, unix_server_address(endpoint)))
+                .map_err(|source| Error::Connect {
+                    endpoint: endpoint.clone(),
+                    source,
+                });
+        }
+        // Every address in turn, as Python's `create_connection` does.
+        let mut last = None;
+        let mut by_max_time = None;
+        for addr in endpoint.socket_addrs()? {
+            if options.bind.is_some_and(|b| b.is_ipv4() != addr.is_ipv4()) {
+                continue;
+            }
+            let mut wait = options.timeout;
+            by_max_time = None;
+            if let Some((at, total)) = deadline {
+                let left = at.saturating_duration_since(Instant::now());
+                if left <= wait {
+                    if left.is_zero() {
+                        return Err(max_time_passed(total));
+                    }
+                    (wait, by_max_time) = (left, Some(total));
+                }
+            }
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+                .map_err(|e| io_err("cannot create a socket", e))?;
+            if let Some(bind) = options.bind {
+                // A failed bind is ours, not the server's: exit 7, and no other address helps.
+                socket.bind(&bind.into()).map_err(|source| Error::Bind {
+                    endpoint: Endpoint::tcp(bind),
+                    source,
+                })?;
+            }
+            match socket.connect_timeout(&addr.into(), wait) {
+                Ok(()) => return Ok(StreamClient::Tcp(TcpStream::from(socket))),
+                Err(e) => {
+                    tracing::debug!("connecting to {addr} failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        let source = last.unwrap_or_else(no_address_for_bind);
+        if source.kind() == io::ErrorKind::ConnectionReset {
+            // Accepted and reset at once (a denied peer), before connect() reported success.
+            return Err(Error::Reset {
+                endpoint: endpoint.clone(),
+                received: 0,
+            });
+        }
+        if is_timeout(&source) {
+            if let Some(total) = by_max_time {
+                return Err(max_time_passed(total));
+            }
+            return Err(Error::TimedOut {
+                what: "the connection",
+                after: options.timeout,
+            });
+        }
+        Err(Error::Connect {
+            endpoint: endpoint.clone(),
+            source,
+        })
+    }
+
+    fn addresses(&self) -> Result<(Address, Address), Error> {
+        match self {
+            StreamClient::Tcp(s) => Ok((
+                Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
+                Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
+            )),
+            StreamClient::Unix(_, server) => Ok((Address::Unix(None), server.clone())),
+        }
+    }
+
+    fn try_clone(&self) -> io::Result<StreamClient> {
+        Ok(match self {
+            StreamClient::Tcp(s) => StreamClient::Tcp(s.try_clone()?),
+            StreamClient::Unix(s, server) => StreamClient::Unix(s.try_clone()?, server.clone()),
+        })
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            StreamClient::Tcp(s) => s.shutdown(how),
+            StreamClient::Unix(s, _) => s.shutdown(how),
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            StreamClient::Tcp(s) => s.as_fd(),
+            StreamClient::Unix(s, _) => s.as_fd(),
+        }
+    }
+
+    /// Runs the exchange, through the framing codecs when the options ask for them.
+    pub(super) fn exchange(
+        self,
+        endpoint: &Endpoint,
+        input: Box<dyn BufRead + Send>,
+        output: &mut dyn Write,
+        waits: Waits,
+        half_close: bool,
+        options: &SendOptions,
+    ) -> Result<SendReport, Error> {
+        let (local, peer) = self.addresses()?;
+        tracing::debug!("connected from {local} to {peer}");
+        let (sent, received) = match (options.codec(), options.codec()) {
+            (Some(encoder), Some(decoder)) => {
+                let messages = Arc::new(AtomicU64::new(0));
+                let framed_input = FrameInput {
+                    input,
+                    codec: encoder,
+                    max_line: options.max_input_line(),
+                    pending: BytesMut::new(),
+                    messages: messages.clone(),
+                };
+                let mut framed_output = FrameOutput {
+                    output,
+                    codec: decoder,
+                    buffer: BytesMut::new(),
+                    header_bytes: match options.framing {
+                        Framing::Length(width) => width.bytes() as u64,
+                        _ => 0,
+                    },
+                    pending: 0,
+                    replies: 0,
+                };
+                let input = Box::new(framed_input);
+                let (sent, received, eof) =
+                    self.pump(endpoint, input, &mut framed_output, waits, half_close)?;
+                framed_output.finish(eof, messages.load(Ordering::SeqCst))?;
+                (sent, received)
+            }
+            _ => {
+                let (sent, received, _) = self.pump(endpoint, input, output, waits, half_close)?;
+                (sent, received)
+            }
+        };
+        Ok(SendReport {
+            local,
+            peer,
+            sent,
+            received,
+        })
+    }
+
+    /// Copies `input` to the socket on a thread of its own while the socket is copied to
+    /// `output` here, so a large message and a server that streams its reply back cannot
+    /// deadlock on full buffers. Returns the bytes sent and received, and whether the server
+    /// closed (rather than `quit_after` ending the wait), when the server closes or a bound of
+    /// `waits` passes (see [`send`](super::send)); a sender still blocked on its input (a terminal) is left
+    /// behind, as nc does.
+    fn pump(
+        self,
+        endpoint: &Endpoint,
+        mut input: Box<dyn Read + Send>,
+        output: &mut dyn Write,
+        waits: Waits,
+        half_close: bool,
+    ) -> Result<(u64, u64, bool), Error> {
+        if waits.no_wait {
+            let mut writer = self;
+            let sent = io::copy(&mut input, &mut writer).map_err(|e| send_error(endpoint, 0, e))?;
+            writer
+                .shutdown(Shutdown::Write)
+                .map_err(|e| send_error(endpoint, 0, e))?;
+            return Ok((sent, 0, false));
+        }
+        let mut writer = self.try_clone().map_err(|e| io_err("dup", e))?;
+        let (mut wake, mut woken_by) = UnixStream::pair().map_err(|e| io_err("socketpair", e))?;
+        let sent = Arc::new(AtomicU64::new(0));
+        // Set while a write is under way; `failed` is set before it is cleared, so a reader that
+        // sees EOF and neither flag knows that no write failed (or is about to).
+        let writing = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let sent = sent.clone();
+            let writing = writing.clone();
+            let failed = failed.clone();
+            std::thread::Builder::new()
+                .name("socketkit-send".into())
+                .spawn(move || -> io::Result<()> {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let copied = loop {
+                        let n = match input.read(&mut buf) {
+                            Ok(0) => break Ok(()),
+                            Ok(n) => n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) => break Err(e),
+                        };
+                        writing.store(true, Ordering::SeqCst);
+                        let written = writer.write_all(&buf[..n]);
+                        if written.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        writing.store(false, Ordering::SeqCst);
+                        if let Err(e) = written {
+                            break Err(e);
+                        }
+                        sent.fetch_add(n as u64, Ordering::Relaxed);
+                    };
+                    let result = copied.and_then(|()| {
+                        if half_close {
+                            writer.shutdown(Shutdown::Write)?; // the server reads EOF
+                        }
+                        Ok(())
+                    });
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    let _ = wake
+                        .write_all(&[1])
+                        .and_then(|()| wake.shutdown(Shutdown::Write));
+                    result
+                })
+                .map_err(|e| io_err("cannot start the sending thread", e))?
+        };
+        let mut sender = Some(sender);
+        let mut reader = self;
+        let mut received = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut last_data = Instant::now();
+        let mut input_done = false;
+        // The sender's writes were refused by a server that has closed or reset: only a reply
+        // already on its way can still come.
+        let mut peer_gone = false;
+        let outcome = loop {
+            let quiet_ends_well = input_done && waits.quit_after.is_some();
+            let silence = if quiet_ends_well {
+                waits.quit_after
+            } else {
+                waits.idle
+            };
+            let until = [
+                silence.map(|s| last_data + s),
+                waits.deadline.map(|(at, _)| at),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let woken = wait_ready(
+                reader.as_fd(),
+                sender.as_ref().map(|_| woken_by.as_fd()),
+                until,
+            );
+            match woken {
+                Err(e) => break Err(io_err("waiting for the reply", e)),
+                Ok(Ready::Wake) => {
+                    let _ = woken_by.read(&mut [0u8; 1]);
+                    let finished = sender.take().expect("woken by a running sender");
+                    match finished.join().expect("the sending thread panicked") {
+                        Ok(()) => {
+                            input_done = true;
+                            last_data = Instant::now();
+                        }
+                        Err(e) if is_gone(&e) => {
+                            tracing::debug!("the server stopped reading: {e}");
+                            peer_gone = true;
+                        }
+                        Err(e) => break Err(send_error(endpoint, received, e)),
+                    }
+                }
+                Ok(Ready::TimedOut) => {
+                    let now = Instant::now();
+                    if let Some((at, total)) = waits.deadline
+                        && now >= at
+                    {
+                        break Err(max_time_passed(total));
+                    }
+                    if quiet_ends_well {
+                        break Ok(false);
+                    }
+                    break Err(timed_out(waits.idle.unwrap_or_default()));
+                }
+                Ok(Ready::Socket) => match reader.read(&mut buf) {
+                    Ok(0) => break Ok(true),
+                    Ok(n) => {
+                        received += n as u64;
+                        last_data = Instant::now();
+                        if let Err(e) = write_out(output, &buf[..n]) {
+                            break Err(e);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted || is_timeout(&e) => {}
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                        break Err(Error::Reset {
+                            endpoint: endpoint.clone(),
+                            received,
+                        });
+                    }
+                    Err(e) => break Err(io_err("reading the reply", e)),
+                },
+            }
+        };
+        let _ = reader.shutdown(Shutdown::Both); // unblock a sender waiting on the server
+        let eof = outcome?;
+        // A write that failed because the server is gone may not have reported it yet: hear it
+        // (it returns at once now). A sender blocked on its input (a terminal) is left behind.
+        if let Some(running) = sender.take()
+            && (writing.load(Ordering::SeqCst)
+                || failed.load(Ordering::SeqCst)
+                || running.is_finished())
+        {
+            match running.join().expect("the sending thread panicked") {
+                Ok(()) => {}
+                Err(e) if is_gone(&e) => peer_gone = true,
+                Err(e) => return Err(send_error(endpoint, received, e)),
+            }
+        }
+        // The server answered and closed before reading everything (the slides' servers read
+        // one recv(1024)): the reply is what counts. With no reply at all, it refused us.
+        if peer_gone && received == 0 {
+            return Err(Error::Reset {
+                endpoint: endpoint.clone(),
+                received,
+            });
+        }
+        Ok((sent.load(Ordering::Relaxed), received, eof))
+    }
+}
+
+/// What ended a wait in [`wait_ready`].
+enum Ready {
+    /// The socket has data, an EOF or an error to report.
+    Socket,
+    /// The sending thread is done.
+    Wake,
+    /// `until` passed.
+    TimedOut,
+}
+
+/// Waits until `socket` is readable, `wake` is, or `until` passes.
+fn wait_ready(
+    socket: BorrowedFd<'_>,
+    wake: Option<BorrowedFd<'_>>,
+    until: Option<Instant>,
+) -> io::Result<Ready> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let timeout = match until {
+            None => PollTimeout::NONE,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                // Round up, so a sub-millisecond remainder does not spin.
+                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = vec![PollFd::new(socket, PollFlags::POLLIN)];
+        if let Some(wake) = wake {
+            fds.push(PollFd::new(wake, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(0) if until.is_some_and(|u| Instant::now() >= u) => return Ok(Ready::TimedOut),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if fds.get(1).is_some_and(|w| w.any().unwrap_or(false)) => {
+                return Ok(Ready::Wake);
+            }
+            Ok(_) => return Ok(Ready::Socket),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A write (or the half-close) refused because the server has closed (EPIPE) or reset
+/// (ECONNRESET; ENOTCONN once the reset has closed the socket) the connection.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected
+    )
+}
+
+/// The sending side failed with `e`.
+fn send_error(endpoint: &Endpoint, received: u64, e: io::Error) -> Error {
+    match e.kind() {
+        // Only the framing adapter reports InvalidInput: a message too large for a frame.
+        io::ErrorKind::InvalidInput => Error::Config(format!("cannot send: {e}")),
+        io::ErrorKind::ConnectionReset => Error::Reset {
+            endpoint: endpoint.clone(),
+            received,
+        },
+        _ => io_err("sending", e),
+    }
+}
+
+/// When a stream exchange stops waiting; the rule is in [`send`](super::send)'s docs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waits {
+    /// The longest silence allowed before it is an error; `None`: no bound.
+    pub(super) idle: Option<Duration>,
+    /// Once the input is all sent, the silence that ends the exchange well.
+    pub(super) quit_after: Option<Duration>,
+    /// The end of the whole exchange, and its length.
+    pub(super) deadline: Option<(Instant, Duration)>,
+    /// Send, half-close and return, reading nothing.
+    pub(super) no_wait: bool,
+}
+
+impl Read for StreamClient {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            StreamClient::Tcp(s) => s.read(buf),
+            StreamClient::Unix(s, _) => s.read(buf),
+        }
+    }
+}
+
+impl Write for StreamClient {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            StreamClient::Tcp(s) => s.write(buf),
+            StreamClient::Unix(s, _) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The address of a Unix endpoint's server as logs show it: its path, or `@name`.
+pub(super) fn unix_server_address(endpoint: &Endpoint) -> Address {
+    match endpoint.abstract_name() {
+        Some(name) => Address::Abstract(name.to_vec()),
+        None => Address::Unix(endpoint.path().map(PathBuf::from)),
+    }
+}
