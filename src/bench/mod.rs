@@ -9,9 +9,12 @@
 //! into HDR histograms. Replies are read while requests are written, so no message size can
 //! deadlock, and `Plan::timeout` bounds every wait.
 
+mod converse;
 mod pace;
 mod plan;
 mod report;
+mod run;
+mod target;
 mod worker;
 
 use std::sync::Arc;
@@ -21,7 +24,8 @@ pub use report::{Counters, Failure, Latency, Report};
 
 use crate::endpoint::Transport;
 use crate::error::Error;
-use worker::{Run, Target};
+use run::Run;
+use target::Target;
 
 /// Runs `plan`, updating `counters` as it goes (for a progress display), and returns the report.
 ///

@@ -1,0 +1,190 @@
+//! What every task of a run shares: the plan, the counters, the request bound and schedule,
+//! and how one task tallies its latencies and failures.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::{Instant, sleep, timeout};
+
+use super::pace::Pacer;
+use super::plan::{Expect, Mode, Plan};
+use super::report::{Counters, Failure};
+use super::target::Target;
+use crate::handler::AsyncStream;
+
+/// What every task of a run shares.
+pub(crate) struct Run {
+    pub(crate) plan: Plan,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) target: Target,
+    pub(crate) start: Instant,
+    pub(crate) deadline: Option<Instant>,
+    /// Requests handed out so far: the request bound, and the schedule of a fixed rate.
+    tickets: AtomicU64,
+    pub(super) request: Vec<u8>,
+    pub(super) reply: Vec<u8>,
+    /// The reply the other `--expect` wants: a mismatch equal to it earns a hint.
+    other_reply: Vec<u8>,
+}
+
+impl Run {
+    pub(crate) fn new(plan: Plan, counters: Arc<Counters>, target: Target) -> Run {
+        let datagram = plan.mode == Mode::Udp;
+        let (request, reply) = plan.exchange(datagram);
+        let mut other = plan.clone();
+        other.expect = match plan.expect {
+            Expect::Upper => Expect::Echo,
+            Expect::Echo => Expect::Upper,
+        };
+        let (_, other_reply) = other.exchange(datagram);
+        let start = Instant::now();
+        let deadline = plan.time_bound().map(|d| start + d);
+        Run {
+            plan,
+            counters,
+            target,
+            start,
+            deadline,
+            tickets: AtomicU64::new(0),
+            request,
+            reply,
+            other_reply,
+        }
+    }
+
+    pub(super) fn out_of_time(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The next request's number, or `None` once the run's bound is reached.
+    pub(super) fn claim(&self) -> Option<u64> {
+        if self.out_of_time() {
+            return None;
+        }
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        if self.plan.requests.is_some_and(|n| ticket >= n) {
+            return None;
+        }
+        Some(ticket)
+    }
+
+    /// With a fixed rate, when request `ticket` is meant to go out: latency counts from then,
+    /// so a stalled server shows in the percentiles instead of slowing the schedule down
+    /// (no coordinated omission).
+    pub(super) fn intended(&self, ticket: u64) -> Option<Instant> {
+        let rate = self.plan.rate?;
+        Some(self.start + Duration::from_secs_f64(ticket as f64 / rate))
+    }
+
+    /// Waits for a request's turn and returns the time its latency counts from: the intended
+    /// send time with a fixed rate (recording how late it actually left), else now.
+    pub(super) async fn turn(&self, ticket: u64, pacer: &mut Pacer, tally: &mut Tally) -> Instant {
+        match self.intended(ticket) {
+            Some(at) => {
+                pacer.until(at).await;
+                tally.lag(at);
+                at
+            }
+            None => Instant::now(),
+        }
+    }
+
+    pub(super) async fn connect(&self) -> io::Result<Box<dyn AsyncStream>> {
+        let connecting = async {
+            match &self.target {
+                Target::Inet(addr) => {
+                    let stream = tokio::net::TcpStream::connect(addr).await?;
+                    stream.set_nodelay(true)?;
+                    Ok::<Box<dyn AsyncStream>, io::Error>(Box::new(stream))
+                }
+                Target::Unix(path) => {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok(Box::new(stream) as Box<dyn AsyncStream>)
+                }
+            }
+        };
+        timeout(self.plan.timeout, connecting)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    }
+
+    /// Counts a failed connection attempt: a time-out, or an error of its kind.
+    pub(super) fn connect_failed(&self, error: &io::Error) {
+        if error.kind() == io::ErrorKind::TimedOut {
+            return self.count(&self.counters.timeouts);
+        }
+        let kind = match error.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            // A reset during the handshake (a listener that refuses by RST after accept).
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Failure::Reset,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                Failure::Unreachable
+            }
+            _ => Failure::Other,
+        };
+        self.counters.fail(kind, || {
+            format!(
+                "cannot connect to {}: {}",
+                self.plan.endpoint,
+                describe(kind, error)
+            )
+        });
+    }
+
+    /// Counts a mismatched reply, and whether it is what the other `--expect` wants.
+    pub(super) fn mismatch(&self, reply: &[u8]) {
+        self.count(&self.counters.mismatches);
+        if reply == self.other_reply {
+            self.count(&self.counters.other_expect);
+        }
+    }
+
+    pub(super) fn count(&self, counter: &AtomicU64) {
+        self.counters.add(counter, 1);
+    }
+
+    /// After a failed connection attempt: pause briefly so a refusing server is not hammered.
+    pub(super) async fn back_off(&self) {
+        sleep(Duration::from_millis(10)).await;
+    }
+
+    pub(super) fn record(&self, tally: &mut Tally, since: Instant) {
+        let ns = Instant::now().saturating_duration_since(since).as_nanos();
+        let _ = tally
+            .latencies
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
+        self.count(&self.counters.ok);
+    }
+}
+
+/// The histograms' top (60 s, in ns): a larger value is recorded as this.
+const MAX_NS: u64 = 60_000_000_000;
+
+/// One task's figures, merged into the run's at its end.
+pub(super) struct Tally {
+    /// Latencies in ns.
+    pub(super) latencies: Histogram<u64>,
+    /// How late requests left against their intended send time, in ns (`--rate` only).
+    pub(super) lags: Histogram<u64>,
+}
+
+impl Tally {
+    pub(super) fn lag(&mut self, at: Instant) {
+        let ns = Instant::now().saturating_duration_since(at).as_nanos();
+        let _ = self
+            .lags
+            .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
+    }
+}
+
+/// An I/O error's text with what it means here.
+pub(super) fn describe(kind: Failure, error: &io::Error) -> String {
+    match kind {
+        Failure::Reset => format!("connection reset by the server before any reply ({error})"),
+        Failure::Truncated => format!("the connection ended in the middle of a reply ({error})"),
+        _ => error.to_string(),
+    }
+}
