@@ -58,6 +58,25 @@ impl Runner {
             Runner::Pool(pool) => pool.execute(job),
         }
     }
+
+    /// The job that serves an accepted stream connection (with its permit) where this runner
+    /// runs it: the pool parks a service's connection with its poller between rounds.
+    fn connection(
+        &self,
+        shared: Arc<Shared>,
+        conn: Conn,
+        ctx: crate::service::Context,
+        traffic: Traffic,
+        permit: Permit,
+    ) -> Job {
+        match self {
+            Runner::Pool(pool) => pool.connection(shared, conn, ctx, traffic, permit),
+            Runner::Inline | Runner::Thread => Box::new(move || {
+                let _permit = permit;
+                serve_stream(&shared, conn, ctx, traffic);
+            }),
+        }
+    }
 }
 
 /// Everything a listener thread needs.
@@ -77,7 +96,7 @@ pub(super) fn serve(
         Mode::Inline => Runner::Inline,
         Mode::Thread => Runner::Thread,
         Mode::Pool => Runner::Pool(
-            Pool::new(shared.limits.workers)
+            Pool::new(shared.clone(), shared.limits.workers)
                 .map_err(|e| Error::io("cannot start the worker pool", e))?,
         ),
     });
@@ -257,10 +276,8 @@ impl Loop {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
                     let traffic = Traffic::new(); // from the accept: a pool's queue counts
-                    self.runner.run(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
+                    let job = self.runner.connection(shared, conn, ctx, traffic, permit);
+                    self.runner.run(job);
                 }
                 Err(e) if is_per_connection_error(&e) => {}
                 Err(e) => {
@@ -295,10 +312,7 @@ impl Loop {
                     let ctx = context(transport, peer, local.clone());
                     let shared = self.shared.clone();
                     let traffic = Traffic::new();
-                    jobs.push(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
+                    jobs.push(self.runner.connection(shared, conn, ctx, traffic, permit));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return jobs,
                 Err(e) if is_per_connection_error(&e) => {}
