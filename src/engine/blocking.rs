@@ -32,7 +32,8 @@ pub(super) enum Mode {
     Inline,
     /// On a new thread each.
     Thread,
-    /// On a worker of a fixed pool.
+    /// On a worker of a fixed pool, parked with its poller between rounds (services) or for
+    /// the whole session (blocking handlers).
     Pool,
 }
 
