@@ -26,7 +26,8 @@ pub(super) enum Mode {
     Inline,
     /// On a new thread each.
     Thread,
-    /// On a worker of a fixed pool.
+    /// On a worker of a fixed pool, parked with its poller between rounds (services) or for
+    /// the whole session (blocking handlers).
     Pool,
 }
 
@@ -52,6 +53,25 @@ impl Runner {
             Runner::Pool(pool) => pool.execute(job),
         }
     }
+
+    /// The job that serves an accepted stream connection (with its permit) where this runner
+    /// runs it: the pool parks a service's connection with its poller between rounds.
+    fn connection(
+        &self,
+        shared: Arc<Shared>,
+        conn: Conn,
+        ctx: crate::service::Context,
+        traffic: Traffic,
+        permit: Permit,
+    ) -> Job {
+        match self {
+            Runner::Pool(pool) => pool.connection(shared, conn, ctx, traffic, permit),
+            Runner::Inline | Runner::Thread => Box::new(move || {
+                let _permit = permit;
+                serve_stream(&shared, conn, ctx, traffic);
+            }),
+        }
+    }
 }
 
 /// Everything a listener thread needs.
@@ -71,7 +91,7 @@ pub(super) fn serve(
         Mode::Inline => Runner::Inline,
         Mode::Thread => Runner::Thread,
         Mode::Pool => Runner::Pool(
-            Pool::new(shared.limits.workers)
+            Pool::new(shared.clone(), shared.limits.workers)
                 .map_err(|e| Error::io("cannot start the worker pool", e))?,
         ),
     });
@@ -244,10 +264,8 @@ impl Loop {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
                     let traffic = Traffic::new(); // from the accept: a pool's queue counts
-                    self.runner.run(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
+                    let job = self.runner.connection(shared, conn, ctx, traffic, permit);
+                    self.runner.run(job);
                 }
                 Accepted::Next => {}
                 Accepted::BackOff(delay) => {
@@ -275,12 +293,11 @@ impl Loop {
             |conn, peer| {
                 let permit = self.slots.acquire_at_shutdown();
                 let ctx = context(transport, peer, local.clone());
-                let shared = self.shared.clone();
                 let traffic = Traffic::new();
-                jobs.push(Box::new(move || {
-                    let _permit = permit;
-                    serve_stream(&shared, conn, ctx, traffic);
-                }));
+                jobs.push(
+                    self.runner
+                        .connection(self.shared.clone(), conn, ctx, traffic, permit),
+                );
             },
         );
         jobs

@@ -42,7 +42,7 @@ pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, conte
 /// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) |
 /// | [`Engine::Sequential`] | the listener's own thread, one at a time | services, blocking handlers |
 /// | [`Engine::Threaded`] | a new thread | services, blocking handlers |
-/// | [`Engine::Pool`] | one of [`Limits::workers`] threads | services, blocking handlers |
+/// | [`Engine::Pool`] | one of [`Limits::workers`] threads while it has bytes to read or write (a blocking handler: for its whole session); a poller between | services, blocking handlers |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Engine {
@@ -58,8 +58,13 @@ pub enum Engine {
     #[doc(alias = "ThreadingMixIn")]
     #[doc(alias = "ThreadingTCPServer")]
     Threaded,
-    /// A fixed pool of worker threads ([`Limits::workers`]); connections beyond it wait,
-    /// accepted, for a free worker.
+    /// A fixed pool of worker threads ([`Limits::workers`]) behind a poller, like Apache's
+    /// event MPM: a service's connection takes a worker only while it has bytes to read or a
+    /// reply to write, and waits for its peer in the poller (epoll) otherwise, so silent and
+    /// slow peers cost a descriptor and a little memory each, never a worker. A blocking
+    /// [`StreamHandler`] owns its socket for its whole session, as in socketserver, so each
+    /// session holds a worker until it ends; sessions beyond `workers` wait, accepted, for a
+    /// free one.
     #[doc(alias = "ThreadPool")]
     Pool,
 }

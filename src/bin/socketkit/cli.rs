@@ -180,7 +180,8 @@ pub struct ServeArgs {
 
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
-    /// server) or pool (a fixed pool of worker threads, see --workers).
+    /// server) or pool (worker threads that serve connections with bytes to read, and a
+    /// poller that holds them in between; see --workers).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
@@ -230,7 +231,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64M", value_parser = parse_budget, value_name = "BYTES")]
     pub max_buffered: u64,
 
-    /// Worker threads of the pool engine: 1 to 65536.
+    /// Worker threads of the pool engine: 1 to 65536. A connection holds one only while it has
+    /// bytes to read or a reply to write; --max-connections bounds the connections open.
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
 
