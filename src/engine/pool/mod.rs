@@ -19,7 +19,9 @@
 //! job while holding the lock and the others wait for the lock.
 
 mod poller;
+mod pooled;
 mod ready;
+mod work;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -31,19 +33,8 @@ use super::slots::Permit;
 use super::{Conn, Shared, Traffic};
 use crate::service::Context;
 use poller::Hub;
-use ready::Pooled;
-
-/// A job that runs to its end on one worker.
-pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
-
-/// What a worker takes from the queue.
-enum Work {
-    /// Run to the end: a blocking handler's session, a datagram handler's request, or the
-    /// first round of a new connection (its session is made there, not on the listener).
-    Run(Job),
-    /// A connection the poller found ready: serve it until it would block, then park it.
-    Ready(Box<Pooled>),
-}
+pub(crate) use work::Job;
+use work::Work;
 
 /// The workers, their queue and the poller.
 pub(crate) struct Pool {

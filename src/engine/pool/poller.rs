@@ -36,8 +36,8 @@ use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::Work;
-use super::ready::{Pooled, Wants};
+use super::pooled::{Pooled, Wants};
+use super::work::Work;
 use crate::engine::Shared;
 
 const WAKER: Token = Token(usize::MAX);

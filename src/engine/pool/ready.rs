@@ -24,68 +24,12 @@ use std::time::Instant;
 use nix::sys::socket::{MsgFlags, recv, send};
 
 use super::poller::Hub;
+use super::pooled::{Pooled, Wants};
 use crate::engine::conn::{Action, Connection, Event, Linger};
 use crate::engine::slots::Permit;
 use crate::engine::{Conn, SessionError, Shared, Traffic};
 use crate::handler::HandlerError;
-use crate::service::{Address, Context};
-
-/// Which readiness serves a parked connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Wants {
-    /// Bytes from the peer (or its EOF, or an error).
-    Read,
-    /// Room in the send buffer.
-    Write,
-}
-
-/// A service's connection held by the pool, parked or on a worker.
-pub(crate) struct Pooled {
-    token: usize,
-    conn: Conn,
-    /// `None` once the machine has closed gracefully and the connection lingers.
-    machine: Option<Connection>,
-    linger: Linger,
-    peer: Address,
-    traffic: Traffic,
-    _permit: Permit,
-    wants: Wants,
-    /// The latest instant to serve it at: its machine's (or lingering's) deadline.
-    deadline: Instant,
-    /// Whether a read might find bytes: false after a read shorter than the buffer, true
-    /// again with the next readable edge.
-    may_read: bool,
-    /// Whether an edge said the peer has shut its side down. A short read does not take its
-    /// EOF with the bytes before it, and no edge follows, so every read is made from then on.
-    peer_closed: bool,
-}
-
-impl Pooled {
-    pub(super) fn token(&self) -> usize {
-        self.token
-    }
-
-    pub(super) fn wants(&self) -> Wants {
-        self.wants
-    }
-
-    pub(super) fn deadline(&self) -> Instant {
-        self.deadline
-    }
-
-    /// A readable edge came (`closed`: with the peer's EOF or an error): the next read is
-    /// worth its system call.
-    pub(super) fn may_have_input(&mut self, closed: bool) {
-        self.may_read = true;
-        self.peer_closed |= closed;
-    }
-
-    /// Whether a trigger has fired that this connection's machine has not been told of yet.
-    pub(super) fn is_behind(&self, shared: &Shared) -> bool {
-        shared.force.is_fired()
-            || (shared.stop.is_fired() && self.machine.as_ref().is_some_and(|m| !m.is_stopping()))
-    }
-}
+use crate::service::Context;
 
 thread_local! {
     /// Each worker's read buffer, shared by the connections it serves in turn.
