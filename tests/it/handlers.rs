@@ -906,3 +906,63 @@ fn read_frame_serves_frames_and_refuses_a_header_over_the_limit_before_its_paylo
         );
     }
 }
+
+/// Reads a line and a frame with the bounded reads, then the rest with the raw reader, and
+/// sends back the three, each on a line of its own.
+struct Mixed;
+
+impl StreamHandler for Mixed {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let mut line = Vec::new();
+        request.read_line_bytes(&mut line)?;
+        let frame = request.read_frame(LengthWidth::U16)?.unwrap_or_default();
+        let mut rest = Vec::new();
+        request.reader().read_to_end(&mut rest)?;
+        for part in [&line[..], &frame, b"\n", &rest] {
+            request.writer().write_all(part)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Mixed`] for the async engine.
+struct AsyncMixed;
+
+impl AsyncStreamHandler for AsyncMixed {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut line = Vec::new();
+        request.read_line_bytes(&mut line).await?;
+        let frame = request
+            .read_frame(LengthWidth::U16)
+            .await?
+            .unwrap_or_default();
+        let mut rest = Vec::new();
+        request.reader().read_to_end(&mut rest).await?;
+        for part in [&line[..], &frame, b"\n", &rest] {
+            request.writer().write_all(part).await?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_raw_reader_gets_the_bytes_a_bounded_read_left_in_the_buffer() {
+    // One write: the line, the frame and the rest arrive in the same read.
+    let mut request = b"first line\r\n\x00\x05frame".to_vec();
+    let rest = vec![b'r'; 100_000]; // more than one read, raw
+    request.extend_from_slice(&rest);
+    let mut expected = b"first line\r\nframe\n".to_vec();
+    expected.extend_from_slice(&rest);
+    for engine in Engine::ALL {
+        let builder = Server::builder().engine(engine).listen(tcp());
+        let server = TestServer::with(match engine {
+            Engine::Async => builder.async_handler(AsyncMixed),
+            _ => builder.stream_handler(Mixed),
+        });
+        assert!(
+            exchange(server.endpoint(0), &request) == expected,
+            "{engine}"
+        );
+    }
+}
