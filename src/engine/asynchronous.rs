@@ -1,7 +1,6 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
@@ -12,7 +11,6 @@ use tokio_util::task::TaskTracker;
 
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::async_stream::{Conn, serve_conn};
-use super::blocking::unnamed_peer;
 use super::datagram::{self, Received};
 use super::listener::Listener;
 use super::{Shared, context};
@@ -258,16 +256,7 @@ async fn recv_from(
 /// `try_send_to` would trust its cached readiness, which a `WouldBlock` clears until the kernel
 /// next signals the socket writable, and could then drop replies to everyone without trying.
 fn try_send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result<()> {
-    let to = match peer {
-        Address::Inet(addr) => socket2::SockAddr::from(*addr),
-        Address::Unix(Some(path)) => socket2::SockAddr::unix(path)?,
-        Address::Abstract(name) => {
-            let mut raw = vec![0u8];
-            raw.extend_from_slice(name);
-            socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?
-        }
-        Address::Unix(None) => return Err(unnamed_peer()),
-    };
+    let to = datagram::reply_addr(peer)?;
     match socket {
         Datagrams::Udp(s) => socket2::SockRef::from(s).send_to(reply, &to),
         Datagrams::Unix(s) => socket2::SockRef::from(s).send_to(reply, &to),

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
 use super::blocking_stream::serve_stream;
-use super::datagram::{Datagrams, Received, check_reply, recv_datagram};
+use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
 use super::listener::Listener;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
@@ -334,10 +334,12 @@ impl Loop {
             let data = datagrams.request(n).to_vec();
             let shared = shared.clone();
             let listener = self.listener.clone();
+            let reply_log = datagrams.reply_log();
             self.runner.run(Box::new(move || {
                 let _permit = permit;
                 let send = |bytes: &[u8]| {
                     check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    reply_log.sending(&ctx.peer, bytes); // the loop guard sees handlers' replies
                     send_to(&listener, bytes, &ctx.peer)
                 };
                 let mut request = DatagramRequest {
@@ -359,23 +361,11 @@ impl Loop {
 }
 
 pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {
-    match (listener, peer) {
-        (Listener::Udp(s), Address::Inet(addr)) => s.send_to(bytes, addr).map(drop),
-        (Listener::UnixDatagram(s, _), Address::Unix(Some(path))) => {
-            s.send_to(bytes, path).map(drop)
-        }
-        (Listener::UnixDatagram(s, _), Address::Abstract(name)) => {
-            use std::os::linux::net::SocketAddrExt;
-            let to = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            s.send_to_addr(bytes, &to).map(drop)
-        }
-        _ => Err(unnamed_peer()),
+    let to = reply_addr(peer)?;
+    match listener {
+        Listener::Udp(s) => socket2::SockRef::from(s).send_to(bytes, &to),
+        Listener::UnixDatagram(s, _) => socket2::SockRef::from(s).send_to(bytes, &to),
+        Listener::Tcp(_) | Listener::Unix(..) => Err(io::Error::from(io::ErrorKind::Unsupported)),
     }
-}
-
-pub(super) fn unnamed_peer() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::AddrNotAvailable,
-        "the peer's socket is unnamed (unbound), so no reply can reach it",
-    )
+    .map(drop)
 }

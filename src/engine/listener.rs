@@ -136,7 +136,7 @@ fn unix_path(file: &SocketFile, local: std::os::unix::net::SocketAddr) -> PathBu
 /// # Errors
 ///
 /// A name too long for `sun_path` (the parser refuses one; a hand-made `Endpoint` may not).
-fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
+pub(super) fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
     SockAddr::unix(OsString::from_vec([b"\0", name].concat()))
 }
 
