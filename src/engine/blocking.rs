@@ -14,7 +14,8 @@ use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_add
 use super::listener::Listener;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
-use super::{Conn, SessionError, Shared, Traffic, Woken, context, wait_readable};
+use super::wait::{Woken, wait_readable};
+use super::{Conn, SessionError, Shared, Traffic, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};

@@ -13,7 +13,8 @@ use std::time::Instant;
 use nix::poll::PollFlags;
 
 use super::conn::{Action, Connection, Event, Linger, grace_over, write_timed_out};
-use super::{SessionError, Shared, Traffic, Woken, wait_until_ready};
+use super::wait::{Woken, wait_until_ready};
+use super::{SessionError, Shared, Traffic};
 use crate::handler::{HandlerError, StreamRequest, run_stream_handler};
 use crate::service::{Context, StreamSession};
 use crate::shutdown::Trigger;
