@@ -177,12 +177,7 @@ pub(super) fn serve(
 
 impl Loop {
     fn run(self) {
-        let transport = match &*self.listener {
-            Listener::Tcp(_) => Transport::Tcp,
-            Listener::Unix(..) => Transport::Unix,
-            Listener::Udp(_) => Transport::Udp,
-            Listener::UnixDatagram(..) => Transport::UnixDatagram,
-        };
+        let transport = self.listener.transport();
         if transport.is_stream() {
             self.accept_loop(transport)
         } else {
@@ -281,11 +276,10 @@ impl Loop {
     /// and returns the jobs that serve them. Their permits may go past the connection limit:
     /// the backlog bounds them.
     fn take_queue(&self) -> Vec<Job> {
-        let transport = match &*self.listener {
-            Listener::Tcp(_) => Transport::Tcp,
-            Listener::Unix(..) => Transport::Unix,
-            Listener::Udp(_) | Listener::UnixDatagram(..) => return Vec::new(),
-        };
+        let transport = self.listener.transport();
+        if !transport.is_stream() {
+            return Vec::new();
+        }
         let local = self.local();
         let mut jobs: Vec<Job> = Vec::new();
         drain_queue(

@@ -56,8 +56,8 @@ use bytes::{Buf, BytesMut};
 use crate::codec::LengthWidth;
 use crate::service::{Address, Context};
 use input::{AsyncInput, Bounded, FrameRead, LineRead, READ_BYTES};
-pub(crate) use timed::write_timed_out;
 use timed::{IdleRead, StallWrite};
+pub(crate) use timed::{idle_timed_out, write_timed_out};
 
 /// A blocking stream handler: `handle` serves one whole connection.
 ///
