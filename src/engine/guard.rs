@@ -297,14 +297,14 @@ struct Exchange {
 
 #[derive(Debug, Default)]
 struct LoopDetector {
-    sources: HashMap<Address, Exchange>,
+    sources: HashMap<PeerKey, Exchange>,
     last_sweep: Option<Instant>,
 }
 
 impl LoopDetector {
     fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> Verdict {
         // A source never answered cannot be sending our replies back.
-        let Some(ex) = self.sources.get_mut(peer) else {
+        let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) else {
             return Verdict::Answer;
         };
         if ex.muted_until.is_some_and(|until| now < until) {
@@ -332,13 +332,13 @@ impl LoopDetector {
     }
 
     fn mute(&mut self, peer: &Address, now: Instant) {
-        if let Some(ex) = self.sources.get_mut(peer) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
             ex.muted_until = Some(now + MUTE);
         }
     }
 
     fn trust(&mut self, peer: &Address) {
-        if let Some(ex) = self.sources.get_mut(peer) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
             ex.trusted = true;
         }
     }
@@ -346,13 +346,14 @@ impl LoopDetector {
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
         // One lookup while the table has room (`make_room` is then true): hashing the address
         // is most of this guard's cost per datagram.
+        let key = PeerKey::of(peer);
         if self.sources.len() >= MAX_TRACKED
-            && !self.sources.contains_key(peer)
+            && !self.sources.contains_key(&key)
             && !self.make_room(now)
         {
             return;
         }
-        let ex = self.sources.entry(peer.clone()).or_insert(Exchange {
+        let ex = self.sources.entry(key).or_insert(Exchange {
             replies: [0; RECENT_REPLIES],
             next: 0,
             streak: 0,
@@ -387,6 +388,34 @@ impl LoopDetector {
                 || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW
         });
         self.sources.len() < MAX_TRACKED
+    }
+}
+
+/// A source as the key of [`LoopDetector`]'s table, hashed in one write. The table keeps
+/// std's keyed SipHash (sources are the attacker's to choose), whose cost is mostly per write:
+/// the derived hash of an [`Address`] made five (two discriminants, a length, the bytes, the
+/// port), and two lookups per datagram made it this guard's largest cost.
+#[derive(Debug, PartialEq, Eq)]
+struct PeerKey(Address);
+
+impl PeerKey {
+    fn of(peer: &Address) -> PeerKey {
+        PeerKey(peer.clone())
+    }
+}
+
+impl std::hash::Hash for PeerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal keys write the same: the fields left out (IPv6 flow and scope) only collide.
+        match &self.0 {
+            Address::Inet(SocketAddr::V4(a)) => {
+                state.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
+            }
+            Address::Inet(SocketAddr::V6(a)) => {
+                state.write_u128(a.ip().to_bits() ^ u128::from(a.port()));
+            }
+            other => other.hash(state),
+        }
     }
 }
 
