@@ -198,9 +198,14 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     };
     let mut datagrams =
         datagram::Datagrams::new(&shared, transport, local.unwrap_or(Address::Unix(None)));
+    // One stop future for the loop's life: a fresh one per datagram registered and removed a
+    // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
+    // that keeps the socket readable cannot hide the stop.
+    let mut stop = std::pin::pin!(shared.stop.fired());
     loop {
         let received = tokio::select! {
-            _ = shared.stop.fired() => return,
+            biased;
+            () = &mut stop => return,
             received = recv_from(&socket, datagrams.buffer(), transport) => received,
         };
         let (n, ctx) = match datagrams.received(&shared, received) {
@@ -208,8 +213,8 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             Received::Next => continue,
             Received::BackOff(delay) => {
                 tokio::select! {
-                    _ = shared.stop.fired() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(delay) => {}
                 }
                 continue;
             }

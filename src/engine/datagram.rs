@@ -45,6 +45,9 @@ pub(crate) struct Datagrams {
     buf: Vec<u8>,
     reply: BytesMut,
     truncation_log: Option<Instant>,
+    /// The clock's reading at the last receive: one per datagram serves every rule and the
+    /// reply (the rules' windows are a second or more).
+    now: Instant,
     rate: SourceLimiter,
     guard: DatagramGuard,
     senders: Senders,
@@ -88,6 +91,7 @@ impl Datagrams {
             buf: vec![0u8; DATAGRAM_BUFFER],
             reply: BytesMut::new(),
             truncation_log: None,
+            now: Instant::now(),
             rate: SourceLimiter::new(shared.limits.datagram_rate),
             guard: DatagramGuard::new(),
             senders: Senders::new(),
@@ -134,15 +138,16 @@ impl Datagrams {
             }
             Err(e) => return Received::BackOff(self.backoff.on_error("receive", &e)),
         };
+        self.now = Instant::now();
         if let Some((_, replies)) = &self.handler_replies {
             for (to, reply, at) in replies.try_iter() {
                 self.guard.replied_fingerprint(&to, reply, at);
             }
         }
         if was_truncated(n, self.buf.len(), &peer, &mut self.truncation_log)
-            || !self.guard.admit(&peer, &self.buf[..n], Instant::now())
+            || !self.guard.admit(&peer, &self.buf[..n], self.now)
             || !shared.verify(&peer)
-            || !self.rate.admit(&peer, Instant::now())
+            || !self.rate.admit(&peer, self.now)
         {
             return Received::Next;
         }
@@ -173,8 +178,8 @@ impl Datagrams {
     /// a reply sent, and logs (rate-limited) one dropped because it could not be sent at once.
     pub(crate) fn sent(&mut self, peer: &Address, result: io::Result<()>) {
         match result {
-            Ok(()) => self.guard.replied(peer, &self.reply, Instant::now()),
-            Err(e) => self.guard.not_sent(peer, &e, Instant::now()),
+            Ok(()) => self.guard.replied(peer, &self.reply, self.now),
+            Err(e) => self.guard.not_sent(peer, &e, self.now),
         }
     }
 }

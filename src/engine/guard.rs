@@ -322,13 +322,13 @@ struct Exchange {
 
 #[derive(Debug, Default)]
 struct LoopDetector {
-    sources: HashMap<Address, Exchange>,
+    sources: HashMap<PeerKey, Exchange>,
 }
 
 impl LoopDetector {
     fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> Verdict {
         // A source never answered cannot be sending our replies back.
-        let Some(ex) = self.sources.get_mut(peer) else {
+        let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) else {
             return Verdict::Answer;
         };
         if ex.muted_until.is_some_and(|until| now < until) {
@@ -357,13 +357,13 @@ impl LoopDetector {
     }
 
     fn mute(&mut self, peer: &Address, now: Instant) {
-        if let Some(ex) = self.sources.get_mut(peer) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
             ex.muted_until = Some(now + MUTE);
         }
     }
 
     fn trust(&mut self, peer: &Address, now: Instant) {
-        if let Some(ex) = self.sources.get_mut(peer) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
             ex.trusted_until = Some(now + TRUST);
         }
     }
@@ -375,10 +375,11 @@ impl LoopDetector {
     fn replied_fingerprint(&mut self, peer: &Address, reply: u64, now: Instant) {
         // One lookup while the table has room: hashing the address is most of this guard's
         // cost per datagram.
-        if self.sources.len() >= MAX_TRACKED && !self.sources.contains_key(peer) {
+        let key = PeerKey::of(peer);
+        if self.sources.len() >= MAX_TRACKED && !self.sources.contains_key(&key) {
             self.make_room(now);
         }
-        let ex = self.sources.entry(peer.clone()).or_insert(Exchange {
+        let ex = self.sources.entry(key).or_insert(Exchange {
             replies: [0; RECENT_REPLIES],
             next: 0,
             streak: 0,
@@ -418,6 +419,34 @@ impl LoopDetector {
         let (_, &mut newest_forgotten, _) = ages.select_nth_unstable(forget - 1);
         self.sources
             .retain(|_, ex| (muted(ex), ex.last_reply) > newest_forgotten);
+    }
+}
+
+/// A source as the key of [`LoopDetector`]'s table, hashed in one write. The table keeps
+/// std's keyed SipHash (sources are the attacker's to choose), whose cost is mostly per write:
+/// the derived hash of an [`Address`] made five (two discriminants, a length, the bytes, the
+/// port), and two lookups per datagram made it this guard's largest cost.
+#[derive(Debug, PartialEq, Eq)]
+struct PeerKey(Address);
+
+impl PeerKey {
+    fn of(peer: &Address) -> PeerKey {
+        PeerKey(peer.clone())
+    }
+}
+
+impl std::hash::Hash for PeerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal keys write the same: the fields left out (IPv6 flow and scope) only collide.
+        match &self.0 {
+            Address::Inet(SocketAddr::V4(a)) => {
+                state.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
+            }
+            Address::Inet(SocketAddr::V6(a)) => {
+                state.write_u128(a.ip().to_bits() ^ u128::from(a.port()));
+            }
+            other => other.hash(state),
+        }
     }
 }
 
@@ -619,7 +648,7 @@ mod tests {
             loops.replied(&peer, b"x", t);
             assert!(loops.sources.len() <= MAX_TRACKED);
             assert!(
-                loops.sources.contains_key(&peer),
+                loops.sources.contains_key(&PeerKey::of(&peer)),
                 "every new source is tracked"
             );
         }
@@ -681,12 +710,15 @@ mod tests {
         let newcomer = addr("192.0.2.1:1");
         loops.replied(&newcomer, b"x", t0 + Duration::from_millis(10));
         assert_eq!(loops.sources.len(), MAX_TRACKED - MAX_TRACKED / 8 + 1);
-        assert!(loops.sources.contains_key(&newcomer));
-        assert!(loops.sources.contains_key(&muted), "muted sources go last");
+        assert!(loops.sources.contains_key(&PeerKey::of(&newcomer)));
+        assert!(
+            loops.sources.contains_key(&PeerKey::of(&muted)),
+            "muted sources go last"
+        );
         let oldest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0001), 53).into());
         let newest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + 4095), 53).into());
-        assert!(!loops.sources.contains_key(&oldest));
-        assert!(loops.sources.contains_key(&newest));
+        assert!(!loops.sources.contains_key(&PeerKey::of(&oldest)));
+        assert!(loops.sources.contains_key(&PeerKey::of(&newest)));
     }
 
     #[test]
