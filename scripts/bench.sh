@@ -57,8 +57,8 @@ case $profile in
   dev) bin=target/debug ;;
   *) echo "bench.sh: --profile is release or dev" >&2; exit 2 ;;
 esac
-# The pool engine's threads: enough for the 50-connection cell (a worker serves one connection
-# from accept to close; the default 32 would leave 18 of the 50 waiting for the whole run).
+# The pool engine's threads, as in earlier reports (its poller holds the waiting connections, so
+# the workers no longer bound the connections served, and the idle cell runs on it too).
 pool_workers=64
 
 out=target/bench-report
@@ -131,7 +131,7 @@ servers=(
   "py-udp|slides UDP|the slides' UDPServer.py (recvfrom(1024), sendto)"
   "socketkit-sequential|socketkit sequential|socketkit serve upper -e sequential (one connection at a time)"
   "socketkit-threaded|socketkit threaded|socketkit serve upper -e threaded (a thread per connection)"
-  "socketkit-pool|socketkit pool|socketkit serve upper -e pool --workers $pool_workers (the default 32 would leave 18 of the 50 persistent connections unserved)"
+  "socketkit-pool|socketkit pool|socketkit serve upper -e pool --workers $pool_workers (as in earlier reports)"
   "py-sequential|slides TCP sequential|the slides' iterative TCPServer.py (one recv(1024), reply, close)"
   "py-threaded|slides TCP threaded|the slides' TCPServer.py with a thread per connection (one recv, reply, close)"
 )
@@ -158,8 +158,6 @@ not_served() {
     py-threading:udp-*) echo "TCP only" ;;
     socketkit-sequential:pingpong-50 | socketkit-sequential:idle)
       echo "serves one connection at a time, until it closes: all but one of the connections would wait unanswered for the whole run" ;;
-    socketkit-pool:idle)
-      echo "a worker serves one connection until it closes: $pool_workers of them answered, the rest would wait unanswered in its queue" ;;
   esac
 }
 

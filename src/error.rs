@@ -77,6 +77,18 @@ pub enum Error {
         /// Bytes of the reply that had arrived before the reset.
         received: u64,
     },
+    /// Requests of a load run (`socketkit bench`) failed with connection errors.
+    #[error("{failed} requests failed ({kinds}): first: {first}")]
+    RequestsFailed {
+        /// How many requests failed.
+        failed: u64,
+        /// Their counts by kind, for example "86 refused".
+        kinds: String,
+        /// The first error's text, and a hint when every failure looked the same.
+        first: String,
+        /// Whether every failure was a refusal (or a reset before any reply): kind `Refused`.
+        refused: bool,
+    },
     /// Nothing arrived within the allowed time.
     #[error("timed out after {after:?} waiting for {what}")]
     TimedOut {
@@ -184,6 +196,8 @@ impl Error {
             },
             Error::Reset { received: 0, .. } => ErrorKind::Refused,
             Error::Reset { .. } => ErrorKind::Other,
+            Error::RequestsFailed { refused: true, .. } => ErrorKind::Refused,
+            Error::RequestsFailed { .. } => ErrorKind::Other,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Io { source, .. } => match ErrorKind::of_io(source) {

@@ -63,9 +63,12 @@ pub struct Limits {
     /// behaviour) rather than costing a descriptor or a thread. Default 10,000: well under the
     /// usual descriptor limits once raised, and far above what a test server meets.
     pub max_connections: usize,
-    /// Worker threads of the `pool` engine. Default 32: a blocking worker holds one connection
-    /// for its whole session, so this is how many clients are served at once; more wait,
-    /// accepted, until a worker is free (at most `max_connections` in all).
+    /// Worker threads of the `pool` engine. Default 32. A service's connection holds a worker
+    /// only while it has bytes to read or a reply to write (its poller holds it otherwise), so
+    /// this bounds the connections served at the same instant, not those open. A blocking
+    /// stream handler's session holds a worker to its end, so with handlers this is how many
+    /// sessions run at once; more wait, accepted, until a worker is free (at most
+    /// `max_connections` in all).
     pub workers: usize,
     /// The longest line in `line` framing, terminator excluded. Default 64 KiB: far above any
     /// line a person types, and small enough that a peer that never sends a newline costs

@@ -265,6 +265,64 @@ pub struct Report {
 }
 
 impl Report {
+    /// The run's verdict, the worst failure first: a wrong reply ([`Error::Protocol`], exit 3),
+    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then connection errors
+    /// ([`Error::RequestsFailed`]: 4 when every one was a refusal or a reset before any reply,
+    /// else 1), each with its cause and the hint; a run that answered nothing fails too.
+    /// `timeout` is the run's `-w`, named in the time-out error.
+    ///
+    /// # Errors
+    ///
+    /// As above; `Ok` when every request was answered correctly.
+    ///
+    /// [`Error::Protocol`]: crate::Error::Protocol
+    /// [`Error::TimedOut`]: crate::Error::TimedOut
+    /// [`Error::RequestsFailed`]: crate::Error::RequestsFailed
+    pub fn verdict(&self, timeout: Duration) -> Result<(), crate::Error> {
+        let hint = self
+            .hint
+            .as_deref()
+            .map(|h| format!("; hint: {h}"))
+            .unwrap_or_default();
+        if self.mismatches > 0 {
+            return Err(crate::Error::Protocol(format!(
+                "{} replies did not match what was expected{hint}",
+                self.mismatches
+            )));
+        }
+        if self.timeouts + self.losses > 0 {
+            let what = if self.losses > 0 {
+                "some replies (datagrams lost)"
+            } else {
+                "some replies"
+            };
+            return Err(crate::Error::TimedOut {
+                what,
+                after: timeout,
+            });
+        }
+        if self.errors > 0 {
+            let kinds: Vec<String> = self
+                .error_kinds
+                .iter()
+                .map(|(kind, n)| format!("{n} {}", kind.describe()))
+                .collect();
+            return Err(crate::Error::RequestsFailed {
+                failed: self.errors,
+                kinds: kinds.join(", "),
+                first: format!("{}{hint}", self.first_error.as_deref().unwrap_or("no text")),
+                refused: self.error_kinds.iter().all(|(kind, _)| kind.is_refusal()),
+            });
+        }
+        if self.ok == 0 {
+            return Err(crate::Error::io(
+                "no request was answered: the run measured nothing",
+                std::io::Error::other("nothing answered"),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(plan: &Plan, counters: &Counters, elapsed: Duration) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let percentiles = |histogram: &Mutex<Option<Histogram<u64>>>| {

@@ -5,6 +5,7 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -32,44 +33,20 @@ impl std::os::fd::AsFd for Conn {
     }
 }
 
-/// Streams that can wait for readiness and then read without waiting.
-trait ReadReady: AsyncWrite + AsyncRead + Unpin {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>>;
-    /// Reads what is there now; `WouldBlock` when nothing is.
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-}
-
-/// Reads without waiting through tokio's `poll_read`, which forgets the readiness after a short
-/// read as well as after `WouldBlock`. `try_read` forgets it only after `WouldBlock`, so in
-/// ping-pong every request cost a second `recv` that failed with `EAGAIN` (1.74 `recv` per
-/// request against the plain tokio server's 1.00, under callgrind). The no-op waker is never
-/// relied on: the caller polls `poll_ready` with its own waker before it sleeps.
-fn read_now<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+/// Reads what is there now into `buf` through tokio's `poll_read`: the bytes and the wait in
+/// one call, with no readiness pass before it. `poll_read` also forgets the readiness after a
+/// short read, not only after `WouldBlock` (`try_read` keeps it, and in ping-pong every request
+/// then cost a second `recv` that failed with `EAGAIN`: 1.74 `recv` per request against the
+/// plain tokio server's 1.00, under callgrind).
+fn poll_read_into<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
     let mut buf = tokio::io::ReadBuf::new(buf);
-    match std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf) {
-        std::task::Poll::Ready(Ok(())) => Ok(buf.filled().len()),
-        std::task::Poll::Ready(Err(e)) => Err(e),
-        std::task::Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-    }
-}
-
-impl ReadReady for tokio::net::TcpStream {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read_now(self, buf)
-    }
-}
-
-impl ReadReady for tokio::net::UnixStream {
-    fn poll_ready(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
-    fn read_now(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read_now(self, buf)
-    }
+    std::pin::Pin::new(stream)
+        .poll_read(cx, &mut buf)
+        .map_ok(|()| buf.filled().len())
 }
 
 thread_local! {
@@ -133,7 +110,9 @@ pub(crate) async fn serve_conn(
         }
     };
     let mut work = std::pin::pin!(work);
+    // Biased, the session first: an unbiased select draws a random number at every wake-up.
     let result = tokio::select! {
+        biased;
         result = &mut work => result,
         () = shared.stop.fired() => {
             // Polling `work` again lets its session see the flag (see `stopping`).
@@ -204,109 +183,107 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// Completes once `flag` is set. It registers no waker: the connection's task polls it again
-/// right after setting the flag, so a stop-watcher per connection costs one atomic load
-/// rather than a waiter on the server's shared stop signal at every read.
-fn stopping(flag: &AtomicBool) -> impl std::future::Future<Output = ()> + '_ {
-    std::future::poll_fn(move |_| {
-        if flag.load(Ordering::Relaxed) {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-}
-
-/// What ended a wait for input.
-enum Wake {
-    Readable,
-    Deadline,
-    Stopping,
-}
-
-/// The async driver: [`Connection`]'s rules, with `.await`. Each wake-up ends in one read
-/// without waiting (`try_read`), which also serves a request that arrived as the deadline
-/// passed or the server stopped (the reactor may not have reported it yet).
-async fn drive<S: ReadReady>(
+/// The async driver: [`Connection`]'s rules, with `.await`. Each wait is one `poll_fn` that
+/// tries the I/O first and looks at the timer only when the I/O would wait, so a request that
+/// arrived as the deadline passed or the server stopped is still served. One clock reading per
+/// wake-up serves every event of that wake-up (the read and the reply's write): the deadlines
+/// are seconds, a wake-up microseconds.
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     session: Box<dyn StreamSession>,
     conn: &mut S,
     limits: &Limits,
     stop_flag: &AtomicBool,
     traffic: &Traffic,
 ) -> Result<(), SessionError> {
-    let mut machine = Connection::new(session, limits, Instant::now());
-    let mut watchdog = Watchdog::new(Instant::now() + limits.idle_timeout);
+    let mut now = Instant::now();
+    let mut machine = Connection::new(session, limits, now);
+    let mut watchdog = Watchdog::new(now + limits.idle_timeout);
     loop {
-        let (deadline, stopped) = match machine.action() {
+        match machine.action() {
             Action::Write { bytes, deadline } => {
-                let event = tokio::select! {
-                    biased;
-                    n = conn.write(bytes) => match n? {
-                        0 => return Err(SessionError::Io(io::ErrorKind::WriteZero.into())),
-                        n => {
-                            traffic.sent(n);
-                            Event::Wrote(n)
+                let mut waited = false;
+                let event = std::future::poll_fn(|cx| {
+                    match std::pin::Pin::new(&mut *conn).poll_write(cx, bytes) {
+                        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                        Poll::Ready(Ok(n)) => Poll::Ready(Ok(Event::Wrote(n))),
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => {
+                            waited = true;
+                            watchdog.poll_due(cx, deadline).map(|at| {
+                                now = at;
+                                Ok(Event::Deadline)
+                            })
                         }
-                    },
-                    () = watchdog.until(deadline) => Event::Deadline,
-                };
-                machine.handle(event, Instant::now());
-                continue;
+                    }
+                })
+                .await?;
+                if let Event::Wrote(n) = event {
+                    traffic.sent(n);
+                    if waited {
+                        now = Instant::now(); // a later wake-up than the clock's last reading
+                    }
+                }
+                machine.handle(event, now);
             }
-            Action::Read { deadline, .. } => (deadline, machine.is_stopping()),
+            Action::Read { deadline, .. } => {
+                let stopped = machine.is_stopping();
+                std::future::poll_fn(|cx| {
+                    if !stopped && stop_flag.load(Ordering::Relaxed) {
+                        machine.handle(Event::ShutdownBegun, Instant::now());
+                        return Poll::Ready(Ok(()));
+                    }
+                    let read = READ_BUFFER.with_borrow_mut(|buf| {
+                        buf.resize(limits.read_buffer, 0);
+                        let n = match poll_read_into(conn, cx, buf) {
+                            Poll::Ready(Ok(n)) => n,
+                            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
+                                return Poll::Ready(Ok(())); // try again
+                            }
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => return Poll::Pending,
+                        };
+                        now = Instant::now();
+                        let event = match n {
+                            0 => Event::Eof,
+                            n => {
+                                traffic.received(n);
+                                Event::Read(&buf[..n])
+                            }
+                        };
+                        machine.handle(event, now);
+                        Poll::Ready(Ok(()))
+                    });
+                    if read.is_pending() {
+                        return watchdog.poll_due(cx, deadline).map(|at| {
+                            now = at;
+                            machine.handle(Event::Deadline, at);
+                            Ok(())
+                        });
+                    }
+                    read
+                })
+                .await?;
+            }
             Action::Close => {
                 close_gracefully(conn).await;
                 return Ok(());
             }
             Action::Abort(ending) => return Err(ending.error().into()),
-        };
-        let wake = tokio::select! {
-            biased;
-            ready = std::future::poll_fn(|cx| conn.poll_ready(cx)) => {
-                ready?;
-                Wake::Readable
-            }
-            () = watchdog.until(deadline) => Wake::Deadline,
-            () = stopping(stop_flag), if !stopped => Wake::Stopping,
-        };
-        if let Wake::Stopping = wake {
-            machine.handle(Event::ShutdownBegun, Instant::now());
         }
-        let read = READ_BUFFER.with_borrow_mut(|buf| {
-            buf.resize(limits.read_buffer, 0);
-            let event = match conn.read_now(buf) {
-                Ok(0) => Event::Eof,
-                Ok(n) => {
-                    traffic.received(n);
-                    Event::Read(&buf[..n])
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    match wake {
-                        Wake::Deadline => Event::Deadline,
-                        Wake::Readable | Wake::Stopping => return Ok(()), // wait again
-                    }
-                }
-                Err(e) => return Err(e),
-            };
-            machine.handle(event, Instant::now());
-            Ok(())
-        });
-        read?;
     }
 }
 
-/// A connection's one timer, re-armed only when it fires early or must fire sooner. Resetting
-/// a tokio timer around every read and write (`tokio::time::timeout`) touches the timer wheel
-/// twice per request; that was the async engine's largest cost against a plain tokio server in
-/// ping-pong. Here a read or write that completes at once never polls the timer at all.
+/// A connection's one timer, re-armed only when it fired or must fire sooner, and polled only
+/// when it was re-armed or has fired. Resetting a tokio timer around every read and write
+/// (`tokio::time::timeout`) touches the timer wheel twice per request, and even polling an
+/// armed one costs a waker registration; here a request that is read and answered at once
+/// never touches the timer at all. The waker it registered stays good because one task polls
+/// the connection for its whole life, and every waker of a tokio task wakes that task.
 struct Watchdog {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     armed: Instant,
+    /// Whether the timer holds this task's waker for `armed`.
+    registered: bool,
 }
 
 impl Watchdog {
@@ -314,18 +291,27 @@ impl Watchdog {
         Watchdog {
             timer: Box::pin(tokio::time::sleep_until(due.into())),
             armed: due,
+            registered: false,
         }
     }
 
-    /// Completes at `due`.
-    async fn until(&mut self, due: Instant) {
+    /// Ready, with the clock's reading, once `due` has passed; until then the task is woken
+    /// at `due` at the latest (earlier when the timer was armed for an earlier deadline).
+    fn poll_due(&mut self, cx: &mut std::task::Context<'_>, due: Instant) -> Poll<Instant> {
         if due < self.armed {
             self.arm(due);
         }
         loop {
-            self.timer.as_mut().await;
-            if Instant::now() >= due {
-                return;
+            if self.registered && !self.timer.is_elapsed() {
+                return Poll::Pending;
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                self.registered = true;
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return Poll::Ready(now);
             }
             self.arm(due); // it fired for an earlier deadline: wait for this one
         }
@@ -334,6 +320,7 @@ impl Watchdog {
     fn arm(&mut self, due: Instant) {
         self.timer.as_mut().reset(due.into());
         self.armed = due;
+        self.registered = false;
     }
 }
 
@@ -375,26 +362,20 @@ mod tests {
             .await
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();
-        client.write_all(b"hello").await.unwrap();
-        std::future::poll_fn(|cx| server.poll_ready(cx))
-            .await
-            .unwrap();
         let mut buf = [0u8; 64];
-        assert_eq!(server.read_now(&mut buf).unwrap(), 5);
+        client.write_all(b"hello").await.unwrap();
+        let n = std::future::poll_fn(|cx| poll_read_into(&mut server, cx, &mut buf)).await;
+        assert_eq!(n.unwrap(), 5);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(
-            server.poll_ready(&mut cx).is_pending(),
+            server.poll_read_ready(&mut cx).is_pending(),
             "readiness kept after a short read"
         );
         client.write_all(b"!").await.unwrap();
-        std::future::poll_fn(|cx| server.poll_ready(cx))
-            .await
-            .unwrap();
-        assert_eq!(server.read_now(&mut buf).unwrap(), 1);
+        let n = std::future::poll_fn(|cx| poll_read_into(&mut server, cx, &mut buf)).await;
+        assert_eq!(n.unwrap(), 1);
         drop(client);
-        std::future::poll_fn(|cx| server.poll_ready(cx))
-            .await
-            .unwrap();
-        assert_eq!(server.read_now(&mut buf).unwrap(), 0, "EOF");
+        let n = std::future::poll_fn(|cx| poll_read_into(&mut server, cx, &mut buf)).await;
+        assert_eq!(n.unwrap(), 0, "EOF");
     }
 }

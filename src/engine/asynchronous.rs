@@ -1,7 +1,6 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
@@ -12,7 +11,6 @@ use tokio_util::task::TaskTracker;
 
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::async_stream::{Conn, serve_conn};
-use super::blocking::unnamed_peer;
 use super::datagram::{self, Received};
 use super::listener::Listener;
 use super::{Shared, context};
@@ -200,9 +198,14 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
     };
     let mut datagrams =
         datagram::Datagrams::new(&shared, transport, local.unwrap_or(Address::Unix(None)));
+    // One stop future for the loop's life: a fresh one per datagram registered and removed a
+    // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
+    // that keeps the socket readable cannot hide the stop.
+    let mut stop = std::pin::pin!(shared.stop.fired());
     loop {
         let received = tokio::select! {
-            _ = shared.stop.fired() => return,
+            biased;
+            () = &mut stop => return,
             received = recv_from(&socket, datagrams.buffer(), transport) => received,
         };
         let (n, ctx) = match datagrams.received(&shared, received) {
@@ -210,8 +213,8 @@ async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
             Received::Next => continue,
             Received::BackOff(delay) => {
                 tokio::select! {
-                    _ = shared.stop.fired() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(delay) => {}
                 }
                 continue;
             }
@@ -258,16 +261,7 @@ async fn recv_from(
 /// `try_send_to` would trust its cached readiness, which a `WouldBlock` clears until the kernel
 /// next signals the socket writable, and could then drop replies to everyone without trying.
 fn try_send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result<()> {
-    let to = match peer {
-        Address::Inet(addr) => socket2::SockAddr::from(*addr),
-        Address::Unix(Some(path)) => socket2::SockAddr::unix(path)?,
-        Address::Abstract(name) => {
-            let mut raw = vec![0u8];
-            raw.extend_from_slice(name);
-            socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&raw))?
-        }
-        Address::Unix(None) => return Err(unnamed_peer()),
-    };
+    let to = datagram::reply_addr(peer)?;
     match socket {
         Datagrams::Udp(s) => socket2::SockRef::from(s).send_to(reply, &to),
         Datagrams::Unix(s) => socket2::SockRef::from(s).send_to(reply, &to),

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
 use super::blocking_stream::serve_stream;
-use super::datagram::{Datagrams, Received, check_reply, recv_datagram};
+use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
 use super::listener::Listener;
 use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
-use super::{Conn, SessionError, Shared, Traffic, Woken, context, wait_readable};
+use super::wait::{Woken, wait_readable};
+use super::{Conn, SessionError, Shared, Traffic, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
@@ -26,7 +27,8 @@ pub(super) enum Mode {
     Inline,
     /// On a new thread each.
     Thread,
-    /// On a worker of a fixed pool.
+    /// On a worker of a fixed pool, parked with its poller between rounds (services) or for
+    /// the whole session (blocking handlers).
     Pool,
 }
 
@@ -52,6 +54,25 @@ impl Runner {
             Runner::Pool(pool) => pool.execute(job),
         }
     }
+
+    /// The job that serves an accepted stream connection (with its permit) where this runner
+    /// runs it: the pool parks a service's connection with its poller between rounds.
+    fn connection(
+        &self,
+        shared: Arc<Shared>,
+        conn: Conn,
+        ctx: crate::service::Context,
+        traffic: Traffic,
+        permit: Permit,
+    ) -> Job {
+        match self {
+            Runner::Pool(pool) => pool.connection(shared, conn, ctx, traffic, permit),
+            Runner::Inline | Runner::Thread => Box::new(move || {
+                let _permit = permit;
+                serve_stream(&shared, conn, ctx, traffic);
+            }),
+        }
+    }
 }
 
 /// Everything a listener thread needs.
@@ -71,7 +92,7 @@ pub(super) fn serve(
         Mode::Inline => Runner::Inline,
         Mode::Thread => Runner::Thread,
         Mode::Pool => Runner::Pool(
-            Pool::new(shared.limits.workers)
+            Pool::new(shared.clone(), shared.limits.workers)
                 .map_err(|e| Error::io("cannot start the worker pool", e))?,
         ),
     });
@@ -156,12 +177,7 @@ pub(super) fn serve(
 
 impl Loop {
     fn run(self) {
-        let transport = match &*self.listener {
-            Listener::Tcp(_) => Transport::Tcp,
-            Listener::Unix(..) => Transport::Unix,
-            Listener::Udp(_) => Transport::Udp,
-            Listener::UnixDatagram(..) => Transport::UnixDatagram,
-        };
+        let transport = self.listener.transport();
         if transport.is_stream() {
             self.accept_loop(transport)
         } else {
@@ -244,10 +260,8 @@ impl Loop {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
                     let traffic = Traffic::new(); // from the accept: a pool's queue counts
-                    self.runner.run(Box::new(move || {
-                        let _permit = permit;
-                        serve_stream(&shared, conn, ctx, traffic);
-                    }));
+                    let job = self.runner.connection(shared, conn, ctx, traffic, permit);
+                    self.runner.run(job);
                 }
                 Accepted::Next => {}
                 Accepted::BackOff(delay) => {
@@ -262,11 +276,10 @@ impl Loop {
     /// and returns the jobs that serve them. Their permits may go past the connection limit:
     /// the backlog bounds them.
     fn take_queue(&self) -> Vec<Job> {
-        let transport = match &*self.listener {
-            Listener::Tcp(_) => Transport::Tcp,
-            Listener::Unix(..) => Transport::Unix,
-            Listener::Udp(_) | Listener::UnixDatagram(..) => return Vec::new(),
-        };
+        let transport = self.listener.transport();
+        if !transport.is_stream() {
+            return Vec::new();
+        }
         let local = self.local();
         let mut jobs: Vec<Job> = Vec::new();
         drain_queue(
@@ -275,12 +288,11 @@ impl Loop {
             |conn, peer| {
                 let permit = self.slots.acquire_at_shutdown();
                 let ctx = context(transport, peer, local.clone());
-                let shared = self.shared.clone();
                 let traffic = Traffic::new();
-                jobs.push(Box::new(move || {
-                    let _permit = permit;
-                    serve_stream(&shared, conn, ctx, traffic);
-                }));
+                jobs.push(
+                    self.runner
+                        .connection(self.shared.clone(), conn, ctx, traffic, permit),
+                );
             },
         );
         jobs
@@ -317,10 +329,12 @@ impl Loop {
             let data = datagrams.request(n).to_vec();
             let shared = shared.clone();
             let listener = self.listener.clone();
+            let reply_log = datagrams.reply_log();
             self.runner.run(Box::new(move || {
                 let _permit = permit;
                 let send = |bytes: &[u8]| {
                     check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    reply_log.sending(&ctx.peer, bytes); // the loop guard sees handlers' replies
                     send_to(&listener, bytes, &ctx.peer)
                 };
                 let mut request = DatagramRequest {
@@ -342,23 +356,11 @@ impl Loop {
 }
 
 pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::Result<()> {
-    match (listener, peer) {
-        (Listener::Udp(s), Address::Inet(addr)) => s.send_to(bytes, addr).map(drop),
-        (Listener::UnixDatagram(s, _), Address::Unix(Some(path))) => {
-            s.send_to(bytes, path).map(drop)
-        }
-        (Listener::UnixDatagram(s, _), Address::Abstract(name)) => {
-            use std::os::linux::net::SocketAddrExt;
-            let to = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-            s.send_to_addr(bytes, &to).map(drop)
-        }
-        _ => Err(unnamed_peer()),
+    let to = reply_addr(peer)?;
+    match listener {
+        Listener::Udp(s) => socket2::SockRef::from(s).send_to(bytes, &to),
+        Listener::UnixDatagram(s, _) => socket2::SockRef::from(s).send_to(bytes, &to),
+        Listener::Tcp(_) | Listener::Unix(..) => Err(io::Error::from(io::ErrorKind::Unsupported)),
     }
-}
-
-pub(super) fn unnamed_peer() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::AddrNotAvailable,
-        "the peer's socket is unnamed (unbound), so no reply can reach it",
-    )
+    .map(drop)
 }

@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use nix::poll::PollFlags;
 
-use super::conn::{Action, Connection, Event, Linger, grace_over, write_timed_out};
-use super::{SessionError, Shared, Traffic, Woken, wait_until_ready};
+use super::conn::{Action, Connection, Event, Linger, grace_over, idle_timed_out, write_timed_out};
+use super::wait::{Woken, wait_until_ready};
+use super::{SessionError, Shared, Traffic};
 use crate::handler::{HandlerError, StreamRequest, run_stream_handler};
 use crate::service::{Context, StreamSession};
 use crate::shutdown::Trigger;
@@ -225,10 +226,7 @@ impl Read for GuardedRead<'_> {
                 io::ErrorKind::TimedOut,
                 "the message deadline passed",
             )),
-            Waited::Deadline => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("idle for {idle:?}"),
-            )),
+            Waited::Deadline => Err(idle_timed_out(idle)),
         }
     }
 }

@@ -26,7 +26,7 @@
 //! below drive every rule with plain `Instant`s they advance by hand. The byte counts of the
 //! close log line ([`super::Traffic`]) stay with the drivers, which see the bytes move.
 
-pub(crate) use crate::handler::write_timed_out;
+pub(crate) use crate::handler::{idle_timed_out, write_timed_out};
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -104,9 +104,7 @@ impl Ending {
     /// `ConnectionAborted` at the end of the grace period.
     pub(crate) fn error(self) -> io::Error {
         match self {
-            Ending::Idle(idle) => {
-                io::Error::new(io::ErrorKind::TimedOut, format!("idle for {idle:?}"))
-            }
+            Ending::Idle(idle) => idle_timed_out(idle),
             Ending::Message(limit) => io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("a message took longer than {limit:?} to arrive (message time-out)"),

@@ -8,12 +8,15 @@
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use socket2::SockAddr;
 
 use super::accept::{Backoff, is_per_connection_error};
-use super::guard::DatagramGuard;
+use super::guard::{DatagramGuard, fingerprint};
+use super::listener::abstract_addr;
 use super::peer_log::Senders;
 use super::rate::SourceLimiter;
 use super::{SessionError, Shared, context};
@@ -42,10 +45,42 @@ pub(crate) struct Datagrams {
     buf: Vec<u8>,
     reply: BytesMut,
     truncation_log: Option<Instant>,
+    /// The clock's reading at the last receive: one per datagram serves every rule and the
+    /// reply (the rules' windows are a second or more).
+    now: Instant,
     rate: SourceLimiter,
     guard: DatagramGuard,
     senders: Senders,
     backoff: Backoff,
+    /// Replies a `DatagramHandler` sent from its own thread, for the loop guard (made by the
+    /// first [`Datagrams::reply_log`]).
+    handler_replies: Option<(SyncSender<SentReply>, Receiver<SentReply>)>,
+}
+
+/// A reply a `DatagramHandler` sent: to whom, its [`fingerprint`], when.
+type SentReply = (Address, u64, Instant);
+
+/// Replies recorded by handlers and not yet seen by the listener. The listener drains the log
+/// before each datagram, so it fills only while the listener waits for a free connection
+/// slot and the handlers keep replying; records past it are lost (a loop then takes longer to
+/// be recognised), and a handler never waits for the listener.
+const REPLY_LOG: usize = 4096;
+
+/// The send path of a `DatagramHandler` records each reply here, so the listener's loop guard
+/// knows it even though the handler runs on another thread (threaded, pool).
+#[derive(Clone)]
+pub(crate) struct ReplyLog(SyncSender<SentReply>);
+
+impl ReplyLog {
+    /// Records a reply about to be sent to `peer`. Called *before* the send: the peer's answer
+    /// to it must not reach the listener's guard before the record does, or the streak that
+    /// recognises a loop would start over.
+    pub(crate) fn sending(&self, peer: &Address, reply: &[u8]) {
+        // Full: see REPLY_LOG. Disconnected: the listener has stopped.
+        let _ = self
+            .0
+            .try_send((peer.clone(), fingerprint(reply), Instant::now()));
+    }
 }
 
 impl Datagrams {
@@ -56,11 +91,22 @@ impl Datagrams {
             buf: vec![0u8; DATAGRAM_BUFFER],
             reply: BytesMut::new(),
             truncation_log: None,
+            now: Instant::now(),
             rate: SourceLimiter::new(shared.limits.datagram_rate),
             guard: DatagramGuard::new(),
             senders: Senders::new(),
             backoff: Backoff::new(),
+            handler_replies: None,
         }
+    }
+
+    /// Where a `DatagramHandler`'s send path records its replies for this listener's loop
+    /// guard (see [`ReplyLog`]).
+    pub(crate) fn reply_log(&mut self) -> ReplyLog {
+        let (log, _) = self
+            .handler_replies
+            .get_or_insert_with(|| sync_channel(REPLY_LOG));
+        ReplyLog(log.clone())
     }
 
     /// The buffer the engine receives into (with [`recv_datagram`]).
@@ -92,10 +138,16 @@ impl Datagrams {
             }
             Err(e) => return Received::BackOff(self.backoff.on_error("receive", &e)),
         };
+        self.now = Instant::now();
+        if let Some((_, replies)) = &self.handler_replies {
+            for (to, reply, at) in replies.try_iter() {
+                self.guard.replied_fingerprint(&to, reply, at);
+            }
+        }
         if was_truncated(n, self.buf.len(), &peer, &mut self.truncation_log)
-            || !self.guard.admit(&peer, &self.buf[..n], Instant::now())
+            || !self.guard.admit(&peer, &self.buf[..n], self.now)
             || !shared.verify(&peer)
-            || !self.rate.admit(&peer, Instant::now())
+            || !self.rate.admit(&peer, self.now)
         {
             return Received::Next;
         }
@@ -126,8 +178,8 @@ impl Datagrams {
     /// a reply sent, and logs (rate-limited) one dropped because it could not be sent at once.
     pub(crate) fn sent(&mut self, peer: &Address, result: io::Result<()>) {
         match result {
-            Ok(()) => self.guard.replied(peer, &self.reply, Instant::now()),
-            Err(e) => self.guard.not_sent(peer, &e, Instant::now()),
+            Ok(()) => self.guard.replied(peer, &self.reply, self.now),
+            Err(e) => self.guard.not_sent(peer, &e, self.now),
         }
     }
 }
@@ -153,12 +205,6 @@ pub(crate) fn check_reply(limits: &Limits, peer: &Address, reply: &[u8]) -> io::
 /// a wrong answer).
 fn answer_datagram(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
     reply.clear();
-    if let Some(peer) = ctx.peer.inet()
-        && crate::service::is_service_port(peer.port())
-    {
-        tracing::debug!(%peer, "no reply to a datagram from a service port (inetd's loop rule)");
-        return false;
-    }
     if !shared.app.service.message(ctx, request, reply) {
         return false;
     }
@@ -186,6 +232,28 @@ pub(crate) fn reply_limit(limits: &Limits, peer: &Address) -> usize {
         _ => usize::MAX,
     };
     limits.max_datagram.min(family)
+}
+
+/// The socket address a reply to `peer` goes to, on either engine.
+///
+/// # Errors
+///
+/// An unnamed (unbound) Unix peer, which no reply can reach; a name too long for `sun_path`.
+pub(crate) fn reply_addr(peer: &Address) -> io::Result<SockAddr> {
+    match peer {
+        Address::Inet(addr) => Ok(SockAddr::from(*addr)),
+        Address::Unix(Some(path)) => SockAddr::unix(path),
+        Address::Abstract(name) => abstract_addr(name),
+        Address::Unix(None) => Err(unnamed_peer()),
+    }
+}
+
+/// The error of a reply to an unnamed (unbound) Unix peer.
+pub(crate) fn unnamed_peer() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "the peer's socket is unnamed (unbound), so no reply can reach it",
+    )
 }
 
 /// The receive buffer of a datagram listener: one byte more than the largest UDP payload

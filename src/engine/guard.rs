@@ -1,8 +1,10 @@
 //! Reply-loop guards of a datagram listener: one forged datagram must not set two servers (or a
 //! server and itself) answering each other forever.
 //!
-//! Two rules, checked before a datagram reaches the service:
+//! Three rules, checked before a datagram reaches the service or a `DatagramHandler`:
 //!
+//! 0. **Service ports.** A datagram from the well-known port of a built-in service
+//!    ([`is_service_port`]) is never answered: inetd's rule, since such a port answers anybody.
 //! 1. **Own addresses.** A datagram whose source is a listening address of this process is never
 //!    answered: its reply would come straight back. A wildcard listener (`0.0.0.0:P`, `[::]:P`)
 //!    owns port P on every local address; IPv4-mapped sources count as their IPv4 address.
@@ -10,12 +12,16 @@
 //!    last [`RECENT_REPLIES`] replies sent to it, [`LOOP_STREAK`] times in a row within
 //!    [`LOOP_WINDOW`], is taken for a server answering our replies (an echo loop) and is not
 //!    answered for [`MUTE`]. One dropped datagram ends a loop that one forged datagram started.
+//!    A `DatagramHandler`'s replies, sent from its own thread, are recorded too
+//!    ([`DatagramGuard::replied_fingerprint`]).
 //!
 //! An echo loop and a client that sends the same payload again each time its reply arrives look
 //! alike on the wire. What tells them apart here is the peer's socket: a loop needs a socket
 //! that answers anybody, while a client's socket that is *connected* to us (as `socketkit
 //! bench`'s, `nc -u`'s and socat's are) takes datagrams from us alone. For peers on this host
-//! the kernel says which it is (`/proc/net/udp`), and a connected one is never muted. A peer on
+//! the kernel says which it is (`/proc/net/udp`), and a connected one is not muted for
+//! [`TRUST`], then asked about again (its port may have been reused by a socket that answers
+//! anybody). A peer on
 //! another host that sends constant payloads faster than [`LOOP_STREAK`] a second cannot be
 //! told from a loop and is muted; numbered payloads avoid it.
 //!
@@ -30,7 +36,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::listener::Listener;
-use crate::service::Address;
+use crate::service::{Address, is_service_port};
 
 /// Requests in a row that equal a recent reply before a source counts as a loop. Far above what
 /// a retransmitting client sends (one request per time-out), and a forged datagram buys at most
@@ -46,8 +52,15 @@ pub(crate) const MUTE: Duration = Duration::from_secs(1);
 /// Replies remembered per source: a loop fed by up to this many forged datagrams at once is
 /// recognised (each request equals one of them, though not the last).
 pub(crate) const RECENT_REPLIES: usize = 16;
-/// Sources tracked per listener. When full, sources silent for [`LOOP_WINDOW`] are forgotten;
-/// a new source that still finds no room is answered untracked.
+/// How long a source found to be a connected client on this host is not muted; then the
+/// kernel is asked again at its next streak (at most one `/proc/net/udp` read per client per
+/// this period), since the port may since belong to a socket that answers anybody.
+pub(crate) const TRUST: Duration = MUTE;
+/// Sources tracked per listener. When full, sources silent for [`LOOP_WINDOW`] are forgotten,
+/// and if that frees less than an eighth of the table, the sources answered longest ago (muted
+/// ones last) until an eighth is free. Every new source is tracked: an attacker who keeps
+/// 4,096 forged sources busy cannot have a loop answered untracked, since a loop in progress
+/// is answered every round trip and so is among the newest.
 const MAX_TRACKED: usize = 4096;
 /// Log lines about one kind of event: at most one every this long.
 const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -82,6 +95,12 @@ impl DatagramGuard {
     /// Whether a datagram from `peer` carrying `request`, arriving at `now`, may be answered.
     pub(crate) fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> bool {
         if let Address::Inet(from) = peer
+            && is_service_port(from.port())
+        {
+            tracing::debug!(%peer, "no reply to a datagram from a service port (inetd's loop rule)");
+            return false;
+        }
+        if let Address::Inet(from) = peer
             && self.own.contains(*from, now)
         {
             if should_log(&mut self.own_log, now) {
@@ -100,7 +119,7 @@ impl DatagramGuard {
                 if let Address::Inet(from) = peer
                     && (self.is_connected_client)(*from)
                 {
-                    self.loops.trust(peer);
+                    self.loops.trust(peer, now);
                     return true;
                 }
                 self.loops.mute(peer, now);
@@ -119,6 +138,12 @@ impl DatagramGuard {
     /// Records that `reply` was sent to `peer` at `now`.
     pub(crate) fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
         self.loops.replied(peer, reply, now);
+    }
+
+    /// Records that a reply of this [`fingerprint`] was sent to `peer` at `now` (by a
+    /// `DatagramHandler`, on another thread).
+    pub(crate) fn replied_fingerprint(&mut self, peer: &Address, reply: u64, now: Instant) {
+        self.loops.replied_fingerprint(peer, reply, now);
     }
 
     /// Logs (at most once every 10 s, with a count) a reply dropped because it could not be
@@ -291,29 +316,29 @@ struct Exchange {
     streak_began: Instant,
     last_reply: Instant,
     muted_until: Option<Instant>,
-    /// A client on this host (its socket is connected to us): never muted.
-    trusted: bool,
+    /// A client on this host (its socket is connected to us): not muted until then.
+    trusted_until: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
 struct LoopDetector {
-    sources: HashMap<Address, Exchange>,
-    last_sweep: Option<Instant>,
+    sources: HashMap<PeerKey, Exchange>,
 }
 
 impl LoopDetector {
     fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> Verdict {
         // A source never answered cannot be sending our replies back.
-        let Some(ex) = self.sources.get_mut(peer) else {
+        let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) else {
             return Verdict::Answer;
         };
         if ex.muted_until.is_some_and(|until| now < until) {
             return Verdict::Muted;
         }
         ex.muted_until = None;
-        if ex.trusted {
+        if ex.trusted_until.is_some_and(|until| now < until) {
             return Verdict::Answer;
         }
+        ex.trusted_until = None;
         let hash = fingerprint(request);
         if !ex.replies.contains(&hash) {
             ex.streak = 0;
@@ -332,68 +357,103 @@ impl LoopDetector {
     }
 
     fn mute(&mut self, peer: &Address, now: Instant) {
-        if let Some(ex) = self.sources.get_mut(peer) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
             ex.muted_until = Some(now + MUTE);
         }
     }
 
-    fn trust(&mut self, peer: &Address) {
-        if let Some(ex) = self.sources.get_mut(peer) {
-            ex.trusted = true;
+    fn trust(&mut self, peer: &Address, now: Instant) {
+        if let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) {
+            ex.trusted_until = Some(now + TRUST);
         }
     }
 
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
-        // One lookup while the table has room (`make_room` is then true): hashing the address
-        // is most of this guard's cost per datagram.
-        if self.sources.len() >= MAX_TRACKED
-            && !self.sources.contains_key(peer)
-            && !self.make_room(now)
-        {
-            return;
+        self.replied_fingerprint(peer, fingerprint(reply), now);
+    }
+
+    fn replied_fingerprint(&mut self, peer: &Address, reply: u64, now: Instant) {
+        // One lookup while the table has room: hashing the address is most of this guard's
+        // cost per datagram.
+        let key = PeerKey::of(peer);
+        if self.sources.len() >= MAX_TRACKED && !self.sources.contains_key(&key) {
+            self.make_room(now);
         }
-        let ex = self.sources.entry(peer.clone()).or_insert(Exchange {
+        let ex = self.sources.entry(key).or_insert(Exchange {
             replies: [0; RECENT_REPLIES],
             next: 0,
             streak: 0,
             streak_began: now,
             last_reply: now,
             muted_until: None,
-            trusted: false,
+            trusted_until: None,
         });
-        if ex.trusted {
+        if ex.trusted_until.is_some_and(|until| now < until) {
             return; // no need to remember what a client was told
         }
-        ex.replies[ex.next] = fingerprint(reply);
+        ex.replies[ex.next] = reply;
         ex.next = (ex.next + 1) % RECENT_REPLIES;
         ex.last_reply = now;
     }
 
-    /// Whether a new source can be tracked, forgetting (at most once a second) the sources
-    /// that no longer matter: not muted, and silent for longer than a streak may take.
-    fn make_room(&mut self, now: Instant) -> bool {
-        if self.sources.len() < MAX_TRACKED {
-            return true;
-        }
-        if self
-            .last_sweep
-            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
-        {
-            return false;
-        }
-        self.last_sweep = Some(now);
+    /// Makes room for a new source in a full table. First the sources that no longer matter
+    /// are forgotten (not muted, silent for longer than a streak may take); if that frees less
+    /// than an eighth of the table, the sources answered longest ago, muted ones last, until an
+    /// eighth is free. Freeing an eighth at a time keeps the cost of the scan to a few steps
+    /// per new source.
+    fn make_room(&mut self, now: Instant) {
+        let muted = |ex: &Exchange| ex.muted_until.is_some_and(|until| now < until);
         self.sources.retain(|_, ex| {
-            ex.muted_until.is_some_and(|until| now < until)
-                || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW
+            muted(ex) || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW
         });
-        self.sources.len() < MAX_TRACKED
+        let keep = MAX_TRACKED - MAX_TRACKED / 8;
+        if self.sources.len() <= keep {
+            return;
+        }
+        let mut ages: Vec<(bool, Instant)> = self
+            .sources
+            .values()
+            .map(|ex| (muted(ex), ex.last_reply))
+            .collect();
+        let forget = ages.len() - keep;
+        let (_, &mut newest_forgotten, _) = ages.select_nth_unstable(forget - 1);
+        self.sources
+            .retain(|_, ex| (muted(ex), ex.last_reply) > newest_forgotten);
+    }
+}
+
+/// A source as the key of [`LoopDetector`]'s table, hashed in one write. The table keeps
+/// std's keyed SipHash (sources are the attacker's to choose), whose cost is mostly per write:
+/// the derived hash of an [`Address`] made five (two discriminants, a length, the bytes, the
+/// port), and two lookups per datagram made it this guard's largest cost.
+#[derive(Debug, PartialEq, Eq)]
+struct PeerKey(Address);
+
+impl PeerKey {
+    fn of(peer: &Address) -> PeerKey {
+        PeerKey(peer.clone())
+    }
+}
+
+impl std::hash::Hash for PeerKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // Equal keys write the same: the fields left out (IPv6 flow and scope) only collide.
+        match &self.0 {
+            Address::Inet(SocketAddr::V4(a)) => {
+                state.write_u64(u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()));
+            }
+            Address::Inet(SocketAddr::V6(a)) => {
+                state.write_u128(a.ip().to_bits() ^ u128::from(a.port()));
+            }
+            other => other.hash(state),
+        }
     }
 }
 
 /// A 64-bit fingerprint of a datagram, a word at a time (FxHash's mixing): cheap enough for
 /// every request and reply. A collision only ever counts towards a streak, so an adversary who
 /// crafts one can mute no one but the address it sends from.
-fn fingerprint(bytes: &[u8]) -> u64 {
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
     let mut chunks = bytes.chunks_exact(8);
@@ -557,7 +617,7 @@ mod tests {
         let t0 = Instant::now();
         let peer = addr("127.0.0.1:40000");
         let mut loops = after_one_reply(&peer, b"PING", t0);
-        loops.trust(&peer);
+        loops.trust(&peer, t0);
         assert_eq!(
             echo_loop(&mut loops, &peer, t0, Duration::from_micros(5)),
             10_000
@@ -565,16 +625,100 @@ mod tests {
     }
 
     #[test]
+    fn trust_expires_so_a_reused_port_is_checked_again() {
+        let t0 = Instant::now();
+        let peer = addr("127.0.0.1:40000");
+        let mut loops = after_one_reply(&peer, b"PING", t0);
+        loops.trust(&peer, t0);
+        // The client's socket closes; an unconnected socket that answers anybody gets its port.
+        let later = t0 + TRUST;
+        loops.replied(&peer, b"PING", later);
+        let answered = echo_loop(&mut loops, &peer, later, Duration::from_micros(20));
+        assert_eq!(answered, LOOP_STREAK - 1, "the streak is counted again");
+    }
+
+    #[test]
     fn the_table_of_sources_stays_bounded() {
         let t0 = Instant::now();
         let mut loops = LoopDetector::default();
+        let mut t = t0;
         for i in 0..(MAX_TRACKED as u32 + 1000) {
             let peer = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + i), 53).into());
-            loops.replied(&peer, b"x", t0);
+            t += Duration::from_micros(1);
+            loops.replied(&peer, b"x", t);
+            assert!(loops.sources.len() <= MAX_TRACKED);
+            assert!(
+                loops.sources.contains_key(&PeerKey::of(&peer)),
+                "every new source is tracked"
+            );
+        }
+        for i in 0.. {
+            if loops.sources.len() == MAX_TRACKED {
+                break;
+            }
+            let peer = Address::Inet((std::net::Ipv4Addr::from(0x0b00_0000 + i), 53).into());
+            loops.replied(&peer, b"x", t);
+        }
+        // Silent sources go first.
+        loops.replied(&addr("192.0.2.1:1"), b"x", t + LOOP_WINDOW * 2);
+        assert_eq!(loops.sources.len(), 1);
+    }
+
+    #[test]
+    fn a_loop_is_stopped_while_forged_sources_keep_the_table_full() {
+        let t0 = Instant::now();
+        let mut loops = LoopDetector::default();
+        let mut t = t0;
+        let mut forged = 0u32;
+        let mut forge_one = |loops: &mut LoopDetector, t: Instant| {
+            let peer = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + forged), 53).into());
+            forged += 1;
+            loops.replied(&peer, b"x", t);
+        };
+        for _ in 0..MAX_TRACKED {
+            t += Duration::from_micros(1);
+            forge_one(&mut loops, t);
+        }
+        // An attacker answers a new forged source between every two rounds of the loop.
+        let peer = addr("192.0.2.7:9999");
+        let mut answered = 0;
+        for _ in 0..10_000 {
+            t += Duration::from_micros(10);
+            forge_one(&mut loops, t);
+            t += Duration::from_micros(10);
+            if loops.admit(&peer, b"PING", t) != Verdict::Answer {
+                break;
+            }
+            loops.replied(&peer, b"PING", t);
+            answered += 1;
+        }
+        assert!(answered <= LOOP_STREAK, "{answered} answered");
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_sources_answered_longest_ago_and_keeps_muted_ones() {
+        let t0 = Instant::now();
+        let mut loops = LoopDetector::default();
+        let muted = addr("192.0.2.9:9");
+        loops.replied(&muted, b"x", t0);
+        loops.mute(&muted, t0);
+        for i in 1..MAX_TRACKED as u32 {
+            let peer = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + i), 53).into());
+            loops.replied(&peer, b"x", t0 + Duration::from_micros(u64::from(i)));
         }
         assert_eq!(loops.sources.len(), MAX_TRACKED);
-        loops.replied(&addr("192.0.2.1:1"), b"x", t0 + LOOP_WINDOW * 2);
-        assert_eq!(loops.sources.len(), 1);
+        let newcomer = addr("192.0.2.1:1");
+        loops.replied(&newcomer, b"x", t0 + Duration::from_millis(10));
+        assert_eq!(loops.sources.len(), MAX_TRACKED - MAX_TRACKED / 8 + 1);
+        assert!(loops.sources.contains_key(&PeerKey::of(&newcomer)));
+        assert!(
+            loops.sources.contains_key(&PeerKey::of(&muted)),
+            "muted sources go last"
+        );
+        let oldest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0001), 53).into());
+        let newest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + 4095), 53).into());
+        assert!(!loops.sources.contains_key(&PeerKey::of(&oldest)));
+        assert!(loops.sources.contains_key(&PeerKey::of(&newest)));
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub(crate) enum Listener {
 }
 
 impl Listener {
+    /// The transport this listener serves.
+    pub(crate) fn transport(&self) -> Transport {
+        match self {
+            Listener::Tcp(_) => Transport::Tcp,
+            Listener::Unix(..) => Transport::Unix,
+            Listener::Udp(_) => Transport::Udp,
+            Listener::UnixDatagram(..) => Transport::UnixDatagram,
+        }
+    }
+
     /// Binds `endpoint`. A name is resolved and the first address bound (as Python does).
     pub(crate) fn bind(endpoint: &Endpoint, limits: &Limits) -> Result<Listener, Error> {
         let bind_err = |source: io::Error| Error::Bind {
@@ -136,7 +146,7 @@ fn unix_path(file: &SocketFile, local: std::os::unix::net::SocketAddr) -> PathBu
 /// # Errors
 ///
 /// A name too long for `sun_path` (the parser refuses one; a hand-made `Endpoint` may not).
-fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
+pub(super) fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
     SockAddr::unix(OsString::from_vec([b"\0", name].concat()))
 }
 

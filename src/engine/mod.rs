@@ -19,17 +19,12 @@ mod rate;
 mod runtime;
 mod slots;
 pub(crate) mod socket_file;
+mod wait;
 
 use std::fmt;
-use std::io;
-use std::os::fd::BorrowedFd;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-
-use crate::shutdown::Trigger;
 pub(crate) use blocking_stream::Conn;
 use listener::Listener;
 pub(crate) use peer_log::Traffic;
@@ -42,7 +37,7 @@ pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, conte
 /// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) |
 /// | [`Engine::Sequential`] | the listener's own thread, one at a time | services, blocking handlers |
 /// | [`Engine::Threaded`] | a new thread | services, blocking handlers |
-/// | [`Engine::Pool`] | one of [`Limits::workers`] threads | services, blocking handlers |
+/// | [`Engine::Pool`] | one of [`Limits::workers`](crate::Limits::workers) threads while it has bytes to read or write (a blocking handler: for its whole session); a poller between | services, blocking handlers |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Engine {
@@ -58,8 +53,13 @@ pub enum Engine {
     #[doc(alias = "ThreadingMixIn")]
     #[doc(alias = "ThreadingTCPServer")]
     Threaded,
-    /// A fixed pool of worker threads ([`Limits::workers`]); connections beyond it wait,
-    /// accepted, for a free worker.
+    /// A fixed pool of worker threads ([`Limits::workers`](crate::Limits::workers)) behind a poller, like Apache's
+    /// event MPM: a service's connection takes a worker only while it has bytes to read or a
+    /// reply to write, and waits for its peer in the poller (epoll) otherwise, so silent and
+    /// slow peers cost a descriptor and a little memory each, never a worker. A blocking
+    /// [`StreamHandler`](crate::handler::StreamHandler) owns its socket for its whole session, as in socketserver, so each
+    /// session holds a worker until it ends; sessions beyond `workers` wait, accepted, for a
+    /// free one.
     #[doc(alias = "ThreadPool")]
     Pool,
 }
@@ -127,70 +127,5 @@ pub(crate) fn serve(
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
         Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
         Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),
-    }
-}
-
-/// What ended a wait in [`wait_readable`].
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Woken {
-    /// The descriptor is readable (or has an error or hang-up to report).
-    Ready,
-    /// The trigger fired.
-    Triggered,
-    /// The time-out passed.
-    TimedOut,
-}
-
-/// Waits until `fd` is readable, `trigger` fires, or `timeout` passes. Blocking engines call
-/// this before every accept, receive and read, so shutdown and time-outs need no polling.
-pub(crate) fn wait_readable(
-    fd: BorrowedFd<'_>,
-    trigger: &Trigger,
-    timeout: Option<Duration>,
-) -> io::Result<Woken> {
-    wait_until_ready(fd, PollFlags::POLLIN, trigger, timeout)
-}
-
-/// Waits until `fd` is ready for `events` (or has an error or hang-up to report), `trigger`
-/// fires, or `timeout` passes.
-pub(crate) fn wait_until_ready(
-    fd: BorrowedFd<'_>,
-    events: PollFlags,
-    trigger: &Trigger,
-    timeout: Option<Duration>,
-) -> io::Result<Woken> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        if trigger.is_fired() {
-            return Ok(Woken::Triggered);
-        }
-        let wait = match deadline {
-            None => PollTimeout::NONE,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Round up so a sub-millisecond remainder does not spin.
-                let ms = left.as_millis() + u128::from(left.subsec_nanos() % 1_000_000 != 0);
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
-            }
-        };
-        let mut fds = [
-            PollFd::new(fd, events),
-            PollFd::new(trigger.fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, wait) {
-            Ok(0) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Ok(Woken::TimedOut);
-                }
-            }
-            Ok(_) => {
-                if fds[1].any().unwrap_or(false) {
-                    return Ok(Woken::Triggered);
-                }
-                return Ok(Woken::Ready);
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
-        }
     }
 }

@@ -28,10 +28,22 @@ const CONTENTION_WINDOW: Duration = Duration::from_secs(10);
 const MAX_SOURCES: usize = 65_536;
 
 /// What a datagram is counted against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Ip(IpAddr),
     Unix(Vec<u8>),
+}
+
+/// One write per source: the table keeps std's keyed SipHash (sources are the attacker's to
+/// choose), whose cost is mostly per write, and the derived hash made four.
+impl std::hash::Hash for Source {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self {
+            Source::Ip(IpAddr::V4(v4)) => state.write_u32(v4.to_bits()),
+            Source::Ip(IpAddr::V6(v6)) => state.write_u128(v6.to_bits()),
+            Source::Unix(name) => state.write(name),
+        }
+    }
 }
 
 impl Source {

@@ -43,19 +43,21 @@
 
 use std::fmt;
 use std::future::Future;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-mod scan;
+mod input;
 mod timed;
+
+use bytes::{Buf, BytesMut};
 
 use crate::codec::LengthWidth;
 use crate::service::{Address, Context};
-use scan::{FrameScan, LineScan, Scan};
-pub(crate) use timed::write_timed_out;
+use input::{AsyncInput, Bounded, FrameRead, LineRead, READ_BYTES};
 use timed::{IdleRead, StallWrite};
+pub(crate) use timed::{idle_timed_out, write_timed_out};
 
 /// A blocking stream handler: `handle` serves one whole connection.
 ///
@@ -126,7 +128,10 @@ impl<'a> StreamRequest<'a> {
     ) -> StreamRequest<'a> {
         StreamRequest {
             ctx,
-            reader: Reader(BufReader::new(read)),
+            reader: Reader {
+                socket: read,
+                input: BytesMut::new(),
+            },
             writer: Writer(BufWriter::new(write)),
             bounds: Bounds::new(limits),
         }
@@ -184,7 +189,7 @@ impl<'a> StreamRequest<'a> {
     /// As [`read_line`](StreamRequest::read_line), except that any bytes are accepted.
     pub fn read_line_bytes(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
         let max_line = self.bounds.max_line;
-        self.read_bounded(LineScan::new(line, max_line))
+        self.read_bounded(LineRead::new(line, max_line))
     }
 
     /// Reads one length-delimited frame (a big-endian header of `width`, then that many bytes)
@@ -222,25 +227,33 @@ impl<'a> StreamRequest<'a> {
     /// [`read_line`](StreamRequest::read_line).
     pub fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
         let max_frame = self.bounds.max_frame;
-        self.read_bounded(FrameScan::new(width, max_frame))
+        self.read_bounded(FrameRead::new(width, max_frame))
     }
 
-    /// Feeds `scan` from the reader's buffer until its message is whole, the message deadline
-    /// running from the first byte taken; the socket's reads wait no longer than it.
-    fn read_bounded<S: Scan>(&mut self, mut scan: S) -> io::Result<S::Output> {
+    /// Reads from the socket into the reader's buffer until `message` is whole there, the
+    /// message deadline running from its first byte; the socket's reads wait no longer than it.
+    fn read_bounded<B: Bounded>(&mut self, mut message: B) -> io::Result<B::Output> {
         let message_timeout = self.bounds.message_timeout;
+        let reader = &mut self.reader;
         let mut deadline = None;
         let result = loop {
-            if let Some(output) = scan.whole() {
-                break Ok(output);
+            match message.decode(&mut reader.input) {
+                Ok(Some(output)) => break Ok(output),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            if deadline.is_none() && !reader.input.is_empty() {
+                let at = Instant::now() + message_timeout;
+                deadline = Some(at);
+                reader.socket.set_deadline(Some(at));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break Err(message_timed_out(message_timeout));
             }
-            let taken = match self.reader.0.fill_buf() {
-                Ok([]) => break scan.eof(),
-                Ok(available) => scan.take(available),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            match input::fill(&mut reader.input, &mut reader.socket) {
+                Ok(0) => break message.decode_eof(&mut reader.input),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if deadline.is_some_and(|d| Instant::now() >= d) => {
                     break Err(if e.kind() == io::ErrorKind::TimedOut {
                         message_timed_out(message_timeout)
@@ -248,20 +261,11 @@ impl<'a> StreamRequest<'a> {
                         e
                     });
                 }
-                Err(e) => Err(e),
-            };
-            match taken {
-                Ok(n) => self.reader.0.consume(n),
                 Err(e) => break Err(e),
-            }
-            if deadline.is_none() {
-                let at = Instant::now() + message_timeout;
-                deadline = Some(at);
-                self.reader.0.get_mut().set_deadline(Some(at));
             }
         };
         if deadline.is_some() {
-            self.reader.0.get_mut().set_deadline(None);
+            reader.socket.set_deadline(None);
         }
         result
     }
@@ -303,20 +307,35 @@ pub(crate) trait SocketRead: Read + Send {
 
 /// The reading half of a [`StreamRequest`]: [`Read`] and [`BufRead`], bounded only by the idle
 /// time-out (see [`StreamRequest::reader`]).
-pub struct Reader<'a>(BufReader<Box<dyn SocketRead + 'a>>);
+pub struct Reader<'a> {
+    socket: Box<dyn SocketRead + 'a>,
+    /// Read but not yet consumed: the bounded reads decode their messages from here and leave
+    /// what follows a message for the next read, raw or bounded.
+    input: BytesMut,
+}
 
 impl Read for Reader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        if self.input.is_empty() && buf.len() >= READ_BYTES {
+            return self.socket.read(buf);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
 impl BufRead for Reader<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.0.fill_buf()
+        if self.input.is_empty() {
+            input::fill(&mut self.input, &mut self.socket)?;
+        }
+        Ok(&self.input)
     }
     fn consume(&mut self, amount: usize) {
-        self.0.consume(amount)
+        self.input.advance(amount)
     }
 }
 
@@ -460,7 +479,7 @@ pub struct AsyncStreamRequest(Box<AsyncRequestParts>);
 
 struct AsyncRequestParts {
     ctx: Context,
-    reader: tokio::io::BufReader<IdleRead<AsyncReadHalf>>,
+    reader: AsyncInput<IdleRead<AsyncReadHalf>>,
     writer: tokio::io::BufWriter<StallWrite<AsyncWriteHalf>>,
     bounds: Bounds,
 }
@@ -474,7 +493,7 @@ impl AsyncStreamRequest {
         let (read, write) = tokio::io::split(stream);
         AsyncStreamRequest(Box::new(AsyncRequestParts {
             ctx,
-            reader: tokio::io::BufReader::new(IdleRead::new(read, limits.idle_timeout)),
+            reader: AsyncInput::new(IdleRead::new(read, limits.idle_timeout)),
             writer: tokio::io::BufWriter::new(StallWrite::new(write, limits.write_timeout)),
             bounds: Bounds::new(limits),
         }))
@@ -509,7 +528,7 @@ impl AsyncStreamRequest {
     /// As [`StreamRequest::read_line`], except that any bytes are accepted.
     pub async fn read_line_bytes(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
         let max_line = self.0.bounds.max_line;
-        self.read_bounded(LineScan::new(line, max_line)).await
+        self.read_bounded(LineRead::new(line, max_line)).await
     }
 
     /// Reads one length-delimited frame, bounded by the frame limit and the message deadline:
@@ -520,34 +539,34 @@ impl AsyncStreamRequest {
     /// As [`StreamRequest::read_frame`].
     pub async fn read_frame(&mut self, width: LengthWidth) -> io::Result<Option<Vec<u8>>> {
         let max_frame = self.0.bounds.max_frame;
-        self.read_bounded(FrameScan::new(width, max_frame)).await
+        self.read_bounded(FrameRead::new(width, max_frame)).await
     }
 
     /// [`StreamRequest::read_bounded`], awaited: the deadline cuts a read short.
-    async fn read_bounded<S: Scan + Send>(&mut self, mut scan: S) -> io::Result<S::Output> {
-        use tokio::io::AsyncBufReadExt;
+    async fn read_bounded<B: Bounded + Send>(&mut self, mut message: B) -> io::Result<B::Output> {
         let message_timeout = self.0.bounds.message_timeout;
+        let reader = &mut self.0.reader;
         let mut deadline = None;
         loop {
-            if let Some(output) = scan.whole() {
+            if let Some(output) = message.decode(&mut reader.input)? {
                 return Ok(output);
+            }
+            if !reader.input.is_empty() {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + message_timeout);
             }
             // A timeout polls its future first: data that is always ready would never expire it.
             if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
                 return Err(message_timed_out(message_timeout));
             }
             let filled = match deadline {
-                None => self.0.reader.fill_buf().await,
-                Some(at) => tokio::time::timeout_at(at, self.0.reader.fill_buf())
+                None => reader.fill().await,
+                Some(at) => tokio::time::timeout_at(at, reader.fill())
                     .await
                     .map_err(|_| message_timed_out(message_timeout))?,
             };
-            let taken = match filled? {
-                [] => return scan.eof(),
-                available => scan.take(available)?,
-            };
-            self.0.reader.consume(taken);
-            deadline.get_or_insert_with(|| tokio::time::Instant::now() + message_timeout);
+            if filled? == 0 {
+                return message.decode_eof(&mut reader.input);
+            }
         }
     }
 

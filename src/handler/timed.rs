@@ -16,6 +16,11 @@ pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
     )
 }
 
+/// The error that ends a connection that sent nothing for `idle` (on every engine).
+pub(crate) fn idle_timed_out(idle: Duration) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("idle for {idle:?}"))
+}
+
 /// A reader whose every read fails with `TimedOut` after `idle` without data.
 pub(crate) struct IdleRead<R> {
     inner: R,
@@ -47,10 +52,7 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for IdleRead<R> {
                 Poll::Ready(result)
             }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("idle for {:?}", this.idle),
-                ))),
+                Poll::Ready(()) => Poll::Ready(Err(idle_timed_out(this.idle))),
                 Poll::Pending => Poll::Pending,
             },
         }

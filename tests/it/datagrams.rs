@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use socketkit::handler::{DatagramHandler, DatagramRequest};
 use socketkit::service::{Context, EchoSession, Service};
 use socketkit::{Endpoint, Engine, Server};
 
@@ -199,6 +200,93 @@ fn a_reply_loop_with_another_server_ends_within_a_thousand_datagrams() {
         );
         // Only the loop is muted: another client is answered.
         assert_eq!(exchange(server.endpoint(0), b"still"), b"STILL", "{engine}");
+    }
+}
+
+/// Echoes each datagram, recording who asked: the `DatagramHandler` counterpart of
+/// [`CountingEcho`].
+#[derive(Clone, Default)]
+struct EchoHandler(Arc<std::sync::Mutex<Vec<socketkit::service::Address>>>);
+
+impl DatagramHandler for EchoHandler {
+    fn handle(&self, request: &mut DatagramRequest<'_>) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(request.peer().clone());
+        let data = request.data().to_vec();
+        request.reply(&data)
+    }
+}
+
+const THREAD_ENGINES: [Engine; 3] = [Engine::Sequential, Engine::Threaded, Engine::Pool];
+
+#[test]
+fn a_reply_loop_between_a_datagram_handler_and_another_server_ends_within_a_thousand_datagrams() {
+    const CAP: usize = 1_000;
+    // The async engine runs no DatagramHandler (bind refuses one).
+    for engine in THREAD_ENGINES {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.sock");
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .datagram_handler(EchoHandler::default())
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .listen(Endpoint::UnixDatagram(path.clone())),
+        );
+        let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+        echo.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let handler = server.addr();
+        echo.send_to(b"forged", handler).unwrap();
+        let got = reflect(
+            |buf| echo.recv(buf).ok(),
+            |bytes| drop(echo.send_to(bytes, handler)),
+            CAP,
+        );
+        assert!(
+            got < CAP,
+            "{engine}: the UDP loop was still going after {got} datagrams"
+        );
+        let echo = UnixDatagram::bind(dir.path().join("echo.sock")).unwrap();
+        echo.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        echo.send_to(b"forged", &path).unwrap();
+        let got = reflect(
+            |buf| echo.recv(buf).ok(),
+            |bytes| drop(echo.send_to(bytes, &path)),
+            CAP,
+        );
+        assert!(
+            got < CAP,
+            "{engine}: the unixgram loop was still going after {got} datagrams"
+        );
+        assert_eq!(exchange(server.endpoint(0), b"still"), b"still", "{engine}");
+    }
+}
+
+#[test]
+fn a_datagram_handler_answers_no_datagram_from_a_service_port() {
+    // Port 7 (echo) needs privileges; where they are missing there is nothing to test.
+    let Ok(from_echo_port) = UdpSocket::bind("127.0.0.1:7") else {
+        eprintln!("SKIP: cannot bind port 7");
+        return;
+    };
+    for engine in THREAD_ENGINES {
+        let handler = EchoHandler::default();
+        let server = TestServer::with(
+            Server::builder()
+                .engine(engine)
+                .datagram_handler(handler.clone())
+                .listen("udp://127.0.0.1:0".parse().unwrap()),
+        );
+        from_echo_port.send_to(b"loop?", server.addr()).unwrap();
+        assert_eq!(
+            exchange(server.endpoint(0), b"normal"),
+            b"normal",
+            "{engine}"
+        );
+        // Stopping joins every handler job: whatever reached the handler has been recorded.
+        server.stop().unwrap();
+        let asked = handler.0.lock().unwrap();
+        assert_eq!(asked.len(), 1, "{engine}: {asked:?}");
+        assert_ne!(asked[0].inet().map(|a| a.port()), Some(7), "{engine}");
     }
 }
 

@@ -522,6 +522,63 @@ fn at_the_connection_limit_the_next_client_waits_until_a_slot_frees() {
     }
 }
 
+/// A blocking handler owns its socket for its whole session, as in socketserver, so on the
+/// pool each session holds a worker: with `--workers 2`, a third session waits, accepted,
+/// until one of the first two ends, and is served then. (Services do not: their connections
+/// wait for their peers in the pool's poller; see the resources tests.)
+#[test]
+fn on_the_pool_each_handler_session_holds_a_worker_until_it_ends() {
+    let server = TestServer::with(
+        Server::builder()
+            .engine(Engine::Pool)
+            .workers(2)
+            .listen(tcp())
+            .stream_handler(Reverse),
+    );
+    let open_session = || {
+        let mut conn = TcpStream::connect(server.addr()).unwrap();
+        conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        conn.write_all(b"ab\n").unwrap();
+        conn
+    };
+    let mut holders: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut conn = open_session();
+            let mut reply = [0u8; 3];
+            conn.read_exact(&mut reply).unwrap(); // its session runs on a worker
+            assert_eq!(&reply, b"ba\n");
+            conn
+        })
+        .collect();
+
+    let mut third = open_session();
+    third
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 3];
+    let early = third.read(&mut buf);
+    assert!(
+        early.as_ref().is_err_and(|e| matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        )),
+        "a third handler session was served beside two on two workers: {early:?}"
+    );
+
+    let mut first = holders.remove(0);
+    first.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    first.read_to_end(&mut rest).unwrap(); // its session ends: a worker frees
+    third.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let mut reply = [0u8; 3];
+    third.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ba\n", "the third session, once a worker was free");
+    // The one still open is served too.
+    holders[0].write_all(b"cd\n").unwrap();
+    holders[0].read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"dc\n");
+}
+
 #[test]
 fn an_idle_stream_handler_connection_is_closed() {
     for engine in THREAD_ENGINES {
@@ -845,6 +902,66 @@ fn read_frame_serves_frames_and_refuses_a_header_over_the_limit_before_its_paylo
         assert_eq!(*kind, io::ErrorKind::InvalidData, "{engine}: {text}");
         assert_eq!(
             text, "frame of 101 bytes exceeds the limit of 100 bytes",
+            "{engine}"
+        );
+    }
+}
+
+/// Reads a line and a frame with the bounded reads, then the rest with the raw reader, and
+/// sends back the three, each on a line of its own.
+struct Mixed;
+
+impl StreamHandler for Mixed {
+    fn handle(&self, request: &mut StreamRequest<'_>) -> io::Result<()> {
+        let mut line = Vec::new();
+        request.read_line_bytes(&mut line)?;
+        let frame = request.read_frame(LengthWidth::U16)?.unwrap_or_default();
+        let mut rest = Vec::new();
+        request.reader().read_to_end(&mut rest)?;
+        for part in [&line[..], &frame, b"\n", &rest] {
+            request.writer().write_all(part)?;
+        }
+        Ok(())
+    }
+}
+
+/// [`Mixed`] for the async engine.
+struct AsyncMixed;
+
+impl AsyncStreamHandler for AsyncMixed {
+    async fn handle(&self, request: &mut AsyncStreamRequest) -> io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut line = Vec::new();
+        request.read_line_bytes(&mut line).await?;
+        let frame = request
+            .read_frame(LengthWidth::U16)
+            .await?
+            .unwrap_or_default();
+        let mut rest = Vec::new();
+        request.reader().read_to_end(&mut rest).await?;
+        for part in [&line[..], &frame, b"\n", &rest] {
+            request.writer().write_all(part).await?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_raw_reader_gets_the_bytes_a_bounded_read_left_in_the_buffer() {
+    // One write: the line, the frame and the rest arrive in the same read.
+    let mut request = b"first line\r\n\x00\x05frame".to_vec();
+    let rest = vec![b'r'; 100_000]; // more than one read, raw
+    request.extend_from_slice(&rest);
+    let mut expected = b"first line\r\nframe\n".to_vec();
+    expected.extend_from_slice(&rest);
+    for engine in Engine::ALL {
+        let builder = Server::builder().engine(engine).listen(tcp());
+        let server = TestServer::with(match engine {
+            Engine::Async => builder.async_handler(AsyncMixed),
+            _ => builder.stream_handler(Mixed),
+        });
+        assert!(
+            exchange(server.endpoint(0), &request) == expected,
             "{engine}"
         );
     }

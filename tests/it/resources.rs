@@ -1,8 +1,10 @@
 //! Resource promises of "Limits and failure behaviour": a server out of descriptors backs off
 //! without spinning, says so at most once a second and recovers by itself; peers that reset in
 //! the middle of a request or of a reply cost nothing lasting; thousands of idle connections do
-//! not delay a probe (on the sequential engine, the idle time-out is what bounds how long one
-//! peer holds the listener); a handler may stop its own server without deadlocking it.
+//! not delay a probe, nor does a burst of requests on the pool (whose few workers serve only
+//! connections with something to read; on the sequential engine, the idle time-out is what
+//! bounds how long one peer holds the listener); a handler may stop its own server without
+//! deadlocking it.
 //!
 //! Servers whose descriptors, CPU time or limits a test reads or changes are `socketkit serve`
 //! child processes, so only the server's limit is lowered and only the server's use measured.
@@ -500,22 +502,33 @@ fn idle_budget() -> usize {
     count as usize
 }
 
-fn idle_connections_do_not_delay_a_probe(engine: Engine) {
-    let _one_at_a_time = IDLE_CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
-    let count = idle_budget();
-    // A pool worker holds a connection for its whole session, so a pool serves a probe beside
-    // N idle connections only with more than N workers (see the test below for fewer).
-    let workers = (count + 16).to_string();
-    let mut args = vec!["-l", "tcp://127.0.0.1:0", "--backlog", "4096"];
-    if engine == Engine::Pool {
-        args.extend(["--workers", &workers]);
-    }
-    let server = Child::start(engine, &args, 1);
-    let addr = server.addr(0);
+/// The pool's workers in the thousands-of-connections tests: far fewer than the connections,
+/// so a test passes only if a connection waiting for its peer holds no worker.
+const FEW_WORKERS: &str = "4";
+
+/// How long a probe may take beside a crowd: 50 times its time alone, or `floor`.
+fn probe_bound(baseline: Duration, floor: Duration) -> Duration {
+    (baseline * 50).max(floor)
+}
+
+/// The median of five probes alone: the baseline a crowd is measured against.
+fn probe_baseline(addr: SocketAddr, engine: Engine) -> Duration {
     let alone = format!("{engine} alone");
     let mut samples: Vec<Duration> = (0..5).map(|_| probe(addr, &alone)).collect();
     samples.sort();
-    let baseline = samples[2];
+    samples[2]
+}
+
+fn idle_connections_do_not_delay_a_probe(engine: Engine, floor: Duration) {
+    let _one_at_a_time = IDLE_CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = idle_budget();
+    let mut args = vec!["-l", "tcp://127.0.0.1:0", "--backlog", "4096"];
+    if engine == Engine::Pool {
+        args.extend(["--workers", FEW_WORKERS]);
+    }
+    let server = Child::start(engine, &args, 1);
+    let addr = server.addr(0);
+    let baseline = probe_baseline(addr, engine);
     let before = server.settled_fd_count();
 
     let idle: Vec<TcpStream> = (0..count).map(|_| connect(addr)).collect();
@@ -525,7 +538,7 @@ fn idle_connections_do_not_delay_a_probe(engine: Engine) {
         &format!("{engine} accepting the idle connections"),
     );
 
-    let bound = (baseline * 50).max(Duration::from_secs(2));
+    let bound = probe_bound(baseline, floor);
     let beside = format!("{engine} beside {count} idle connections");
     let probes: Vec<Duration> = (0..3).map(|_| probe(addr, &beside)).collect();
     eprintln!(
@@ -543,22 +556,69 @@ fn idle_connections_do_not_delay_a_probe(engine: Engine) {
 
 #[test]
 fn thousands_of_idle_connections_do_not_delay_a_probe_async() {
-    idle_connections_do_not_delay_a_probe(Engine::Async);
+    idle_connections_do_not_delay_a_probe(Engine::Async, Duration::from_secs(2));
 }
 
 #[test]
 fn thousands_of_idle_connections_do_not_delay_a_probe_threaded() {
-    idle_connections_do_not_delay_a_probe(Engine::Threaded);
+    idle_connections_do_not_delay_a_probe(Engine::Threaded, Duration::from_secs(2));
 }
 
+/// The pool's poller holds the silent connections; its 4 workers serve the probe.
 #[test]
-fn thousands_of_idle_connections_do_not_delay_a_probe_pool_with_enough_workers() {
-    idle_connections_do_not_delay_a_probe(Engine::Pool);
+fn thousands_of_idle_connections_do_not_delay_a_probe_on_a_pool_of_four_workers() {
+    idle_connections_do_not_delay_a_probe(Engine::Pool, Duration::from_secs(1));
 }
 
-/// With every worker held by a silent peer (`holders` of them: one on the sequential engine,
-/// `--workers` on the pool), a probe is not served until the idle time-out closes a holder,
-/// and is served then.
+/// A burst of thousands of short requests, all sent at once on connections already accepted,
+/// reaches every worker through the queue; the first probe after the burst is served within
+/// the same bound as beside idle connections, and every request of the burst is answered.
+#[test]
+fn a_burst_of_thousands_of_short_requests_does_not_delay_the_next_probe_on_a_pool() {
+    let engine = Engine::Pool;
+    let _one_at_a_time = IDLE_CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = idle_budget();
+    let args = [
+        "-l",
+        "tcp://127.0.0.1:0",
+        "--backlog",
+        "4096",
+        "--workers",
+        FEW_WORKERS,
+    ];
+    let server = Child::start(engine, &args, 1);
+    let addr = server.addr(0);
+    let baseline = probe_baseline(addr, engine);
+    let before = server.settled_fd_count();
+    let mut burst: Vec<TcpStream> = (0..count).map(|_| connect(addr)).collect();
+    server.wait_for_fd_count(before + count, "pool accepting the burst's connections");
+
+    let sent = Instant::now();
+    for conn in &mut burst {
+        conn.write_all(b"job").unwrap();
+        conn.shutdown(Shutdown::Write).unwrap();
+    }
+    let sending = sent.elapsed();
+    let took = probe(addr, "pool after a burst");
+    eprintln!(
+        "resources: pool: probe {baseline:?} alone, {took:?} after a burst of {count} requests \
+         (sent in {sending:?})"
+    );
+    let bound = probe_bound(baseline, Duration::from_secs(1));
+    assert!(
+        took <= bound,
+        "pool: the first probe after a burst of {count} requests took {took:?} (alone {baseline:?})"
+    );
+    for (index, mut conn) in burst.into_iter().enumerate() {
+        let mut reply = Vec::new();
+        conn.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"JOB", "request {index} of the burst");
+    }
+    server.stop();
+}
+
+/// With every worker held by a silent peer (`holders` of them: one on the sequential engine),
+/// a probe is not served until the idle time-out closes a holder, and is served then.
 fn the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(
     engine: Engine,
     extra: &[&str],
@@ -631,13 +691,47 @@ fn the_idle_timeout_bounds_how_long_one_silent_peer_holds_the_sequential_listene
     the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(Engine::Sequential, &[], 1);
 }
 
+/// Peers in the middle of a session that fall silent hold no pool worker: with more of them
+/// than `--workers`, a probe is served at once, and each of them is served again when it
+/// speaks. (Before the poller, each held a worker until the idle time-out closed it.)
 #[test]
-fn the_idle_timeout_bounds_how_long_silent_peers_hold_every_pool_worker() {
-    the_idle_timeout_bounds_how_long_silent_peers_hold_the_server(
+fn silent_peers_in_a_session_hold_no_pool_worker() {
+    const WORKERS: usize = 2;
+    let server = Child::start(
         Engine::Pool,
-        &["--workers", "2"],
-        2,
+        &["-l", "tcp://127.0.0.1:0", "--workers", "2"],
+        1,
     );
+    let addr = server.addr(0);
+    let baseline = probe_baseline(addr, Engine::Pool);
+    let mut holders: Vec<TcpStream> = (0..WORKERS * 4)
+        .map(|_| {
+            let mut holder = connect(addr);
+            holder.write_all(b"h").unwrap();
+            let mut reply = [0u8; 1];
+            holder.read_exact(&mut reply).unwrap(); // its session has begun
+            assert_eq!(&reply, b"H");
+            holder
+        })
+        .collect();
+    let took = probe(addr, "pool beside silent peers in a session");
+    let bound = probe_bound(baseline, Duration::from_secs(1));
+    assert!(
+        took <= bound,
+        "pool: a probe took {took:?} beside {} silent peers and {WORKERS} workers (alone {baseline:?})",
+        holders.len()
+    );
+    for holder in &mut holders {
+        assert!(
+            !poll_one(holder, PollFlags::POLLIN, Duration::ZERO),
+            "pool: a silent peer was closed"
+        );
+        holder.write_all(b"again").unwrap();
+        let mut reply = [0u8; 5];
+        holder.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply, b"AGAIN");
+    }
+    server.stop();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,9 +13,9 @@ pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_limit, parse_message_size,
-    parse_pipeline, parse_port_query, parse_rate, parse_request_rate, parse_requests,
-    parse_service_spec, parse_workers, payload_parser,
+    parse_length_bytes, parse_max_connections, parse_message_size, parse_pipeline,
+    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
+    parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -192,7 +192,8 @@ pub struct ServeArgs {
 
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
-    /// server) or pool (a fixed pool of worker threads, see --workers).
+    /// server) or pool (worker threads that serve connections with bytes to read, and a
+    /// poller that holds them in between; see --workers).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
@@ -242,7 +243,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "64M", value_parser = parse_budget, value_name = "BYTES")]
     pub max_buffered: u64,
 
-    /// Worker threads of the pool engine: 1 to 65536.
+    /// Worker threads of the pool engine: 1 to 65536. A connection holds one only while it has
+    /// bytes to read or a reply to write; --max-connections bounds the connections open.
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
 
@@ -337,13 +339,13 @@ pub struct FramingArgs {
     /// The largest frame in length framing, in bytes; a larger one closes the connection (a
     /// longer input line of send or client is refused, exit 2). 1 to 1G (K, M, G: powers of
     /// 1024).
-    #[arg(long, default_value = "1M", value_name = "BYTES", value_parser = parse_message_limit)]
+    #[arg(long, default_value = "1M", value_name = "BYTES", value_parser = parse_message_size)]
     pub max_frame: usize,
 
     /// The longest line in line framing, in bytes; a longer one closes the connection (a
     /// longer input line of send or client is refused, exit 2). 1 to 1G (K, M, G: powers of
     /// 1024).
-    #[arg(long, default_value = "64K", value_name = "BYTES", value_parser = parse_message_limit)]
+    #[arg(long, default_value = "64K", value_name = "BYTES", value_parser = parse_message_size)]
     pub max_line: usize,
 }
 

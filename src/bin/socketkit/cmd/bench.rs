@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use socketkit::bench::{self, Counters, Mode, Plan, Report};
+use socketkit::bench::{self, Counters, Mode, Plan};
 use socketkit::endpoint::Transport;
 
 use crate::cli::BenchArgs;
@@ -48,61 +48,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         write!(out, "{report}")?;
     }
     out.flush()?;
-    verdict(&report, &plan)
-}
-
-/// The exit status: the worst failure first (a wrong reply 3, a time-out or loss 5, then
-/// errors: 4 when all of them were refusals, 1 otherwise), each with its cause and a hint.
-fn verdict(report: &Report, plan: &Plan) -> anyhow::Result<()> {
-    let hint = report
-        .hint
-        .as_ref()
-        .map(|h| format!("; hint: {h}"))
-        .unwrap_or_default();
-    if report.mismatches > 0 {
-        anyhow::bail!(socketkit::Error::Protocol(format!(
-            "{} replies did not match what was expected{hint}",
-            report.mismatches
-        )));
-    }
-    if report.timeouts + report.losses > 0 {
-        let what = if report.losses > 0 {
-            "some replies (datagrams lost)"
-        } else {
-            "some replies"
-        };
-        return Err(anyhow::Error::new(socketkit::Error::TimedOut {
-            what,
-            after: plan.timeout,
-        }));
-    }
-    if report.errors > 0 {
-        let kinds: Vec<String> = report
-            .error_kinds
-            .iter()
-            .map(|(kind, n)| format!("{n} {}", kind.describe()))
-            .collect();
-        let refused = report.error_kinds.iter().all(|(kind, _)| kind.is_refusal());
-        let cause = std::io::Error::new(
-            if refused {
-                std::io::ErrorKind::ConnectionRefused
-            } else {
-                std::io::ErrorKind::Other
-            },
-            format!(
-                "first: {}{hint}",
-                report.first_error.as_deref().unwrap_or("no text")
-            ),
-        );
-        return Err(anyhow::Error::new(cause).context(format!(
-            "{} requests failed ({})",
-            report.errors,
-            kinds.join(", ")
-        )));
-    }
-    if report.ok == 0 {
-        anyhow::bail!("no request was answered: the run measured nothing");
-    }
+    report.verdict(plan.timeout)?;
     Ok(())
 }
 

@@ -1,0 +1,212 @@
+//! One round of a pooled connection on a worker: the driver loop over the
+//! [`Connection`] machine, with I/O that never waits. A read or write that would block ends the
+//! round, and the connection goes back to the poller ([`Hub::park`]) until its peer is ready
+//! or the machine's deadline comes.
+//!
+//! A reply that does not fit in the socket buffer at once is parked for writability rather
+//! than waited for on the worker: a peer that reads slowly costs a descriptor, never a worker.
+//! The write time-out is still the machine's (the deadline the connection is parked with).
+//!
+//! A worker keeps serving a connection while it has bytes: it reads again after each reply,
+//! and a readiness edge that comes while it holds the connection sends it round again instead
+//! of through the poller. One read that returns less than the buffer drained the socket at
+//! that moment, and with edge-triggered epoll any later byte brings an edge, so the read that
+//! would only say `EAGAIN` after a short one is skipped.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use nix::sys::socket::{MsgFlags, recv, send};
+
+use super::poller::Hub;
+use super::pooled::{Pooled, Wants};
+use crate::engine::conn::{Action, Connection, Event, Linger};
+use crate::engine::slots::Permit;
+use crate::engine::{Conn, SessionError, Shared, Traffic};
+use crate::handler::HandlerError;
+use crate::service::Context;
+
+thread_local! {
+    /// Each worker's read buffer, shared by the connections it serves in turn.
+    static READ_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The first round of a newly accepted connection, on a worker: its session is made here
+/// (`on_open` is the program's code), then it is registered with the poller and served.
+pub(super) fn open(hub: &Arc<Hub>, conn: Conn, ctx: Context, traffic: Traffic, permit: Permit) {
+    let shared = &hub.shared;
+    let now = Instant::now();
+    let opened = catch_unwind(AssertUnwindSafe(|| {
+        Connection::new(shared.session(&ctx), &shared.limits, now)
+    }));
+    let machine = match opened {
+        Ok(machine) => machine,
+        Err(panic) => {
+            let error = SessionError::Panic(HandlerError::from_panic(panic));
+            return shared.report_stream(&ctx.peer, &traffic, Err(error));
+        }
+    };
+    let token = match hub.register(&conn.as_fd().as_raw_fd()) {
+        Ok(token) => token,
+        Err(e) => return shared.report_stream(&ctx.peer, &traffic, Err(e.into())),
+    };
+    let pooled = Box::new(Pooled {
+        token,
+        conn,
+        machine: Some(machine),
+        linger: Linger::new(now),
+        peer: ctx.peer,
+        traffic,
+        _permit: permit,
+        wants: Wants::Read,
+        deadline: now,
+        may_read: true,
+        peer_closed: false,
+    });
+    serve(hub, pooled);
+}
+
+/// Serves a connection until it would block (then parks it) or ends (then reports it).
+pub(super) fn serve(hub: &Hub, mut conn: Box<Pooled>) {
+    let shared = &hub.shared;
+    let ended = READ_BUFFER.with_borrow_mut(|buf| {
+        buf.resize(shared.limits.read_buffer, 0);
+        loop {
+            let round = catch_unwind(AssertUnwindSafe(|| conn.round(shared, buf)));
+            match round {
+                Ok(None) => match hub.park(conn) {
+                    None => return None,
+                    Some(again) => conn = again,
+                },
+                Ok(Some(result)) => return Some((conn, result)),
+                Err(panic) => {
+                    let error = SessionError::Panic(HandlerError::from_panic(panic));
+                    return Some((conn, Err(error)));
+                }
+            }
+        }
+    });
+    if let Some((conn, result)) = ended {
+        hub.release(conn.token);
+        let Pooled { peer, traffic, .. } = *conn; // the socket closes here
+        shared.report_stream(&peer, &traffic, result);
+    }
+}
+
+/// What a round ends with: `None` to park, or how the connection ended.
+type Round = Option<Result<(), SessionError>>;
+
+impl Pooled {
+    /// Obeys the machine until an action would block or the connection is done.
+    fn round(&mut self, shared: &Shared, buf: &mut [u8]) -> Round {
+        let Some(machine) = self.machine.as_mut() else {
+            return self.linger(shared, buf);
+        };
+        loop {
+            let now = Instant::now();
+            if shared.force.is_fired() {
+                machine.handle(Event::GraceOver, now);
+            } else if shared.stop.is_fired() && !machine.is_stopping() {
+                machine.handle(Event::ShutdownBegun, now);
+            }
+            let event = match machine.action() {
+                Action::Write { bytes, deadline } => match send_now(&self.conn, bytes) {
+                    Ok(n) => {
+                        self.traffic.sent(n);
+                        Event::Wrote(n)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if now < deadline {
+                            (self.wants, self.deadline) = (Wants::Write, deadline);
+                            return None;
+                        }
+                        Event::Deadline
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Some(Err(e.into())),
+                },
+                Action::Read { deadline, .. } => {
+                    let read = match self.may_read || self.peer_closed {
+                        true => recv_now(&self.conn, buf),
+                        false => Err(io::ErrorKind::WouldBlock.into()),
+                    };
+                    match read {
+                        Ok(0) => Event::Eof,
+                        Ok(n) => {
+                            self.may_read = n == buf.len();
+                            self.traffic.received(n);
+                            Event::Read(&buf[..n])
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            self.may_read = false;
+                            if now < deadline {
+                                (self.wants, self.deadline) = (Wants::Read, deadline);
+                                return None;
+                            }
+                            Event::Deadline
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+                Action::Close => {
+                    // Lingering close, parked like any read: a peer slow to send its EOF
+                    // holds no worker.
+                    self.machine = None;
+                    if socket2::SockRef::from(&self.conn)
+                        .shutdown(Shutdown::Write)
+                        .is_err()
+                    {
+                        return Some(Ok(()));
+                    }
+                    self.linger = Linger::new(now);
+                    self.may_read = true;
+                    return self.linger(shared, buf);
+                }
+                Action::Abort(ending) => return Some(Err(ending.error().into())),
+            };
+            machine.handle(event, now);
+        }
+    }
+
+    /// Lingering close ([`Linger`]): reads and discards until the peer's EOF, the linger
+    /// deadline, or the end of the grace period.
+    fn linger(&mut self, shared: &Shared, buf: &mut [u8]) -> Round {
+        loop {
+            if shared.force.is_fired() {
+                return Some(Ok(()));
+            }
+            match recv_now(&self.conn, buf) {
+                Ok(n) if self.linger.drained(n) => {}
+                Ok(_) => return Some(Ok(())),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let deadline = self.linger.deadline();
+                    if Instant::now() >= deadline {
+                        return Some(Ok(()));
+                    }
+                    (self.wants, self.deadline) = (Wants::Read, deadline);
+                    return None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(Ok(())),
+            }
+        }
+    }
+}
+
+/// Reads what has arrived, without waiting (`MSG_DONTWAIT`: the socket itself stays as
+/// accepted).
+fn recv_now(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+    recv(conn.as_fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
+}
+
+/// Sends what fits, without waiting (`MSG_NOSIGNAL`, as std does).
+fn send_now(conn: &Conn, bytes: &[u8]) -> io::Result<usize> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    send(conn.as_fd().as_raw_fd(), bytes, flags).map_err(io::Error::from)
+}
