@@ -2,17 +2,16 @@
 //! (`ABSTRACT-LISTEN:name`), systemd (`ListenStream=@name`) and Python (`"\0name"`) know them:
 //! served on every engine, answered by socketkit, Python and socat, and never a file.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use nix::sys::signal::Signal::SIGTERM;
 use socketkit::{Endpoint, Engine};
-use wait_timeout::ChildExt;
 
 use crate::common::{
-    SAFETY_TIMEOUT, Spawned, TestServer, assert_code, exchange, socketkit, stderr, stdout,
+    Spawned, TestServer, assert_code, exchange, run_peer, socketkit, stderr, stdout,
 };
 
 /// A name no other test (nor another run of this one) uses at the same time.
@@ -22,40 +21,6 @@ fn unique(what: &str, engine: Engine) -> String {
         std::process::id(),
         engine.name()
     )
-}
-
-/// Runs a short-lived command to completion with `stdin` as its input, bounded in time.
-fn run(command: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        out.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        err.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let status = match child.wait_timeout(SAFETY_TIMEOUT).unwrap() {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish in {SAFETY_TIMEOUT:?}");
-        }
-    };
-    Output {
-        status,
-        stdout: out.join().unwrap().unwrap(),
-        stderr: err.join().unwrap().unwrap(),
-    }
 }
 
 /// `socketkit ARGS` with the caller's RUST_LOG removed, run in `dir`.
@@ -77,7 +42,7 @@ reply = b''
 while chunk := s.recv(4096):
     reply += chunk
 sys.stdout.write(reply.decode())";
-    let output = run(
+    let output = run_peer(
         Command::new("python3").args(["-c", script, name, message]),
         b"",
     );
@@ -94,7 +59,7 @@ s.settimeout(10)
 s.bind('\\0' + sys.argv[2])
 s.sendto(sys.argv[3].encode(), '\\0' + sys.argv[1])
 sys.stdout.write(s.recv(4096).decode())";
-    let output = run(
+    let output = run_peer(
         Command::new("python3").args(["-c", script, name, own, message]),
         b"",
     );
@@ -104,7 +69,7 @@ sys.stdout.write(s.recv(4096).decode())";
 
 /// socat's stream client: stdin to `ABSTRACT-CONNECT:name`; the server's close ends it.
 fn socat_stream(name: &str, message: &str) -> String {
-    let output = run(
+    let output = run_peer(
         Command::new("socat").args(["-", &format!("ABSTRACT-CONNECT:{name}")]),
         message.as_bytes(),
     );
@@ -167,7 +132,7 @@ fn every_engine_serves_abstract_sockets_to_socketkit_python_and_socat_and_makes_
         assert_eq!(endpoints[0].abstract_name(), Some(stream.as_bytes()));
 
         // socketkit's own clients; -v names the server as @name.
-        let sent = run(
+        let sent = run_peer(
             &mut socketkit_in(dir.path(), &["send", "-v", &stream_url, "hi"]),
             b"",
         );
@@ -178,7 +143,7 @@ fn every_engine_serves_abstract_sockets_to_socketkit_python_and_socat_and_makes_
             "{engine}: {}",
             stderr(&sent)
         );
-        let sent = run(
+        let sent = run_peer(
             &mut socketkit_in(dir.path(), &["send", &gram_url, "hi"]),
             b"",
         );
@@ -198,7 +163,7 @@ fn every_engine_serves_abstract_sockets_to_socketkit_python_and_socat_and_makes_
 
         // A second server on the same name is refused like a port in use.
         for url in [&stream_url, &gram_url] {
-            let second = run(&mut socketkit_in(dir.path(), &["serve", "-l", url]), b"");
+            let second = run_peer(&mut socketkit_in(dir.path(), &["serve", "-l", url]), b"");
             assert_code(&second, 7);
             assert!(
                 stderr(&second).contains(&format!("cannot bind {url}")),
@@ -250,12 +215,12 @@ fn a_file_whose_name_starts_with_an_at_sign_has_a_directory_in_front() {
         file.exists(),
         "the socket file {name} is in the current directory"
     );
-    let sent = run(&mut socketkit_in(dir.path(), &["send", &url, "hi"]), b"");
+    let sent = run_peer(&mut socketkit_in(dir.path(), &["send", &url, "hi"]), b"");
     assert_code(&sent, 0);
     assert_eq!(stdout(&sent), "HI");
     // The same text without "./" is the abstract name, where nothing listens.
     let abstract_url = format!("unix://{name}");
-    let refused = run(
+    let refused = run_peer(
         &mut socketkit_in(dir.path(), &["send", &abstract_url, "hi"]),
         b"",
     );
@@ -286,7 +251,7 @@ fn send_talks_to_an_abstract_server_that_socat_listens_on() {
     let ready = lines.find(|line| line.as_ref().is_ok_and(|l| l.contains("listening on")));
     assert!(ready.is_some(), "socat did not start listening");
     let dir = tempfile::tempdir().unwrap();
-    let sent = run(
+    let sent = run_peer(
         &mut socketkit_in(dir.path(), &["send", &format!("unix://@{name}"), "hi"]),
         b"",
     );
@@ -300,7 +265,7 @@ fn send_talks_to_an_abstract_server_that_socat_listens_on() {
 fn help_names_the_abstract_form() {
     let dir = tempfile::tempdir().unwrap();
     for command in ["serve", "send"] {
-        let help = run(&mut socketkit_in(dir.path(), &[command, "--help"]), b"");
+        let help = run_peer(&mut socketkit_in(dir.path(), &[command, "--help"]), b"");
         assert_code(&help, 0);
         assert!(
             stdout(&help).contains("unix://@name and unixgram://@name are Linux abstract"),

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socketkit::{Endpoint, Engine, Server, ServerBuilder, ShutdownHandle};
+use wait_timeout::ChildExt;
 
 /// A safety net on every client socket: a bug fails the test fast instead of hanging it.
 /// Never used to synchronise.
@@ -297,4 +298,48 @@ pub fn first_stdout_line(child: &mut Child, what: &str) -> String {
     });
     rx.recv_timeout(SAFETY_TIMEOUT)
         .unwrap_or_else(|_| panic!("{what} printed no ready line"))
+}
+
+/// Runs a short-lived peer (Python, nc, socat, socketkit) to completion with `stdin` as its input, reading its output on threads (a
+/// chatty child never blocks on a full pipe); kills it and fails after the safety time-out.
+pub fn run_peer(command: &mut Command, stdin: &[u8]) -> Output {
+    // The program and its short arguments (not a whole inline Python program).
+    let what: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .filter(|arg| arg.len() < 100)
+        .collect();
+    let what = what.join(" ");
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A peer that does not read its stdin (it exits first) makes this fail with EPIPE: fine.
+    let writer = std::thread::spawn(move || drop(input.write_all(&stdin)));
+    let stdout = drain(child.stdout.take().unwrap());
+    let stderr = drain(child.stderr.take().unwrap());
+    let Some(status) = child.wait_timeout(SAFETY_TIMEOUT).unwrap() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {SAFETY_TIMEOUT:?}");
+    };
+    writer.join().unwrap();
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Reads a child's pipe to its end on a thread of its own.
+pub fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
 }

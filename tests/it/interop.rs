@@ -8,7 +8,6 @@ use std::net::{Shutdown, TcpStream};
 use std::process::{Child, Command, Stdio};
 
 use socketkit::{Endpoint, Engine};
-use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT, Spawned, TestServer};
 
@@ -35,39 +34,14 @@ fn python(peer: &str) -> Command {
 /// Runs a short-lived child to completion (bounded by the safety timeout) and returns its
 /// stdout; panics, with its stderr, unless it exits with status 0.
 fn run(mut command: Command) -> String {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    // Read both pipes on threads, so a chatty child can never block on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        stdout.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let err = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        stderr.read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let status = match child.wait_timeout(SAFETY_TIMEOUT).unwrap() {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish in {SAFETY_TIMEOUT:?}");
-        }
-    };
-    let stdout = out.join().unwrap().unwrap();
-    let stderr = err.join().unwrap().unwrap();
+    let output = common::run_peer(&mut command, b"");
     assert!(
-        status.success(),
-        "{command:?} failed with {status}; stderr:\n{}",
-        String::from_utf8_lossy(&stderr)
+        output.status.success(),
+        "{command:?} failed with {}; stderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(stdout).expect("stdout is UTF-8")
+    String::from_utf8(output.stdout).expect("stdout is UTF-8")
 }
 
 /// A Python server from `tests/peers/`, killed (by its handle) when dropped.

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socketkit::{Endpoint, Engine, Server};
 use wait_timeout::ChildExt;
 
-use crate::common::{self, SAFETY_TIMEOUT, Spawned, TestServer};
+use crate::common::{self, SAFETY_TIMEOUT, Spawned, TestServer, drain, run_peer};
 
 /// The engines the `socketkit serve` child-process tests run on: async and a thread engine.
 const BINARY_ENGINES: [Engine; 2] = [Engine::Async, Engine::Threaded];
@@ -198,49 +198,6 @@ for line in sys.stdin:
 
 // ----- running plain peers -----
 
-/// Runs `command` to completion with `stdin` as its input, reading its output on threads (a
-/// chatty child never blocks on a full pipe); kills it and fails after the safety time-out.
-fn run_peer(mut command: Command, stdin: &[u8]) -> Output {
-    // The program and its short arguments (not a whole inline Python program).
-    let what: Vec<String> = std::iter::once(command.get_program())
-        .chain(command.get_args())
-        .map(|arg| arg.to_string_lossy().into_owned())
-        .filter(|arg| arg.len() < 100)
-        .collect();
-    let what = what.join(" ");
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A peer that does not read its stdin (it exits first) makes this fail with EPIPE: fine.
-    let writer = thread::spawn(move || drop(input.write_all(&stdin)));
-    let stdout = drain(child.stdout.take().unwrap());
-    let stderr = drain(child.stderr.take().unwrap());
-    let Some(status) = child.wait_timeout(SAFETY_TIMEOUT).unwrap() else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{what} did not finish within {SAFETY_TIMEOUT:?}");
-    };
-    writer.join().unwrap();
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
 /// The peer's stdout; fails, with its stderr, unless it exited with status 0.
 #[track_caller]
 fn succeeded(output: Output, what: &str) -> Vec<u8> {
@@ -267,7 +224,7 @@ fn python(script: &str, args: &[&str]) -> Command {
 #[track_caller]
 fn py(script: &str, args: &[&str], stdin: &[u8]) -> Vec<u8> {
     let what = format!("python3 {args:?}");
-    succeeded(run_peer(python(script, args), stdin), &what)
+    succeeded(run_peer(&mut python(script, args), stdin), &what)
 }
 
 /// [`PY_TCP`] against `addr` in `mode`.
@@ -293,7 +250,7 @@ fn py_udp(addr: SocketAddr, requests: &[&[u8]]) -> Vec<Vec<u8>> {
 fn nc_tcp(addr: SocketAddr, stdin: &[u8]) -> Vec<u8> {
     let mut command = Command::new("nc");
     command.args(["-N", "127.0.0.1", &addr.port().to_string()]);
-    succeeded(run_peer(command, stdin), "nc -N")
+    succeeded(run_peer(&mut command, stdin), "nc -N")
 }
 
 /// `nc -u -W1 -w5 127.0.0.1 PORT`: stdin as one datagram; exits at the first reply (empty if
@@ -302,14 +259,14 @@ fn nc_tcp(addr: SocketAddr, stdin: &[u8]) -> Vec<u8> {
 fn nc_udp(addr: SocketAddr, stdin: &[u8]) -> Vec<u8> {
     let mut command = Command::new("nc");
     command.args(["-u", "-W1", "-w5", "127.0.0.1", &addr.port().to_string()]);
-    run_peer(command, stdin).stdout
+    run_peer(&mut command, stdin).stdout
 }
 
 /// `socketkit ARGS...` run to completion.
 fn socketkit(args: &[&str]) -> Output {
     let mut command = common::socketkit();
     command.args(args);
-    run_peer(command, b"")
+    run_peer(&mut command, b"")
 }
 
 fn hex(bytes: &[u8]) -> String {
