@@ -274,16 +274,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A connection's one timer, re-armed only when it fired or must fire sooner, and polled only
-/// when it was re-armed or has fired. Resetting a tokio timer around every read and write
-/// (`tokio::time::timeout`) touches the timer wheel twice per request, and even polling an
-/// armed one costs a waker registration; here a request that is read and answered at once
-/// never touches the timer at all. The waker it registered stays good because one task polls
-/// the connection for its whole life, and every waker of a tokio task wakes that task.
+/// when the connection would otherwise wait. Resetting a tokio timer around every read and
+/// write (`tokio::time::timeout`) touches the timer wheel twice per request; here a request
+/// that is read and answered at once never touches the timer at all.
 struct Watchdog {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     armed: Instant,
-    /// Whether the timer holds this task's waker for `armed`.
-    registered: bool,
 }
 
 impl Watchdog {
@@ -291,7 +287,6 @@ impl Watchdog {
         Watchdog {
             timer: Box::pin(tokio::time::sleep_until(due.into())),
             armed: due,
-            registered: false,
         }
     }
 
@@ -302,11 +297,11 @@ impl Watchdog {
             self.arm(due);
         }
         loop {
-            if self.registered && !self.timer.is_elapsed() {
-                return Poll::Pending;
-            }
+            // Always polled, never skipped as "registered already": tokio's `Sleep` answers
+            // `Pending` without registering the waker when the task's coop budget is spent (a
+            // flood of writes spends it), and a skipped poll then never wakes: a peer that
+            // stopped reading was never closed at its write time-out.
             if self.timer.as_mut().poll(cx).is_pending() {
-                self.registered = true;
                 return Poll::Pending;
             }
             let now = Instant::now();
@@ -320,7 +315,6 @@ impl Watchdog {
     fn arm(&mut self, due: Instant) {
         self.timer.as_mut().reset(due.into());
         self.armed = due;
-        self.registered = false;
     }
 }
 
