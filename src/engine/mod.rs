@@ -5,27 +5,24 @@
 //! what comes back. The protocol logic is not here: it lives in [`crate::service`].
 
 mod accept;
-mod async_stream;
-mod asynchronous;
 mod blocking;
-mod blocking_stream;
 mod conn;
 mod datagram;
 mod guard;
 pub(crate) mod listener;
 mod peer_log;
-mod pool;
 mod rate;
 mod runtime;
 mod slots;
 pub(crate) mod socket_file;
+mod tokio;
 mod wait;
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-pub(crate) use blocking_stream::Conn;
+pub(crate) use blocking::Conn;
 use listener::Listener;
 pub(crate) use peer_log::Traffic;
 pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, context};
@@ -123,7 +120,7 @@ pub(crate) fn serve(
     // Every listener is this process's own before any of them answers a datagram.
     let _own = guard::Listening::all(&listeners);
     match engine {
-        Engine::Async => asynchronous::serve(shared, listeners),
+        Engine::Async => self::tokio::serve(shared, listeners),
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
         Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
         Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),

@@ -6,7 +6,7 @@
 //! heap; when one becomes readable (or writable, for a reply that did not fit), when its
 //! connection machine's deadline passes, or when shutdown concerns it, the poller queues it
 //! for a worker. The worker ([`ready`]) reads what is there without blocking, feeds the
-//! [`Connection`](super::conn::Connection) machine, writes the reply, and parks the connection
+//! [`Connection`](crate::engine::conn::Connection) machine, writes the reply, and parks the connection
 //! with the poller again as soon as a read or write would block. So silent and slow peers cost
 //! a descriptor and a little memory each, never a worker.
 //!
@@ -29,8 +29,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::slots::Permit;
-use super::{Conn, Shared, Traffic};
+use crate::engine::slots::Permit;
+use crate::engine::{Conn, Shared, Traffic};
 use crate::service::Context;
 use poller::Hub;
 pub(crate) use work::Job;
@@ -97,7 +97,7 @@ impl Pool {
         if shared.app.stream_handler.is_some() {
             return Box::new(move || {
                 let _permit = permit;
-                super::blocking_stream::serve_stream(&shared, conn, ctx, traffic);
+                super::stream::serve_stream(&shared, conn, ctx, traffic);
             });
         }
         let hub = self.hub.clone();

@@ -1,5 +1,5 @@
 //! One stream connection on the async engine: its task, the driver loop that obeys
-//! [`super::conn::Connection`] with `.await`, its one timer, and lingering close. The rules are
+//! [`crate::engine::conn::Connection`] with `.await`, its one timer, and lingering close. The rules are
 //! in `conn.rs`; this file only moves bytes and waits.
 
 use std::io;
@@ -11,9 +11,9 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::conn::{Action, Connection, Event, Linger, grace_over};
-use super::{SessionError, Shared, Traffic};
 use crate::Limits;
+use crate::engine::conn::{Action, Connection, Event, Linger, grace_over};
+use crate::engine::{SessionError, Shared, Traffic};
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind};
 use crate::service::{Context, StreamSession};
 

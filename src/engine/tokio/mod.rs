@@ -1,5 +1,7 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
+mod stream;
+
 use std::io;
 use std::sync::Arc;
 
@@ -10,13 +12,13 @@ use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
 use super::accept::{AcceptLoop, Accepted, drain_queue};
-use super::async_stream::{Conn, serve_conn};
 use super::datagram::{self, Received};
 use super::listener::Listener;
 use super::{Shared, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::service::Address;
+use stream::{Conn, serve_conn};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()

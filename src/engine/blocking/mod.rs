@@ -2,6 +2,9 @@
 //! runs ([`Mode`]): `sequential` runs it inline on the listener's thread (the slides' iterative
 //! server), `threaded` on a new thread (`ThreadingMixIn`), `pool` on a worker of a fixed pool.
 
+mod pool;
+mod stream;
+
 use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -9,17 +12,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
-use super::blocking_stream::serve_stream;
 use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
 use super::listener::Listener;
-use super::pool::{Job, Pool};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
-use super::{Conn, SessionError, Shared, Traffic, context};
+use super::{SessionError, Shared, Traffic, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
 use crate::service::Address;
+use pool::{Job, Pool};
+pub(crate) use stream::Conn;
+use stream::serve_stream;
 
 /// Where a connection (or a datagram for a blocking handler) runs.
 pub(super) enum Mode {

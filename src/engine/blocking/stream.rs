@@ -1,6 +1,6 @@
 //! One stream connection on the thread engines (sequential, threaded, pool): its socket, the
 //! blocking I/O helpers that wait beside the shutdown triggers, and the driver loop that obeys
-//! [`super::conn::Connection`]. The rules are in `conn.rs`; this file only moves bytes and waits.
+//! [`crate::engine::conn::Connection`]. The rules are in `conn.rs`; this file only moves bytes and waits.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -12,9 +12,11 @@ use std::time::Instant;
 
 use nix::poll::PollFlags;
 
-use super::conn::{Action, Connection, Event, Linger, grace_over, idle_timed_out, write_timed_out};
-use super::wait::{Woken, wait_until_ready};
-use super::{SessionError, Shared, Traffic};
+use crate::engine::conn::{
+    Action, Connection, Event, Linger, grace_over, idle_timed_out, write_timed_out,
+};
+use crate::engine::wait::{Woken, wait_until_ready};
+use crate::engine::{SessionError, Shared, Traffic};
 use crate::handler::{HandlerError, StreamRequest, run_stream_handler};
 use crate::service::{Context, StreamSession};
 use crate::shutdown::Trigger;
