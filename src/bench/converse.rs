@@ -7,8 +7,8 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until};
 
+use super::counters::Failure;
 use super::pace::Pacer;
-use super::report::Failure;
 use super::run::{Run, Tally, describe};
 use crate::handler::AsyncStream;
 

@@ -10,6 +10,7 @@
 //! deadlock, and `Plan::timeout` bounds every wait.
 
 mod converse;
+mod counters;
 mod pace;
 mod plan;
 mod report;

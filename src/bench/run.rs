@@ -9,9 +9,9 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::{Instant, sleep, timeout};
 
+use super::counters::{Counters, Failure};
 use super::pace::Pacer;
 use super::plan::{Expect, Mode, Plan};
-use super::report::{Counters, Failure};
 use super::target::Target;
 use crate::handler::AsyncStream;
 

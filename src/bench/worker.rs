@@ -8,9 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::converse::{Requests, converse, kind_of};
+use super::counters::{Failure, histogram};
 use super::pace::Pacer;
 use super::plan::Mode;
-use super::report::{Failure, histogram};
 use super::run::{Run, Tally, describe};
 use super::target::Target;
 
