@@ -19,6 +19,7 @@ use super::socket_file::{SocketFile, remove_if_stale};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::service::Address;
 
 /// A bound, listening socket of any transport.
 #[derive(Debug)]
@@ -38,6 +39,18 @@ impl Listener {
             Listener::Udp(_) => Transport::Udp,
             Listener::UnixDatagram(..) => Transport::UnixDatagram,
         }
+    }
+
+    /// The address this listener is bound to, as services see it in their context (an
+    /// unnamed Unix socket, or one whose address cannot be read, as `Address::Unix(None)`).
+    pub(crate) fn local(&self) -> Address {
+        let local = match self {
+            Listener::Tcp(l) => l.local_addr().map(Address::Inet),
+            Listener::Unix(l, _) => l.local_addr().map(|a| Address::from(&a)),
+            Listener::Udp(s) => s.local_addr().map(Address::Inet),
+            Listener::UnixDatagram(s, _) => s.local_addr().map(|a| Address::from(&a)),
+        };
+        local.unwrap_or(Address::Unix(None))
     }
 
     /// Binds `endpoint`. A name is resolved and the first address bound (as Python does).

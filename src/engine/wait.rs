@@ -27,18 +27,18 @@ pub(crate) fn wait_readable(
     trigger: &Trigger,
     timeout: Option<Duration>,
 ) -> io::Result<Woken> {
-    wait_until_ready(fd, PollFlags::POLLIN, trigger, timeout)
+    let deadline = timeout.map(|t| Instant::now() + t);
+    wait_until_ready(fd, PollFlags::POLLIN, trigger, deadline)
 }
 
 /// Waits until `fd` is ready for `events` (or has an error or hang-up to report), `trigger`
-/// fires, or `timeout` passes.
+/// fires, or `deadline` passes (`None`: no deadline).
 pub(crate) fn wait_until_ready(
     fd: BorrowedFd<'_>,
     events: PollFlags,
     trigger: &Trigger,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
 ) -> io::Result<Woken> {
-    let deadline = timeout.map(|t| Instant::now() + t);
     loop {
         if trigger.is_fired() {
             return Ok(Woken::Triggered);

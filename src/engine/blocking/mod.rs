@@ -198,16 +198,6 @@ impl Loop {
         }
     }
 
-    fn local(&self) -> Address {
-        let local = match &*self.listener {
-            Listener::Tcp(l) => l.local_addr().map(Address::Inet),
-            Listener::Unix(l, _) => l.local_addr().map(|a| Address::from(&a)),
-            Listener::Udp(s) => s.local_addr().map(Address::Inet),
-            Listener::UnixDatagram(s, _) => s.local_addr().map(|a| Address::from(&a)),
-        };
-        local.unwrap_or(Address::Unix(None))
-    }
-
     fn accept(&self) -> io::Result<(Conn, Address)> {
         match &*self.listener {
             Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), Address::Inet(a))),
@@ -239,7 +229,7 @@ impl Loop {
 
     fn accept_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let local = self.local();
+        let local = self.listener.local();
         let mut acceptor = AcceptLoop::new();
         loop {
             if !self.wait_for("connections") {
@@ -284,7 +274,7 @@ impl Loop {
         if !transport.is_stream() {
             return Vec::new();
         }
-        let local = self.local();
+        let local = self.listener.local();
         let mut jobs: Vec<Job> = Vec::new();
         drain_queue(
             &self.shared,
@@ -304,7 +294,7 @@ impl Loop {
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let mut datagrams = Datagrams::new(shared, transport, self.local());
+        let mut datagrams = Datagrams::new(shared, transport, self.listener.local());
         let mut limit_log = LimitLog::default();
         loop {
             if !self.wait_for("datagrams") {

@@ -91,8 +91,7 @@ fn read_until(
     trigger: &Trigger,
 ) -> io::Result<Waited> {
     loop {
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match wait_until_ready(conn.as_fd(), PollFlags::POLLIN, trigger, Some(wait))? {
+        match wait_until_ready(conn.as_fd(), PollFlags::POLLIN, trigger, Some(deadline))? {
             Woken::TimedOut => return Ok(Waited::Deadline),
             Woken::Triggered => return Ok(Waited::Triggered),
             Woken::Ready => match conn.read_shared(buf) {
@@ -123,8 +122,7 @@ fn write_until(
         match conn.send_now(bytes) {
             Ok(n) => return Ok(Waited::Done(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                match wait_until_ready(conn.as_fd(), PollFlags::POLLOUT, force, Some(wait))? {
+                match wait_until_ready(conn.as_fd(), PollFlags::POLLOUT, force, Some(deadline))? {
                     Woken::Ready => {}
                     Woken::TimedOut => return Ok(Waited::Deadline),
                     Woken::Triggered => return Ok(Waited::Triggered),

@@ -37,12 +37,15 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     let mut _socket_files = Vec::new();
     for listener in listeners {
         let shared = shared.clone();
+        let (transport, local) = (listener.transport(), listener.local());
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
         match listener {
             Listener::Tcp(l) => {
                 let l = TcpListener::from_std(l).map_err(adopt)?;
                 let acceptor = Acceptor {
                     listener: Accept::Tcp(l),
+                    transport,
+                    local,
                     shared,
                     tracker: tracker.clone(),
                     slots: slots.clone(),
@@ -54,6 +57,8 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 let l = UnixListener::from_std(l).map_err(adopt)?;
                 let acceptor = Acceptor {
                     listener: Accept::Unix(l),
+                    transport,
+                    local,
                     shared,
                     tracker: tracker.clone(),
                     slots: slots.clone(),
@@ -62,12 +67,12 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
             }
             Listener::Udp(s) => {
                 let s = UdpSocket::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Udp(s), shared));
+                loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
             }
             Listener::UnixDatagram(s, file) => {
                 _socket_files.push(file);
                 let s = UnixDatagram::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Unix(s), shared));
+                loops.spawn(datagram_loop(Datagrams::Unix(s), shared, transport, local));
             }
         }
     }
@@ -89,6 +94,8 @@ enum Accept {
 
 struct Acceptor {
     listener: Accept,
+    transport: Transport,
+    local: Address,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
@@ -97,14 +104,7 @@ struct Acceptor {
 impl Acceptor {
     async fn run(self) {
         let shared = &self.shared;
-        let (transport, local) = match &self.listener {
-            Accept::Tcp(l) => (Transport::Tcp, l.local_addr().map(Address::Inet)),
-            Accept::Unix(l) => (
-                Transport::Unix,
-                l.local_addr().map(|a| Address::from(&a.into())),
-            ),
-        };
-        let local = local.unwrap_or(Address::Unix(None));
+        let (transport, local) = (self.transport, &self.local);
         let mut acceptor = AcceptLoop::new();
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
@@ -141,7 +141,7 @@ impl Acceptor {
                 }
             }
         }
-        self.serve_queue(transport, &local);
+        self.serve_queue(transport, local);
     }
 
     /// At shutdown: serves the connections already in the listen queue ([`drain_queue`]); the
@@ -190,16 +190,13 @@ enum Datagrams {
     Unix(UnixDatagram),
 }
 
-async fn datagram_loop(socket: Datagrams, shared: Arc<Shared>) {
-    let (transport, local) = match &socket {
-        Datagrams::Udp(s) => (Transport::Udp, s.local_addr().map(Address::Inet)),
-        Datagrams::Unix(s) => (
-            Transport::UnixDatagram,
-            s.local_addr().map(|a| Address::from(&a.into())),
-        ),
-    };
-    let mut datagrams =
-        datagram::Datagrams::new(&shared, transport, local.unwrap_or(Address::Unix(None)));
+async fn datagram_loop(
+    socket: Datagrams,
+    shared: Arc<Shared>,
+    transport: Transport,
+    local: Address,
+) {
+    let mut datagrams = datagram::Datagrams::new(&shared, transport, local);
     // One stop future for the loop's life: a fresh one per datagram registered and removed a
     // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
     // that keeps the socket readable cannot hide the stop.
