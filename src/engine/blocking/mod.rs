@@ -182,7 +182,7 @@ pub(super) fn serve(
 impl Loop {
     fn run(self) {
         let transport = self.listener.transport();
-        if transport.is_stream() {
+        if transport.is_connected() {
             self.accept_loop(transport)
         } else {
             self.datagram_loop(transport)
@@ -195,6 +195,7 @@ impl Loop {
             Listener::Unix(l, _) => l.as_fd(),
             Listener::Udp(s) => s.as_fd(),
             Listener::UnixDatagram(s, _) => s.as_fd(),
+            Listener::UnixSeqpacket(l, _) => l.as_fd(),
         }
     }
 
@@ -204,6 +205,7 @@ impl Loop {
             Listener::Unix(l, _) => l.local_addr().map(|a| Address::from(&a)),
             Listener::Udp(s) => s.local_addr().map(Address::Inet),
             Listener::UnixDatagram(s, _) => s.local_addr().map(|a| Address::from(&a)),
+            Listener::UnixSeqpacket(l, _) => l.local_addr().map(|a| unix_address(&a)),
         };
         local.unwrap_or(Address::Unix(None))
     }
@@ -212,6 +214,9 @@ impl Loop {
         match &*self.listener {
             Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), Address::Inet(a))),
             Listener::Unix(l, _) => l.accept().map(|(s, a)| (Conn::Unix(s), Address::from(&a))),
+            Listener::UnixSeqpacket(l, _) => l
+                .accept()
+                .map(|(s, a)| (Conn::Seqpacket(s), unix_address(&a))),
             _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
     }
@@ -281,7 +286,7 @@ impl Loop {
     /// the backlog bounds them.
     fn take_queue(&self) -> Vec<Job> {
         let transport = self.listener.transport();
-        if !transport.is_stream() {
+        if !transport.is_connected() {
             return Vec::new();
         }
         let local = self.local();
@@ -364,7 +369,15 @@ pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::
     match listener {
         Listener::Udp(s) => socket2::SockRef::from(s).send_to(bytes, &to),
         Listener::UnixDatagram(s, _) => socket2::SockRef::from(s).send_to(bytes, &to),
-        Listener::Tcp(_) | Listener::Unix(..) => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        Listener::Tcp(_) | Listener::Unix(..) | Listener::UnixSeqpacket(..) => {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }
     }
     .map(drop)
+}
+
+/// A Unix socket address from socket2 (a sequenced-packet peer's or listener's).
+pub(super) fn unix_address(addr: &socket2::SockAddr) -> Address {
+    addr.as_unix()
+        .map_or(Address::Unix(None), |a| Address::from(&a))
 }
