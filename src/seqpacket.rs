@@ -52,17 +52,14 @@ pub(crate) fn address(endpoint: &Endpoint) -> io::Result<SockAddr> {
 ///
 /// # Errors
 ///
-/// The `connect` error, or [`wrong_kind`]'s clearer one when the path is no sequenced-packet
-/// socket.
+/// The `connect` error as it is (`EPROTOTYPE` for a socket of another type: see
+/// [`wrong_kind`]; `WouldBlock` when the queue stayed full).
 pub(crate) fn connect(endpoint: &Endpoint, timeout: Duration) -> io::Result<Socket> {
     let socket = socket()?;
     socket.set_write_timeout(Some(timeout))?;
-    let result = address(endpoint).and_then(|addr| socket.connect(&addr));
+    socket.connect(&address(endpoint)?)?;
     socket.set_write_timeout(None)?;
-    match result {
-        Ok(()) => Ok(socket),
-        Err(e) => Err(wrong_kind(endpoint, e)),
-    }
+    Ok(socket)
 }
 
 /// Explains a `connect` or `bind` error that comes from what is at the path rather than from

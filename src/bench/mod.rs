@@ -95,6 +95,13 @@ fn check(plan: &Plan) -> Result<(), Error> {
             transport
         )));
     }
+    if transport == Transport::UnixSeqpacket && plan.framing != crate::codec::Framing::Raw {
+        return Err(Error::Config(format!(
+            "{} keeps message boundaries itself (one record is one message): framing {} does \
+             not apply",
+            plan.endpoint, plan.framing
+        )));
+    }
     if plan.connections == 0 || plan.pipeline == 0 || plan.size == 0 {
         return Err(Error::Config(
             "connections, pipeline and size must be at least 1".into(),

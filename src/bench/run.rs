@@ -110,6 +110,7 @@ impl Run {
                     let (endpoint, wait) = (endpoint.clone(), self.plan.timeout);
                     let socket = tokio::task::spawn_blocking(move || {
                         crate::seqpacket::connect(&endpoint, wait)
+                            .map_err(|e| crate::seqpacket::wrong_kind(&endpoint, e))
                     })
                     .await
                     .map_err(io::Error::other)??;
