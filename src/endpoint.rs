@@ -9,7 +9,8 @@
 //! | `udp://HOST:PORT`        | UDP over IPv4 or IPv6                    |
 //! | `unix:///path`           | Unix stream socket at `/path`            |
 //! | `unixgram:///path`       | Unix datagram socket at `/path`          |
-//! | `unix://@name`, `unixgram://@name` | Linux abstract socket `name` (no file) |
+//! | `unixpacket:///path`     | Unix sequenced-packet socket (`SOCK_SEQPACKET`) at `/path` |
+//! | `unix://@name`, `unixgram://@name`, `unixpacket://@name` | Linux abstract socket `name` (no file) |
 //! | `HOST:PORT`              | TCP (the scheme may be left out)         |
 //! | `PORT`, `udp://PORT`     | a port on this machine (see [`Role`])    |
 //!
@@ -42,21 +43,33 @@ pub enum Transport {
     Unix,
     /// A Unix-domain datagram socket.
     UnixDatagram,
+    /// A Unix-domain sequenced-packet socket (`SOCK_SEQPACKET`): connected, reliable and
+    /// ordered like a stream, with message boundaries kept like datagrams. Each record is one
+    /// message.
+    UnixSeqpacket,
 }
 
 impl Transport {
-    /// Whether this transport carries a byte stream (TCP, Unix stream) rather than datagrams.
+    /// Whether this transport carries a byte stream (TCP, Unix stream) rather than datagrams
+    /// or records.
     pub fn is_stream(self) -> bool {
         matches!(self, Transport::Tcp | Transport::Unix)
     }
 
-    /// The URL scheme of this transport (`tcp`, `udp`, `unix`, `unixgram`).
+    /// Whether this transport has connections, accepted one by one (TCP, Unix stream, Unix
+    /// sequenced packets), rather than datagrams from anyone.
+    pub fn is_connected(self) -> bool {
+        self.is_stream() || self == Transport::UnixSeqpacket
+    }
+
+    /// The URL scheme of this transport (`tcp`, `udp`, `unix`, `unixgram`, `unixpacket`).
     pub fn scheme(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",
             Transport::Udp => "udp",
             Transport::Unix => "unix",
             Transport::UnixDatagram => "unixgram",
+            Transport::UnixSeqpacket => "unixpacket",
         }
     }
 }
@@ -152,6 +165,9 @@ pub enum Endpoint {
     /// A Unix datagram socket path, or `@name` for a Linux abstract socket (see
     /// [`Endpoint::abstract_name`]).
     UnixDatagram(PathBuf),
+    /// A Unix sequenced-packet socket path (`SOCK_SEQPACKET`, Go's `unixpacket`), or `@name`
+    /// for a Linux abstract socket (see [`Endpoint::abstract_name`]).
+    UnixSeqpacket(PathBuf),
 }
 
 impl Endpoint {
@@ -186,14 +202,15 @@ impl Endpoint {
             Some("udp") => Transport::Udp,
             Some("unix") => Transport::Unix,
             Some("unixgram") => Transport::UnixDatagram,
+            Some("unixpacket") => Transport::UnixSeqpacket,
             Some(other) => {
                 return Err(bad(format!(
-                    "unknown scheme {other:?} (expected tcp, udp, unix or unixgram)"
+                    "unknown scheme {other:?} (expected tcp, udp, unix, unixgram or unixpacket)"
                 )));
             }
         };
         match transport {
-            Transport::Unix | Transport::UnixDatagram => {
+            Transport::Unix | Transport::UnixDatagram | Transport::UnixSeqpacket => {
                 if rest.is_empty() {
                     return Err(bad(
                         "missing socket path (e.g. unix:///tmp/socketkit.sock)".into()
@@ -217,10 +234,10 @@ impl Endpoint {
                     }
                 }
                 let path = PathBuf::from(rest);
-                Ok(if transport == Transport::Unix {
-                    Endpoint::Unix(path)
-                } else {
-                    Endpoint::UnixDatagram(path)
+                Ok(match transport {
+                    Transport::Unix => Endpoint::Unix(path),
+                    Transport::UnixDatagram => Endpoint::UnixDatagram(path),
+                    _ => Endpoint::UnixSeqpacket(path),
                 })
             }
             Transport::Tcp | Transport::Udp => {
@@ -265,13 +282,14 @@ impl Endpoint {
             Endpoint::Udp { .. } => Transport::Udp,
             Endpoint::Unix(_) => Transport::Unix,
             Endpoint::UnixDatagram(_) => Transport::UnixDatagram,
+            Endpoint::UnixSeqpacket(_) => Transport::UnixSeqpacket,
         }
     }
 
     /// The filesystem path of a Unix endpoint; `None` for TCP, UDP and abstract sockets.
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Endpoint::Unix(path) | Endpoint::UnixDatagram(path)
+            Endpoint::Unix(path) | Endpoint::UnixDatagram(path) | Endpoint::UnixSeqpacket(path)
                 if self.abstract_name().is_none() =>
             {
                 Some(path)
@@ -280,7 +298,8 @@ impl Endpoint {
         }
     }
 
-    /// The name of a Linux abstract Unix socket (`unix://@name`, `unixgram://@name`): the bytes
+    /// The name of a Linux abstract Unix socket (`unix://@name`, `unixgram://@name`,
+    /// `unixpacket://@name`): the bytes
     /// after the `@`, which the socket address carries after a leading NUL byte. `None` for
     /// every other endpoint, a file whose name starts with `@` (`unix://./@name`) included.
     ///
@@ -298,7 +317,7 @@ impl Endpoint {
     pub fn abstract_name(&self) -> Option<&[u8]> {
         use std::os::unix::ffi::OsStrExt;
         match self {
-            Endpoint::Unix(path) | Endpoint::UnixDatagram(path) => {
+            Endpoint::Unix(path) | Endpoint::UnixDatagram(path) | Endpoint::UnixSeqpacket(path) => {
                 path.as_os_str().as_bytes().strip_prefix(b"@")
             }
             _ => None,
@@ -401,6 +420,7 @@ impl fmt::Display for Endpoint {
             Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::UnixDatagram(path) => write!(f, "unixgram://{}", path.display()),
+            Endpoint::UnixSeqpacket(path) => write!(f, "unixpacket://{}", path.display()),
         }
     }
 }
@@ -420,7 +440,7 @@ fn check_scheme_slashes(text: &str) -> Result<(), String> {
     let Some((scheme, tail)) = text.split_once(':') else {
         return Ok(());
     };
-    let known = ["tcp", "udp", "unix", "unixgram"]
+    let known = ["tcp", "udp", "unix", "unixgram", "unixpacket"]
         .iter()
         .any(|s| s.eq_ignore_ascii_case(scheme));
     let looks_like_more = tail.starts_with('/') || tail.contains(':') || tail.is_empty();
@@ -546,6 +566,8 @@ mod tests {
             "tcp://localhost:8080",
             "unix:///tmp/a.sock",
             "unixgram:///tmp/b.sock",
+            "unixpacket:///tmp/c.sock",
+            "unixpacket://@sk",
             "unix://relative.sock",
             "tcp://[fe80::1%lo]:22",
         ] {
@@ -580,6 +602,10 @@ mod tests {
             ("tcp://[nope]:80", "IPv6"),
             ("tcp://bad host:80", "host"),
             ("unix://", "path"),
+            ("unixpacket://", "path"),
+            ("unixpacket:/tmp/x.sock", "unixpacket://"),
+            ("unixpacket://@", "abstract"),
+            ("seqpacket:///tmp/x", "unixpacket"),
             ("", "HOST:PORT"),
         ];
         for (text, part) in cases {
@@ -655,6 +681,20 @@ mod tests {
         assert!(parse(&format!("unix://@{}", "n".repeat(107))).is_ok());
         let err = parse(&format!("unix://@{}", "n".repeat(108))).unwrap_err();
         assert!(err.contains("longer than 107 bytes"), "{err}");
+    }
+
+    #[test]
+    fn unixpacket_is_a_connected_transport_that_keeps_message_boundaries() {
+        let ep = parse("UNIXPACKET:///run/sk.sock").unwrap();
+        assert_eq!(ep, Endpoint::UnixSeqpacket(PathBuf::from("/run/sk.sock")));
+        assert_eq!(ep.to_string(), "unixpacket:///run/sk.sock");
+        assert_eq!(ep.path(), Some(Path::new("/run/sk.sock")));
+        let transport = ep.transport();
+        assert!(transport.is_connected() && !transport.is_stream());
+        assert!(Transport::Unix.is_connected() && !Transport::UnixDatagram.is_connected());
+        let ep = parse("unixpacket://@sk").unwrap();
+        assert_eq!(ep.abstract_name(), Some(&b"sk"[..]));
+        assert!(ep.socket_addrs().unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! | module            | concept                                                            |
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
-//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
+//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
+//! | `seqpacket`       | a leaf: Unix `SOCK_SEQPACKET` record I/O (`MSG_TRUNC`), for engines, clients and `bench` |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
 //! | `limits`, `access`, `shutdown` | leaves: [`Limits`], [`server::AccessList`], [`ShutdownHandle`] (re-exported by [`server`]) |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
@@ -65,6 +66,7 @@ pub mod error;
 pub mod handler;
 pub(crate) mod limits;
 pub mod names;
+pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;
 pub(crate) mod shutdown;

@@ -54,6 +54,9 @@ pub struct Limits {
     /// answers sends over a network, far below a flood.
     pub datagram_rate: u32,
     /// The largest datagram reply sent. A larger reply is not sent, and a log line says so.
+    /// On `unixpacket://` connections it is also the largest record read (or
+    /// [`Limits::read_buffer`] if that is larger): a larger record closes its connection, with
+    /// a log line, unanswered.
     /// Each family's own limit applies too: a UDP reply is at most [`MAX_DATAGRAM_BYTES`] over
     /// IPv4 and [`MAX_DATAGRAM_BYTES_V6`] over IPv6. Default [`MAX_DATAGRAM_BYTES_V6`], so that
     /// only the family's limit bites.
@@ -112,6 +115,16 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Bytes read at a time on a connection of `transport`: [`Limits::read_buffer`], and on
+    /// a sequenced-packet connection at least [`Limits::max_datagram`], since each read must
+    /// take a whole record (a record is a message, as big as a datagram may be).
+    pub(crate) fn read_buffer_for(&self, transport: crate::endpoint::Transport) -> usize {
+        match transport {
+            crate::endpoint::Transport::UnixSeqpacket => self.read_buffer.max(self.max_datagram),
+            _ => self.read_buffer,
+        }
+    }
+
     /// Refuses limits no server can run with, naming the first: a zero time-out would close
     /// every connection at once (and the kernel refuses a zero `SO_SNDTIMEO`), one over
     /// [`MAX_TIMEOUT`] could overflow a deadline, and a zero count or size would serve nobody

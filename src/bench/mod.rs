@@ -84,13 +84,23 @@ fn check(plan: &Plan) -> Result<(), Error> {
     let transport = plan.endpoint.transport();
     let fits = match plan.mode {
         Mode::Udp => transport == Transport::Udp,
-        _ => transport.is_stream(),
+        // Many requests per write: on records, one record each would be one request.
+        Mode::Stream => transport.is_stream(),
+        _ => transport.is_connected(),
     };
     if !fits {
         return Err(Error::Config(format!(
-            "mode {} cannot run on {} (udp needs udp://, the others tcp:// or unix://)",
+            "mode {} cannot run on {} (udp needs udp://, stream tcp:// or unix://, the others \
+             tcp://, unix:// or unixpacket://)",
             plan.mode.name(),
             transport
+        )));
+    }
+    if transport == Transport::UnixSeqpacket && plan.framing != crate::codec::Framing::Raw {
+        return Err(Error::Config(format!(
+            "{} keeps message boundaries itself (one record is one message): framing {} does \
+             not apply",
+            plan.endpoint, plan.framing
         )));
     }
     if plan.connections == 0 || plan.pipeline == 0 || plan.size == 0 {

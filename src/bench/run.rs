@@ -104,6 +104,19 @@ impl Run {
                     let stream = tokio::net::UnixStream::connect(path).await?;
                     Ok(Box::new(stream) as Box<dyn AsyncStream>)
                 }
+                Target::Seqpacket(endpoint) => {
+                    // A Unix connect waits only for room in the listen queue, bounded by the
+                    // same time-out (SO_SNDTIMEO); off the runtime's threads all the same.
+                    let (endpoint, wait) = (endpoint.clone(), self.plan.timeout);
+                    let socket = tokio::task::spawn_blocking(move || {
+                        crate::seqpacket::connect(&endpoint, wait)
+                            .map_err(|e| crate::seqpacket::wrong_kind(&endpoint, e))
+                    })
+                    .await
+                    .map_err(io::Error::other)??;
+                    let stream = crate::seqpacket::PacketStream::new(socket)?;
+                    Ok(Box::new(stream) as Box<dyn AsyncStream>)
+                }
             }
         };
         timeout(self.plan.timeout, connecting)

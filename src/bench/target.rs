@@ -10,6 +10,8 @@ use crate::endpoint::Endpoint;
 pub(crate) enum Target {
     Inet(SocketAddr),
     Unix(std::path::PathBuf),
+    /// A Unix sequenced-packet endpoint: one request per record, one reply per record.
+    Seqpacket(Endpoint),
 }
 
 impl Target {
@@ -24,8 +26,9 @@ impl Target {
             Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
                 Ok(Target::Inet(endpoint.socket_addrs()?[0]))
             }
+            Endpoint::UnixSeqpacket(_) => Ok(Target::Seqpacket(endpoint.clone())),
             Endpoint::UnixDatagram(_) => Err(crate::Error::Config(
-                "bench speaks tcp://, udp:// and unix:// (not unixgram://)".into(),
+                "bench speaks tcp://, udp://, unix:// and unixpacket:// (not unixgram://)".into(),
             )),
         }
     }

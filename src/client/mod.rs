@@ -19,12 +19,13 @@ mod errors;
 mod input;
 mod options;
 mod output;
+mod packet;
 mod stream;
 
 use std::io::{self, BufRead, Read, Write};
 use std::time::Instant;
 
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::limits::MAX_DATAGRAM_BYTES;
 
@@ -69,6 +70,9 @@ use stream::{StreamClient, Waits};
 /// On datagrams the one reply ends it, and `timeout` (or `max_time`, if shorter) bounds the
 /// wait. With `no_wait`, it returns once the message is sent, on either kind.
 ///
+/// On `unixpacket://` the message goes as one record; then as on a stream: a half-close, and
+/// every reply record is copied out until the server closes.
+///
 /// # Errors
 ///
 /// [`Error::Connect`] when no address accepts the connection (refused: kind `Refused`),
@@ -88,6 +92,9 @@ pub fn send(
     let deadline = options
         .max_time
         .map(|total| (Instant::now() + total, total));
+    if endpoint.transport() == Transport::UnixSeqpacket {
+        return packet::send(endpoint, input, output, options, deadline);
+    }
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options, deadline)?;
         let input = Box::new(io::BufReader::new(input));
@@ -135,6 +142,8 @@ pub fn send(
 ///   the reply is written to `output` followed by a newline, like Python's `print`. Before
 ///   each line, `prompt` (if any) is written to `output`. A missing reply is reported on stderr
 ///   and counted; the session goes on.
+/// - Sequenced packets (`unixpacket://`): each line is one record and each reply record is
+///   printed on a line of its own, as on datagrams, but full duplex, as on streams.
 /// - Streams: full duplex, like nc: `input` is copied to the socket and the socket to `output`;
 ///   at the end of `input` the write side is half-closed (unless `half_close` is false), and
 ///   the call returns when the server closes.
@@ -152,6 +161,9 @@ pub fn talk(
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
     options.check()?;
+    if endpoint.transport() == Transport::UnixSeqpacket {
+        return packet::talk(endpoint, input, output, half_close, options);
+    }
     if endpoint.transport().is_stream() {
         let stream = StreamClient::connect(endpoint, options, None)?;
         let waits = Waits {

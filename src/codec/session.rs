@@ -143,6 +143,38 @@ impl StreamSession for FramedSession {
     }
 }
 
+/// A sequenced-packet connection's session (`unixpacket://`): the transport keeps message
+/// boundaries, so each read the engine reports is one whole record, answered with
+/// [`Service::message`]; the reply is the session's whole output for that record, which the
+/// engine sends as one record. No codec, no buffered input: every record is answered as it
+/// comes, so the connection is always between messages.
+///
+/// [`Service::message`]: crate::service::Service::message
+pub(crate) struct RecordSession {
+    service: Arc<dyn DynService>,
+    ctx: Context,
+}
+
+impl RecordSession {
+    pub(crate) fn new(service: Arc<dyn DynService>, ctx: Context) -> RecordSession {
+        RecordSession { service, ctx }
+    }
+}
+
+impl StreamSession for RecordSession {
+    fn on_data(&mut self, record: &[u8], out: &mut BytesMut) -> Next {
+        let start = out.len();
+        if !self.service.message(&self.ctx, record, out) {
+            out.truncate(start); // no reply: nothing the service wrote goes out
+        }
+        Next::Read
+    }
+
+    fn between_messages(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::socket_file::{SocketFile, remove_if_stale};
+use super::socket_file::{SocketFile, remove_if_stale, remove_if_stale_of};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::limits::Limits;
@@ -28,6 +28,8 @@ pub(crate) enum Listener {
     Udp(std::net::UdpSocket),
     Unix(UnixListener, SocketFile),
     UnixDatagram(UnixDatagram, SocketFile),
+    /// A Unix sequenced-packet listener (std has no type for it).
+    UnixSeqpacket(Socket, SocketFile),
 }
 
 impl Listener {
@@ -38,6 +40,7 @@ impl Listener {
             Listener::Unix(..) => Transport::Unix,
             Listener::Udp(_) => Transport::Udp,
             Listener::UnixDatagram(..) => Transport::UnixDatagram,
+            Listener::UnixSeqpacket(..) => Transport::UnixSeqpacket,
         }
     }
 
@@ -49,6 +52,7 @@ impl Listener {
             Listener::Unix(l, _) => l.local_addr().map(|a| Address::from(&a)),
             Listener::Udp(s) => s.local_addr().map(Address::Inet),
             Listener::UnixDatagram(s, _) => s.local_addr().map(|a| Address::from(&a)),
+            Listener::UnixSeqpacket(l, _) => l.local_addr().map(|a| unix_address(&a)),
         };
         local.unwrap_or(Address::Unix(None))
     }
@@ -111,6 +115,26 @@ impl Listener {
                 socket.set_nonblocking(true).map_err(bind_err)?;
                 Ok(Listener::UnixDatagram(socket, file))
             }
+            Endpoint::UnixSeqpacket(path) => {
+                let socket = crate::seqpacket::socket().map_err(bind_err)?;
+                let explained = |e| bind_err(crate::seqpacket::wrong_kind(endpoint, e));
+                let address = crate::seqpacket::address(endpoint).map_err(bind_err)?;
+                let file = match endpoint.abstract_name() {
+                    Some(_) => {
+                        socket.bind(&address).map_err(bind_err)?;
+                        SocketFile::none()
+                    }
+                    None => {
+                        remove_if_stale_of(path, Type::SEQPACKET);
+                        SocketFile::bind(path, || socket.bind(&address))
+                            .map_err(explained)?
+                            .1
+                    }
+                };
+                socket.listen(backlog(limits)).map_err(bind_err)?;
+                socket.set_nonblocking(true).map_err(bind_err)?;
+                Ok(Listener::UnixSeqpacket(socket, file))
+            }
         }
     }
 
@@ -121,6 +145,7 @@ impl Listener {
         let result = match self {
             Listener::Tcp(l) => socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read),
             Listener::Unix(l, _) => socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read),
+            Listener::UnixSeqpacket(l, _) => l.shutdown(std::net::Shutdown::Read),
             Listener::Udp(_) | Listener::UnixDatagram(..) => Ok(()),
         };
         if let Err(e) = result {
@@ -136,6 +161,13 @@ impl Listener {
             Listener::Unix(l, file) => Endpoint::Unix(unix_path(file, l.local_addr()?)),
             Listener::UnixDatagram(s, file) => {
                 Endpoint::UnixDatagram(unix_path(file, s.local_addr()?))
+            }
+            Listener::UnixSeqpacket(l, file) => {
+                let local = l
+                    .local_addr()?
+                    .as_unix()
+                    .ok_or(io::ErrorKind::InvalidData)?;
+                Endpoint::UnixSeqpacket(unix_path(file, local))
             }
         })
     }
@@ -187,4 +219,10 @@ fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<S
     }
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// A Unix socket address from socket2 (a sequenced-packet peer's or listener's).
+pub(crate) fn unix_address(addr: &socket2::SockAddr) -> Address {
+    addr.as_unix()
+        .map_or(Address::Unix(None), |a| Address::from(&a))
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use super::peer_log::{RefusalLog, Traffic};
 use crate::access::AccessList;
 use crate::codec::budget::Budget;
-use crate::codec::session::FramedSession;
+use crate::codec::session::{FramedSession, RecordSession};
 use crate::codec::{Framing, MessageCodec};
 use crate::endpoint::Transport;
 use crate::handler::{DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler};
@@ -78,8 +78,12 @@ impl Shared {
     }
 
     /// A session for a new stream: the service's own in `raw` framing, else the service's
-    /// message function behind the framing's codec.
+    /// message function behind the framing's codec. A sequenced-packet connection's records
+    /// are its messages: the message function answers each one.
     pub(crate) fn session(&self, ctx: &Context) -> Box<dyn StreamSession> {
+        if ctx.transport == Transport::UnixSeqpacket {
+            return Box::new(RecordSession::new(self.app.service.clone(), ctx.clone()));
+        }
         match MessageCodec::new(self.framing, self.limits.max_line, self.limits.max_frame) {
             None => self.app.service.session(ctx),
             Some(codec) => Box::new(FramedSession::new(

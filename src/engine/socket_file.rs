@@ -123,13 +123,17 @@ pub fn exit(code: i32) -> ! {
 /// The probe never blocks: a blocking `connect` to a live listener whose accept queue is full
 /// waits for room, which would hang start-up. "Would block" means a listener is there.
 pub(crate) fn remove_if_stale(path: &Path, stream: bool) {
+    remove_if_stale_of(path, if stream { Type::STREAM } else { Type::DGRAM });
+}
+
+/// [`remove_if_stale`] for a socket of type `ty` (a sequenced-packet socket too).
+pub(crate) fn remove_if_stale_of(path: &Path, ty: Type) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
     if !meta.file_type().is_socket() {
         return;
     }
-    let ty = if stream { Type::STREAM } else { Type::DGRAM };
     let probe = Socket::new(Domain::UNIX, ty, None).and_then(|socket| {
         socket.set_nonblocking(true)?;
         socket.connect(&SockAddr::unix(path)?)

@@ -9,7 +9,7 @@ pub use crate::limits::{Limits, MAX_DATAGRAM_BYTES, MAX_DATAGRAM_BYTES_V6, MAX_T
 pub use crate::shutdown::ShutdownHandle;
 
 use crate::codec::Framing;
-use crate::endpoint::Endpoint;
+use crate::endpoint::{Endpoint, Transport};
 use crate::engine::listener::Listener;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
@@ -313,11 +313,33 @@ impl ServerBuilder {
         })
     }
 
-    /// Refuses handlers the chosen engine cannot run, rather than ignoring them.
+    /// Refuses handlers the chosen engine cannot run, rather than ignoring them, and settings
+    /// a sequenced-packet listener cannot honour.
     fn check_handlers(&self) -> Result<(), Error> {
+        if let Some(packet) = self
+            .endpoints
+            .iter()
+            .find(|e| e.transport() == Transport::UnixSeqpacket)
+        {
+            if self.framing != Framing::Raw {
+                return Err(Error::Config(format!(
+                    "{packet} keeps message boundaries itself (one record is one message): \
+                     framing {} does not apply; leave it raw",
+                    self.framing
+                )));
+            }
+            // A handler's reader and writer are buffered byte streams: records would be merged
+            // and split.
+            if self.stream_handler.is_some() || self.async_handler.is_some() {
+                return Err(Error::Config(format!(
+                    "{packet} serves services only: a stream handler's buffered reader and \
+                     writer would merge and split its records"
+                )));
+            }
+        }
         let blocking = self.engine.is_blocking();
-        let has_stream = self.endpoints.iter().any(|e| e.transport().is_stream());
-        let has_datagram = self.endpoints.iter().any(|e| !e.transport().is_stream());
+        let has_stream = self.endpoints.iter().any(|e| e.transport().is_connected());
+        let has_datagram = self.endpoints.iter().any(|e| !e.transport().is_connected());
         if !blocking && has_stream && self.stream_handler.is_some() && self.async_handler.is_none()
         {
             return Err(Error::Config(format!(

@@ -128,6 +128,19 @@ pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
             buf.truncate(n);
             buf
         }
+        Endpoint::UnixSeqpacket(path) => {
+            // One record out, a half-close, and the reply records to the end.
+            let conn = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)
+                .unwrap();
+            conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            conn.connect(&socket2::SockAddr::unix(path).unwrap())
+                .unwrap();
+            conn.send(request).unwrap();
+            conn.shutdown(Shutdown::Write).unwrap();
+            let mut reply = Vec::new();
+            (&conn).read_to_end(&mut reply).unwrap();
+            reply
+        }
         Endpoint::UnixDatagram(_) => {
             let dir = tempfile::tempdir().unwrap();
             let own = dir.path().join("client.sock");

@@ -17,7 +17,7 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
@@ -25,6 +25,7 @@ const EXAMPLES: [&str; 7] = [
     "udp_server",
     "reverse_handler",
     "message_boundaries",
+    "seqpacket",
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).
@@ -390,4 +391,43 @@ fn reverse_handler_reverses_each_line_over_a_unix_socket() {
     assert_eq!(endpoint, format!("unix://{}", path.display()));
     assert_eq!(socketkit_send(&endpoint, "abc\nxyz\n"), "cba\nzyx\n");
     drop(server); // killed before its directory goes away
+}
+
+#[test]
+fn seqpacket_example_serves_python_records_and_its_client_talks_to_socketkit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upper.sock");
+    let path = path.to_str().unwrap();
+    let mut command = example("seqpacket");
+    command.args(["server", path]);
+    let _server = ServerProcess::start(command, "The server is ready to receive on ");
+    // Python's SOCK_SEQPACKET client sends three records back to back: three replies.
+    let mut python = python("seqpacket_client.py");
+    python.args([path, "hello", "wor", "ld"]);
+    let hex: Vec<String> = ["HELLO", "WOR", "LD"]
+        .iter()
+        .map(|r| r.bytes().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    assert_eq!(
+        run(python, ""),
+        format!("{}\n{}\n{}\neof\n", hex[0], hex[1], hex[2])
+    );
+
+    let server = common::TestServer::start(
+        socketkit::Engine::Threaded,
+        &["unixpacket://{dir}/socketkit.sock"],
+    );
+    let mut client = example("seqpacket");
+    let socketkit_path = server
+        .endpoint(0)
+        .path()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    client.args(["client", &socketkit_path, "hello", "stra\u{df}e"]);
+    assert_eq!(
+        run(client, ""),
+        "From Server: HELLO\nFrom Server: STRASSE\n"
+    );
 }

@@ -20,5 +20,6 @@ mod layers;
 mod memory;
 mod names;
 mod resources;
+mod seqpacket;
 mod services;
 mod unicode;

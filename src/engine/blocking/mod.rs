@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
 use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
-use super::listener::Listener;
+use super::listener::{Listener, unix_address};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
 use super::{SessionError, Shared, Traffic, context};
@@ -182,7 +182,7 @@ pub(super) fn serve(
 impl Loop {
     fn run(self) {
         let transport = self.listener.transport();
-        if transport.is_stream() {
+        if transport.is_connected() {
             self.accept_loop(transport)
         } else {
             self.datagram_loop(transport)
@@ -195,6 +195,7 @@ impl Loop {
             Listener::Unix(l, _) => l.as_fd(),
             Listener::Udp(s) => s.as_fd(),
             Listener::UnixDatagram(s, _) => s.as_fd(),
+            Listener::UnixSeqpacket(l, _) => l.as_fd(),
         }
     }
 
@@ -202,6 +203,9 @@ impl Loop {
         match &*self.listener {
             Listener::Tcp(l) => l.accept().map(|(s, a)| (Conn::Tcp(s), Address::Inet(a))),
             Listener::Unix(l, _) => l.accept().map(|(s, a)| (Conn::Unix(s), Address::from(&a))),
+            Listener::UnixSeqpacket(l, _) => l
+                .accept()
+                .map(|(s, a)| (Conn::Seqpacket(s), unix_address(&a))),
             _ => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
     }
@@ -271,7 +275,7 @@ impl Loop {
     /// the backlog bounds them.
     fn take_queue(&self) -> Vec<Job> {
         let transport = self.listener.transport();
-        if !transport.is_stream() {
+        if !transport.is_connected() {
             return Vec::new();
         }
         let local = self.listener.local();
@@ -354,7 +358,9 @@ pub(super) fn send_to(listener: &Listener, bytes: &[u8], peer: &Address) -> io::
     match listener {
         Listener::Udp(s) => socket2::SockRef::from(s).send_to(bytes, &to),
         Listener::UnixDatagram(s, _) => socket2::SockRef::from(s).send_to(bytes, &to),
-        Listener::Tcp(_) | Listener::Unix(..) => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        Listener::Tcp(_) | Listener::Unix(..) | Listener::UnixSeqpacket(..) => {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }
     }
     .map(drop)
 }

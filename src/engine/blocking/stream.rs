@@ -26,6 +26,8 @@ use crate::shutdown::Trigger;
 pub(crate) enum Conn {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// A Unix sequenced-packet connection: each read takes one record, each write sends one.
+    Seqpacket(socket2::Socket),
 }
 
 impl Conn {
@@ -36,13 +38,20 @@ impl Conn {
         match self {
             Conn::Tcp(s) => s.set_nonblocking(false),
             Conn::Unix(s) => s.set_nonblocking(false),
+            Conn::Seqpacket(s) => s.set_nonblocking(false),
         }
+    }
+
+    /// Whether each read takes one record (and the next may be queued behind it already).
+    pub(crate) fn is_record(&self) -> bool {
+        matches!(self, Conn::Seqpacket(_))
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
         match self {
             Conn::Tcp(s) => s.shutdown(Shutdown::Write),
             Conn::Unix(s) => s.shutdown(Shutdown::Write),
+            Conn::Seqpacket(s) => s.shutdown(Shutdown::Write),
         }
     }
 
@@ -51,6 +60,9 @@ impl Conn {
         match self {
             Conn::Tcp(s) => (&*s).read(buf),
             Conn::Unix(s) => (&*s).read(buf),
+            Conn::Seqpacket(s) => {
+                crate::seqpacket::recv_record(s.as_fd(), buf, nix::sys::socket::MsgFlags::empty())
+            }
         }
     }
 
@@ -58,6 +70,7 @@ impl Conn {
     fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
         use nix::sys::socket::{MsgFlags, send};
         use std::os::fd::AsRawFd;
+        // On a sequenced-packet connection, one send is one record, whole or nothing.
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         send(self.as_fd().as_raw_fd(), buf, flags).map_err(io::Error::from)
     }
@@ -68,6 +81,7 @@ impl AsFd for Conn {
         match self {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Unix(s) => s.as_fd(),
+            Conn::Seqpacket(s) => s.as_fd(),
         }
     }
 }
@@ -294,7 +308,7 @@ pub(crate) fn serve_stream(shared: &Shared, conn: Conn, ctx: Context, traffic: T
                 Ok(())
             }
             None => READ_BUFFER.with_borrow_mut(|buf| {
-                buf.resize(shared.limits.read_buffer, 0);
+                buf.resize(shared.limits.read_buffer_for(ctx.transport), 0);
                 let session = shared.session(&ctx);
                 drive(session, &conn, buf, shared, &traffic)
             }),

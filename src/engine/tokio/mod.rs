@@ -5,6 +5,7 @@ mod stream;
 use std::io;
 use std::sync::Arc;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -13,10 +14,11 @@ use tokio_util::task::TaskTracker;
 
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::datagram::{self, Received};
-use super::listener::Listener;
+use super::listener::{Listener, unix_address};
 use super::{Shared, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
+use crate::seqpacket::PacketStream;
 use crate::service::Address;
 use stream::{Conn, serve_conn};
 
@@ -65,6 +67,19 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 };
                 loops.spawn(acceptor.run());
             }
+            Listener::UnixSeqpacket(l, file) => {
+                _socket_files.push(file);
+                let l = crate::seqpacket::register(l).map_err(adopt)?;
+                let acceptor = Acceptor {
+                    listener: Accept::Seqpacket(l),
+                    transport,
+                    local,
+                    shared,
+                    tracker: tracker.clone(),
+                    slots: slots.clone(),
+                };
+                loops.spawn(acceptor.run());
+            }
             Listener::Udp(s) => {
                 let s = UdpSocket::from_std(s).map_err(adopt)?;
                 loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
@@ -90,6 +105,7 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
 enum Accept {
     Tcp(TcpListener),
     Unix(UnixListener),
+    Seqpacket(AsyncFd<socket2::Socket>),
 }
 
 struct Acceptor {
@@ -162,6 +178,10 @@ impl Acceptor {
                 let peer = Address::from(&s.peer_addr()?);
                 Ok((Conn::Unix(tokio::net::UnixStream::from_std(s)?), peer))
             }),
+            Accept::Seqpacket(l) => l
+                .get_ref()
+                .accept()
+                .and_then(|(s, a)| Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))),
         };
         drain_queue(&self.shared, accept_now, |stream, peer| {
             let ctx = context(transport, peer, local.clone());
@@ -181,6 +201,12 @@ async fn accept(listener: &Accept) -> io::Result<(Conn, Address)> {
         Accept::Unix(l) => {
             let (s, a) = l.accept().await?;
             Ok((Conn::Unix(s), Address::from(&a.into())))
+        }
+        Accept::Seqpacket(l) => {
+            let (s, a) = l
+                .async_io(tokio::io::Interest::READABLE, |l| l.accept())
+                .await?;
+            Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))
         }
     }
 }

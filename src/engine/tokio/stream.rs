@@ -22,6 +22,8 @@ use crate::service::{Context, StreamSession};
 pub(crate) enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// One record per read and per write (see [`crate::seqpacket`]).
+    Seqpacket(crate::seqpacket::PacketStream),
 }
 
 impl std::os::fd::AsFd for Conn {
@@ -29,6 +31,7 @@ impl std::os::fd::AsFd for Conn {
         match self {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Unix(s) => s.as_fd(),
+            Conn::Seqpacket(s) => s.as_fd(),
         }
     }
 }
@@ -76,6 +79,7 @@ pub(crate) async fn serve_conn(
                 let stream: Box<dyn AsyncStream> = match conn {
                     Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
                     Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
+                    Conn::Seqpacket(s) => Box::new(Counted::new(s, traffic.clone())),
                 };
                 let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
                 let result = CatchUnwind(handler.run(&mut request)).await;
@@ -98,6 +102,15 @@ pub(crate) async fn serve_conn(
                         CatchUnwind(Box::pin(driven)).await
                     }
                     Conn::Unix(mut s) => {
+                        let driven = drive(session, &mut s, limits, &stopping, &traffic);
+                        CatchUnwind(Box::pin(driven)).await
+                    }
+                    Conn::Seqpacket(mut s) => {
+                        // Each read takes a whole record: the buffer holds the largest one.
+                        let limits = &Limits {
+                            read_buffer: limits.read_buffer_for(ctx.transport),
+                            ..limits.clone()
+                        };
                         let driven = drive(session, &mut s, limits, &stopping, &traffic);
                         CatchUnwind(Box::pin(driven)).await
                     }

@@ -35,7 +35,9 @@ Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or 
 HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
 A bare PORT (12000, udp://7007) is 127.0.0.1:PORT for serve, localhost:PORT for clients;
 PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
-unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).";
+unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
+unixpacket:///path is a Unix SOCK_SEQPACKET socket: connected like a stream, each record one
+message (no --framing); a record over 65,527 bytes closes its connection unanswered.";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -103,6 +105,8 @@ pub enum Command {
     ///
     /// Streams (tcp, unix): write the message as given, close the write side, and copy the reply
     /// until the server closes. Datagrams (udp, unixgram): send one datagram, print the one reply.
+    /// Sequenced packets (unixpacket): send one record, close the write side, print every reply
+    /// record until the server closes.
     /// With --framing line or length, each line of the message is sent as one message, and each
     /// reply message is printed on a line of its own.
     ///
@@ -119,7 +123,8 @@ pub enum Command {
     /// each reply is printed on its own line; on a terminal each line is prompted with
     /// "Input a lowercase sentence:". Streams (tcp, unix): full duplex like nc: stdin to the
     /// socket, the socket to stdout; after stdin ends the write side is half-closed, and the
-    /// command exits when the server closes.
+    /// command exits when the server closes. Sequenced packets (unixpacket): each line is one
+    /// record and each reply record is printed on its own line, full duplex.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Client(ClientArgs),
     /// Load-test a server: verify every reply, report throughput and latency percentiles.

@@ -14,7 +14,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
     let mut options = super::send::options(args.bind, args.timeout, &args.framing);
     options.quit_after = args.quit_after;
     let prompt =
-        (io::stdin().is_terminal() && !args.endpoint.transport().is_stream()).then_some(PROMPT);
+        (io::stdin().is_terminal() && !args.endpoint.transport().is_connected()).then_some(PROMPT);
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input = io::BufReader::new(io::stdin());

@@ -75,7 +75,11 @@ pub(super) fn open(hub: &Arc<Hub>, conn: Conn, ctx: Context, traffic: Traffic, p
 pub(super) fn serve(hub: &Hub, mut conn: Box<Pooled>) {
     let shared = &hub.shared;
     let ended = READ_BUFFER.with_borrow_mut(|buf| {
-        buf.resize(shared.limits.read_buffer, 0);
+        let transport = match conn.conn.is_record() {
+            true => crate::endpoint::Transport::UnixSeqpacket,
+            false => crate::endpoint::Transport::Unix, // any stream: the same buffer
+        };
+        buf.resize(shared.limits.read_buffer_for(transport), 0);
         loop {
             let round = catch_unwind(AssertUnwindSafe(|| conn.round(shared, buf)));
             match round {
@@ -138,7 +142,9 @@ impl Pooled {
                     match read {
                         Ok(0) => Event::Eof,
                         Ok(n) => {
-                            self.may_read = n == buf.len();
+                            // A record read leaves the records queued behind it, and no
+                            // new edge comes for them: read until `EAGAIN`.
+                            self.may_read = n == buf.len() || self.conn.is_record();
                             self.traffic.received(n);
                             Event::Read(&buf[..n])
                         }
@@ -202,6 +208,9 @@ impl Pooled {
 /// Reads what has arrived, without waiting (`MSG_DONTWAIT`: the socket itself stays as
 /// accepted).
 fn recv_now(conn: &Conn, buf: &mut [u8]) -> io::Result<usize> {
+    if conn.is_record() {
+        return crate::seqpacket::recv_record(conn.as_fd(), buf, MsgFlags::MSG_DONTWAIT);
+    }
     recv(conn.as_fd().as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
 }
 
