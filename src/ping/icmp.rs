@@ -370,12 +370,21 @@ mod tests {
     #[test]
     fn our_own_requests_and_other_types_are_not_replies() {
         // On loopback a raw socket also sees the requests it sent.
-        assert_eq!(parse(&echo_request(false, 1, 1, b"x"), Layout::V4), Packet::Other);
-        assert_eq!(parse(&echo_request(true, 1, 1, b"x"), Layout::V6), Packet::Other);
+        assert_eq!(
+            parse(&echo_request(false, 1, 1, b"x"), Layout::V4),
+            Packet::Other
+        );
+        assert_eq!(
+            parse(&echo_request(true, 1, 1, b"x"), Layout::V6),
+            Packet::Other
+        );
         // An IPv6 reply type read as IPv4 and the other way round.
         assert_eq!(parse(&reply(true, 1, 1, b""), Layout::V4), Packet::Other);
         // Router advertisement (134), timestamp reply (14).
-        assert_eq!(parse(&[134, 0, 0, 0, 0, 0, 0, 0], Layout::V6), Packet::Other);
+        assert_eq!(
+            parse(&[134, 0, 0, 0, 0, 0, 0, 0], Layout::V6),
+            Packet::Other
+        );
         let mut timestamp = reply(false, 1, 1, b"");
         timestamp[0] = 14;
         assert_eq!(parse(&timestamp, Layout::V4), Packet::Other);

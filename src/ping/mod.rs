@@ -372,7 +372,8 @@ impl Pinger {
             };
             if sending && now >= next_send {
                 let seq = (summary.transmitted + 1) as u16; // icmp_seq counts from 1 and wraps
-                let request = icmp::echo_request(self.target.is_ipv6(), self.id, seq, &self.payload);
+                let request =
+                    icmp::echo_request(self.target.is_ipv6(), self.id, seq, &self.payload);
                 summary.transmitted += 1;
                 match self.socket.send(&request, self.target) {
                     Ok(()) => tracker.sent(seq, now),
@@ -388,11 +389,15 @@ impl Pinger {
                 next_send = now + options.interval;
                 continue;
             }
-            let wake = [Some(next_send).filter(|_| sending), tracker.next_expiry(now), end]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + options.interval);
+            let wake = [
+                Some(next_send).filter(|_| sending),
+                tracker.next_expiry(now),
+                end,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + options.interval);
             let readable = self
                 .socket
                 .wait_readable(wake.saturating_duration_since(now))

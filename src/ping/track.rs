@@ -42,7 +42,13 @@ impl Tracker {
 
     /// Request `seq` left at `now`.
     pub(crate) fn sent(&mut self, seq: u16, now: Instant) {
-        self.sent.insert(seq, Sent { at: now, replies: 0 });
+        self.sent.insert(
+            seq,
+            Sent {
+                at: now,
+                replies: 0,
+            },
+        );
     }
 
     /// A reply to `seq` arrived at `now`.

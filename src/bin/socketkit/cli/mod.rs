@@ -13,9 +13,9 @@ pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_pipeline,
-    parse_ping_count, parse_ping_size, parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
-    parse_workers, payload_parser,
+    parse_length_bytes, parse_max_connections, parse_message_size, parse_ping_count,
+    parse_ping_size, parse_pipeline, parse_port_query, parse_rate, parse_request_rate,
+    parse_requests, parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -658,7 +658,8 @@ mod tests {
         let cli = Cli::command();
         let mut meanings: BTreeMap<char, BTreeSet<String>> = BTreeMap::new();
         // ping takes iputils' letters instead (its own test below).
-        let commands = std::iter::once(&cli).chain(cli.get_subcommands().filter(|c| c.get_name() != "ping"));
+        let commands =
+            std::iter::once(&cli).chain(cli.get_subcommands().filter(|c| c.get_name() != "ping"));
         for command in commands {
             for arg in command.get_arguments() {
                 if let Some(short) = arg.get_short() {

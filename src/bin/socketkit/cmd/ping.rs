@@ -22,9 +22,8 @@ pub fn run(args: PingArgs, quiet: bool) -> anyhow::Result<()> {
         _ => None,
     };
     let host = args.host.clone();
-    let target = socketkit::names::with_timeout(LOOKUP_TIMEOUT, move || {
-        ping::target(&host, family)
-    })?;
+    let target =
+        socketkit::names::with_timeout(LOOKUP_TIMEOUT, move || ping::target(&host, family))?;
     let mut options = PingOptions::default();
     options.count = args.count;
     options.interval = args.interval;
@@ -81,8 +80,10 @@ pub fn run(args: PingArgs, quiet: bool) -> anyhow::Result<()> {
         writeln!(out)?;
         writeln!(out, "--- {} ping statistics ---", args.host)?;
         writeln!(out, "{}", summary.counts_line())?;
-        if let Some(rtt) = summary.rtt {
-            writeln!(out, "{}", rtt.line())?;
+        // iputils ends the summary with a line break of its own: an empty line without rtt.
+        match summary.rtt {
+            Some(rtt) => writeln!(out, "{}", rtt.line())?,
+            None => writeln!(out)?,
         }
     }
     out.flush()?;
