@@ -27,6 +27,7 @@ pub use stats::{RttStats, RttSummary, loss_percent, loss_value, reply_time};
 use crate::Error;
 use icmp::Packet;
 use socket::IcmpSocket;
+pub use socket::SocketKind;
 use track::{Tracker, Verdict};
 
 /// The largest ICMP payload over IPv4: 65,535 bytes of IP packet less a 20-byte IPv4 header
@@ -38,25 +39,6 @@ pub const MAX_PAYLOAD_V6: usize = 65_527;
 /// The shortest interval between requests a user other than root may ask for (iputils' rule:
 /// anything faster is a flood, which only root may send).
 pub const MIN_USER_INTERVAL: Duration = Duration::from_millis(2);
-
-/// Which kind of ICMP socket a [`Pinger`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SocketKind {
-    /// An unprivileged ICMP datagram socket (`SOCK_DGRAM`, allowed by `ping_group_range`).
-    Datagram,
-    /// A raw socket (`SOCK_RAW`: root or `CAP_NET_RAW`).
-    Raw,
-}
-
-impl SocketKind {
-    /// `datagram` or `raw`.
-    pub fn name(self) -> &'static str {
-        match self {
-            SocketKind::Datagram => "datagram",
-            SocketKind::Raw => "raw",
-        }
-    }
-}
 
 /// How to ping, with iputils' defaults.
 #[derive(Debug, Clone)]

@@ -10,12 +10,30 @@ use std::time::Duration;
 use nix::sys::socket::{MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::SocketKind;
 use super::icmp::Layout;
 use crate::Error;
 
 /// Where the kernel's rule for unprivileged ICMP sockets lives.
 const PING_GROUP_RANGE: &str = "/proc/sys/net/ipv4/ping_group_range";
+
+/// Which kind of ICMP socket a `Pinger` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// An unprivileged ICMP datagram socket (`SOCK_DGRAM`, allowed by `ping_group_range`).
+    Datagram,
+    /// A raw socket (`SOCK_RAW`: root or `CAP_NET_RAW`).
+    Raw,
+}
+
+impl SocketKind {
+    /// `datagram` or `raw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SocketKind::Datagram => "datagram",
+            SocketKind::Raw => "raw",
+        }
+    }
+}
 
 /// An open ICMP socket of either kind, for one family.
 pub(crate) struct IcmpSocket {

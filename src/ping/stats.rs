@@ -100,7 +100,7 @@ fn isqrt(a: u128) -> u128 {
     }
     // Newton's method from above, as llsqrt: stops when the estimate no longer shrinks.
     let mut x = a;
-    let mut next = (x + 1) / 2;
+    let mut next = x.div_ceil(2);
     while next < x {
         x = next;
         next = (x + a / x) / 2;

@@ -17,7 +17,7 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 7] = [
+const EXAMPLES: [&str; 8] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
@@ -25,6 +25,7 @@ const EXAMPLES: [&str; 7] = [
     "udp_server",
     "reverse_handler",
     "message_boundaries",
+    "ping", // run in tests/it/ping.rs (it needs a namespace)
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).
@@ -102,7 +103,7 @@ fn examples() -> &'static Path {
 }
 
 /// An example program.
-fn example(name: &str) -> Command {
+pub(crate) fn example(name: &str) -> Command {
     let path = examples().join(name);
     assert!(path.is_file(), "{} was not built", path.display());
     Command::new(path)

@@ -582,3 +582,34 @@ fn the_largest_payload_of_each_family_is_echoed() {
         assert_eq!(json_lines(&output)[0]["bytes"], bytes, "{target}");
     }
 }
+
+/// `examples/ping.rs`, the slide's SOCK_RAW in a few lines: over the raw socket as root, and
+/// over the datagram socket as a user whom ping_group_range allows.
+#[test]
+fn the_minimal_ping_example_gets_its_reply_on_both_sockets() {
+    let Some(ns) = netns("the_minimal_ping_example_gets_its_reply_on_both_sockets") else {
+        return;
+    };
+    let example = crate::examples::example("ping");
+    let path = example.get_program().to_str().unwrap().to_string();
+    let expect_reply = |output: &Output| {
+        assert_code(output, 0);
+        let text = stdout(output);
+        assert!(
+            text.starts_with("28 bytes from 127.0.0.1: icmp_seq=1 time="),
+            "{text}"
+        );
+    };
+    expect_reply(&ns.run(&path, &[]));
+    ns.sysctl("net.ipv4.ping_group_range=0 2147483647");
+    expect_reply(&ns.run(
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            &path,
+        ],
+    ));
+}
