@@ -19,6 +19,7 @@
 //! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `input` and `output` (the framing of stdin and stdout), `errors` |
+//! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
@@ -66,6 +67,7 @@ pub mod error;
 pub mod handler;
 pub(crate) mod limits;
 pub mod names;
+pub mod ping;
 pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;

@@ -17,7 +17,7 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 8] = [
+const EXAMPLES: [&str; 9] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
@@ -26,6 +26,7 @@ const EXAMPLES: [&str; 8] = [
     "reverse_handler",
     "message_boundaries",
     "seqpacket",
+    "ping", // run in tests/it/ping.rs (it needs a namespace)
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).
@@ -103,7 +104,7 @@ fn examples() -> &'static Path {
 }
 
 /// An example program.
-fn example(name: &str) -> Command {
+pub(crate) fn example(name: &str) -> Command {
     let path = examples().join(name);
     assert!(path.is_file(), "{} was not built", path.display());
     Command::new(path)

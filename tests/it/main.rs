@@ -19,6 +19,7 @@ mod interop;
 mod layers;
 mod memory;
 mod names;
+mod ping;
 mod resources;
 mod seqpacket;
 mod services;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Resolve(args) => cmd::resolve::run(args),
         Command::Addr(args) => cmd::addr::run(args),
         Command::Port(args) => cmd::port::run(args),
+        Command::Ping(args) => cmd::ping::run(args, cli.quiet),
         Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
     };

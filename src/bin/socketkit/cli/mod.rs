@@ -13,9 +13,9 @@ pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_pipeline,
-    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
-    parse_workers, payload_parser,
+    parse_length_bytes, parse_max_connections, parse_message_size, parse_ping_count,
+    parse_ping_size, parse_pipeline, parse_port_query, parse_rate, parse_request_rate,
+    parse_requests, parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -62,8 +62,9 @@ Short flags mean one thing in every command, as in nc and ncat:
   -v, -q   more logs, errors only (every command; -q is not nc's -q SECS)
 One letter differs by command: -m is serve's --max-connections (ncat's -m) and bench's
 --mode. bench also takes the load generators' -c connections, -n requests, -d duration and
--r rate (ab, hey, wrk). A ping command, when there is one, will take iputils ping's flags
-instead (-c count, -i interval, -W time-out), as its users expect.";
+-r rate (ab, hey, wrk). ping is the one command whose short flags follow iputils ping
+rather than nc, as its users type them: -c count, -i interval, -W per-reply time-out,
+-w deadline, -s payload size, -n numeric.";
 
 /// socketkit: socket servers, clients and tools, after the classic sockets lectures.
 ///
@@ -164,6 +165,20 @@ pub enum Command {
     /// Prints a line as services(5) has it: NAME PORT/PROTOCOL [ALIASES...].
     #[command(after_help = format!("{PORT_HELP}\n\n{EXIT_CODES}"))]
     Port(PortArgs),
+    /// Send ICMP echo requests to HOST and print the replies, like iputils ping (SOCK_RAW).
+    ///
+    /// Uses an unprivileged ICMP datagram socket where net.ipv4.ping_group_range holds the
+    /// process's group, else a raw socket (root or CAP_NET_RAW), as iputils does; when neither
+    /// is allowed the error names both ways. Output and statistics are iputils': one line per
+    /// reply, then the summary (rtt min/avg/max/mdev, mdev = sqrt(mean(t²) - mean(t)²)).
+    /// SIGINT or SIGTERM stops it and prints the summary. The short flags are iputils', not
+    /// nc's: -w is the overall deadline here, -W the time-out per reply, -s the payload size.
+    ///
+    /// Exit 0 when a reply came, 5 when none did, 6 for a HOST that does not resolve, 2 for a
+    /// size over 65507 (IPv4) or 65527 (IPv6), or an interval under 2ms for a user other
+    /// than root.
+    #[command(after_help = format!("{PING_HELP}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Ping(PingArgs),
     /// List the built-in services with their RFC and well-known port.
     Services {
         /// One JSON object per line (name, rfc, port, summary).
@@ -459,6 +474,66 @@ const PORT_HELP: &str = "\
   source: system (the services database) or builtin (socketkit's table of classic ports).
 A service that neither knows exits with 6.";
 
+const PING_HELP: &str = "\
+--json prints one object per line (NDJSON): one per reply, then a summary.
+  {\"type\": \"reply\", \"from\": \"127.0.0.1\", \"bytes\": 64, \"seq\": 1, \"ttl\": 64,
+   \"time_ms\": 0.045}
+  type: reply, duplicate (a further reply to a request already answered: iputils' DUP!),
+  late (a reply after its -W time-out: counted as late, not received) or error (an ICMP
+  error about a request: from, seq, message; from is null for a send that failed).
+  ttl: the TTL or IPv6 hop limit, or null when unknown. time_ms: the round trip.
+  {\"type\": \"summary\", \"host\": \"localhost\", \"address\": \"127.0.0.1\",
+   \"socket\": \"raw\", \"transmitted\": 3, \"received\": 3, \"duplicates\": 0,
+   \"late\": 0, \"errors\": 0, \"loss_percent\": 0.0, \"time_ms\": 2003,
+   \"rtt_ms\": {\"min\": 0.024, \"avg\": 0.031, \"max\": 0.038, \"mdev\": 0.007}}
+  socket: datagram (unprivileged ICMP socket) or raw. rtt_ms: null when no reply came.
+With -c and no -w, ping sends COUNT requests and waits for each reply up to -W. With -w,
+it stops at the deadline, or once COUNT replies have come (iputils' rule).";
+
+/// `socketkit ping`: iputils ping's flags, as its users type them.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The host: a name or an IPv4 or IPv6 address.
+    pub host: String,
+
+    /// Stop after sending COUNT requests (and waiting for their replies); with -w, after COUNT
+    /// replies. [default: until stopped]
+    #[arg(short, long, value_name = "COUNT", value_parser = parse_ping_count)]
+    pub count: Option<u64>,
+
+    /// Time between requests. Under 2ms only for root (iputils' rule).
+    #[arg(short, long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+    pub interval: Duration,
+
+    /// How long to wait for each reply; a reply after it counts as late (iputils' -W).
+    #[arg(short = 'W', long, default_value = "10s", value_parser = parse_duration, value_name = "DUR")]
+    pub timeout: Duration,
+
+    /// Stop after this long, however many requests were sent (iputils' -w; not nc's -w).
+    #[arg(short = 'w', long, value_parser = parse_duration, value_name = "DUR")]
+    pub deadline: Option<Duration>,
+
+    /// Payload bytes per request: 0 to 65507 over IPv4, 65527 over IPv6 (iputils' -s).
+    #[arg(short, long, default_value_t = 56, value_parser = parse_ping_size, value_name = "BYTES")]
+    pub size: usize,
+
+    /// IPv4 only.
+    #[arg(short = '4', long, conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// IPv6 only.
+    #[arg(short = '6', long)]
+    pub ipv6: bool,
+
+    /// Print addresses, no reverse look-ups (a HOST given as an address implies it).
+    #[arg(short, long)]
+    pub numeric: bool,
+
+    /// One JSON object per reply and a summary object (NDJSON; fields below).
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `socketkit resolve`.
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
@@ -587,7 +662,9 @@ mod tests {
         use std::collections::{BTreeMap, BTreeSet};
         let cli = Cli::command();
         let mut meanings: BTreeMap<char, BTreeSet<String>> = BTreeMap::new();
-        let commands = std::iter::once(&cli).chain(cli.get_subcommands());
+        // ping takes iputils' letters instead (its own test below).
+        let commands =
+            std::iter::once(&cli).chain(cli.get_subcommands().filter(|c| c.get_name() != "ping"));
         for command in commands {
             for arg in command.get_arguments() {
                 if let Some(short) = arg.get_short() {
@@ -611,6 +688,44 @@ mod tests {
         for (short, ids) in &meanings {
             assert_eq!(ids.len(), 1, "-{short} means {ids:?}");
         }
+    }
+
+    /// ping's letters are iputils ping's, as its users type them.
+    #[test]
+    fn ping_takes_iputils_short_flags() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let ping = cli.find_subcommand("ping").unwrap();
+        let letter = |id: &str| {
+            ping.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_short())
+        };
+        for (short, id) in [
+            ('c', "count"),
+            ('i', "interval"),
+            ('W', "timeout"),
+            ('w', "deadline"),
+            ('s', "size"),
+            ('4', "ipv4"),
+            ('6', "ipv6"),
+            ('n', "numeric"),
+        ] {
+            assert_eq!(letter(id), Some(short), "{id}");
+        }
+        let args = Cli::try_parse_from(
+            "socketkit ping -c 3 -i 0.2 -W 1 -w 5 -s 100 -4 -n localhost".split(' '),
+        )
+        .unwrap();
+        let Command::Ping(args) = args.command else {
+            panic!("not ping")
+        };
+        assert_eq!(args.count, Some(3));
+        assert_eq!(args.interval, Duration::from_millis(200));
+        assert_eq!(args.timeout, Duration::from_secs(1));
+        assert_eq!(args.deadline, Some(Duration::from_secs(5)));
+        assert_eq!(args.size, 100);
+        assert!(args.ipv4 && args.numeric);
     }
 
     #[test]

@@ -295,6 +295,28 @@ pub(super) fn parse_rate(text: &str) -> Result<u32, String> {
         .map_err(|_| format!("too large: at most {}", u32::MAX))
 }
 
+/// `ping -c`: at least 1 request.
+pub(super) fn parse_ping_count(text: &str) -> Result<u64, String> {
+    parse_count(text, u64::MAX)
+}
+
+/// `ping -s`: 0 to 65,527 bytes of payload (IPv6's limit; the library refuses more than
+/// 65,507 for an IPv4 target, once the name has resolved).
+pub(super) fn parse_ping_size(text: &str) -> Result<usize, String> {
+    let digits = text.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("not a whole number of bytes".into());
+    }
+    match digits.parse::<usize>() {
+        Ok(n) if n <= socketkit::ping::MAX_PAYLOAD_V6 => Ok(n),
+        _ => Err(format!(
+            "too large: at most {} bytes over IPv4, {} over IPv6",
+            socketkit::ping::MAX_PAYLOAD_V4,
+            socketkit::ping::MAX_PAYLOAD_V6
+        )),
+    }
+}
+
 pub(super) fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 0));
