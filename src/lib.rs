@@ -11,6 +11,7 @@
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
 //! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`: one parser            |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
+//! | [`multicast`]     | groups (224.0.0.0/4, ff00::/8): the interface to join on, the join  |
 //! | `limits`, `access`, `shutdown` | leaves: [`Limits`], [`server::AccessList`], [`ShutdownHandle`] (re-exported by [`server`]) |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
@@ -64,6 +65,7 @@ pub mod engine;
 pub mod error;
 pub mod handler;
 pub(crate) mod limits;
+pub mod multicast;
 pub mod names;
 pub mod server;
 pub mod service;

@@ -13,9 +13,9 @@ pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_pipeline,
-    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
-    parse_workers, payload_parser,
+    parse_length_bytes, parse_max_connections, parse_message_size, parse_multicast_if,
+    parse_on_off, parse_pipeline, parse_port_query, parse_rate, parse_request_rate, parse_requests,
+    parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -259,6 +259,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<String>,
 
+    /// The interface on which udp://GROUP:PORT listeners (224.0.0.0/4, ff00::/8) join their
+    /// multicast group: an address of it, or its name (eth0) [default: the system's choice; an
+    /// IPv6 group takes the endpoint's zone, udp://[ff02::1%eth0]:PORT]. Refused without a
+    /// group listener (exit 2); an unknown interface exits 6.
+    #[arg(long, value_name = "ADDR|NAME", value_parser = parse_multicast_if)]
+    pub multicast_if: Option<socketkit::multicast::MulticastInterface>,
+
     #[command(flatten)]
     pub framing: FramingArgs,
 }
@@ -415,9 +422,21 @@ pub struct SendArgs {
     pub max_time: Option<Duration>,
 
     /// UDP broadcast: set SO_BROADCAST and print every reply that arrives within the timeout,
-    /// one line per responder: `ADDRESS REPLY`.
+    /// one line per responder: `ADDRESS REPLY`. A multicast group needs no flag (see below).
     #[arg(short, long)]
     pub broadcast: bool,
+
+    /// Multicast: the request's hop limit (IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS), 0 to 255
+    /// [default: the system's, 1: this subnet]. Only with a group target: a udp:// endpoint in
+    /// 224.0.0.0/4 or ff00::/8, to which send prints every member's reply, one line per
+    /// responder, as --broadcast does.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: Option<u32>,
+
+    /// Multicast: whether members on this host get the request too (IP_MULTICAST_LOOP) [default:
+    /// the system's, on]. Only with a group target.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub multicast_loop: Option<bool>,
 
     #[command(flatten)]
     pub framing: FramingArgs,
