@@ -101,8 +101,8 @@ fn examples() -> &'static Path {
     })
 }
 
-/// An example program.
-fn example(name: &str) -> Command {
+/// An example program (built first, once per run).
+pub(crate) fn example(name: &str) -> Command {
     let path = examples().join(name);
     assert!(path.is_file(), "{} was not built", path.display());
     Command::new(path)
