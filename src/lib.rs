@@ -18,7 +18,7 @@
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
-//! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `input` and `output` (the framing of stdin and stdout), `errors` |
+//! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `report` |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →

@@ -35,7 +35,8 @@ Endpoints: tcp://HOST:PORT, udp://HOST:PORT, unix:///path, unixgram:///path, or 
 HOST:PORT (TCP). IPv6 goes in brackets: tcp://[::1]:12000; [::] listens on IPv6 and IPv4.
 A bare PORT (12000, udp://7007) is 127.0.0.1:PORT for serve, localhost:PORT for clients;
 PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
-unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).";
+unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
+udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -111,6 +112,10 @@ pub enum Command {
     /// nothing arrives for -w (exit 5); --max-time passes since the start (exit 5). With
     /// --no-wait it exits 0 as soon as the message is sent. A reset by the server before any
     /// reply exits 4, after part of one 1.
+    ///
+    /// To a multicast group (udp://GROUP:PORT, GROUP in 224.0.0.0/4 or ff00::/8), and with
+    /// --broadcast, it prints every reply that arrives within -w, one line per responder:
+    /// `ADDRESS REPLY`.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
     /// Talk to a server interactively, like the slides' clients in a loop.
