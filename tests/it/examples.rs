@@ -17,7 +17,9 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 7] = [
+/// Every example but bench_report (the multicast pair needs a network namespace and is run in
+/// tests/it/multicast.rs).
+const EXAMPLES: [&str; 9] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
@@ -25,6 +27,8 @@ const EXAMPLES: [&str; 7] = [
     "udp_server",
     "reverse_handler",
     "message_boundaries",
+    "multicast_receiver",
+    "multicast_sender",
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).
