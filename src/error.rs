@@ -42,6 +42,12 @@ pub enum Error {
         /// `tcp` or `udp`.
         protocol: &'static str,
     },
+    /// No network interface has this name or address (a multicast group's interface).
+    #[error("network interface not found: {interface}")]
+    InterfaceNotFound {
+        /// The interface's name or address, as given.
+        interface: String,
+    },
     /// The resolver failed for another reason (a temporary failure, a system error).
     #[error("cannot resolve {host}: {reason}")]
     Resolve {
@@ -185,7 +191,9 @@ impl Error {
         match self {
             Error::BadEndpoint { .. } | Error::Config(_) => ErrorKind::Usage,
             Error::BadAddress { .. } => ErrorKind::Usage,
-            Error::NameNotFound { .. } | Error::ServiceNotFound { .. } => ErrorKind::NameNotFound,
+            Error::NameNotFound { .. }
+            | Error::ServiceNotFound { .. }
+            | Error::InterfaceNotFound { .. } => ErrorKind::NameNotFound,
             Error::Resolve { .. } => ErrorKind::Other,
             // Binding fails for many reasons (in use, permission, no such address, a bad path):
             // all of them mean "cannot bind".

@@ -12,13 +12,14 @@
 //! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
 //! | `seqpacket`       | a leaf: Unix `SOCK_SEQPACKET` record I/O (`MSG_TRUNC`), for engines, clients and `bench` |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
+//! | [`multicast`]     | groups (224.0.0.0/4, ff00::/8): the interface to join on, the join  |
 //! | `limits`, `access`, `shutdown` | leaves: [`Limits`], [`server::AccessList`], [`ShutdownHandle`] (re-exported by [`server`]) |
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
-//! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `input` and `output` (the framing of stdin and stdout), `errors` |
+//! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
@@ -66,6 +67,7 @@ pub mod engine;
 pub mod error;
 pub mod handler;
 pub(crate) mod limits;
+pub mod multicast;
 pub mod names;
 pub mod ping;
 pub(crate) mod seqpacket;

@@ -34,8 +34,9 @@ fn one_line(reply: &[u8], line: &mut Vec<u8>) {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] for an endpoint that is not IPv4 UDP (IPv6 has no broadcast) or options
-/// out of range, [`Error::TimedOut`] when nobody answers.
+/// [`Error::Config`] for an endpoint that is not IPv4 UDP (IPv6 has no broadcast), a
+/// multicast group (see [`multicast`](super::multicast())), multicast options, or options out
+/// of range; [`Error::TimedOut`] when nobody answers.
 pub fn broadcast(
     endpoint: &Endpoint,
     input: impl Read,
@@ -51,20 +52,56 @@ pub fn broadcast(
         _ => None,
     }
     .ok_or_else(|| Error::Config("broadcast needs an IPv4 udp:// endpoint".into()))?;
+    if target.ip().is_multicast() {
+        return Err(Error::Config(format!(
+            "{} is a multicast group, not a broadcast address: send to it without --broadcast \
+             (every member's reply is printed)",
+            target.ip()
+        )));
+    }
+    options.refuse_multicast_options(endpoint)?;
     let message = read_datagram(input)?;
-    let local = options
-        .bind
-        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let socket = UdpSocket::bind(local).map_err(|source| Error::Bind {
-        endpoint: Endpoint::udp(local),
-        source,
-    })?;
+    let socket = open(options, target)?;
     socket
         .set_broadcast(true)
         .map_err(|e| io_err("setting SO_BROADCAST", e))?;
+    gather(&socket, target, &message, output, options)
+}
+
+/// An unconnected UDP socket on `options.bind` (default: the wildcard address of `target`'s
+/// family, port 0): unconnected, because replies come from each responder's own address, not
+/// from the broadcast or group address the request went to.
+pub(super) fn open(options: &SendOptions, target: SocketAddr) -> Result<UdpSocket, Error> {
+    let local = options.bind.unwrap_or_else(|| match target {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    });
+    UdpSocket::bind(local).map_err(|source| Error::Bind {
+        endpoint: Endpoint::udp(local),
+        source,
+    })
+}
+
+/// Sends `message` to `target` once, then writes every reply that arrives on `socket` within
+/// `options.timeout` as one `ADDRESS REPLY` line, from whoever it comes. Returns the
+/// responders in the order they answered (with `no_wait`, none: it returns once sent).
+///
+/// # Errors
+///
+/// [`Error::TimedOut`] when nobody answers; I/O errors of the socket or the output.
+pub(super) fn gather(
+    socket: &UdpSocket,
+    target: SocketAddr,
+    message: &[u8],
+    output: &mut dyn Write,
+    options: &SendOptions,
+) -> Result<Vec<SocketAddr>, Error> {
     socket
-        .send_to(&message, target)
-        .map_err(|e| io_err("sending the broadcast", e))?;
+        .send_to(message, target)
+        .map_err(|e| io_err("sending the datagram", e))?;
+    if options.no_wait {
+        return Ok(Vec::new());
+    }
     let deadline = std::time::Instant::now() + options.timeout;
     let mut responders = Vec::new();
     let mut buf = vec![0u8; 65_536];

@@ -7,7 +7,8 @@
 //! sends one datagram and returns the one reply. `talk` is the slides' client in a loop: one
 //! datagram per input line, or full duplex on a stream, like nc.
 //!
-//! This file holds the two entry points; [`broadcast()`] and the parts are in their own files:
+//! This file holds the two entry points; [`broadcast()`], [`multicast()`] and the parts are in
+//! their own files:
 //! `options` ([`SendOptions`], [`SendReport`]), `stream` (connect and the full-duplex copy),
 //! `datagram` (one request, one reply), `input` (the message from the input, and input lines
 //! as framed messages), `output` (replies to the output), `errors` (the shared wording of
@@ -17,6 +18,7 @@ mod broadcast;
 mod datagram;
 mod errors;
 mod input;
+mod multicast;
 mod options;
 mod output;
 mod packet;
@@ -33,6 +35,7 @@ pub use broadcast::broadcast;
 use datagram::DatagramClient;
 use errors::{io_err, max_time_passed};
 use input::{read_datagram, read_line_at_most};
+pub use multicast::multicast;
 pub use options::{SendOptions, SendReport};
 use output::write_out;
 use stream::{StreamClient, Waits};
@@ -81,7 +84,8 @@ use stream::{StreamClient, Waits};
 /// does not come in time, [`Error::Protocol`] for a reply that breaks the framing (in `line` or
 /// `length` framing, a stream that ends inside a frame or without a reply to any message),
 /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::Config`] for a datagram
-/// message larger than one datagram or for options out of range (a zero time-out).
+/// message larger than one datagram, for options out of range (a zero time-out), for a
+/// multicast group (see [`multicast()`]) and for multicast options on any other endpoint.
 pub fn send(
     endpoint: &Endpoint,
     input: impl Read + Send + 'static,
@@ -89,6 +93,8 @@ pub fn send(
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
     options.check()?;
+    refuse_group(endpoint)?;
+    options.refuse_multicast_options(endpoint)?;
     let deadline = options
         .max_time
         .map(|total| (Instant::now() + total, total));
@@ -161,6 +167,8 @@ pub fn talk(
     options: &SendOptions,
 ) -> Result<SendReport, Error> {
     options.check()?;
+    refuse_group(endpoint)?;
+    options.refuse_multicast_options(endpoint)?;
     if endpoint.transport() == Transport::UnixSeqpacket {
         return packet::talk(endpoint, input, output, half_close, options);
     }
@@ -242,6 +250,18 @@ pub fn talk(
         });
     }
     Ok(report)
+}
+
+/// A group has many members, and `send` and `talk` wait for one reply from one address: its
+/// replies come from each member's own address, which a connected socket would never see.
+fn refuse_group(endpoint: &Endpoint) -> Result<(), Error> {
+    if crate::multicast::group_addr(endpoint)?.is_some() {
+        return Err(Error::Config(format!(
+            "{endpoint} is a multicast group, whose members reply from their own addresses: \
+             `socketkit send` (client::multicast) prints every member's reply"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::{Framing, MessageCodec};
+use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
 
@@ -37,6 +38,13 @@ pub struct SendOptions {
     /// A bound on the whole exchange, connecting included, however steadily the reply
     /// trickles in (curl's `--max-time`); passing it is [`Error::TimedOut`]. Default: none.
     pub max_time: Option<Duration>,
+    /// Multicast only: the hop limit of the request (`IP_MULTICAST_TTL`,
+    /// `IPV6_MULTICAST_HOPS`), 0 to 255; 0 keeps it on this host, 1 on this subnet. Default:
+    /// none, the system's (1).
+    pub multicast_ttl: Option<u32>,
+    /// Multicast only: whether members on this host get the request too
+    /// (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`). Default: none, the system's (on).
+    pub multicast_loop: Option<bool>,
 }
 
 impl Default for SendOptions {
@@ -51,6 +59,8 @@ impl Default for SendOptions {
             quit_after: None,
             no_wait: false,
             max_time: None,
+            multicast_ttl: None,
+            multicast_loop: None,
         }
     }
 }
@@ -73,6 +83,22 @@ impl SendOptions {
             return Err(Error::Config(
                 "the line and frame limits must be at least 1 byte".into(),
             ));
+        }
+        if let Some(ttl) = self.multicast_ttl.filter(|ttl| *ttl > 255) {
+            return Err(Error::Config(format!(
+                "a multicast TTL is 0 to 255, not {ttl}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Refuses the multicast options for `endpoint`, which is not a multicast group.
+    pub(super) fn refuse_multicast_options(&self, endpoint: &Endpoint) -> Result<(), Error> {
+        if self.multicast_ttl.is_some() || self.multicast_loop.is_some() {
+            return Err(Error::Config(format!(
+                "the multicast TTL and loopback (--ttl, --multicast-loop) are for a multicast \
+                 group (224.0.0.0/4 or ff00::/8), and {endpoint} is not one"
+            )));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Listening sockets, made with socket2 so that backlog, SO_REUSEADDR and IPV6_V6ONLY are ours
 //! to set. No option may let a second server bind an address in use: SO_REUSEADDR is set on
-//! TCP only, SO_REUSEPORT nowhere, and a Unix socket file is removed only when nothing answers
+//! TCP and on multicast group listeners only (see [`group_socket`]), SO_REUSEPORT nowhere, and a Unix socket file is removed only when nothing answers
 //! on it (an abstract socket, `unix://@name`, has no file: a name in use is simply refused).
 //! Every listener is bound before serving starts, so port 0 is known early (Python's
 //! `bind_and_activate`), and is non-blocking: the blocking engines wait in `poll` beside the
@@ -19,6 +19,7 @@ use super::socket_file::{SocketFile, remove_if_stale, remove_if_stale_of};
 use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::limits::Limits;
+use crate::multicast::{self, MulticastInterface};
 use crate::service::Address;
 
 /// A bound, listening socket of any transport.
@@ -57,8 +58,14 @@ impl Listener {
         local.unwrap_or(Address::Unix(None))
     }
 
-    /// Binds `endpoint`. A name is resolved and the first address bound (as Python does).
-    pub(crate) fn bind(endpoint: &Endpoint, limits: &Limits) -> Result<Listener, Error> {
+    /// Binds `endpoint`. A name is resolved and the first address bound (as Python does). A
+    /// `udp://` multicast group joins the group on `interface` (`None`: the system's choice);
+    /// other listeners ignore `interface`.
+    pub(crate) fn bind(
+        endpoint: &Endpoint,
+        limits: &Limits,
+        interface: Option<&MulticastInterface>,
+    ) -> Result<Listener, Error> {
         let bind_err = |source: io::Error| Error::Bind {
             endpoint: endpoint.clone(),
             source,
@@ -67,6 +74,9 @@ impl Listener {
             Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
                 let addr = endpoint.socket_addrs()?[0];
                 let stream = endpoint.transport() == Transport::Tcp;
+                if !stream && addr.ip().is_multicast() {
+                    return group_socket(endpoint, addr, interface).map(Listener::Udp);
+                }
                 let socket = inet_socket(addr, stream, limits.backlog).map_err(bind_err)?;
                 Ok(if stream {
                     Listener::Tcp(socket.into())
@@ -197,6 +207,35 @@ pub(super) fn abstract_addr(name: &[u8]) -> io::Result<SockAddr> {
 
 fn backlog(limits: &Limits) -> i32 {
     i32::try_from(limits.backlog).unwrap_or(i32::MAX)
+}
+
+/// A socket bound to a multicast group's address and joined to the group.
+///
+/// SO_REUSEADDR is set, unlike on unicast UDP listeners: several receivers of one group and
+/// port on one host are the normal case (two services, or a test server beside a real one),
+/// and on a multicast address the option shares without stealing. Every socket bound to the
+/// group and port gets its own copy of each datagram sent to the group, and a socket bound
+/// to a group address never receives unicast datagrams, so no second server can take a port's
+/// traffic away from the first (the reason unicast UDP sets no such option). A unicast
+/// listener on the same port (bound without the option) still excludes group listeners and
+/// is excluded by them: exit 7. SO_REUSEPORT is not needed for this and would let the
+/// kernel balance unicast datagrams between sockets.
+fn group_socket(
+    endpoint: &Endpoint,
+    group: SocketAddr,
+    interface: Option<&MulticastInterface>,
+) -> Result<std::net::UdpSocket, Error> {
+    let bind_err = |source: io::Error| Error::Bind {
+        endpoint: endpoint.clone(),
+        source,
+    };
+    let addr = multicast::bind_addr(group, interface)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(bind_err)?;
+    socket.set_reuse_address(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    multicast::join(&socket, addr, interface, endpoint)?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    Ok(socket.into())
 }
 
 fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<Socket> {

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::handler::{
     AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
 };
+use crate::multicast::MulticastInterface;
 use crate::service::{Address, DynService, Service, Upper};
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
@@ -49,6 +50,7 @@ pub struct ServerBuilder {
     verify_request: Option<VerifyHook>,
     handle_error: Option<ErrorHook>,
     access: AccessList,
+    multicast_if: Option<MulticastInterface>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -252,6 +254,23 @@ impl ServerBuilder {
         self
     }
 
+    /// The interface on which `udp://GROUP:PORT` listeners join their multicast group (see
+    /// [`MulticastInterface`]). Default: the system's choice. Listeners that are not groups
+    /// ignore it, and [`bind`](Self::bind) refuses it when no endpoint is a group.
+    ///
+    /// ```no_run
+    /// use socketkit::Server;
+    /// let server = Server::builder()
+    ///     .listen("udp://239.1.2.3:12000".parse()?) // joins 239.1.2.3 on eth0
+    ///     .multicast_interface("eth0".parse()?)
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn multicast_interface(mut self, interface: MulticastInterface) -> ServerBuilder {
+        self.multicast_if = Some(interface);
+        self
+    }
+
     /// socketserver's `handle_error`: called when a connection or datagram fails with an error
     /// or a panic. Only that connection closes; the server goes on. Default: one log line with
     /// the peer's address.
@@ -270,8 +289,9 @@ impl ServerBuilder {
     ///
     /// [`Error::Config`] without an endpoint, or with a handler the engine cannot run (blocking
     /// handlers need a thread engine, async handlers the async engine); [`Error::Bind`] when a socket cannot be bound
-    /// (address in use, permission denied); [`Error::NameNotFound`] for a host that does not
-    /// resolve.
+    /// (address in use, permission denied) or a multicast group cannot be joined;
+    /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::InterfaceNotFound`]
+    /// for a multicast interface that does not exist.
     pub fn bind(self) -> Result<Server, Error> {
         if self.endpoints.is_empty() {
             return Err(Error::Config("a server needs at least one endpoint".into()));
@@ -281,12 +301,22 @@ impl ServerBuilder {
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for endpoint in &self.endpoints {
-            let listener = Listener::bind(endpoint, &self.limits)?;
+            let listener = Listener::bind(endpoint, &self.limits, self.multicast_if.as_ref())?;
             endpoints.push(listener.local_endpoint().map_err(|source| Error::Bind {
                 endpoint: endpoint.clone(),
                 source,
             })?);
             listeners.push(listener);
+        }
+        if let Some(interface) = &self.multicast_if
+            && !endpoints
+                .iter()
+                .any(|e| e.socket_addrs().is_ok_and(|a| a[0].ip().is_multicast()))
+        {
+            return Err(Error::Config(format!(
+                "a multicast interface ({interface}) is for multicast group listeners, and \
+                 no endpoint is a group (udp://GROUP:PORT, GROUP in 224.0.0.0/4 or ff00::/8)"
+            )));
         }
         let name = self.name.unwrap_or_else(|| self.service.name().to_string());
         let app = App {
@@ -431,6 +461,7 @@ impl Server {
             verify_request: None,
             handle_error: None,
             access: AccessList::default(),
+            multicast_if: None,
         }
     }
 

@@ -17,7 +17,9 @@ use wait_timeout::ChildExt;
 
 use crate::common::{self, SAFETY_TIMEOUT};
 
-const EXAMPLES: [&str; 9] = [
+/// Every example but bench_report (the multicast pair needs a network namespace and is run in
+/// tests/it/multicast.rs).
+const EXAMPLES: [&str; 11] = [
     "tcp_client",
     "tcp_server_sequential",
     "tcp_server_threaded",
@@ -27,6 +29,8 @@ const EXAMPLES: [&str; 9] = [
     "message_boundaries",
     "seqpacket",
     "ping", // run in tests/it/ping.rs (it needs a namespace)
+    "multicast_receiver",
+    "multicast_sender",
 ];
 
 /// Sentences and Python's `str.upper()` of them (Rust's `to_uppercase` agrees: see interop).
@@ -103,7 +107,7 @@ fn examples() -> &'static Path {
     })
 }
 
-/// An example program.
+/// An example program (built first, once per run).
 pub(crate) fn example(name: &str) -> Command {
     let path = examples().join(name);
     assert!(path.is_file(), "{} was not built", path.display());

@@ -13,9 +13,9 @@ pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_ping_count,
-    parse_ping_size, parse_pipeline, parse_port_query, parse_rate, parse_request_rate,
-    parse_requests, parse_service_spec, parse_workers, payload_parser,
+    parse_length_bytes, parse_max_connections, parse_message_size, parse_multicast_if,
+    parse_on_off, parse_ping_count, parse_ping_size, parse_pipeline, parse_port_query, parse_rate,
+    parse_request_rate, parse_requests, parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -37,7 +37,8 @@ A bare PORT (12000, udp://7007) is 127.0.0.1:PORT for serve, localhost:PORT for 
 PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
 unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
 unixpacket:///path is a Unix SOCK_SEQPACKET socket: connected like a stream, each record one
-message (no --framing); a record over 65,527 bytes closes its connection unanswered.";
+message (no --framing); a record over 65,527 bytes closes its connection unanswered.
+udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -116,6 +117,10 @@ pub enum Command {
     /// nothing arrives for -w (exit 5); --max-time passes since the start (exit 5). With
     /// --no-wait it exits 0 as soon as the message is sent. A reset by the server before any
     /// reply exits 4, after part of one 1.
+    ///
+    /// To a multicast group (udp://GROUP:PORT, GROUP in 224.0.0.0/4 or ff00::/8), and with
+    /// --broadcast, it prints every reply that arrives within -w, one line per responder:
+    /// `ADDRESS REPLY`.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Send(SendArgs),
     /// Talk to a server interactively, like the slides' clients in a loop.
@@ -279,6 +284,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CIDR")]
     pub deny: Vec<String>,
 
+    /// The interface on which udp://GROUP:PORT listeners (224.0.0.0/4, ff00::/8) join their
+    /// multicast group: an address of it, or its name (eth0) [default: the system's choice; an
+    /// IPv6 group takes the endpoint's zone, udp://[ff02::1%eth0]:PORT]. Refused without a
+    /// group listener (exit 2); an unknown interface exits 6.
+    #[arg(long, value_name = "ADDR|NAME", value_parser = parse_multicast_if)]
+    pub multicast_if: Option<socketkit::multicast::MulticastInterface>,
+
     #[command(flatten)]
     pub framing: FramingArgs,
 }
@@ -435,9 +447,21 @@ pub struct SendArgs {
     pub max_time: Option<Duration>,
 
     /// UDP broadcast: set SO_BROADCAST and print every reply that arrives within the timeout,
-    /// one line per responder: `ADDRESS REPLY`.
+    /// one line per responder: `ADDRESS REPLY`. A multicast group needs no flag (see below).
     #[arg(short, long)]
     pub broadcast: bool,
+
+    /// Multicast: the request's hop limit (IP_MULTICAST_TTL, IPV6_MULTICAST_HOPS), 0 to 255
+    /// [default: the system's, 1: this subnet]. Only with a group target: a udp:// endpoint in
+    /// 224.0.0.0/4 or ff00::/8, to which send prints every member's reply, one line per
+    /// responder, as --broadcast does.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=255))]
+    pub ttl: Option<u32>,
+
+    /// Multicast: whether members on this host get the request too (IP_MULTICAST_LOOP) [default:
+    /// the system's, on]. Only with a group target.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    pub multicast_loop: Option<bool>,
 
     #[command(flatten)]
     pub framing: FramingArgs,

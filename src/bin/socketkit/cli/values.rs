@@ -317,6 +317,25 @@ pub(super) fn parse_ping_size(text: &str) -> Result<usize, String> {
     }
 }
 
+/// `on` or `off` (`--multicast-loop`).
+pub(super) fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
+}
+
+/// An interface address or name (`--multicast-if`); whether it exists is checked when joining.
+pub(super) fn parse_multicast_if(
+    text: &str,
+) -> Result<socketkit::multicast::MulticastInterface, String> {
+    text.parse().map_err(|e: socketkit::Error| match e {
+        socketkit::Error::BadAddress { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 pub(super) fn parse_bind(text: &str) -> Result<SocketAddr, String> {
     if let Ok(ip) = text.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, 0));

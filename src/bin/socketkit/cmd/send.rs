@@ -1,10 +1,10 @@
 //! `socketkit send`: one message, one reply, on stdout byte for byte (or, with --broadcast,
-//! every reply that comes, one line per responder).
+//! every reply that comes, one line per responder; and so for a multicast group).
 
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 
-use socketkit::client::{SendOptions, broadcast, send};
+use socketkit::client::{SendOptions, broadcast, multicast, send};
 
 use crate::cli::{FramingArgs, SendArgs};
 
@@ -13,6 +13,8 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     options.quit_after = args.quit_after;
     options.no_wait = args.no_wait;
     options.max_time = args.max_time;
+    options.multicast_ttl = args.ttl;
+    options.multicast_loop = args.multicast_loop;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {
@@ -21,6 +23,8 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     };
     if args.broadcast {
         broadcast(&args.endpoint, input, &mut out, &options)?;
+    } else if socketkit::multicast::group_addr(&args.endpoint)?.is_some() {
+        multicast(&args.endpoint, input, &mut out, &options)?;
     } else {
         send(&args.endpoint, input, &mut out, &options)?;
     }

@@ -23,9 +23,10 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         access.deny(cidr)?;
     }
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
+    let groups = group_plans(&plan, args.multicast_if.as_ref())?;
     let stoppers = stop_on_signals(args.grace)?;
     let mut servers = Vec::new();
-    for (name, endpoints) in plan {
+    for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
         let service = service::by_name(&name).expect("checked by the argument parser");
         let mut builder = Server::builder()
             .engine(args.engine)
@@ -45,6 +46,9 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .service(service);
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
+        }
+        if let Some(interface) = args.multicast_if.clone().filter(|_| has_group) {
+            builder = builder.multicast_interface(interface);
         }
         let server = builder.bind()?;
         // Each server is stoppable as soon as it is bound; one bound after a stop was asked for
@@ -82,6 +86,32 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Which services listen on a multicast group, so `--multicast-if` goes to those; refused when
+/// none does, since then it would do nothing.
+fn group_plans(
+    plan: &[(String, Vec<Endpoint>)],
+    interface: Option<&socketkit::multicast::MulticastInterface>,
+) -> anyhow::Result<Vec<bool>> {
+    let Some(interface) = interface else {
+        return Ok(vec![false; plan.len()]);
+    };
+    let mut groups = Vec::with_capacity(plan.len());
+    for (_, endpoints) in plan {
+        let mut any = false;
+        for endpoint in endpoints {
+            any |= socketkit::multicast::group_addr(endpoint)?.is_some();
+        }
+        groups.push(any);
+    }
+    if !groups.contains(&true) {
+        anyhow::bail!(socketkit::Error::Config(format!(
+            "--multicast-if {interface} is for multicast group listeners, and no endpoint is a \
+             group (udp://GROUP:PORT, GROUP in 224.0.0.0/4 or ff00::/8)"
+        )));
+    }
+    Ok(groups)
 }
 
 /// Which service listens where. Services given as `NAME=ENDPOINT,...` get those endpoints;
