@@ -28,7 +28,6 @@
 //! Also here: the rate-limited log of replies that could not be sent at once (a peer that does
 //! not read its receive queue must not hold the listener).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +35,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::listener::Listener;
+use super::sources::{SourceKey, Sources, quick_bytes, quick_mix};
 use crate::service::{Address, is_service_port};
 
 /// Requests in a row that equal a recent reply before a source counts as a loop. Far above what
@@ -322,7 +322,7 @@ struct Exchange {
 
 #[derive(Debug, Default)]
 struct LoopDetector {
-    sources: HashMap<PeerKey, Exchange>,
+    sources: Sources<PeerKey, Exchange>,
 }
 
 impl LoopDetector {
@@ -369,17 +369,20 @@ impl LoopDetector {
     }
 
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
-        self.replied_fingerprint(peer, fingerprint(reply), now);
+        self.record(peer, now, || fingerprint(reply));
     }
 
     fn replied_fingerprint(&mut self, peer: &Address, reply: u64, now: Instant) {
-        // One lookup while the table has room: hashing the address is most of this guard's
-        // cost per datagram.
+        self.record(peer, now, || reply);
+    }
+
+    /// Remembers a reply sent to `peer`; its fingerprint is taken only if it is needed.
+    fn record(&mut self, peer: &Address, now: Instant, reply: impl FnOnce() -> u64) {
         let key = PeerKey::of(peer);
-        if self.sources.len() >= MAX_TRACKED && !self.sources.contains_key(&key) {
+        if self.sources.len() >= MAX_TRACKED && self.sources.get_mut(&key).is_none() {
             self.make_room(now);
         }
-        let ex = self.sources.entry(key).or_insert(Exchange {
+        let ex = self.sources.get_or_insert_with(&key, || Exchange {
             replies: [0; RECENT_REPLIES],
             next: 0,
             streak: 0,
@@ -391,7 +394,7 @@ impl LoopDetector {
         if ex.trusted_until.is_some_and(|until| now < until) {
             return; // no need to remember what a client was told
         }
-        ex.replies[ex.next] = reply;
+        ex.replies[ex.next] = reply();
         ex.next = (ex.next + 1) % RECENT_REPLIES;
         ex.last_reply = now;
     }
@@ -403,9 +406,8 @@ impl LoopDetector {
     /// per new source.
     fn make_room(&mut self, now: Instant) {
         let muted = |ex: &Exchange| ex.muted_until.is_some_and(|until| now < until);
-        self.sources.retain(|_, ex| {
-            muted(ex) || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW
-        });
+        self.sources
+            .retain(|ex| muted(ex) || now.saturating_duration_since(ex.last_reply) < LOOP_WINDOW);
         let keep = MAX_TRACKED - MAX_TRACKED / 8;
         if self.sources.len() <= keep {
             return;
@@ -418,16 +420,36 @@ impl LoopDetector {
         let forget = ages.len() - keep;
         let (_, &mut newest_forgotten, _) = ages.select_nth_unstable(forget - 1);
         self.sources
-            .retain(|_, ex| (muted(ex), ex.last_reply) > newest_forgotten);
+            .retain(|ex| (muted(ex), ex.last_reply) > newest_forgotten);
     }
 }
 
 /// A source as the key of [`LoopDetector`]'s table, hashed in one write. The table keeps
-/// std's keyed SipHash (sources are the attacker's to choose), whose cost is mostly per write:
-/// the derived hash of an [`Address`] made five (two discriminants, a length, the bytes, the
-/// port), and two lookups per datagram made it this guard's largest cost.
-#[derive(Debug, PartialEq, Eq)]
+/// std's keyed SipHash (sources are the attacker's to choose; see [`Sources`]), whose cost is
+/// mostly per write: the derived hash of an [`Address`] made five (two discriminants, a
+/// length, the bytes, the port).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct PeerKey(Address);
+
+impl SourceKey for PeerKey {
+    fn quick_hash(&self) -> u64 {
+        match &self.0 {
+            Address::Inet(SocketAddr::V4(a)) => {
+                quick_mix(0, u64::from(a.ip().to_bits()) << 16 | u64::from(a.port()))
+            }
+            Address::Inet(SocketAddr::V6(a)) => {
+                let ip = a.ip().to_bits();
+                quick_mix(
+                    quick_mix(0, ip as u64),
+                    (ip >> 64) as u64 ^ u64::from(a.port()),
+                )
+            }
+            Address::Unix(Some(path)) => quick_bytes(path.as_os_str().as_encoded_bytes()),
+            Address::Abstract(name) => quick_bytes(name),
+            Address::Unix(None) => 0,
+        }
+    }
+}
 
 impl PeerKey {
     fn of(peer: &Address) -> PeerKey {
@@ -454,16 +476,7 @@ impl std::hash::Hash for PeerKey {
 /// every request and reply. A collision only ever counts towards a streak, so an adversary who
 /// crafts one can mute no one but the address it sends from.
 pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(K);
-    let mut chunks = bytes.chunks_exact(8);
-    let mut h = mix(0, bytes.len() as u64);
-    for chunk in &mut chunks {
-        h = mix(h, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    mix(h, u64::from_le_bytes(tail))
+    quick_bytes(bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -648,7 +661,7 @@ mod tests {
             loops.replied(&peer, b"x", t);
             assert!(loops.sources.len() <= MAX_TRACKED);
             assert!(
-                loops.sources.contains_key(&PeerKey::of(&peer)),
+                loops.sources.contains(&PeerKey::of(&peer)),
                 "every new source is tracked"
             );
         }
@@ -710,15 +723,15 @@ mod tests {
         let newcomer = addr("192.0.2.1:1");
         loops.replied(&newcomer, b"x", t0 + Duration::from_millis(10));
         assert_eq!(loops.sources.len(), MAX_TRACKED - MAX_TRACKED / 8 + 1);
-        assert!(loops.sources.contains_key(&PeerKey::of(&newcomer)));
+        assert!(loops.sources.contains(&PeerKey::of(&newcomer)));
         assert!(
-            loops.sources.contains_key(&PeerKey::of(&muted)),
+            loops.sources.contains(&PeerKey::of(&muted)),
             "muted sources go last"
         );
         let oldest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0001), 53).into());
         let newest = Address::Inet((std::net::Ipv4Addr::from(0x0a00_0000 + 4095), 53).into());
-        assert!(!loops.sources.contains_key(&PeerKey::of(&oldest)));
-        assert!(loops.sources.contains_key(&PeerKey::of(&newest)));
+        assert!(!loops.sources.contains(&PeerKey::of(&oldest)));
+        assert!(loops.sources.contains(&PeerKey::of(&newest)));
     }
 
     #[test]

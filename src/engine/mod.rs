@@ -15,6 +15,7 @@ mod rate;
 mod runtime;
 mod slots;
 pub(crate) mod socket_file;
+mod sources;
 mod tokio;
 mod wait;
 

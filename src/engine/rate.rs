@@ -12,10 +12,10 @@
 //! Sans-IO: the caller passes the time. No crate fits: `governor` has keyed limiters, but its
 //! store grows without bound unless swept by hand, and it has no notion of contention.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use super::sources::{SourceKey, Sources, quick_bytes, quick_mix};
 use crate::service::Address;
 
 /// How long another source counts as waiting after its last datagram. Long, because during a
@@ -35,13 +35,23 @@ enum Source {
 }
 
 /// One write per source: the table keeps std's keyed SipHash (sources are the attacker's to
-/// choose), whose cost is mostly per write, and the derived hash made four.
+/// choose; see [`Sources`]), whose cost is mostly per write, and the derived hash made four.
 impl std::hash::Hash for Source {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         match self {
             Source::Ip(IpAddr::V4(v4)) => state.write_u32(v4.to_bits()),
             Source::Ip(IpAddr::V6(v6)) => state.write_u128(v6.to_bits()),
             Source::Unix(name) => state.write(name),
+        }
+    }
+}
+
+impl SourceKey for Source {
+    fn quick_hash(&self) -> u64 {
+        match self {
+            Source::Ip(IpAddr::V4(v4)) => quick_mix(0, u64::from(v4.to_bits())),
+            Source::Ip(IpAddr::V6(v6)) => quick_mix(0, (v6.to_bits() >> 64) as u64),
+            Source::Unix(name) => quick_bytes(name),
         }
     }
 }
@@ -78,7 +88,7 @@ struct Bucket {
 pub(crate) struct SourceLimiter {
     /// Datagrams per second per source; 0 for no limit.
     rate: u32,
-    buckets: HashMap<Source, Bucket>,
+    buckets: Sources<Source, Bucket>,
     /// The two sources heard from last, and when: enough to tell whether a source other than
     /// the current one has spoken within the window.
     recent: [Option<(Source, Instant)>; 2],
@@ -90,7 +100,7 @@ impl SourceLimiter {
     pub(crate) fn new(rate: u32) -> SourceLimiter {
         SourceLimiter {
             rate,
-            buckets: HashMap::new(),
+            buckets: Sources::default(),
             recent: [None, None],
             last_sweep: None,
             last_log: None,
@@ -105,15 +115,13 @@ impl SourceLimiter {
         let source = Source::of(from);
         let contended = self.heard(&source, now);
         let rate = f64::from(self.rate);
-        // One lookup while the table has room (`make_room` is then true): hashing the source
-        // is most of the cost per datagram.
         if self.buckets.len() >= MAX_SOURCES
-            && !self.buckets.contains_key(&source)
+            && self.buckets.get_mut(&source).is_none()
             && !self.make_room(now)
         {
             return true;
         }
-        let bucket = self.buckets.entry(source).or_insert(Bucket {
+        let bucket = self.buckets.get_or_insert_with(&source, || Bucket {
             tokens: rate,
             updated: now,
         });
@@ -175,7 +183,7 @@ impl SourceLimiter {
         self.last_sweep = Some(now);
         // A bucket untouched for a second has refilled: forgetting it changes nothing.
         self.buckets
-            .retain(|_, b| now.saturating_duration_since(b.updated) < Duration::from_secs(1));
+            .retain(|b| now.saturating_duration_since(b.updated) < Duration::from_secs(1));
         self.buckets.len() < MAX_SOURCES
     }
 }

@@ -377,3 +377,75 @@ fn the_largest_ipv6_udp_datagram_is_answered_whole() {
         assert!(reply.iter().all(|b| *b == b'X'), "{engine}");
     }
 }
+
+/// The async engine receives the datagrams already queued without waiting between them; the
+/// stop must still be seen while a flood keeps the socket readable, on every engine.
+#[test]
+fn a_flood_that_keeps_the_socket_readable_does_not_hide_the_stop() {
+    for engine in Engine::ALL {
+        // 200 µs a datagram: the flood outpaces it and the socket stays readable.
+        let slow = Slow(Duration::from_micros(200));
+        let builder = Server::builder().engine(engine).service(slow);
+        let server = TestServer::with(builder.listen("udp://127.0.0.1:0".parse().unwrap()));
+        let addr = server.addr();
+        let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (began, flood_began) = std::sync::mpsc::channel();
+        let flood = {
+            let flooding = flooding.clone();
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+                socket.connect(addr).unwrap();
+                socket.send(b"flood").unwrap();
+                let mut reply = [0u8; 64];
+                began.send(socket.recv(&mut reply).is_ok()).unwrap();
+                let started = std::time::Instant::now();
+                let mut sent = 0u64;
+                while flooding.load(Ordering::SeqCst)
+                    && sent < 50_000_000
+                    && started.elapsed() < SAFETY_TIMEOUT * 3
+                {
+                    // Refused (the ICMP error of an earlier datagram) once the server is gone.
+                    let _ = socket.send(b"flood");
+                    sent += 1;
+                }
+            })
+        };
+        // The flood reached the loop once its first datagram is answered; it goes on.
+        assert_eq!(
+            flood_began.recv_timeout(SAFETY_TIMEOUT),
+            Ok(true),
+            "{engine}"
+        );
+        let (done, stopped) = std::sync::mpsc::channel();
+        let stopping = std::thread::spawn(move || done.send(server.stop().is_ok()));
+        let stopped = stopped.recv_timeout(SAFETY_TIMEOUT);
+        flooding.store(false, Ordering::SeqCst);
+        flood.join().unwrap();
+        assert_eq!(
+            stopped,
+            Ok(true),
+            "{engine}: the stop was not seen under a flood"
+        );
+        stopping.join().unwrap().unwrap();
+    }
+}
+
+/// Echo that takes its time over each datagram (a costly service).
+#[derive(Clone)]
+struct Slow(Duration);
+
+impl Service for Slow {
+    type Session = EchoSession;
+    fn name(&self) -> &str {
+        "slow-echo"
+    }
+    fn session(&self, _ctx: &Context) -> EchoSession {
+        EchoSession
+    }
+    fn message(&self, _ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+        std::thread::sleep(self.0);
+        reply.extend_from_slice(request);
+        true
+    }
+}

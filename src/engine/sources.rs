@@ -1,0 +1,213 @@
+//! The tables of per-source state behind the datagram rules (the loop guard's exchanges, the
+//! rate limit's buckets): a keyed hash table with a small front cache, so that the sources
+//! heard from right now cost no keyed hash per datagram.
+//!
+//! The table proper keeps std's keyed SipHash, since sources are the attacker's to choose (a
+//! UDP source is forged at will): keys that collide there would make every lookup walk a long
+//! chain. SipHash was the largest cost of these rules, at one to three hashes per datagram
+//! (about 140 instructions each; 8-socket ping-pong under callgrind). In front of the table,
+//! a direct-mapped cache of [`CACHE_SLOTS`] entries, indexed by a cheap unkeyed hash
+//! ([`SourceKey::quick_hash`]), remembers which slot holds a source. Forged sources can be
+//! made to collide in the cache, but a collision costs only a miss, that is the keyed lookup
+//! every datagram paid before: the cache is bounded and each lookup stays O(1) whatever the
+//! sources, so the cheap hash buys no attacker anything.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// Entries of the front cache: a power of two, a little over the clients a busy listener
+/// answers in turn (8 to a few dozen in the benchmarks), so that they rarely evict each other.
+const CACHE_SLOTS: usize = 256;
+
+/// A key of a [`Sources`] table.
+pub(crate) trait SourceKey: Eq + Hash + Clone {
+    /// A cheap hash for the front cache, unkeyed: an attacker may make it collide (see the
+    /// module docs). Only its top bits are used.
+    fn quick_hash(&self) -> u64;
+}
+
+/// Per-source state, each source in a slot of its own; a map from key to slot and a cache of
+/// that map in front.
+#[derive(Debug)]
+pub(crate) struct Sources<K, V> {
+    slot_of: HashMap<K, usize>,
+    slots: Vec<Option<(K, V)>>,
+    free: Vec<usize>,
+    /// Slot + 1 of a recently looked-up key, by its quick hash; 0 for none. A hit is checked
+    /// against the slot's key, so a slot freed or reused since is only a miss.
+    cache: Box<[usize; CACHE_SLOTS]>,
+}
+
+impl<K, V> Default for Sources<K, V> {
+    fn default() -> Self {
+        Sources {
+            slot_of: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            cache: Box::new([0; CACHE_SLOTS]),
+        }
+    }
+}
+
+impl<K: SourceKey, V> Sources<K, V> {
+    /// The number of sources held.
+    pub(crate) fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    /// Whether `key` is held.
+    #[cfg(test)]
+    pub(crate) fn contains(&mut self, key: &K) -> bool {
+        self.slot(key).is_some()
+    }
+
+    /// The state of `key`, if held.
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let slot = self.slot(key)?;
+        self.slots[slot].as_mut().map(|(_, v)| v)
+    }
+
+    /// The state of `key`, made with `make` if it is not held.
+    pub(crate) fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        let slot = match self.slot(key) {
+            Some(slot) => slot,
+            None => {
+                let entry = Some((key.clone(), make()));
+                let slot = match self.free.pop() {
+                    Some(slot) => {
+                        self.slots[slot] = entry;
+                        slot
+                    }
+                    None => {
+                        self.slots.push(entry);
+                        self.slots.len() - 1
+                    }
+                };
+                self.slot_of.insert(key.clone(), slot);
+                self.cache[cache_index(key)] = slot + 1;
+                slot
+            }
+        };
+        &mut self.slots[slot].as_mut().expect("a held slot").1
+    }
+
+    /// Keeps only the sources for which `keep` is true.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        let (slots, free) = (&mut self.slots, &mut self.free);
+        self.slot_of.retain(|_, &mut slot| {
+            let kept = slots[slot].as_ref().is_some_and(|(_, v)| keep(v));
+            if !kept {
+                slots[slot] = None;
+                free.push(slot);
+            }
+            kept
+        });
+    }
+
+    /// The states held, in no order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.slots.iter().flatten().map(|(_, v)| v)
+    }
+
+    /// The slot of `key`: from the cache when it has it, else from the keyed map (and then
+    /// cached).
+    fn slot(&mut self, key: &K) -> Option<usize> {
+        let at = cache_index(key);
+        if let Some(slot) = self.cache[at].checked_sub(1)
+            && self.slots[slot].as_ref().is_some_and(|(k, _)| k == key)
+        {
+            return Some(slot);
+        }
+        let slot = *self.slot_of.get(key)?;
+        self.cache[at] = slot + 1;
+        Some(slot)
+    }
+}
+
+fn cache_index<K: SourceKey>(key: &K) -> usize {
+    (key.quick_hash() >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+}
+
+/// Mixes `word` into `h` the way FxHash does; the top bits of the result are the best mixed.
+pub(crate) fn quick_mix(h: u64, word: u64) -> u64 {
+    (h.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
+}
+
+/// [`quick_mix`] over `bytes`, a word at a time, and their length.
+pub(crate) fn quick_bytes(bytes: &[u8]) -> u64 {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut h = quick_mix(0, bytes.len() as u64);
+    for chunk in &mut chunks {
+        h = quick_mix(h, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    quick_mix(h, u64::from_le_bytes(tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key whose quick hash is whatever the test says, to force cache collisions.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    struct Key(u32, u64);
+
+    impl SourceKey for Key {
+        fn quick_hash(&self) -> u64 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn keys_that_collide_in_the_cache_keep_their_own_state() {
+        let mut table = Sources::default();
+        let (a, b) = (Key(1, 7), Key(2, 7)); // the same cache entry
+        *table.get_or_insert_with(&a, || 0) += 1;
+        *table.get_or_insert_with(&b, || 10) += 1;
+        for _ in 0..3 {
+            *table.get_mut(&a).unwrap() += 1;
+            *table.get_mut(&b).unwrap() += 1;
+        }
+        assert_eq!(table.get_mut(&a), Some(&mut 4));
+        assert_eq!(table.get_mut(&b), Some(&mut 14));
+        assert_eq!(table.len(), 2);
+    }
+
+    #[test]
+    fn a_removed_source_is_gone_even_if_its_slot_is_reused_or_still_cached() {
+        let mut table = Sources::default();
+        let (a, b) = (Key(1, 1 << 60), Key(2, 2 << 60));
+        table.get_or_insert_with(&a, || "a");
+        table.retain(|_| false);
+        assert_eq!(table.len(), 0);
+        assert!(!table.contains(&a), "cached, but its slot is empty");
+        table.get_or_insert_with(&b, || "b"); // takes a's slot
+        assert!(
+            !table.contains(&a),
+            "cached, but its slot holds another key"
+        );
+        assert_eq!(table.get_mut(&b), Some(&mut "b"));
+        assert_eq!(table.values().count(), 1);
+    }
+
+    #[test]
+    fn many_sources_are_all_found_through_a_small_cache() {
+        let mut table = Sources::default();
+        let keys: Vec<Key> = (0..10 * CACHE_SLOTS as u32)
+            .map(|i| Key(i, quick_mix(0, u64::from(i))))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            table.get_or_insert_with(k, || i);
+        }
+        table.retain(|v| v % 2 == 0);
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                table.get_mut(k).copied(),
+                (i % 2 == 0).then_some(i),
+                "{k:?}"
+            );
+        }
+        assert_eq!(table.len(), keys.len() / 2);
+    }
+}
