@@ -369,6 +369,41 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
+    /// A timer poll that tokio declined for want of coop budget (a flood of writes spends it)
+    /// registered no waker: the watchdog must poll the timer again at the next wait, or the
+    /// task would never wake at the deadline (a peer that stopped reading was never closed).
+    #[tokio::test]
+    async fn the_watchdog_wakes_its_task_at_the_deadline_after_a_poll_without_budget() {
+        #[derive(Default)]
+        struct Woken(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let due = Instant::now() + std::time::Duration::from_millis(10);
+        let mut watchdog = Watchdog::new(due + std::time::Duration::from_secs(3600));
+        // This poll of the test's task spends its budget: tokio declines the timer's poll.
+        while std::pin::pin!(tokio::task::coop::consume_budget())
+            .poll(&mut cx)
+            .is_ready()
+        {}
+        assert!(watchdog.poll_due(&mut cx, due).is_pending());
+        tokio::task::yield_now().await; // the next poll of the task, with a fresh budget
+        assert!(watchdog.poll_due(&mut cx, due).is_pending());
+        let before = woken.0.load(Ordering::SeqCst);
+        // The timer wheel fires the watchdog's deadline no later than this one.
+        tokio::time::sleep_until((due + std::time::Duration::from_millis(1)).into()).await;
+        assert!(
+            woken.0.load(Ordering::SeqCst) > before,
+            "the timer did not hold the waker: the task would never wake"
+        );
+        assert!(watchdog.poll_due(&mut cx, due).is_ready());
+    }
+
     /// A read that does not fill the buffer must forget the readiness it used: otherwise the
     /// next wait returns at once, and a `recv` that fails with `EAGAIN` follows every request.
     #[tokio::test]
