@@ -57,6 +57,19 @@ pub(crate) enum Action<'a> {
     Abort(Ending),
 }
 
+/// The I/O of [`Connection::action`] without its deadline: what a driver tries at once. A
+/// driver that only waits when the I/O cannot go on asks for the deadline (`action`) then, so
+/// a request that is read and answered at once costs no deadline arithmetic.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Io<'a> {
+    /// [`Action::Write`]: write (some of) these bytes.
+    Write(&'a [u8]),
+    /// [`Action::Read`]: read.
+    Read,
+    /// [`Action::Close`] or [`Action::Abort`]: the connection is over.
+    Done,
+}
+
 /// What the driver reports. Each comes with `now`, the driver's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event<'a> {
@@ -209,6 +222,15 @@ impl<S: StreamSession> Connection<S> {
                 let (deadline, why) = self.read_deadline();
                 Action::Read { deadline, why }
             }
+        }
+    }
+
+    /// [`Connection::action`] without the deadline, which costs a clock addition or two.
+    pub(crate) fn io(&self) -> Io<'_> {
+        match self.state {
+            State::Open if self.is_writing() => Io::Write(&self.out[self.written..]),
+            State::Open => Io::Read,
+            State::Closed | State::Aborted(_) => Io::Done,
         }
     }
 
@@ -833,6 +855,12 @@ mod tests {
                     _ => {}
                 }
                 let action = conn.action();
+                // `io` is `action` without the deadline.
+                match (&action, conn.io()) {
+                    (Action::Write { bytes, .. }, Io::Write(io_bytes)) => prop_assert_eq!(*bytes, io_bytes),
+                    (Action::Read { .. }, Io::Read) | (Action::Close | Action::Abort(_), Io::Done) => {}
+                    (action, io) => prop_assert!(false, "action {:?} but io {:?}", action, io),
+                }
                 // A closed connection gets no further action.
                 if let Some(done) = &finished {
                     prop_assert_eq!(&format!("{action:?}"), done);

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Limits;
-use crate::engine::conn::{Action, Connection, Event, Linger, grace_over};
+use crate::engine::conn::{Action, Connection, Event, Io, Linger, grace_over};
 use crate::engine::{SessionError, Shared, Traffic};
 use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind};
 use crate::service::{Context, StreamSession};
@@ -196,11 +196,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     }
 }
 
-/// The async driver: [`Connection`]'s rules, with `.await`. Each wait is one `poll_fn` that
-/// tries the I/O first and looks at the timer only when the I/O would wait, so a request that
-/// arrived as the deadline passed or the server stopped is still served. One clock reading per
-/// wake-up serves every event of that wake-up (the read and the reply's write): the deadlines
-/// are seconds, a wake-up microseconds.
+/// The async driver: [`Connection`]'s rules, with `.await`. The session is one `poll_fn` that
+/// loops over the machine: it tries the I/O first ([`Connection::io`]) and asks for the
+/// deadline and looks at the timer only when the I/O would wait, so a request that arrived as
+/// the deadline passed or the server stopped is still served, and a request read and answered
+/// at once costs neither deadline arithmetic nor a timer poll. One clock reading per wake-up
+/// serves every event of that wake-up (the read and the reply's write): the deadlines are
+/// seconds, a wake-up microseconds.
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     session: Box<dyn StreamSession>,
     conn: &mut S,
@@ -211,39 +213,28 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut now = Instant::now();
     let mut machine = Connection::new(session, limits, now);
     let mut watchdog = Watchdog::new(now + limits.idle_timeout);
-    loop {
-        match machine.action() {
-            Action::Write { bytes, deadline } => {
-                let mut waited = false;
-                let event = std::future::poll_fn(|cx| {
-                    match std::pin::Pin::new(&mut *conn).poll_write(cx, bytes) {
-                        Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                        Poll::Ready(Ok(n)) => Poll::Ready(Ok(Event::Wrote(n))),
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                        Poll::Pending => {
-                            waited = true;
-                            watchdog.poll_due(cx, deadline).map(|at| {
-                                now = at;
-                                Ok(Event::Deadline)
-                            })
+    // Whether `now` predates this wake-up (it is read again at the first event that needs it).
+    let mut stale = false;
+    std::future::poll_fn(|cx| {
+        loop {
+            match machine.io() {
+                Io::Write(bytes) => match std::pin::Pin::new(&mut *conn).poll_write(cx, bytes) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        traffic.sent(n);
+                        if stale {
+                            (now, stale) = (Instant::now(), false);
                         }
+                        machine.handle(Event::Wrote(n), now);
+                        continue;
                     }
-                })
-                .await?;
-                if let Event::Wrote(n) = event {
-                    traffic.sent(n);
-                    if waited {
-                        now = Instant::now(); // a later wake-up than the clock's last reading
-                    }
-                }
-                machine.handle(event, now);
-            }
-            Action::Read { deadline, .. } => {
-                let stopped = machine.is_stopping();
-                std::future::poll_fn(|cx| {
-                    if !stopped && stop_flag.load(Ordering::Relaxed) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                },
+                Io::Read => {
+                    if !machine.is_stopping() && stop_flag.load(Ordering::Relaxed) {
                         machine.handle(Event::ShutdownBegun, Instant::now());
-                        return Poll::Ready(Ok(()));
+                        continue;
                     }
                     let read = READ_BUFFER.with_borrow_mut(|buf| {
                         buf.resize(limits.read_buffer, 0);
@@ -255,7 +246,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                             Poll::Pending => return Poll::Pending,
                         };
-                        now = Instant::now();
+                        if stale {
+                            (now, stale) = (Instant::now(), false);
+                        }
                         let event = match n {
                             0 => Event::Eof,
                             n => {
@@ -266,33 +259,54 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         machine.handle(event, now);
                         Poll::Ready(Ok(()))
                     });
-                    if read.is_pending() {
-                        return watchdog.poll_due(cx, deadline).map(|at| {
-                            now = at;
-                            machine.handle(Event::Deadline, at);
-                            Ok(())
-                        });
+                    match read {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
                     }
-                    read
-                })
-                .await?;
+                }
+                Io::Done => return Poll::Ready(Ok(())),
             }
-            Action::Close => {
-                close_gracefully(conn).await;
-                return Ok(());
+            // The I/O would wait: until the deadline of the action at hand.
+            let deadline = match machine.action() {
+                Action::Write { deadline, .. } | Action::Read { deadline, .. } => deadline,
+                Action::Close | Action::Abort(_) => continue, // not after a write or a read
+            };
+            match watchdog.poll_due(cx, deadline) {
+                Poll::Ready(at) => {
+                    (now, stale) = (at, false);
+                    machine.handle(Event::Deadline, at);
+                }
+                Poll::Pending => {
+                    stale = true; // the next poll is a later wake-up
+                    return Poll::Pending;
+                }
             }
-            Action::Abort(ending) => return Err(ending.error().into()),
+        }
+    })
+    .await?;
+    match machine.action() {
+        Action::Abort(ending) => Err(ending.error().into()),
+        _ => {
+            // Action::Close: the loop above ends only when the connection is done.
+            close_gracefully(conn).await;
+            Ok(())
         }
     }
 }
 
 /// A connection's one timer, re-armed only when it fired or must fire sooner, and polled only
-/// when the connection would otherwise wait. Resetting a tokio timer around every read and
-/// write (`tokio::time::timeout`) touches the timer wheel twice per request; here a request
-/// that is read and answered at once never touches the timer at all.
+/// when the connection would otherwise wait and the timer does not hold its waker already.
+/// Resetting a tokio timer around every read and write (`tokio::time::timeout`) touches the
+/// timer wheel twice per request, and polling an armed timer at every wait still registers the
+/// waker again; here a request that is read and answered at once never touches the timer at
+/// all. The waker the timer holds stays good because one task polls the connection for its
+/// whole life, and every waker of a tokio task wakes that task.
 struct Watchdog {
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     armed: Instant,
+    /// Whether the timer holds this task's waker for `armed` (until it fires or is re-armed).
+    registered: bool,
 }
 
 impl Watchdog {
@@ -300,6 +314,7 @@ impl Watchdog {
         Watchdog {
             timer: Box::pin(tokio::time::sleep_until(due.into())),
             armed: due,
+            registered: false,
         }
     }
 
@@ -310,13 +325,19 @@ impl Watchdog {
             self.arm(due);
         }
         loop {
-            // Always polled, never skipped as "registered already": tokio's `Sleep` answers
-            // `Pending` without registering the waker when the task's coop budget is spent (a
-            // flood of writes spends it), and a skipped poll then never wakes: a peer that
-            // stopped reading was never closed at its write time-out.
-            if self.timer.as_mut().poll(cx).is_pending() {
+            if self.registered && !self.timer.is_elapsed() {
                 return Poll::Pending;
             }
+            // A poll counts as registered only if the task had coop budget left: without
+            // budget, tokio's `Sleep` answers `Pending` without taking the waker (a flood of
+            // writes spends the budget), and a poll skipped after that would never wake: a
+            // peer that stopped reading was never closed at its write time-out.
+            let budget = tokio::task::coop::has_budget_remaining();
+            if self.timer.as_mut().poll(cx).is_pending() {
+                self.registered = budget;
+                return Poll::Pending;
+            }
+            self.registered = false;
             let now = Instant::now();
             if now >= due {
                 return Poll::Ready(now);
@@ -328,6 +349,7 @@ impl Watchdog {
     fn arm(&mut self, due: Instant) {
         self.timer.as_mut().reset(due.into());
         self.armed = due;
+        self.registered = false;
     }
 }
 
@@ -359,6 +381,41 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
+
+    /// A timer poll that tokio declined for want of coop budget (a flood of writes spends it)
+    /// registered no waker: the watchdog must poll the timer again at the next wait, or the
+    /// task would never wake at the deadline (a peer that stopped reading was never closed).
+    #[tokio::test]
+    async fn the_watchdog_wakes_its_task_at_the_deadline_after_a_poll_without_budget() {
+        #[derive(Default)]
+        struct Woken(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let woken = Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let due = Instant::now() + std::time::Duration::from_millis(10);
+        let mut watchdog = Watchdog::new(due + std::time::Duration::from_secs(3600));
+        // This poll of the test's task spends its budget: tokio declines the timer's poll.
+        while std::pin::pin!(tokio::task::coop::consume_budget())
+            .poll(&mut cx)
+            .is_ready()
+        {}
+        assert!(watchdog.poll_due(&mut cx, due).is_pending());
+        tokio::task::yield_now().await; // the next poll of the task, with a fresh budget
+        assert!(watchdog.poll_due(&mut cx, due).is_pending());
+        let before = woken.0.load(Ordering::SeqCst);
+        // The timer wheel fires the watchdog's deadline no later than this one.
+        tokio::time::sleep_until((due + std::time::Duration::from_millis(1)).into()).await;
+        assert!(
+            woken.0.load(Ordering::SeqCst) > before,
+            "the timer did not hold the waker: the task would never wake"
+        );
+        assert!(watchdog.poll_due(&mut cx, due).is_ready());
+    }
 
     /// A read that does not fill the buffer must forget the readiness it used: otherwise the
     /// next wait returns at once, and a `recv` that fails with `EAGAIN` follows every request.
