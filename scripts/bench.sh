@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
 #   bash scripts/bench.sh --quick          # a smoke test of every cell (CI): tiny sizes, 1 run
 #   bash scripts/bench.sh --runs 5 --duration 5s
+#   BENCH_CC=clang bash scripts/bench.sh   # the C compiler for the C peer (default cc)
 #
 # Each cell is the median of --runs runs; the runs are interleaved (run 1 of every server, then
 # run 2 ...) so that drift on the machine hits every server alike. Every server is started
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,16s/^# \{0,1\}//p' "$0"
+  sed -n '2,18s/^# \{0,1\}//p' "$0"
   echo
   echo "Options: --quick, --runs N (default 3), --duration DUR (each timed run, default 2s),"
   echo "         --profile release|dev (the cargo profile: release, or dev with --quick)"
@@ -82,13 +83,15 @@ sk=$bin/socketkit
 baseline=$bin/examples/tokio_baseline
 report_tool=$bin/examples/bench_report
 
-# The C peer, built afresh each time (a second or less). Without a C compiler its column is n/a
-# (said here and in the report's notes); a compiler that rejects the file is a failure.
-epoll=$out/epoll_baseline c_missing='' c_failed=''
-if ! command -v cc >/dev/null; then
-  c_missing="no C compiler (cc) on this machine"
+# The C peer, built afresh each time (a second or less) with $BENCH_CC, else cc (not $CC, which
+# cargo's build scripts read too). Without a C compiler its column is n/a (said here and in the
+# report's notes); a compiler that rejects the file is a failure.
+epoll=$out/epoll_baseline c_missing='' c_failed='' c_compiler=${BENCH_CC:-cc}
+if ! command -v "$c_compiler" >/dev/null; then
+  c_missing="no C compiler ($c_compiler) on this machine"
   say "skipping the C epoll baseline: $c_missing"
-elif ! cc -O2 -Wall -pthread -o "$epoll" benches/epoll_baseline.c 2>"$logs/epoll_baseline.cc.log"; then
+elif ! "$c_compiler" -O2 -Wall -pthread -o "$epoll" benches/epoll_baseline.c \
+  2>"$logs/epoll_baseline.cc.log"; then
   c_missing="benches/epoll_baseline.c did not compile (see logs/epoll_baseline.cc.log)"
   c_failed=1
   say "FAILED: $c_missing"
