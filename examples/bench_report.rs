@@ -1,7 +1,8 @@
 //! The benchmark report: reads the runs `scripts/bench.sh` recorded (`results.ndjson`) and
 //! writes `report.md` (a scenario × server matrix of throughput and server CPU per request,
-//! ratios against the tokio baseline and Python's ThreadingTCPServer, latency, issue 5's
-//! targets, the machine) and `chart.svg` (one panel of bars per scenario).
+//! ratios against the tokio baseline, the C epoll server and Python's ThreadingTCPServer, the
+//! load generator's own CPU, latency, issue 5's targets, the machine) and `chart.svg` (one
+//! panel of bars per scenario).
 //!
 //! Run by the script; by hand (the `plot` feature brings in plotters):
 //!
@@ -23,6 +24,8 @@ use serde_json::Value;
 
 /// The servers the ratios are taken against, and the one the targets are about.
 const TOKIO: &str = "tokio";
+/// The C peer (benches/epoll_baseline.c): n/a in every cell where no C compiler was found.
+const C_EPOLL: &str = "c-epoll";
 const PYTHON: &str = "py-threading";
 /// The Python peer of the summary where ThreadingTCPServer cannot serve (UDP).
 const PYTHON_UDP: &str = "py-udp";
@@ -219,31 +222,27 @@ impl Results {
             .cpu_ticks
             .zip(self.meta_number("clk_tck"))
             .map(|(ticks, hz)| ticks / hz);
-        let (value, cpu) = match unit {
-            Unit::RequestsPerSecond => (
-                bench["requests_per_s"].as_f64()?,
-                cpu_s.map(|s| s * 1e6 / ok),
+        // The load generator's own CPU time, from its report (`own_cpu_s`, getrusage).
+        let own_s = bench["own_cpu_s"].as_f64();
+        let (value, per) = match unit {
+            Unit::RequestsPerSecond => (bench["requests_per_s"].as_f64()?, ok / 1e6),
+            Unit::GigabytesPerSecond => (
+                bench["received_bytes_per_s"].as_f64()? / 1e9,
+                bench["bytes_received"].as_f64()? / 1e9,
             ),
-            Unit::GigabytesPerSecond => {
-                let gb = bench["bytes_received"].as_f64()? / 1e9;
-                (
-                    bench["received_bytes_per_s"].as_f64()? / 1e9,
-                    cpu_s.map(|s| s / gb),
-                )
-            }
             Unit::KilobytesPerConnection => {
                 let held = self.meta_number("idle_connections")?;
-                (
-                    (run.rss_held_kb? - run.rss_before_kb?) / held,
-                    cpu_s.map(|s| s * 1e6 / ok),
-                )
+                ((run.rss_held_kb? - run.rss_before_kb?) / held, ok / 1e6)
             }
         };
         let latency = |key: &str| bench["latency_us"][key].as_f64();
+        let elapsed = bench["elapsed_s"].as_f64().filter(|&e| e > 0.0);
         Some(Figures {
             run: run.number,
             value,
-            cpu,
+            cpu: cpu_s.map(|s| s / per),
+            own_cpu: own_s.map(|s| s / per),
+            own_busy: own_s.zip(elapsed).map(|(s, e)| s / e),
             p50: latency("p50").filter(|_| unit == Unit::RequestsPerSecond),
             p99: latency("p99").filter(|_| unit == Unit::RequestsPerSecond),
         })
@@ -296,6 +295,8 @@ impl Results {
         Cell::Measured(Measure {
             value: median(values.clone()),
             cpu: all(|f| f.cpu),
+            own_cpu: all(|f| f.own_cpu),
+            own_busy: all(|f| f.own_busy),
             p50: all(|f| f.p50),
             p99: all(|f| f.p99),
             low: values.iter().copied().fold(f64::INFINITY, f64::min),
@@ -320,6 +321,10 @@ struct Figures {
     run: u64,
     value: f64,
     cpu: Option<f64>,
+    /// The load generator's own CPU, in the unit of `cpu`.
+    own_cpu: Option<f64>,
+    /// The load generator's CPU time over the run's wall time: 1.0 is one core kept busy.
+    own_busy: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
 }
@@ -348,6 +353,9 @@ enum Cell {
 struct Measure {
     value: f64,
     cpu: Option<f64>,
+    /// The load generator's own CPU per request (same unit as `cpu`) and its busy share.
+    own_cpu: Option<f64>,
+    own_busy: Option<f64>,
     p50: Option<f64>,
     p99: Option<f64>,
     low: f64,
@@ -459,6 +467,10 @@ fn cpu_figure(value: f64) -> String {
 }
 
 fn ratio(value: f64) -> String {
+    // Against a figure of 0 (a server's CPU below one clock tick in a short run).
+    if !value.is_finite() {
+        return "—".into();
+    }
     if value >= 10.0 {
         format!("{value:.1}×")
     } else {
@@ -504,8 +516,9 @@ fn markdown(results: &Results) -> String {
          on the machine (neither the server nor the load generator; from `/proc/stat`) took {} \
          of its CPU time during the runs; the 1-minute load average was {} at the start. Server \
          CPU = utime + stime from `/proc/PID/stat` over the run, divided by the requests \
-         answered. Ratios are medians of the ratios of runs with the same number, which ran \
-         close in time.\n",
+         answered; the load generator's own CPU is its report's (`own_cpu_s`, getrusage). \
+         Ratios are medians of the ratios of runs with the same number, which ran close in \
+         time.\n",
         if pinned {
             "the server is pinned to core 0 and `socketkit bench` to core 1 (`taskset`)"
         } else {
@@ -527,8 +540,47 @@ fn markdown(results: &Results) -> String {
         true,
         |scenario, cell| cell.show(scenario.unit),
     );
+    matrix(
+        &mut md,
+        results,
+        "Load generator CPU",
+        &format!(
+            "Each cell: the load generator's own CPU time in µs per request (s per GB for the \
+             stream, µs per connection for idle; `socketkit bench`'s `own_cpu_s`, every \
+             thread) · that time as a share of the run's wall time (100% is one core busy \
+             throughout). {}Near 100% (marked `(bound)` from {:.0}%) the load generator, not \
+             the server, sets the throughput: compare the servers' CPU per request there, not \
+             their throughput.",
+            if pinned {
+                "It runs pinned to one core. "
+            } else {
+                ""
+            },
+            BOUND_BUSY * 100.0
+        ),
+        false,
+        |scenario, cell| match cell.measure() {
+            Some(Measure {
+                own_cpu: Some(cpu),
+                own_busy: Some(busy),
+                ..
+            }) => format!(
+                "{} · {:.0}%{}",
+                cpu_figure(*cpu),
+                busy * 100.0,
+                if scenario.unit != Unit::KilobytesPerConnection && *busy >= BOUND_BUSY {
+                    " (bound)"
+                } else {
+                    ""
+                }
+            ),
+            Some(_) => "—".into(),
+            None => cell.mark(),
+        },
+    );
     for (reference, name) in [
         (TOKIO, "the tokio baseline"),
+        (C_EPOLL, "the C epoll baseline"),
         (PYTHON, "Python's ThreadingTCPServer"),
     ] {
         let title = format!("Against {name}");
@@ -618,11 +670,12 @@ fn summary(md: &mut String, results: &Results) {
         md,
         "Throughput of each socketkit engine as a multiple of the tokio baseline's · of Python's \
          (ThreadingTCPServer; in the UDP rows the slides' UDP server); for the idle row, memory \
-         per connection (below 1× is smaller).\n"
+         per connection (below 1× is smaller). The C epoll server's own figures stand beside \
+         the peers' (its ratios: \"Against the C epoll baseline\" above).\n"
     );
     let _ = writeln!(
         md,
-        "| scenario | tokio baseline | Python | {} |\n|---|---|---|{}",
+        "| scenario | tokio baseline | C epoll | Python | {} |\n|---|---|---|---|{}",
         names.join(" | "),
         "---|".repeat(names.len())
     );
@@ -656,9 +709,10 @@ fn summary(md: &mut String, results: &Results) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {python} | {} |",
+            "| {} | {} | {} | {python} | {} |",
             scenario.label,
             absolute(&tokio),
+            absolute(&results.cell(scenario, C_EPOLL)),
             cells.join(" | ")
         );
     }
@@ -669,7 +723,7 @@ fn summary(md: &mut String, results: &Results) {
     );
     let _ = writeln!(
         md,
-        "| scenario | tokio baseline | Python | {} |\n|---|---|---|{}",
+        "| scenario | tokio baseline | C epoll | Python | {} |\n|---|---|---|---|{}",
         names.join(" | "),
         "---|".repeat(names.len())
     );
@@ -709,9 +763,10 @@ fn summary(md: &mut String, results: &Results) {
             .collect();
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             scenario.label,
             absolute(&tokio),
+            absolute(&results.cell(scenario, C_EPOLL)),
             absolute(&python),
             cells.join(" | ")
         );
@@ -721,6 +776,10 @@ fn summary(md: &mut String, results: &Results) {
 
 /// A run during which other work took this much of the machine is flagged in the notes.
 const BUSY_PERCENT: f64 = 25.0;
+
+/// A cell whose load generator kept this share of one core busy (median) is marked `(bound)`:
+/// its throughput is the load generator's more than the server's.
+const BOUND_BUSY: f64 = 0.9;
 
 /// The largest share of the machine (%) that other work took during a run of this cell.
 fn busiest(results: &Results, scenario: &Scenario, server: &Server) -> f64 {
@@ -1034,7 +1093,8 @@ fn notes(md: &mut String, results: &Results) {
 // --- chart.svg ------------------------------------------------------------------------------
 
 /// The colours of the servers: socketkit's engines in blues and greens, the tokio baseline in
-/// orange, the Python peers in purple and browns; others by their place in the list.
+/// orange, the Python peers in purple and browns, the C epoll server in red; others by their
+/// place in the list.
 fn colour(id: &str, index: usize) -> RGBColor {
     let known = [
         "socketkit-async",
@@ -1046,12 +1106,13 @@ fn colour(id: &str, index: usize) -> RGBColor {
         "py-sequential",
         "py-threaded",
         "py-udp",
+        "c-epoll",
     ];
     let at = known.iter().position(|&k| k == id).unwrap_or(index);
     COLOURS[at % COLOURS.len()]
 }
 
-const COLOURS: [RGBColor; 10] = [
+const COLOURS: [RGBColor; 11] = [
     RGBColor(31, 119, 180),
     RGBColor(107, 174, 214),
     RGBColor(44, 160, 44),
@@ -1061,6 +1122,7 @@ const COLOURS: [RGBColor; 10] = [
     RGBColor(140, 86, 75),
     RGBColor(196, 156, 148),
     RGBColor(227, 119, 194),
+    RGBColor(214, 39, 40),
     RGBColor(127, 127, 127),
 ];
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark report: socketkit's four engines against the slides' Python servers, Python's
-# ThreadingTCPServer and a canonical tokio server, all on loopback on this machine, driven by
+# ThreadingTCPServer, a canonical tokio server and a one-thread C epoll server (built with `cc`;
+# its column is n/a without one), all on loopback on this machine, driven by
 # `socketkit bench`; and the pacing figure (--rate 1000 against closed loop, p50s). Writes target/bench-report/results.ndjson (every run), report.md and
 # chart.svg (made by examples/bench_report.rs). See the README's "Benchmarks" section.
 #
 #   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
 #   bash scripts/bench.sh --quick          # a smoke test of every cell (CI): tiny sizes, 1 run
 #   bash scripts/bench.sh --runs 5 --duration 5s
+#   BENCH_CC=clang bash scripts/bench.sh   # the C compiler for the C peer (default cc)
 #
 # Each cell is the median of --runs runs; the runs are interleaved (run 1 of every server, then
 # run 2 ...) so that drift on the machine hits every server alike. Every server is started
@@ -18,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,16s/^# \{0,1\}//p' "$0"
+  sed -n '2,18s/^# \{0,1\}//p' "$0"
   echo
   echo "Options: --quick, --runs N (default 3), --duration DUR (each timed run, default 2s),"
   echo "         --profile release|dev (the cargo profile: release, or dev with --quick)"
@@ -81,6 +83,21 @@ sk=$bin/socketkit
 baseline=$bin/examples/tokio_baseline
 report_tool=$bin/examples/bench_report
 
+# The C peer, built afresh each time (a second or less) with $BENCH_CC, else cc (not $CC, which
+# cargo's build scripts read too). Without a C compiler its column is n/a (said here and in the
+# report's notes); a compiler that rejects the file is a failure.
+epoll=$out/epoll_baseline c_missing='' c_failed='' c_compiler=${BENCH_CC:-cc}
+if ! command -v "$c_compiler" >/dev/null; then
+  c_missing="no C compiler ($c_compiler) on this machine"
+  say "skipping the C epoll baseline: $c_missing"
+elif ! "$c_compiler" -O2 -Wall -pthread -o "$epoll" benches/epoll_baseline.c \
+  2>"$logs/epoll_baseline.cc.log"; then
+  c_missing="benches/epoll_baseline.c did not compile (see logs/epoll_baseline.cc.log)"
+  c_failed=1
+  say "FAILED: $c_missing"
+  cat "$logs/epoll_baseline.cc.log" >&2
+fi
+
 # --- the machine --------------------------------------------------------------------------
 
 cores=$(nproc)
@@ -122,11 +139,12 @@ emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")
 # --- servers and scenarios ----------------------------------------------------------------
 
 # id|label|what it is. Also the order of the runs: the async engine next to the servers the
-# report compares it with (tokio, then Python: ThreadingTCPServer on TCP, the slides' server on
-# UDP), so that their runs pair up in time.
+# report compares it with (tokio, C epoll, then Python: ThreadingTCPServer on TCP, the slides'
+# server on UDP), so that their runs pair up in time.
 servers=(
   "socketkit-async|socketkit async|socketkit serve upper -e async (tokio tasks; the default engine)"
   "tokio|tokio baseline|benches/tokio_baseline.rs: accept loop, a task per connection, read, ASCII uppercase, write_all"
+  "c-epoll|C epoll baseline|benches/epoll_baseline.c (cc -O2): one thread, level-triggered epoll, one read and one write per readable event, ASCII uppercase in place, the unsent rest of a short write kept until EPOLLOUT (no reading meanwhile); UDP on a second thread, blocking recvfrom/sendto"
   "py-threading|Python ThreadingTCPServer|scripts/peers/threading_line_server.py: socketserver.ThreadingTCPServer, persistent line handler"
   "py-udp|slides UDP|the slides' UDPServer.py (recvfrom(1024), sendto)"
   "socketkit-sequential|socketkit sequential|socketkit serve upper -e sequential (one connection at a time)"
@@ -150,6 +168,7 @@ scenarios=(
 # Why server $2 cannot serve scenario $1 (prints nothing when it can).
 not_served() {
   case $2:$1 in
+    c-epoll:*) [ -z "$c_missing" ] || echo "$c_missing" ;;
     py-sequential:connect-8 | py-threaded:connect-8) ;;
     py-sequential:* | py-threaded:*)
       echo "TCP, answers one recv(1024) and closes: connect-per-request only" ;;
@@ -242,6 +261,7 @@ start_server() {
         -l tcp://127.0.0.1:0 -l udp://127.0.0.1:0 >"$log" 2>&1 &
       ;;
     tokio) on_server_core "$baseline" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >"$log" 2>&1 & ;;
+    c-epoll) on_server_core "$epoll" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >"$log" 2>&1 & ;;
     py-threading) on_server_core python3 scripts/peers/threading_line_server.py 0 >"$log" 2>&1 & ;;
     py-sequential) on_server_core python3 scripts/peers/tcp_server_sequential.py 0 >"$log" 2>&1 & ;;
     py-threaded) on_server_core python3 scripts/peers/tcp_server_threaded.py 0 >"$log" 2>&1 & ;;
@@ -252,7 +272,7 @@ start_server() {
   tcp_port='' udp_port=''
   for ((i = 0; i < 400; i++)); do
     case $id in
-      socketkit-* | tokio)
+      socketkit-* | tokio | c-epoll)
         tcp_port=$(sed -n 's#.*listening on tcp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
         udp_port=$(sed -n 's#.*listening on udp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
         ;;
@@ -260,7 +280,7 @@ start_server() {
       py-*) tcp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
     esac
     case $id in
-      socketkit-* | tokio) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
+      socketkit-* | tokio | c-epoll) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
       *) [ -z "$tcp_port$udp_port" ] || return 0 ;;
     esac
     alive "$pid" || return 1
@@ -282,6 +302,7 @@ stop_server() {
 }
 
 failures=0
+[ -z "$c_failed" ] || failures=1
 
 # One run of scenario $1 against server $2: start it, measure, stop it, append the record.
 run_cell() {

@@ -21,7 +21,7 @@ mod worker;
 use std::sync::Arc;
 
 pub use plan::{Expect, Mode, Payload, Plan};
-pub use report::{Counters, Failure, Latency, Report};
+pub use report::{Counters, CpuTime, Failure, Latency, Report};
 
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -67,6 +67,7 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         .thread_name("socketkit-bench")
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
+    let cpu_before = report::CpuTime::now();
     let elapsed = runtime.block_on(async {
         let run = Arc::new(Run::new(plan.clone(), counters.clone(), target));
         let tasks: Vec<_> = (0..plan.connections.max(1))
@@ -77,7 +78,10 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         }
         run.start.elapsed()
     });
-    Ok(Report::new(plan, &counters, elapsed))
+    let own_cpu = report::CpuTime::now()
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(before));
+    Ok(Report::new(plan, &counters, elapsed, own_cpu))
 }
 
 fn check(plan: &Plan) -> Result<(), Error> {

@@ -74,6 +74,46 @@ pub struct Latency {
     pub mean: f64,
 }
 
+/// The load generator's own CPU time: user and system time of this whole process (every
+/// thread), as `getrusage(RUSAGE_SELF)` counts it. Over a run it shows when the load generator,
+/// not the server, is the limit: CPU time close to the run's wall time is a saturated core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// Time spent in user mode.
+    pub user: Duration,
+    /// Time spent in the kernel (system calls, most of a load generator's work on loopback).
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// This process's CPU time so far; `None` if `getrusage` fails (it does not on Linux).
+    pub(crate) fn now() -> Option<CpuTime> {
+        use nix::sys::resource::{UsageWho, getrusage};
+        use nix::sys::time::TimeValLike;
+        let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+        let duration = |t: nix::sys::time::TimeVal| {
+            Duration::from_micros(u64::try_from(t.num_microseconds()).unwrap_or(0))
+        };
+        Some(CpuTime {
+            user: duration(usage.user_time()),
+            system: duration(usage.system_time()),
+        })
+    }
+
+    /// The CPU time spent since `earlier`.
+    pub(crate) fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    /// User and system time together.
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
 /// The outcome of a run.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -119,6 +159,9 @@ pub struct Report {
     pub schedule_lag: Option<Latency>,
     /// What would fit when every failure looks the same (a mode or `--expect` to try).
     pub hint: Option<String>,
+    /// The load generator's own CPU time over the run (its connecting included, as in
+    /// `elapsed`); `None` if it could not be read.
+    pub own_cpu: Option<CpuTime>,
 }
 
 impl Report {
@@ -180,7 +223,12 @@ impl Report {
         Ok(())
     }
 
-    pub(crate) fn new(plan: &Plan, counters: &Counters, elapsed: Duration) -> Report {
+    pub(crate) fn new(
+        plan: &Plan,
+        counters: &Counters,
+        elapsed: Duration,
+        own_cpu: Option<CpuTime>,
+    ) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let percentiles = |histogram: &Mutex<Option<Histogram<u64>>>| {
             let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,7 +297,15 @@ impl Report {
             latency: percentiles(&counters.latencies),
             schedule_lag: percentiles(&counters.lags),
             hint,
+            own_cpu,
         }
+    }
+
+    /// The load generator's own CPU time per good reply (per message for `stream`, per
+    /// connection for `idle`); `None` when nothing was answered or the CPU time is unknown.
+    pub fn own_cpu_per_request(&self) -> Option<Duration> {
+        let cpu = self.own_cpu?.total();
+        (self.ok > 0).then(|| Duration::from_secs_f64(cpu.as_secs_f64() / self.ok as f64))
     }
 
     /// Good replies per second.
@@ -305,6 +361,13 @@ impl Report {
             "latency_us": percentiles(self.latency),
             "schedule_lag_us": percentiles(self.schedule_lag),
             "hint": self.hint,
+            "own_cpu_s": self.own_cpu.map(|c| c.total().as_secs_f64()),
+            "own_cpu_user_s": self.own_cpu.map(|c| c.user.as_secs_f64()),
+            "own_cpu_system_s": self.own_cpu.map(|c| c.system.as_secs_f64()),
+            "own_cpu_per_request_us": self
+                .own_cpu
+                .filter(|_| self.ok > 0)
+                .map(|c| c.total().as_secs_f64() * 1e6 / self.ok as f64),
         })
     }
 }
@@ -345,7 +408,9 @@ fn count(n: impl Into<u64>, noun: &str) -> String {
 }
 
 fn duration_us(us: f64) -> String {
-    if us >= 1_000.0 {
+    if us >= 1_000_000.0 {
+        format!("{:.2} s", us / 1_000_000.0)
+    } else if us >= 1_000.0 {
         format!("{:.2} ms", us / 1_000.0)
     } else if us >= 10.0 {
         format!("{us:.0} µs")
@@ -445,6 +510,24 @@ impl fmt::Display for Report {
         }
         if self.mode == Mode::Idle {
             writeln!(f, "{:<10} {}", "held", count(self.held, "connection"))?;
+        }
+        if let Some(cpu) = self.own_cpu {
+            let each = match self.mode {
+                Mode::Stream => "message",
+                Mode::Idle => "connection",
+                _ => "request",
+            };
+            let total = cpu.total().as_secs_f64();
+            writeln!(
+                f,
+                "{:<10} {} user+system in the load generator ({:.0}% of one core){}",
+                "own cpu",
+                duration_us(total * 1e6),
+                total / self.elapsed.as_secs_f64().max(1e-9) * 100.0,
+                self.own_cpu_per_request()
+                    .map(|d| format!(", {} per {each}", duration_us(d.as_secs_f64() * 1e6)))
+                    .unwrap_or_default()
+            )?;
         }
         if let Some(hint) = &self.hint {
             writeln!(f, "{:<10} {hint}", "hint")?;

@@ -393,3 +393,55 @@ fn the_message_size_is_a_long_option_only() {
     assert_code(&bench(&[&tcp, "--size", "32", "-n", "1"]), 0);
     assert_code(&bench(&[&tcp, "-s", "32", "-n", "1"]), 2);
 }
+
+#[test]
+fn the_report_gives_the_load_generators_own_cpu_time_per_request() {
+    let server = TestServer::start(Engine::Async, &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]);
+    let tcp = server.endpoint(0).to_string();
+    let udp = server.endpoint(1).to_string();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (mode, endpoint, requests) in [("pingpong", &tcp, "2000"), ("udp", &udp, "500")] {
+        let output = bench(&[endpoint, "-m", mode, "-c", "2", "-n", requests, "--json"]);
+        assert_code(&output, 0);
+        let report = json(&output);
+        let number = |key: &str| {
+            report[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{mode}: {key} should be a number: {report}"))
+        };
+        let (total, user, system) = (
+            number("own_cpu_s"),
+            number("own_cpu_user_s"),
+            number("own_cpu_system_s"),
+        );
+        let (per_request, ok, elapsed) = (
+            number("own_cpu_per_request_us"),
+            number("ok"),
+            number("elapsed_s"),
+        );
+        assert!(
+            total > 0.0 && user >= 0.0 && system >= 0.0,
+            "{mode}: {report}"
+        );
+        assert!((user + system - total).abs() < 1e-6, "{mode}: {report}");
+        // No more than every core busy for the whole run (and getrusage's rounding).
+        assert!(total <= elapsed * cores + 0.05, "{mode}: {report}");
+        let expected = total * 1e6 / ok;
+        assert!(
+            (per_request - expected).abs() <= expected * 1e-9 + 1e-6,
+            "{mode}: {per_request} µs per request, not {total} s / {ok}: {report}"
+        );
+    }
+    let human = stdout(&bench(&[&tcp, "-n", "100"]));
+    assert!(
+        human.contains("own cpu") && human.contains("per request"),
+        "{human}"
+    );
+    // Nothing answered: no figure per request, but the time itself is still there.
+    let refused = TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("tcp://{}", refused.local_addr().unwrap());
+    drop(refused);
+    let report = json(&bench(&[&closed, "-n", "5", "--json"]));
+    assert!(report["own_cpu_per_request_us"].is_null(), "{report}");
+    assert!(report["own_cpu_s"].as_f64().is_some(), "{report}");
+}

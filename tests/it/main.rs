@@ -11,6 +11,7 @@ mod client;
 mod datagrams;
 mod drain;
 mod engines;
+mod epoll_baseline;
 mod examples;
 mod framing;
 mod handlers;

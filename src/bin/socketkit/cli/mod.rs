@@ -348,7 +348,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "upper", value_parser = expect_parser())]
     pub expect: socketkit::bench::Expect,
 
-    /// Print the report as one JSON object.
+    /// Print the report as one JSON object (with the load generator's own CPU time: own_cpu_s,
+    /// own_cpu_per_request_us).
     #[arg(long)]
     pub json: bool,
 
