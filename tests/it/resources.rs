@@ -783,9 +783,9 @@ fn a_quick_peer_on_the_pool_is_served_without_waking_the_poller() {
         switches < ROUNDS / 2,
         "pool: the poller slept and woke {switches} times in {ROUNDS} round trips of a quick peer"
     );
-    // Pauses around the brief wait's length (50 µs, plus up to 50 µs of timer slack) and well
+    // Pauses around the brief wait's length (200 µs, plus up to 50 µs of timer slack) and well
     // past it: the request meets a waiting worker, one parking the connection, or the poller.
-    for pause_us in [0, 20, 40, 60, 80, 100, 150, 300, 1_000, 20_000] {
+    for pause_us in [0, 50, 100, 150, 200, 250, 300, 500, 1_000, 20_000] {
         for _ in 0..10 {
             std::thread::sleep(Duration::from_micros(pause_us));
             exchange(b"after a pause");

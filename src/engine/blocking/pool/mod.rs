@@ -8,7 +8,7 @@
 //! for a worker. The worker ([`ready`]) reads what is there without blocking, feeds the
 //! [`Connection`](crate::engine::conn::Connection) machine, writes the reply, and parks the connection
 //! with the poller again as soon as a read or write would block (a quick peer's after a wait of
-//! about 50 µs for its next request, so that ping-pong skips the poller). So silent and slow
+//! about 200 µs for its next request, so that ping-pong skips the poller). So silent and slow
 //! peers cost a descriptor and a little memory each, never a worker.
 //!
 //! Blocking [`StreamHandler`](crate::handler::StreamHandler)s own their socket for the whole
