@@ -143,6 +143,28 @@ impl Child {
         }
     }
 
+    /// How often the pool's poller thread has gone to sleep (its voluntary context switches,
+    /// from /proc/PID/task/TID/status).
+    fn poller_switches(&self) -> u64 {
+        let tasks = std::fs::read_dir(self.proc("task")).expect("the server's /proc/PID/task");
+        let poller = tasks
+            .filter_map(|task| Some(task.ok()?.path()))
+            .find(|task| {
+                // The kernel keeps the first 15 bytes of a thread's name.
+                let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+                comm.trim_end() == &"socketkit-poller"[..15]
+            })
+            .expect("a socketkit-poller thread");
+        let status = std::fs::read_to_string(poller.join("status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .expect("a voluntary_ctxt_switches line")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// User plus system CPU time of the whole server process (every thread), from
     /// /proc/PID/stat.
     fn cpu_time(&self) -> Duration {
@@ -731,6 +753,45 @@ fn silent_peers_in_a_session_hold_no_pool_worker() {
         holder.read_exact(&mut reply).unwrap();
         assert_eq!(&reply, b"AGAIN");
     }
+    server.stop();
+}
+
+/// A peer that answers each reply at once keeps its pool worker between requests (the worker
+/// waits briefly on its socket) instead of going through the poller each time: over 2,000 round
+/// trips the poller thread sleeps and wakes for fewer than half of them, where a trip through
+/// it costs one each. Peers that pause for about as long as that brief wait, or longer, are
+/// parked with the poller again, and none of their requests is lost on the way.
+#[test]
+fn a_quick_peer_on_the_pool_is_served_without_waking_the_poller() {
+    const ROUNDS: u64 = 2_000;
+    let server = Child::start(Engine::Pool, &["-l", "tcp://127.0.0.1:0"], 1);
+    let mut conn = connect(server.addr(0));
+    let mut exchange = |request: &[u8]| {
+        conn.write_all(request).unwrap();
+        let mut reply = vec![0; request.len()];
+        conn.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, request.to_ascii_uppercase());
+    };
+    exchange(b"warm up");
+    let before = server.poller_switches();
+    for _ in 0..ROUNDS {
+        exchange(b"ping");
+    }
+    let switches = server.poller_switches() - before;
+    eprintln!("resources: pool: the poller slept {switches} times in {ROUNDS} quick round trips");
+    assert!(
+        switches < ROUNDS / 2,
+        "pool: the poller slept and woke {switches} times in {ROUNDS} round trips of a quick peer"
+    );
+    // Pauses around the brief wait's length (200 µs, plus up to 50 µs of timer slack) and well
+    // past it: the request meets a waiting worker, one parking the connection, or the poller.
+    for pause_us in [0, 50, 100, 150, 200, 250, 300, 500, 1_000, 20_000] {
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_micros(pause_us));
+            exchange(b"after a pause");
+        }
+    }
+    drop(conn); // a raw session runs to its peer's EOF, also through shutdown
     server.stop();
 }
 

@@ -5,7 +5,10 @@
 //! registered until it is closed: parking and unparking cost no system call. A readiness edge
 //! for a parked connection that waits for it queues the connection for a worker; an edge for a
 //! connection a worker holds is remembered (`pending`), and the worker serves it again before
-//! parking, so no edge is lost between its last read and its parking.
+//! parking, so no edge is lost between its last read and its parking. The one exception is a
+//! worker's brief wait on a quick peer's socket ([`super::ready`]): the connection is muted
+//! meanwhile ([`Hub::set_muted`]), so that the peer's next request wakes the worker alone, not
+//! the poller too.
 //!
 //! Deadlines are the connection machine's: a parked connection names the instant it must be
 //! served at the latest (the idle, message, write or linger deadline). They wait in a heap of
@@ -27,11 +30,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use mio::event::Event;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -53,6 +56,8 @@ pub(super) struct Hub {
     registry: Registry,
     waker: Waker,
     table: Mutex<Table>,
+    /// The workers' queue, to see whether work waits.
+    queue: Receiver<Work>,
 }
 
 /// The connections the pool holds, by token, and their deadlines.
@@ -86,7 +91,7 @@ enum State {
 }
 
 impl Hub {
-    pub(super) fn new(shared: Arc<Shared>) -> io::Result<(Arc<Hub>, Poll)> {
+    pub(super) fn new(shared: Arc<Shared>, queue: Receiver<Work>) -> io::Result<(Arc<Hub>, Poll)> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = Waker::new(&registry, WAKER)?;
@@ -98,6 +103,7 @@ impl Hub {
             registry,
             waker,
             table: Mutex::new(Table::default()),
+            queue,
         };
         Ok((Arc::new(hub), poll))
     }
@@ -123,15 +129,17 @@ impl Hub {
             };
             token
         };
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered =
-            self.registry
-                .register(&mut SourceFd(&fd.as_raw_fd()), Token(token), interest);
-        if let Err(e) = registered {
+        if let Err(e) = self.register_fd(fd.as_raw_fd(), token) {
             self.release(token);
             return Err(e);
         }
         Ok(token)
+    }
+
+    fn register_fd(&self, fd: RawFd, token: usize) -> io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry
+            .register(&mut SourceFd(&fd), Token(token), interest)
     }
 
     /// Frees a connection's slot. Its descriptor is closed after this, which takes it out of
@@ -178,6 +186,28 @@ impl Hub {
             tracing::error!("cannot wake the pool's poller: {e}");
         }
         None
+    }
+
+    /// Whether no work waits in the workers' queue.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Mutes or unmutes a connection a worker holds. Muted, it is out of epoll, so a request
+    /// that comes while the worker waits on the socket itself does not wake the poller too (no
+    /// interest mio offers is quiet: a priority-only registration is woken by every arrival).
+    /// It is unmuted before it is parked: epoll reports a readiness that is already there at
+    /// once then, so nothing that came meanwhile is missed.
+    pub(super) fn set_muted(&self, conn: &mut Pooled, muted: bool) -> io::Result<()> {
+        if conn.muted != muted {
+            let fd = conn.conn.as_fd().as_raw_fd();
+            match muted {
+                true => self.registry.deregister(&mut SourceFd(&fd))?,
+                false => self.register_fd(fd, conn.token)?,
+            }
+            conn.muted = muted;
+        }
+        Ok(())
     }
 
     /// Tells the poller to return.

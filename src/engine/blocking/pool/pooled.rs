@@ -37,6 +37,13 @@ pub(crate) struct Pooled {
     /// Whether an edge said the peer has shut its side down. A short read does not take its
     /// EOF with the bytes before it, and no edge follows, so every read is made from then on.
     pub(super) peer_closed: bool,
+    /// When its last round ended (the reply was out, or a read or write would block).
+    pub(super) idle_since: Instant,
+    /// Whether its peer came back within a brief wait of that: then a worker waits briefly on
+    /// its socket for the next request instead of parking it.
+    pub(super) quick: bool,
+    /// Whether its poller registration is muted while a worker waits on its socket.
+    pub(super) muted: bool,
 }
 
 impl Pooled {

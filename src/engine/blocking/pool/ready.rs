@@ -12,6 +12,14 @@
 //! of through the poller. One read that returns less than the buffer drained the socket at
 //! that moment, and with edge-triggered epoll any later byte brings an edge, so the read that
 //! would only say `EAGAIN` after a short one is skipped.
+//!
+//! A quick peer (one whose last request came within [`BRIEF`] of the reply before it) keeps its
+//! worker a little: after each reply the worker waits up to [`BRIEF`] on that one socket
+//! (`ppoll`) for the next request, when no other work waits in the queue, and parks the
+//! connection only when none comes. A ping-pong connection is then served as on the threaded
+//! engine, one wake-up a request, where a trip through the poller costs a wake-up of the
+//! poller, a hand-off through the queue and a wake-up of a worker. A peer that is silent or slow
+//! costs at most one such wait before it is parked, and loses its quickness with it.
 
 use std::cell::RefCell;
 use std::io;
@@ -19,9 +27,11 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use nix::poll::{PollFd, PollFlags, ppoll};
 use nix::sys::socket::{MsgFlags, recv, send};
+use nix::sys::time::TimeSpec;
 
 use super::poller::Hub;
 use super::pooled::{Pooled, Wants};
@@ -30,6 +40,12 @@ use crate::engine::slots::Permit;
 use crate::engine::{Conn, SessionError, Shared, Traffic};
 use crate::handler::HandlerError;
 use crate::service::Context;
+
+/// How long a worker waits on a quick peer's socket for its next request before parking it
+/// (the kernel's timer slack may add up to 50 µs). A client on the same host answers a reply in
+/// about 20 µs, but on a busy machine 50 µs still sent one request in 35 through the poller
+/// and 200 µs one in 55, at about 10% less CPU a request.
+const BRIEF: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// Each worker's read buffer, shared by the connections it serves in turn.
@@ -67,8 +83,18 @@ pub(super) fn open(hub: &Arc<Hub>, conn: Conn, ctx: Context, traffic: Traffic, p
         deadline: now,
         may_read: true,
         peer_closed: false,
+        idle_since: now,
+        quick: false,
+        muted: false,
     });
     serve(hub, pooled);
+}
+
+/// Serves a connection the poller handed on; it is quick if its peer spoke within [`BRIEF`]
+/// of the round before.
+pub(super) fn resume(hub: &Hub, mut conn: Box<Pooled>) {
+    conn.quick = conn.idle_since.elapsed() < BRIEF;
+    serve(hub, conn);
 }
 
 /// Serves a connection until it would block (then parks it) or ends (then reports it).
@@ -83,10 +109,18 @@ pub(super) fn serve(hub: &Hub, mut conn: Box<Pooled>) {
         loop {
             let round = catch_unwind(AssertUnwindSafe(|| conn.round(shared, buf)));
             match round {
-                Ok(None) => match hub.park(conn) {
-                    None => return None,
-                    Some(again) => conn = again,
-                },
+                Ok(None) => {
+                    if conn.wait_briefly(hub) {
+                        continue; // its next request came
+                    }
+                    if let Err(e) = hub.set_muted(&mut conn, false) {
+                        return Some((conn, Err(e.into())));
+                    }
+                    match hub.park(conn) {
+                        None => return None,
+                        Some(again) => conn = again,
+                    }
+                }
                 Ok(Some(result)) => return Some((conn, result)),
                 Err(panic) => {
                     let error = SessionError::Panic(HandlerError::from_panic(panic));
@@ -177,6 +211,31 @@ impl Pooled {
                 Action::Abort(ending) => return Some(Err(ending.error().into())),
             };
             machine.handle(event, now);
+        }
+    }
+
+    /// After a round that ended waiting for bytes: if the peer is quick and no other work
+    /// waits, waits up to [`BRIEF`] on its socket alone (muted with the poller meanwhile).
+    /// Returns whether bytes (or the peer's EOF or an error) came; the peer stays quick then.
+    fn wait_briefly(&mut self, hub: &Hub) -> bool {
+        let now = Instant::now();
+        self.idle_since = now;
+        let quick = std::mem::take(&mut self.quick);
+        let stopping = hub.shared.stop.is_fired() || hub.shared.force.is_fired();
+        let wait = BRIEF.min(self.deadline.saturating_duration_since(now));
+        if !quick || self.wants != Wants::Read || stopping || wait.is_zero() || !hub.is_quiet() {
+            return false;
+        }
+        if hub.set_muted(self, true).is_err() {
+            return false;
+        }
+        let mut fds = [PollFd::new(self.conn.as_fd(), PollFlags::POLLIN)];
+        match ppoll(&mut fds, Some(TimeSpec::from_duration(wait)), None) {
+            Ok(0) | Err(_) => false, // none came (or a signal): park it
+            Ok(_) => {
+                (self.quick, self.may_read) = (true, true);
+                true
+            }
         }
     }
 
