@@ -11,14 +11,14 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use super::Shared;
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::datagram::{self, Received};
 use super::listener::Listener;
-use super::{Shared, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::service::Address;
-use stream::{Conn, serve_conn};
+use stream::{Conn, Listening, serve_conn};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -104,7 +104,10 @@ impl Acceptor {
                 l.local_addr().map(|a| Address::from(&a.into())),
             ),
         };
-        let local = local.unwrap_or(Address::Unix(None));
+        let listening = Arc::new(Listening {
+            transport,
+            local: local.unwrap_or(Address::Unix(None)),
+        });
         let mut acceptor = AcceptLoop::new();
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
@@ -127,9 +130,8 @@ impl Acceptor {
             };
             match acceptor.accepted(shared, accepted) {
                 Accepted::Serve(stream, peer) => {
-                    let ctx = context(transport, peer, local.clone());
-                    self.tracker
-                        .spawn(serve_conn(stream, ctx, shared.clone(), Some(permit)));
+                    let conn = serve_conn(stream, peer, &listening, shared.clone(), Some(permit));
+                    self.tracker.spawn(conn);
                 }
                 Accepted::Next => {}
                 Accepted::BackOff(delay) => {
@@ -141,14 +143,14 @@ impl Acceptor {
                 }
             }
         }
-        self.serve_queue(transport, &local);
+        self.serve_queue(&listening);
     }
 
     /// At shutdown: serves the connections already in the listen queue ([`drain_queue`]); the
     /// listener closes when this acceptor returns. The accepts go straight to the socket: the
     /// runtime may not have seen the last readiness event yet. Past the connection limit a
     /// queued connection goes without a permit (the backlog bounds them).
-    fn serve_queue(&self, transport: Transport, local: &Address) {
+    fn serve_queue(&self, listening: &Arc<Listening>) {
         let accept_now = || match &self.listener {
             Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
                 let s = std::net::TcpStream::from(s);
@@ -164,10 +166,9 @@ impl Acceptor {
             }),
         };
         drain_queue(&self.shared, accept_now, |stream, peer| {
-            let ctx = context(transport, peer, local.clone());
             let permit = self.slots.clone().try_acquire_owned().ok();
-            self.tracker
-                .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
+            let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
+            self.tracker.spawn(conn);
         });
     }
 }
