@@ -173,6 +173,7 @@ fn caught<F: Future<Output = Result<(), SessionError>> + ?Sized>(
 /// `work` is polled first at every wake-up, then the trigger: written out rather than with
 /// `tokio::select!`, whose state would be larger in every connection's task, and which draws a
 /// random number at every wake-up unless biased.
+#[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
 fn until_forced<'a, F: Future<Output = Result<(), SessionError>> + Unpin + 'a>(
     shared: &'a Shared,
     stopping: &'a AtomicBool,
@@ -399,6 +400,7 @@ impl Watchdog {
 /// waiting on the connection's own timer. (This and [`drain`] return their futures from plain
 /// functions: an `async fn`'s future would hold each argument twice, in every idle connection's
 /// task, where the driver's largest state is this one.)
+#[allow(clippy::manual_async_fn)] // as for `until_forced`
 fn close_gracefully<'a, S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     conn: &'a mut S,
     watchdog: &'a mut Watchdog,
@@ -460,9 +462,7 @@ mod tests {
     /// +120), the lingering close's own timer (+160), the handler's state inline (+600).
     #[test]
     fn the_idle_task_stays_small() {
-        fn future_size<F: Future>(
-            _: fn(Conn, Address, &Arc<Listening>, Arc<Shared>, Option<OwnedSemaphorePermit>) -> F,
-        ) -> usize {
+        fn future_size<A, B, C, D, E, F: Future>(_: fn(A, B, &C, D, E) -> F) -> usize {
             std::mem::size_of::<F>()
         }
         let size = future_size(serve_conn);
