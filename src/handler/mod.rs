@@ -715,14 +715,15 @@ impl HandlerError {
 }
 
 /// A future that turns a panic while polling into an error, so one connection's panic stays
-/// in that connection (tokio would otherwise swallow it silently inside the task).
-pub(crate) struct CatchUnwind<F: ?Sized>(pub(crate) Pin<Box<F>>);
+/// in that connection (tokio would otherwise swallow it silently inside the task). `F` is a
+/// pinned pointer to the future: a box, or a `Pin<&mut _>` to one pinned in place.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
-impl<F: Future + ?Sized> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, HandlerError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
+        let inner = Pin::new(&mut self.0);
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),

@@ -40,7 +40,7 @@ fn serve(engine: Engine, max_buffered: &str) -> (Spawned, SocketAddr) {
     (server, addr)
 }
 
-fn rss_kib(server: &Spawned) -> u64 {
+pub(crate) fn rss_kib(server: &Spawned) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()

@@ -12,15 +12,15 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
 
+use super::Shared;
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::datagram::{self, Received};
 use super::listener::{Listener, unix_address};
-use super::{Shared, context};
 use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::seqpacket::PacketStream;
 use crate::service::Address;
-use stream::{Conn, serve_conn};
+use stream::{Conn, Listening, serve_conn};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,8 +46,7 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 let l = TcpListener::from_std(l).map_err(adopt)?;
                 let acceptor = Acceptor {
                     listener: Accept::Tcp(l),
-                    transport,
-                    local,
+                    listening: Arc::new(Listening { transport, local }),
                     shared,
                     tracker: tracker.clone(),
                     slots: slots.clone(),
@@ -59,8 +58,7 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 let l = UnixListener::from_std(l).map_err(adopt)?;
                 let acceptor = Acceptor {
                     listener: Accept::Unix(l),
-                    transport,
-                    local,
+                    listening: Arc::new(Listening { transport, local }),
                     shared,
                     tracker: tracker.clone(),
                     slots: slots.clone(),
@@ -72,8 +70,7 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 let l = crate::seqpacket::register(l).map_err(adopt)?;
                 let acceptor = Acceptor {
                     listener: Accept::Seqpacket(l),
-                    transport,
-                    local,
+                    listening: Arc::new(Listening { transport, local }),
                     shared,
                     tracker: tracker.clone(),
                     slots: slots.clone(),
@@ -110,8 +107,7 @@ enum Accept {
 
 struct Acceptor {
     listener: Accept,
-    transport: Transport,
-    local: Address,
+    listening: Arc<Listening>,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
@@ -120,7 +116,7 @@ struct Acceptor {
 impl Acceptor {
     async fn run(self) {
         let shared = &self.shared;
-        let (transport, local) = (self.transport, &self.local);
+        let listening = &self.listening;
         let mut acceptor = AcceptLoop::new();
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
@@ -143,9 +139,8 @@ impl Acceptor {
             };
             match acceptor.accepted(shared, accepted) {
                 Accepted::Serve(stream, peer) => {
-                    let ctx = context(transport, peer, local.clone());
-                    self.tracker
-                        .spawn(serve_conn(stream, ctx, shared.clone(), Some(permit)));
+                    let conn = serve_conn(stream, peer, listening, shared.clone(), Some(permit));
+                    self.tracker.spawn(conn);
                 }
                 Accepted::Next => {}
                 Accepted::BackOff(delay) => {
@@ -157,14 +152,14 @@ impl Acceptor {
                 }
             }
         }
-        self.serve_queue(transport, local);
+        self.serve_queue(listening);
     }
 
     /// At shutdown: serves the connections already in the listen queue ([`drain_queue`]); the
     /// listener closes when this acceptor returns. The accepts go straight to the socket: the
     /// runtime may not have seen the last readiness event yet. Past the connection limit a
     /// queued connection goes without a permit (the backlog bounds them).
-    fn serve_queue(&self, transport: Transport, local: &Address) {
+    fn serve_queue(&self, listening: &Arc<Listening>) {
         let accept_now = || match &self.listener {
             Accept::Tcp(l) => socket2::SockRef::from(l).accept().and_then(|(s, _)| {
                 let s = std::net::TcpStream::from(s);
@@ -184,10 +179,9 @@ impl Acceptor {
                 .and_then(|(s, a)| Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))),
         };
         drain_queue(&self.shared, accept_now, |stream, peer| {
-            let ctx = context(transport, peer, local.clone());
             let permit = self.slots.clone().try_acquire_owned().ok();
-            self.tracker
-                .spawn(serve_conn(stream, ctx, self.shared.clone(), permit));
+            let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
+            self.tracker.spawn(conn);
         });
     }
 }
