@@ -244,6 +244,21 @@ fn ipv4_header_len(bytes: &[u8]) -> Option<usize> {
     (first >> 4 == 4 && header >= 20 && bytes.len() >= header).then_some(header)
 }
 
+/// ping's words for an ICMP error of this type and code (ICMPv6's when `v6`), as iputils prints
+/// them: `Destination Host Unreachable`; `None` for a type that is not an error about a packet.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::ping::icmp::error_words;
+///
+/// assert_eq!(error_words(false, 3, 1), Some("Destination Host Unreachable"));
+/// assert_eq!(error_words(false, 0, 0), None); // an echo reply
+/// ```
+pub fn error_words(v6: bool, kind: u8, code: u8) -> Option<&'static str> {
+    error_message(v6, kind, code)
+}
+
 /// ping's words for an error message, as iputils prints them; `None` for a type that is not
 /// an error about a packet.
 fn error_message(v6: bool, kind: u8, code: u8) -> Option<&'static str> {
