@@ -363,7 +363,7 @@ fn a_host_that_does_not_answer_is_100_percent_loss_and_exit_5() {
     assert!(!text.contains("rtt"), "{text}");
     assert!(stderr(&ours).contains("timed out"), "{}", stderr(&ours));
     if have_iputils(test) {
-        let theirs = run(&ns, "ping", &args);
+        let theirs = run(ns, "ping", &args);
         assert_code(&theirs, 1); // iputils' own code for no reply
         assert_eq!(shape(&text), shape(&stdout(&theirs)));
     }
