@@ -70,8 +70,16 @@ fn main() -> io::Result<()> {
     // is this machine), so wait for an echo reply (type 0) with our sequence number and
     // payload. It comes after the IP header (20 bytes or more) on the raw socket, on its own on
     // the datagram one.
+    // The 2 s read time-out restarts with each packet read, so a steady stream of other
+    // ICMP packets is bounded by an overall deadline too.
+    let deadline = started + Duration::from_secs(2);
     let mut packet = [0u8; 1024];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        socket.set_read_timeout(Some(left))?;
         let n = (&socket).read(&mut packet)?;
         let icmp = if raw {
             let header = usize::from(packet[0] & 0x0f) * 4;

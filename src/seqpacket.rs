@@ -88,7 +88,8 @@ pub(crate) fn wrong_kind(endpoint: &Endpoint, error: io::Error) -> io::Error {
     if !other_type {
         return error;
     }
-    // Which type: a stream listener accepts a stream connect (or queues it: EAGAIN).
+    // Which type: a stream listener accepts a stream connect (or queues it: EAGAIN). This
+    // error path only: the probe is a real connection, which that server sees (and closes).
     let scheme = match probe(path, Type::STREAM) {
         None | Some(nix::libc::EAGAIN) => "a stream socket (unix://",
         _ => "a datagram socket (unixgram://",

@@ -24,8 +24,9 @@ use crate::service::Address;
 
 /// The largest record sent: what a socketkit server reads by default (`Limits::max_datagram`).
 const MAX_RECORD_BYTES: usize = MAX_DATAGRAM_BYTES_V6;
-/// The largest reply record taken: above the kernel's default socket buffer (208 KiB), the
-/// bound of any one record a peer can send.
+/// The largest reply record taken: above the kernel's default socket buffer (208 KiB), which
+/// bounds one record a peer can send unless `net.core.wmem_max` was raised and the peer asked
+/// for more (a longer record is then cut to this).
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 /// Connects, refusing what a record transport cannot do: a framing (records are the

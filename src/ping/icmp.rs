@@ -244,6 +244,21 @@ fn ipv4_header_len(bytes: &[u8]) -> Option<usize> {
     (first >> 4 == 4 && header >= 20 && bytes.len() >= header).then_some(header)
 }
 
+/// ping's words for an ICMP error of this type and code (ICMPv6's when `v6`), as iputils prints
+/// them: `Destination Host Unreachable`; `None` for a type that is not an error about a packet.
+///
+/// # Examples
+///
+/// ```
+/// use socketkit::ping::icmp::error_words;
+///
+/// assert_eq!(error_words(false, 3, 1), Some("Destination Host Unreachable"));
+/// assert_eq!(error_words(false, 0, 0), None); // an echo reply
+/// ```
+pub fn error_words(v6: bool, kind: u8, code: u8) -> Option<&'static str> {
+    error_message(v6, kind, code)
+}
+
 /// ping's words for an error message, as iputils prints them; `None` for a type that is not
 /// an error about a packet.
 fn error_message(v6: bool, kind: u8, code: u8) -> Option<&'static str> {
@@ -253,7 +268,17 @@ fn error_message(v6: bool, kind: u8, code: u8) -> Option<&'static str> {
         (false, V4_UNREACHABLE, 2) => "Destination Protocol Unreachable",
         (false, V4_UNREACHABLE, 3) => "Destination Port Unreachable",
         (false, V4_UNREACHABLE, 4) => "Frag needed",
-        (false, V4_UNREACHABLE, 13) => "Communication prohibited by filter",
+        (false, V4_UNREACHABLE, 5) => "Source Route Failed",
+        (false, V4_UNREACHABLE, 6) => "Destination Net Unknown",
+        (false, V4_UNREACHABLE, 7) => "Destination Host Unknown",
+        (false, V4_UNREACHABLE, 8) => "Source Host Isolated",
+        (false, V4_UNREACHABLE, 9) => "Destination Net Prohibited",
+        (false, V4_UNREACHABLE, 10) => "Destination Host Prohibited",
+        (false, V4_UNREACHABLE, 11) => "Destination Net Unreachable for Type of Service",
+        (false, V4_UNREACHABLE, 12) => "Destination Host Unreachable for Type of Service",
+        (false, V4_UNREACHABLE, 13) => "Packet filtered",
+        (false, V4_UNREACHABLE, 14) => "Precedence Violation",
+        (false, V4_UNREACHABLE, 15) => "Precedence Cutoff",
         (false, V4_UNREACHABLE, _) => "Destination Unreachable",
         (false, V4_TIME_EXCEEDED, 0) => "Time to live exceeded",
         (false, V4_TIME_EXCEEDED, _) => "Frag reassembly time exceeded",

@@ -26,8 +26,8 @@ pub use stats::{RttStats, RttSummary, loss_percent, loss_value, reply_time};
 
 use crate::Error;
 use icmp::Packet;
-use socket::IcmpSocket;
 pub use socket::SocketKind;
+use socket::{ErrorOrigin, IcmpSocket, QueuedError};
 use track::{Tracker, Verdict};
 
 /// The largest ICMP payload over IPv4: 65,535 bytes of IP packet less a 20-byte IPv4 header
@@ -39,6 +39,10 @@ pub const MAX_PAYLOAD_V6: usize = 65_527;
 /// The shortest interval between requests a user other than root may ask for (iputils' rule:
 /// anything faster is a flood, which only root may send).
 pub const MIN_USER_INTERVAL: Duration = Duration::from_millis(2);
+/// The most packets (and queued errors) one pass of the loop reads before it looks at the
+/// clock, the stop flag and the next send again: a raw socket sees every ICMP packet of the
+/// host, so under a flood "until the queue is empty" might never come.
+const READ_BATCH: usize = 64;
 
 /// How to ping, with iputils' defaults.
 #[derive(Debug, Clone)]
@@ -118,16 +122,17 @@ pub fn target(host: &str, family: Option<Family>) -> Result<IpAddr, Error> {
         .addresses
         .into_iter()
         .find(wanted)
-        .ok_or_else(|| Error::NameNotFound {
-            host: format!(
-                "{host} (no {} address)",
-                if family == Some(Family::V6) {
-                    "IPv6"
-                } else {
-                    "IPv4"
-                }
-            ),
-        })
+        .ok_or_else(|| no_address(host, family))
+}
+
+/// A name that resolved to no address (of `family`, naming it only when one was asked for).
+fn no_address(host: &str, family: Option<Family>) -> Error {
+    let host = match family {
+        None => host.to_string(),
+        Some(Family::V4) => format!("{host} (no IPv4 address)"),
+        Some(Family::V6) => format!("{host} (no IPv6 address)"),
+    };
+    Error::NameNotFound { host }
 }
 
 /// One reply, as ping prints it.
@@ -333,10 +338,14 @@ impl Pinger {
         let end = options.deadline.map(|d| start + d);
         let mut next_send = start;
         loop {
-            let now = Instant::now();
-            if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
+            if stop.load(Ordering::Relaxed) || end.is_some_and(|end| Instant::now() >= end) {
                 break;
             }
+            // What is queued is read on every pass, before anything is sent: with an interval
+            // shorter than one send, a send is due on every pass and the wait below never comes.
+            let more_queued =
+                self.read_queued(&mut tracker, &mut stats, &mut summary, &mut on_event)?;
+            let now = Instant::now();
             // With a deadline, the count is replies to wait for; without, requests to send.
             let done = match (options.count, end) {
                 (Some(count), Some(_)) => summary.received >= count,
@@ -371,6 +380,9 @@ impl Pinger {
                 next_send = now + options.interval;
                 continue;
             }
+            if more_queued {
+                continue; // a read bound was reached: read on before waiting
+            }
             let wake = [
                 Some(next_send).filter(|_| sending),
                 tracker.next_expiry(now),
@@ -380,12 +392,10 @@ impl Pinger {
             .flatten()
             .min()
             .unwrap_or(now + options.interval);
-            let readable = self
-                .socket
-                .wait_readable(wake.saturating_duration_since(now))
-                .map_err(|e| Error::io("cannot wait for ICMP replies", e))?;
-            if readable {
-                self.read_all(&mut tracker, &mut stats, &mut summary, &mut on_event)?;
+            if wake > now {
+                self.socket
+                    .wait_readable(wake - now)
+                    .map_err(|e| Error::io("cannot wait for ICMP replies", e))?;
             }
         }
         summary.elapsed = start.elapsed();
@@ -393,23 +403,86 @@ impl Pinger {
         Ok(summary)
     }
 
-    /// Reads every packet queued, and counts those that are ours.
-    fn read_all(
+    /// Reads what is queued, at most [`READ_BATCH`] errors and [`READ_BATCH`] packets, and
+    /// counts those that are ours. Returns whether a bound was reached (more may be queued).
+    fn read_queued(
         &mut self,
         tracker: &mut Tracker,
         stats: &mut RttStats,
         summary: &mut Summary,
         on_event: &mut impl FnMut(&Event),
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
+        let errors_left = read_batch(READ_BATCH, || self.read_error(tracker, summary, on_event))?;
+        let packets_left = read_batch(READ_BATCH, || {
+            self.read_packet(tracker, stats, summary, on_event)
+        })?;
+        Ok(errors_left || packets_left)
+    }
+
+    /// Reads one error from the error queue (a datagram socket's), if one is queued; returns
+    /// whether one was.
+    fn read_error(
+        &mut self,
+        tracker: &mut Tracker,
+        summary: &mut Summary,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<bool, Error> {
+        let queued = self
+            .socket
+            .recv_error()
+            .map_err(|e| Error::io("cannot read ICMP errors", e))?;
+        let Some(queued) = queued else {
+            return Ok(false);
+        };
+        // As iputils: only an error about a request of this session counts.
+        let QueuedError::About { id, seq, origin } = queued else {
+            return Ok(true);
+        };
+        if id != self.id || !tracker.is_out(seq) {
+            return Ok(true);
+        }
+        let message = match &origin {
+            ErrorOrigin::Icmp { kind, code, .. } => {
+                icmp::error_words(self.target.is_ipv6(), *kind, *code)
+                    .map_or_else(|| format!("ICMP type {kind} code {code}"), str::to_string)
+            }
+            ErrorOrigin::Local { error, mtu } if error.raw_os_error() == Some(libc::EMSGSIZE) => {
+                format!("local error: {error}, mtu={mtu}")
+            }
+            ErrorOrigin::Local { error, .. } => format!("local error: {error}"),
+        };
+        let from = match origin {
+            ErrorOrigin::Icmp { from, .. } => from,
+            ErrorOrigin::Local { .. } => None,
+        };
+        summary.errors += 1;
+        tracker.errored(seq);
+        on_event(&Event::Error { from, seq, message });
+        Ok(true)
+    }
+
+    /// Reads one packet, if one is queued, and counts it if it is ours.
+    fn read_packet(
+        &mut self,
+        tracker: &mut Tracker,
+        stats: &mut RttStats,
+        summary: &mut Summary,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<bool, Error> {
         let layout = self.socket.layout();
         let (id, payload) = (self.id, &self.payload);
-        while let Some(received) = self
+        let received = self
             .socket
             .recv()
-            .map_err(|e| Error::io("cannot read ICMP replies", e))?
+            .map_err(|e| Error::io("cannot read ICMP replies", e))?;
+        let Some(received) = received else {
+            return Ok(false);
+        };
         {
             let now = Instant::now();
-            let Some(from) = received.from else { continue };
+            let Some(from) = received.from else {
+                return Ok(true);
+            };
             match icmp::parse(received.bytes, layout) {
                 Packet::EchoReply {
                     id: got,
@@ -440,7 +513,7 @@ impl Pinger {
                             summary.late += 1;
                             Event::Late(reply(rtt))
                         }
-                        Verdict::Unknown => continue,
+                        Verdict::Unknown => return Ok(true),
                     };
                     on_event(&event);
                 }
@@ -450,6 +523,7 @@ impl Pinger {
                     message,
                 } if got == id => {
                     summary.errors += 1;
+                    tracker.errored(seq);
                     on_event(&Event::Error {
                         from: Some(from),
                         seq,
@@ -459,6 +533,62 @@ impl Pinger {
                 _ => {} // not ours: another process's reply, our own request, other types
             }
         }
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Calls `read_one` until it reports nothing read (`Ok(false)`) or `limit` calls have read
+/// something; returns whether the limit was reached (more may be queued).
+fn read_batch(
+    limit: usize,
+    mut read_one: impl FnMut() -> Result<bool, Error>,
+) -> Result<bool, Error> {
+    for _ in 0..limit {
+        if !read_one()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A queue that never empties (a flood seen by a raw socket) ends a pass after the bound,
+    /// so the loop gets back to its clock, stop flag and sends.
+    #[test]
+    fn a_read_pass_stops_at_its_bound_under_a_flood() {
+        let mut reads = 0;
+        let more = read_batch(READ_BATCH, || {
+            reads += 1;
+            assert!(reads <= READ_BATCH, "read past the bound");
+            Ok(true)
+        })
+        .unwrap();
+        assert!(more);
+        assert_eq!(reads, READ_BATCH);
+    }
+
+    #[test]
+    fn a_read_pass_ends_when_the_queue_is_empty() {
+        let mut queued = 3u32;
+        let more = read_batch(READ_BATCH, || {
+            let got = queued > 0;
+            queued = queued.saturating_sub(1);
+            Ok(got)
+        })
+        .unwrap();
+        assert!(!more);
+        assert_eq!(queued, 0);
+    }
+
+    #[test]
+    fn a_name_without_addresses_names_the_family_only_when_one_was_asked_for() {
+        let text = |family| no_address("example.test", family).to_string();
+        assert!(!text(None).contains("IPv4"), "{}", text(None));
+        assert!(!text(None).contains("IPv6"), "{}", text(None));
+        assert!(text(Some(Family::V4)).contains("(no IPv4 address)"));
+        assert!(text(Some(Family::V6)).contains("(no IPv6 address)"));
     }
 }

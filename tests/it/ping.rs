@@ -1,162 +1,124 @@
 //! `socketkit ping`: ICMP echo over both kinds of socket, against the kernel's own echo replies,
-//! a scripted Python responder and iputils `ping` on the same target.
+//! a scripted Python responder, a router that answers with ICMP errors, and iputils `ping` on
+//! the same target.
 //!
-//! Every test that pings runs in a network namespace of its own (`ip netns add`), so that
-//! `net.ipv4.ping_group_range` and `icmp_echo_ignore_all` are set inside it only, never on the
-//! host: a fresh namespace starts with the range "1 0" (no group may open a datagram socket), so
-//! root gets the raw socket there; a test widens the range to get the datagram socket, and runs
-//! the command as `nobody` (setpriv) so that a raw socket is out of reach and the datagram path
-//! is the one tested. Making namespaces needs root and iproute2: where that fails, the test
+//! Every test that pings runs in network namespaces of its own (tests/it/netns.rs), so that
+//! `net.ipv4.ping_group_range` and `icmp_echo_ignore_all` are set inside them only, never on
+//! the host: a fresh namespace starts with the range "1 0" (no group may open a datagram
+//! socket), so root gets the raw socket there; a test widens the range to get the datagram
+//! socket, and runs the command as `nobody` (setpriv) so that a raw socket is out of reach and
+//! the datagram path is the one tested. Settings are written to /proc/sys inside the namespace
+//! (no sysctl needed). Making namespaces needs root and iproute2: where that fails, the test
 //! prints SKIP and passes. The comparison with iputils needs its `ping` (`.ci/run` installs
 //! iputils-ping); without it that part is skipped with a message. Every run is bounded by -c
-//! and -w, and by RUN_TIMEOUT.
+//! and -w, and by RUN_TIMEOUT; every child is killed when its test ends, passed or not.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::process::{Command, Output};
+use std::sync::mpsc;
 
-use wait_timeout::ChildExt;
-
-use crate::common::{SAFETY_TIMEOUT, assert_code, peer, socketkit, stderr, stdout};
-
-/// A bound on every one-shot command.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::common::{SAFETY_TIMEOUT, Spawned, assert_code, peer, socketkit, stderr, stdout};
+use crate::netns::{Netns, RUN_TIMEOUT, or_skip};
 
 /// The `socketkit` binary's path.
 const BIN: &str = env!("CARGO_BIN_EXE_socketkit");
 
-/// Namespaces made by this process so far: with the PID, makes their names unique.
-static NAMESPACES: AtomicUsize = AtomicUsize::new(0);
+/// setpriv's arguments that run a program as the user nobody (uid and gid 65534, no groups).
+const AS_NOBODY: [&str; 4] = ["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
 
-/// A network namespace with loopback up; deleted on drop, even when an assertion failed.
-struct Netns {
-    name: String,
-    /// A second namespace, joined by a veth pair, when the test made one.
-    peer: Option<String>,
-}
-
-fn ip(args: &[&str]) -> Result<String, String> {
-    let output = assert_cmd::Command::new("ip")
-        .args(args)
+/// Runs `program ARGS` in the namespace to completion.
+fn run(ns: &Netns, program: &str, args: &[&str]) -> Output {
+    assert_cmd::Command::from_std(ns.exec(program, args))
         .timeout(RUN_TIMEOUT)
         .output()
-        .map_err(|e| format!("`ip {}`: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+        .expect("run a command in the namespace")
 }
 
-impl Netns {
-    fn new() -> Result<Netns, String> {
-        let name = format!(
-            "sk-ping-{}-{}",
-            std::process::id(),
-            NAMESPACES.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name])?;
-        let ns = Netns { name, peer: None };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// `ip netns exec NS PROGRAM ARGS`.
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .env_remove("RUST_LOG");
-        command
-    }
-
-    /// Runs a command in the namespace to completion.
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        assert_cmd::Command::from_std(self.command(program, args))
-            .timeout(RUN_TIMEOUT)
-            .output()
-            .expect("run a command in the namespace")
-    }
-
-    /// `socketkit ARGS` in the namespace, as root.
-    fn socketkit(&self, args: &[&str]) -> Output {
-        self.run(BIN, args)
-    }
-
-    /// `socketkit ARGS` in the namespace as the user nobody (uid and gid 65534, no groups).
-    fn socketkit_as_nobody(&self, args: &[&str]) -> Output {
-        let mut all = vec![
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            BIN,
-        ];
-        all.extend_from_slice(args);
-        self.run("setpriv", &all)
-    }
-
-    /// Sets a sysctl inside this namespace only.
-    fn sysctl(&self, setting: &str) {
-        let output = self.run("sysctl", &["-qw", setting]);
-        assert_code(&output, 0);
-    }
-
-    /// Routes TEST-NET-2 (198.51.100.0/24, RFC 5737) to a second namespace that drops it: the
-    /// peer holds 10.78.0.2 on a veth and forwards nothing, so echo requests to the prefix
-    /// leave and nothing comes back. (A `dummy` link would do the same, but the dummy driver is
-    /// not in every kernel; veth is.)
-    fn route_test_net_to_nowhere(&mut self) -> Result<(), String> {
-        let peer = format!("{}-sink", self.name);
-        ip(&["netns", "add", &peer])?;
-        self.peer = Some(peer.clone());
-        ip(&[
-            "-n", &self.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
-            &peer,
-        ])?;
-        ip(&["-n", &self.name, "addr", "add", "10.78.0.1/24", "dev", "v0"])?;
-        ip(&["-n", &peer, "addr", "add", "10.78.0.2/24", "dev", "v1"])?;
-        ip(&["-n", &self.name, "link", "set", "v0", "up"])?;
-        ip(&["-n", &peer, "link", "set", "v1", "up"])?;
-        ip(&[
-            "-n",
-            &self.name,
-            "route",
-            "add",
-            "198.51.100.0/24",
-            "via",
-            "10.78.0.2",
-        ])?;
-        Ok(())
-    }
+/// Runs `program ARGS` in the namespace as nobody.
+fn run_as_nobody(ns: &Netns, program: &str, args: &[&str]) -> Output {
+    run(ns, "setpriv", &[&AS_NOBODY[..], &[program], args].concat())
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in std::iter::once(&self.name).chain(self.peer.as_ref()) {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("ping namespace cleanup: {e}");
-            }
-        }
-    }
+/// Sets a kernel setting inside the namespace only, through /proc/sys (no sysctl needed):
+/// `set(ns, "net/ipv4/ping_group_range", "0 2147483647")`.
+fn set(ns: &Netns, key: &str, value: &str) {
+    let output = run(
+        ns,
+        "sh",
+        &[
+            "-c",
+            "echo \"$1\" > \"/proc/sys/$0\"",
+            key, // $0
+            value,
+        ],
+    );
+    assert_code(&output, 0);
 }
 
 /// A namespace, or `None` after printing why the test is skipped.
 fn netns(test: &str) -> Option<Netns> {
-    match Netns::new() {
-        Ok(ns) => Some(ns),
-        Err(why) => {
-            eprintln!(
-                "SKIP ping::{test}: cannot make a network namespace (needs root and iproute2): {why}"
-            );
-            None
-        }
+    or_skip(&format!("ping::{test}"), || Netns::new("ping"))
+}
+
+/// Two namespaces joined by a veth pair: the pinger (10.78.0.1, fd00:78::1) and a router
+/// (10.78.0.2, fd00:78::2) that TEST-NET-2 and TEST-NET-3 (RFC 5737) and 2001:db8::/32 (RFC
+/// 3849) are routed to. The router forwards nothing unless a test says so, so echo requests to
+/// those prefixes leave and nothing comes back. (A `dummy` link would do, but the dummy driver
+/// is not in every kernel; veth is.) Both are deleted on drop.
+struct Routed {
+    pinger: Netns,
+    router: Netns,
+}
+
+impl Routed {
+    fn new(test: &str) -> Option<Routed> {
+        or_skip(&format!("ping::{test}"), || {
+            let routed = Routed {
+                pinger: Netns::new("ping")?,
+                router: Netns::new("ping-r")?,
+            };
+            let (a, b) = (&routed.pinger, &routed.router);
+            a.ip(&[
+                "link",
+                "add",
+                "v0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "v1",
+                "netns",
+                b.name(),
+            ])?;
+            a.ip(&["addr", "add", "10.78.0.1/24", "dev", "v0"])?;
+            b.ip(&["addr", "add", "10.78.0.2/24", "dev", "v1"])?;
+            a.ip(&["addr", "add", "fd00:78::1/64", "dev", "v0", "nodad"])?;
+            b.ip(&["addr", "add", "fd00:78::2/64", "dev", "v1", "nodad"])?;
+            a.ip(&["link", "set", "v0", "up"])?;
+            b.ip(&["link", "set", "v1", "up"])?;
+            for prefix in ["198.51.100.0/24", "203.0.113.0/24"] {
+                a.ip(&["route", "add", prefix, "via", "10.78.0.2"])?;
+            }
+            a.ip(&["-6", "route", "add", "2001:db8::/32", "via", "fd00:78::2"])?;
+            Ok(routed)
+        })
+    }
+
+    /// Makes the router answer with ICMP errors, as a real one does: "Destination Host
+    /// Unreachable" for 198.51.100.0/24 and 2001:db8:1::/64 (`unreachable` routes), "filtered"
+    /// / "Administratively prohibited" for 203.0.113.0/24 and 2001:db8:2::/64 (`prohibit`).
+    /// Its ICMP rate limits are lifted so that a few runs in a row are all answered.
+    fn reject(&self) -> Result<(), String> {
+        let b = &self.router;
+        set(b, "net/ipv4/ip_forward", "1");
+        set(b, "net/ipv6/conf/all/forwarding", "1");
+        set(b, "net/ipv4/icmp_ratelimit", "0");
+        set(b, "net/ipv6/icmp/ratelimit", "0");
+        b.ip(&["route", "add", "unreachable", "198.51.100.0/24"])?;
+        b.ip(&["route", "add", "prohibit", "203.0.113.0/24"])?;
+        b.ip(&["-6", "route", "add", "unreachable", "2001:db8:1::/64"])?;
+        b.ip(&["-6", "route", "add", "prohibit", "2001:db8:2::/64"])?;
+        Ok(())
     }
 }
 
@@ -244,7 +206,7 @@ fn root_pings_loopback_over_a_raw_socket_like_iputils() {
         return;
     };
     for target in ["127.0.0.1", "::1"] {
-        let output = ns.socketkit(&[
+        let output = ns.run(&[
             "ping", "-c", "3", "-i", "0.05", "-w", "10", "--json", target,
         ]);
         assert_code(&output, 0);
@@ -267,10 +229,10 @@ fn root_pings_loopback_over_a_raw_socket_like_iputils() {
                 <= summary["rtt_ms"]["max"].as_f64().unwrap()
         );
 
-        let ours = ns.socketkit(&["ping", "-c", "3", "-i", "0.05", "-w", "10", target]);
+        let ours = ns.run(&["ping", "-c", "3", "-i", "0.05", "-w", "10", target]);
         assert_code(&ours, 0);
         if have_iputils("root_pings_loopback_over_a_raw_socket_like_iputils") {
-            let theirs = ns.run("ping", &["-c", "3", "-i", "0.05", "-w", "10", target]);
+            let theirs = run(&ns, "ping", &["-c", "3", "-i", "0.05", "-w", "10", target]);
             assert_code(&theirs, 0);
             assert_eq!(shape(&stdout(&ours)), shape(&stdout(&theirs)), "{target}");
         }
@@ -283,11 +245,15 @@ fn root_pings_loopback_over_a_raw_socket_like_iputils() {
 fn a_user_in_ping_group_range_pings_over_a_datagram_socket_like_iputils() {
     let test = "a_user_in_ping_group_range_pings_over_a_datagram_socket_like_iputils";
     let Some(ns) = netns(test) else { return };
-    ns.sysctl("net.ipv4.ping_group_range=0 2147483647");
+    set(&ns, "net/ipv4/ping_group_range", "0 2147483647");
     for target in ["127.0.0.1", "::1"] {
-        let output = ns.socketkit_as_nobody(&[
-            "ping", "-c", "3", "-i", "0.05", "-w", "10", "--json", target,
-        ]);
+        let output = run_as_nobody(
+            &ns,
+            BIN,
+            &[
+                "ping", "-c", "3", "-i", "0.05", "-w", "10", "--json", target,
+            ],
+        );
         assert_code(&output, 0);
         let summary = summary(&output);
         assert_eq!(summary["socket"], "datagram", "{target}");
@@ -302,12 +268,14 @@ fn a_user_in_ping_group_range_pings_over_a_datagram_socket_like_iputils() {
             "the TTL comes from IP_RECVTTL / IPV6_RECVHOPLIMIT"
         );
 
-        let ours = ns.socketkit_as_nobody(&["ping", "-c", "2", "-i", "0.05", "-w", "10", target]);
+        let ours = run_as_nobody(
+            &ns,
+            BIN,
+            &["ping", "-c", "2", "-i", "0.05", "-w", "10", target],
+        );
         assert_code(&ours, 0);
         if have_iputils(test) {
-            let mut args = vec!["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
-            args.extend(["ping", "-c", "2", "-i", "0.05", "-w", "10", target]);
-            let theirs = ns.run("setpriv", &args);
+            let theirs = run_as_nobody(&ns, "ping", &["-c", "2", "-i", "0.05", "-w", "10", target]);
             assert_code(&theirs, 0);
             assert_eq!(shape(&stdout(&ours)), shape(&stdout(&theirs)), "{target}");
         }
@@ -320,7 +288,7 @@ fn without_either_permission_the_error_names_both_ways() {
     let Some(ns) = netns("without_either_permission_the_error_names_both_ways") else {
         return;
     };
-    let output = ns.socketkit_as_nobody(&["ping", "-c", "1", "127.0.0.1"]);
+    let output = run_as_nobody(&ns, BIN, &["ping", "-c", "1", "127.0.0.1"]);
     assert_code(&output, 1);
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -331,33 +299,61 @@ fn without_either_permission_the_error_names_both_ways() {
     assert!(err.contains("root or CAP_NET_RAW"), "{err}");
 }
 
-/// iputils' 2 ms rule: a user may not ask for a shorter interval, root may.
+/// iputils' 2 ms rule: a user may not ask for a shorter interval (0 included), root may.
 #[test]
 fn an_interval_under_2ms_is_refused_for_a_user_but_not_for_root() {
     let Some(ns) = netns("an_interval_under_2ms_is_refused_for_a_user_but_not_for_root") else {
         return;
     };
-    ns.sysctl("net.ipv4.ping_group_range=0 2147483647");
-    let output = ns.socketkit_as_nobody(&["ping", "-c", "2", "-i", "0.001", "127.0.0.1"]);
-    assert_code(&output, 2);
-    assert!(stderr(&output).contains("the shortest a user other than root may use is 2ms"));
-    let output = ns.socketkit_as_nobody(&["ping", "-c", "2", "-i", "0.002", "127.0.0.1"]);
+    set(&ns, "net/ipv4/ping_group_range", "0 2147483647");
+    for interval in ["0.001", "0"] {
+        let output = run_as_nobody(&ns, BIN, &["ping", "-c", "2", "-i", interval, "127.0.0.1"]);
+        assert_code(&output, 2);
+        assert!(stderr(&output).contains("the shortest a user other than root may use is 2ms"));
+    }
+    let output = run_as_nobody(&ns, BIN, &["ping", "-c", "2", "-i", "0.002", "127.0.0.1"]);
     assert_code(&output, 0);
-    let output = ns.socketkit(&["ping", "-c", "2", "-i", "0.001", "127.0.0.1"]);
+    for interval in ["0.001", "0"] {
+        let output = ns.run(&["ping", "-c", "2", "-i", interval, "127.0.0.1"]);
+        assert_code(&output, 0);
+    }
+}
+
+/// An interval shorter than one send (root's `-i 0`, as iputils allows): every pass sends, and
+/// the replies are still read between the sends (they were never read: 60,000 sent, 0
+/// received). Over the raw socket, which also sees our own requests on loopback.
+#[test]
+fn an_interval_shorter_than_a_send_still_receives_the_replies() {
+    let Some(ns) = netns("an_interval_shorter_than_a_send_still_receives_the_replies") else {
+        return;
+    };
+    let output = ns.run(&["ping", "-i", "0", "-w", "1", "-q", "127.0.0.1"]);
     assert_code(&output, 0);
+    let text = stdout(&output);
+    let counts = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let number = |after: &str| -> u64 {
+        let words: Vec<&str> = counts.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+        let at = words.iter().position(|w| *w == after).unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    let (sent, received) = (number("packets"), number("received"));
+    assert!(sent >= 100, "{counts}");
+    assert!(received * 10 >= sent * 9, "{counts}");
 }
 
 /// A host that never answers: 100% loss and exit 5, with the same counts line as iputils.
 #[test]
 fn a_host_that_does_not_answer_is_100_percent_loss_and_exit_5() {
     let test = "a_host_that_does_not_answer_is_100_percent_loss_and_exit_5";
-    let Some(mut ns) = netns(test) else { return };
-    if let Err(why) = ns.route_test_net_to_nowhere() {
-        eprintln!("SKIP ping::{test}: cannot route the test prefix: {why}");
+    let Some(routed) = Routed::new(test) else {
         return;
-    }
+    };
+    let ns = &routed.pinger;
     let args = ["-c", "3", "-i", "0.2", "-W", "0.5", "198.51.100.7"];
-    let ours = ns.socketkit(&[&["ping"][..], &args].concat());
+    let ours = ns.run(&[&["ping"][..], &args].concat());
     assert_code(&ours, 5);
     let text = stdout(&ours);
     assert!(
@@ -367,18 +363,95 @@ fn a_host_that_does_not_answer_is_100_percent_loss_and_exit_5() {
     assert!(!text.contains("rtt"), "{text}");
     assert!(stderr(&ours).contains("timed out"), "{}", stderr(&ours));
     if have_iputils(test) {
-        let theirs = ns.run("ping", &args);
+        let theirs = run(ns, "ping", &args);
         assert_code(&theirs, 1); // iputils' own code for no reply
         assert_eq!(shape(&text), shape(&stdout(&theirs)));
     }
     // -w alone: it sends until the deadline.
-    let output = ns.socketkit(&["ping", "-w", "1", "-i", "0.3", "--json", "198.51.100.7"]);
+    let output = ns.run(&["ping", "-w", "1", "-i", "0.3", "--json", "198.51.100.7"]);
     assert_code(&output, 5);
     let summary = summary(&output);
     assert_eq!(summary["received"], 0);
     assert_eq!(summary["loss_percent"], 100.0);
     assert!(summary["transmitted"].as_u64().unwrap() >= 3, "{summary}");
     assert_eq!(summary["rtt_ms"], serde_json::Value::Null);
+}
+
+/// ICMP errors from a router: printed as iputils prints them ("From ROUTER icmp_seq=N
+/// Destination Host Unreachable") and counted as `+N errors`, over the raw socket (the error
+/// messages are packets it reads) and over the datagram socket (its error queue:
+/// IP_RECVERR / IPV6_RECVERR, MSG_ERRQUEUE), with the same transcript as iputils as the same
+/// user. An error also ends the wait for its request, as in iputils.
+#[test]
+fn icmp_errors_from_a_router_are_printed_on_both_sockets_like_iputils() {
+    let test = "icmp_errors_from_a_router_are_printed_on_both_sockets_like_iputils";
+    for (target, router, words) in [
+        ("198.51.100.7", "10.78.0.2", "Destination Host Unreachable"),
+        ("203.0.113.7", "10.78.0.2", "Packet filtered"),
+        (
+            "2001:db8:1::7",
+            "fd00:78::2",
+            "Destination unreachable: No route",
+        ),
+        (
+            "2001:db8:2::7",
+            "fd00:78::2",
+            "Destination unreachable: Administratively prohibited",
+        ),
+    ] {
+        for nobody in [true, false] {
+            // A router of its own for each tool: its error rate limit (a burst of 5 per source)
+            // is not spent by the runs before.
+            let lab = || {
+                let routed = Routed::new(test)?;
+                if let Err(why) = routed.reject() {
+                    panic!("cannot make the router reject: {why}");
+                }
+                if nobody {
+                    // The datagram socket for nobody; root, left out of the range, gets the raw.
+                    set(&routed.pinger, "net/ipv4/ping_group_range", "0 2147483647");
+                }
+                Some(routed)
+            };
+            let ping = |ns: &Netns, program: &str, args: &[&str]| {
+                if nobody {
+                    run_as_nobody(ns, program, args)
+                } else {
+                    run(ns, program, args)
+                }
+            };
+            let Some(routed) = lab() else { return };
+            let ns = &routed.pinger;
+            let args = ["-c", "2", "-i", "0.2", "-W", "5", target];
+            let json = ping(ns, BIN, &[&["ping", "--json"][..], &args].concat());
+            assert_code(&json, 5);
+            let summary = summary(&json);
+            let socket = if nobody { "datagram" } else { "raw" };
+            assert_eq!(summary["socket"], socket, "{target}");
+            assert_eq!(summary["errors"], 2, "{target} {socket}: {summary}");
+            assert!(
+                summary["time_ms"].as_u64().unwrap() < 4_000,
+                "an error ends the wait for its request: {summary}"
+            );
+            let ours = ping(ns, BIN, &[&["ping"][..], &args].concat());
+            assert_code(&ours, 5);
+            let text = stdout(&ours);
+            for seq in [1, 2] {
+                let line = format!("From {router} icmp_seq={seq} {words}\n");
+                assert!(text.contains(&line), "{target} {socket}: {text}");
+            }
+            assert!(
+                text.contains("2 packets transmitted, 0 received, +2 errors, 100% packet loss"),
+                "{text}"
+            );
+            if have_iputils(test) {
+                let Some(routed) = lab() else { return };
+                let theirs = ping(&routed.pinger, "ping", &args);
+                assert_code(&theirs, 1);
+                assert_eq!(shape(&text), shape(&stdout(&theirs)), "{target} {socket}");
+            }
+        }
+    }
 }
 
 /// A scripted responder (the kernel's own echo replies switched off in the namespace): a late
@@ -388,26 +461,22 @@ fn a_host_that_does_not_answer_is_100_percent_loss_and_exit_5() {
 fn duplicates_late_replies_and_foreign_packets_are_counted_apart() {
     let test = "duplicates_late_replies_and_foreign_packets_are_counted_apart";
     let Some(ns) = netns(test) else { return };
-    ns.sysctl("net.ipv4.icmp_echo_ignore_all=1");
-    let mut responder = ns
-        .command(
-            "python3",
-            &[peer("icmp_responder.py").to_str().unwrap(), "1.0"],
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the responder");
-    let ready = crate::common::first_stdout_line(&mut responder, "icmp_responder.py");
+    set(&ns, "net/ipv4/icmp_echo_ignore_all", "1");
+    // Killed when the test ends, passed or not.
+    let mut responder = Spawned::start(ns.exec(
+        "python3",
+        &[peer("icmp_responder.py").to_str().unwrap(), "2.0"],
+    ));
+    let ready = crate::common::first_stdout_line(&mut responder.child, "icmp_responder.py");
     assert_eq!(ready.trim(), "ready");
-    // Request 1 at 0 s is answered at 1.0 s, after its 0.5 s time-out; 2 at 1.2 s twice; 3 at
-    // 2.4 s after the foreign packets; 4 at 3.6 s never.
+    // Request 1 at 0 s is answered at 2.0 s, a second after its 1 s time-out and half a
+    // second before request 2; 2 at 2.5 s twice; 3 at 5 s after the foreign packets; 4 at
+    // 7.5 s never. Each margin is a second or half of one.
     // No -w: with one, -c would count replies and it would go on sending (iputils' rule).
-    let args = ["-c", "4", "-i", "1.2", "-W", "0.5", "127.0.0.1"];
-    let output = ns.socketkit(&[&["ping", "--json"][..], &args].concat());
-    let text = ns.socketkit(&[&["ping"][..], &args].concat());
-    let _ = responder.kill();
-    let _ = responder.wait();
+    let args = ["-c", "4", "-i", "2.5", "-W", "1", "127.0.0.1"];
+    let output = ns.run(&[&["ping", "--json"][..], &args].concat());
+    let text = ns.run(&[&["ping"][..], &args].concat());
+    drop(responder);
     assert_code(&output, 0);
     let lines = json_lines(&output);
     let kinds: Vec<(String, u64)> = lines
@@ -451,18 +520,19 @@ fn duplicates_late_replies_and_foreign_packets_are_counted_apart() {
 }
 
 /// Another ping on the same host at the same time: a raw socket sees its replies too, and
-/// none of them may count as ours.
+/// none of them may count as ours. The other one has had a reply before ours starts and is
+/// still running when ours ends, so the two overlap.
 #[test]
 fn another_processs_replies_are_not_taken_as_ours() {
     let test = "another_processs_replies_are_not_taken_as_ours";
     let Some(ns) = netns(test) else { return };
-    let mut other = ns
-        .command(BIN, &["ping", "-c", "40", "-i", "0.01", "-q", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let output = ns.socketkit(&[
+    let mut other = Spawned::start(ns.exec(
+        BIN,
+        &["ping", "-c", "2000", "-i", "0.01", "-w", "25", "127.0.0.1"],
+    ));
+    let lines = stdout_lines(&mut other);
+    wait_for_stdout(&lines, "icmp_seq=");
+    let output = ns.run(&[
         "ping",
         "-c",
         "5",
@@ -473,13 +543,47 @@ fn another_processs_replies_are_not_taken_as_ours() {
         "--json",
         "127.0.0.1",
     ]);
-    let _ = other.wait_timeout(SAFETY_TIMEOUT);
-    let _ = other.kill();
+    assert!(
+        other.child.try_wait().unwrap().is_none(),
+        "the other ping ended before ours: no overlap"
+    );
     assert_code(&output, 0);
     let summary = summary(&output);
     assert_eq!(summary["transmitted"], 5);
     assert_eq!(summary["received"], 5);
     assert_eq!(summary["duplicates"], 0, "{summary}");
+}
+
+/// The child's stdout lines, read on a thread, as they come.
+fn stdout_lines(child: &mut Spawned) -> mpsc::Receiver<String> {
+    let stdout = child.child.stdout.take().expect("a piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a stdout line containing `needle`; returns the lines seen up to it.
+fn wait_for_stdout(lines: &mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(SAFETY_TIMEOUT) {
+            Ok(line) => {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("no stdout line with {needle:?}; saw {seen:#?}"),
+        }
+    }
 }
 
 /// SIGINT and SIGTERM stop it with the summary, as in iputils; a reply came, so exit 0.
@@ -489,31 +593,17 @@ fn a_signal_stops_it_with_the_summary() {
         return;
     };
     for signal in [nix::sys::signal::SIGINT, nix::sys::signal::SIGTERM] {
-        // `ip netns exec` execs the command: the child's PID is socketkit's.
-        let mut child = ns
-            .command(BIN, &["ping", "-i", "0.05", "-w", "20", "127.0.0.1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut seen = Vec::new();
-        while seen
-            .iter()
-            .filter(|l: &&String| l.contains("icmp_seq="))
-            .count()
-            < 2
-        {
-            seen.push(lines.next().expect("a line before EOF").unwrap());
-        }
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-        let status = child
-            .wait_timeout(SAFETY_TIMEOUT)
-            .unwrap()
-            .expect("it exits");
-        assert_eq!(status.code(), Some(0), "{signal:?}");
-        let rest: Vec<String> = lines.map(Result::unwrap).collect();
+        // `ip netns exec` execs the command: the child's PID is socketkit's. Killed when the
+        // test ends, passed or not.
+        let mut child =
+            Spawned::start(ns.exec(BIN, &["ping", "-i", "0.05", "-w", "20", "127.0.0.1"]));
+        let lines = stdout_lines(&mut child);
+        wait_for_stdout(&lines, "icmp_seq=1 ");
+        wait_for_stdout(&lines, "icmp_seq=2 ");
+        child.signal(signal);
+        assert_eq!(child.wait_exit(), Some(0), "{signal:?}");
+        let rest: Vec<String> = lines.iter().collect();
+        assert!(rest.len() >= 3, "{rest:#?}");
         assert_eq!(
             rest[rest.len() - 3],
             "--- 127.0.0.1 ping statistics ---",
@@ -577,7 +667,7 @@ fn the_largest_payload_of_each_family_is_echoed() {
         return;
     };
     for (size, target, bytes) in [("65507", "127.0.0.1", 65515), ("65527", "::1", 65535)] {
-        let output = ns.socketkit(&["ping", "-c", "1", "-s", size, "-w", "10", "--json", target]);
+        let output = ns.run(&["ping", "-c", "1", "-s", size, "-w", "10", "--json", target]);
         assert_code(&output, 0);
         assert_eq!(json_lines(&output)[0]["bytes"], bytes, "{target}");
     }
@@ -600,16 +690,7 @@ fn the_minimal_ping_example_gets_its_reply_on_both_sockets() {
             "{text}"
         );
     };
-    expect_reply(&ns.run(&path, &[]));
-    ns.sysctl("net.ipv4.ping_group_range=0 2147483647");
-    expect_reply(&ns.run(
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--",
-            &path,
-        ],
-    ));
+    expect_reply(&run(&ns, &path, &[]));
+    set(&ns, "net/ipv4/ping_group_range", "0 2147483647");
+    expect_reply(&run_as_nobody(&ns, &path, &[]));
 }

@@ -14,8 +14,9 @@ use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
     parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
     parse_length_bytes, parse_max_connections, parse_message_size, parse_multicast_if,
-    parse_on_off, parse_ping_count, parse_ping_size, parse_pipeline, parse_port_query, parse_rate,
-    parse_request_rate, parse_requests, parse_service_spec, parse_workers, payload_parser,
+    parse_on_off, parse_ping_count, parse_ping_interval, parse_ping_size, parse_pipeline,
+    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
+    parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -181,7 +182,7 @@ pub enum Command {
     ///
     /// Exit 0 when a reply came, 5 when none did, 6 for a HOST that does not resolve, 2 for a
     /// size over 65507 (IPv4) or 65527 (IPv6), or an interval under 2ms for a user other
-    /// than root.
+    /// than root, 1 when neither kind of ICMP socket may be opened.
     #[command(after_help = format!("{PING_HELP}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Ping(PingArgs),
     /// List the built-in services with their RFC and well-known port.
@@ -506,7 +507,8 @@ const PING_HELP: &str = "\
   type: reply, duplicate (a further reply to a request already answered: iputils' DUP!),
   late (a reply after its -W time-out: counted as late, not received) or error (an ICMP
   error about a request: from, seq, message; from is null for a send that failed).
-  ttl: the TTL or IPv6 hop limit, or null when unknown. time_ms: the round trip.
+  ttl: the TTL or IPv6 hop limit, or null when unknown. time_ms: the round trip, the
+  number the text line prints (time=0.045 ms).
   {\"type\": \"summary\", \"host\": \"localhost\", \"address\": \"127.0.0.1\",
    \"socket\": \"raw\", \"transmitted\": 3, \"received\": 3, \"duplicates\": 0,
    \"late\": 0, \"errors\": 0, \"loss_percent\": 0.0, \"time_ms\": 2003,
@@ -526,8 +528,8 @@ pub struct PingArgs {
     #[arg(short, long, value_name = "COUNT", value_parser = parse_ping_count)]
     pub count: Option<u64>,
 
-    /// Time between requests. Under 2ms only for root (iputils' rule).
-    #[arg(short, long, default_value = "1s", value_parser = parse_duration, value_name = "DUR")]
+    /// Time between requests. Under 2ms (down to 0) only for root (iputils' rule).
+    #[arg(short, long, default_value = "1s", value_parser = parse_ping_interval, value_name = "DUR")]
     pub interval: Duration,
 
     /// How long to wait for each reply; a reply after it counts as late (iputils' -W).

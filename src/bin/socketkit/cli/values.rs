@@ -300,6 +300,12 @@ pub(super) fn parse_ping_count(text: &str) -> Result<u64, String> {
     parse_count(text, u64::MAX)
 }
 
+/// `ping -i`: 0 or more, as iputils takes it (0: the next request as soon as the last is
+/// sent; the library refuses anything under 2 ms to a user other than root).
+pub(super) fn parse_ping_interval(text: &str) -> Result<Duration, String> {
+    parse_duration_text(text)
+}
+
 /// `ping -s`: 0 to 65,527 bytes of payload (IPv6's limit; the library refuses more than
 /// 65,507 for an IPv4 target, once the name has resolved).
 pub(super) fn parse_ping_size(text: &str) -> Result<usize, String> {

@@ -167,8 +167,15 @@ fn reply_json(kind: &str, reply: &Reply) -> serde_json::Value {
         "bytes": reply.bytes,
         "seq": reply.seq,
         "ttl": reply.ttl,
-        "time_ms": reply.rtt.as_micros() as f64 / 1000.0, // whole microseconds, as the text
+        "time_ms": time_ms(reply.rtt),
     })
+}
+
+/// A reply's `time_ms`: the number its text line prints (`time=1.23 ms`), so the two agree.
+fn time_ms(rtt: Duration) -> f64 {
+    let text = ping::reply_time(rtt);
+    text.parse()
+        .unwrap_or_else(|_| unreachable!("reply_time printed {text:?}"))
 }
 
 fn event_json(event: &Event) -> serde_json::Value {
@@ -207,4 +214,25 @@ fn summary_json(host: &str, target: IpAddr, pinger: &Pinger, s: &Summary) -> ser
             "mdev": ms(r.mdev_us),
         })),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JSON's time_ms is the text's `time=`: rounded the same way (1.2345 ms is 1.23 in both;
+    /// truncated it was 1.234).
+    #[test]
+    fn json_time_is_the_number_the_text_prints() {
+        for (us, text) in [
+            (45, "0.045"),
+            (1_234, "1.23"),
+            (1_235, "1.24"),
+            (12_345, "12.3"),
+        ] {
+            let rtt = Duration::from_micros(us) + Duration::from_nanos(500);
+            assert_eq!(ping::reply_time(rtt), text);
+            assert_eq!(time_ms(rtt), text.parse::<f64>().unwrap(), "{us} us");
+        }
+    }
 }
