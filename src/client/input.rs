@@ -12,18 +12,51 @@ use crate::codec::MessageCodec;
 use crate::error::Error;
 use crate::limits::MAX_DATAGRAM_BYTES;
 
+/// The whole input as one datagram: more than one datagram holds is refused, not buffered.
 pub(super) fn read_datagram(input: impl Read) -> Result<Vec<u8>, Error> {
+    read_message(input, MAX_DATAGRAM_BYTES, "datagram")
+}
+
+/// The whole input as one message of at most `limit` bytes (a `noun`: datagram, record).
+pub(super) fn read_message(input: impl Read, limit: usize, noun: &str) -> Result<Vec<u8>, Error> {
     let mut message = Vec::new();
     input
-        .take(MAX_DATAGRAM_BYTES as u64 + 1)
+        .take(limit as u64 + 1)
         .read_to_end(&mut message)
         .map_err(|e| io_err("reading the message", e))?;
-    if message.len() > MAX_DATAGRAM_BYTES {
+    if message.len() > limit {
         return Err(Error::Config(format!(
-            "the message is larger than one datagram ({MAX_DATAGRAM_BYTES} bytes at most)"
+            "the message is larger than one {noun} ({limit} bytes at most)"
         )));
     }
     Ok(message)
+}
+
+/// The next input line, its `\n` or `\r\n` taken off, as one message of at most `limit` bytes
+/// (a `noun`); `None` at the end of the input. A longer line is refused, not buffered whole.
+pub(super) fn read_message_line(
+    input: &mut impl BufRead,
+    limit: usize,
+    noun: &str,
+) -> Result<Option<Vec<u8>>, Error> {
+    let mut line = Vec::new();
+    let read = read_line_at_most(input, limit.saturating_add(2), &mut line)
+        .map_err(|e| io_err("reading input", e))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.len() > limit {
+        return Err(Error::Config(format!(
+            "an input line is larger than one {noun} ({limit} bytes at most)"
+        )));
+    }
+    Ok(Some(line))
 }
 
 /// Reads lines from the input and hands out each one as a framed message.

@@ -34,7 +34,7 @@ use crate::limits::MAX_DATAGRAM_BYTES;
 pub use broadcast::broadcast;
 use datagram::DatagramClient;
 use errors::{io_err, max_time_passed};
-use input::{read_datagram, read_line_at_most};
+use input::{read_datagram, read_message_line};
 pub use multicast::multicast;
 pub use options::{SendOptions, SendReport};
 use output::write_out;
@@ -204,24 +204,9 @@ pub fn talk(
                 .and_then(|()| output.flush())
                 .map_err(|e| io_err("writing the prompt", e))?;
         }
-        // One datagram and a "\r\n" at most: a longer line is refused, not buffered whole.
-        let mut line = Vec::new();
-        let read = read_line_at_most(&mut input, MAX_DATAGRAM_BYTES + 2, &mut line)
-            .map_err(|e| io_err("reading input", e))?;
-        if read == 0 {
+        let Some(line) = read_message_line(&mut input, MAX_DATAGRAM_BYTES, "datagram")? else {
             break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > MAX_DATAGRAM_BYTES {
-            return Err(Error::Config(format!(
-                "an input line is larger than one datagram ({MAX_DATAGRAM_BYTES} bytes at most)"
-            )));
-        }
+        };
         match client.request(&line) {
             Ok(mut reply) => {
                 report.sent += line.len() as u64;

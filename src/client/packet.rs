@@ -11,7 +11,7 @@ use nix::sys::socket::MsgFlags;
 use socket2::Socket;
 
 use super::errors::{io_err, max_time_passed, timed_out};
-use super::input::read_line_at_most;
+use super::input::{read_message, read_message_line};
 use super::options::{SendOptions, SendReport};
 use super::output::write_out;
 use super::stream::unix_server_address;
@@ -97,16 +97,7 @@ pub(super) fn send(
     options: &SendOptions,
     deadline: Option<(Instant, Duration)>,
 ) -> Result<SendReport, Error> {
-    let mut message = Vec::new();
-    input
-        .take(MAX_RECORD_BYTES as u64 + 1)
-        .read_to_end(&mut message)
-        .map_err(|e| io_err("reading the message", e))?;
-    if message.len() > MAX_RECORD_BYTES {
-        return Err(Error::Config(format!(
-            "the message is larger than one record ({MAX_RECORD_BYTES} bytes at most)"
-        )));
-    }
+    let message = read_message(input, MAX_RECORD_BYTES, "record")?;
     let socket = connect(endpoint, options)?;
     socket
         .set_write_timeout(Some(options.timeout))
@@ -206,24 +197,7 @@ pub(super) fn talk(
 /// The input thread of [`talk`]: one record per line; returns the bytes sent.
 fn send_lines(socket: &Socket, mut input: impl BufRead, half_close: bool) -> Result<u64, Error> {
     let mut sent = 0u64;
-    loop {
-        let mut line = Vec::new();
-        let read = read_line_at_most(&mut input, MAX_RECORD_BYTES + 2, &mut line)
-            .map_err(|e| io_err("reading input", e))?;
-        if read == 0 {
-            break;
-        }
-        if line.last() == Some(&b'\n') {
-            line.pop();
-        }
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.len() > MAX_RECORD_BYTES {
-            return Err(Error::Config(format!(
-                "an input line is larger than one record ({MAX_RECORD_BYTES} bytes at most)"
-            )));
-        }
+    while let Some(line) = read_message_line(&mut input, MAX_RECORD_BYTES, "record")? {
         if line.is_empty() {
             continue; // an empty record would read as the end at the server
         }
