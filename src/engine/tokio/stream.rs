@@ -52,6 +52,12 @@ fn poll_read_into<S: AsyncRead + Unpin>(
         .map_ok(|()| buf.filled().len())
 }
 
+/// Grows the thread's read buffer to `len` bytes, rarely (see [`READ_BUFFER`]).
+#[cold]
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    buf.resize(len, 0);
+}
+
 thread_local! {
     /// Each runtime thread's read buffer. A connection borrows it only between readiness and
     /// the end of its session's `on_data`, never across an await, so an idle connection holds
@@ -237,7 +243,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     let read = READ_BUFFER.with_borrow_mut(|buf| {
-                        buf.resize(limits.read_buffer, 0);
+                        // Zeroed once per thread (and when a larger buffer is asked for), not
+                        // at every read.
+                        if buf.len() < limits.read_buffer {
+                            grow(buf, limits.read_buffer);
+                        }
+                        let buf = &mut buf[..limits.read_buffer];
                         let n = match poll_read_into(conn, cx, buf) {
                             Poll::Ready(Ok(n)) => n,
                             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
