@@ -210,6 +210,7 @@ impl<S: StreamSession> Connection<S> {
 
     /// What the driver must do next. Once it is [`Action::Close`] or [`Action::Abort`], it
     /// stays so: a closed connection gets no further action.
+    #[inline]
     pub(crate) fn action(&self) -> Action<'_> {
         match self.state {
             State::Closed => Action::Close,
@@ -226,6 +227,7 @@ impl<S: StreamSession> Connection<S> {
     }
 
     /// [`Connection::action`] without the deadline, which costs a clock addition or two.
+    #[inline]
     pub(crate) fn io(&self) -> Io<'_> {
         match self.state {
             State::Open if self.is_writing() => Io::Write(&self.out[self.written..]),
@@ -236,7 +238,7 @@ impl<S: StreamSession> Connection<S> {
 
     /// Applies one event that happened at `now`. The two events of every request (a read, a
     /// write) take an inlined path; the rest, [`Connection::handle_rare`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn handle(&mut self, event: Event<'_>, now: Instant) {
         if self.state != State::Open {
             return;
