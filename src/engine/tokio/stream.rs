@@ -331,7 +331,18 @@ impl Watchdog {
 
     /// Ready, with the clock's reading, once `due` has passed; until then the task is woken
     /// at `due` at the latest (earlier when the timer was armed for an earlier deadline).
+    #[inline]
     fn poll_due(&mut self, cx: &mut std::task::Context<'_>, due: Instant) -> Poll<Instant> {
+        // The wait of almost every request: the timer holds the waker for an earlier deadline.
+        if self.registered && due >= self.armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.poll_timer(cx, due)
+    }
+
+    /// [`Watchdog::poll_due`] when the timer must be re-armed or polled.
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut std::task::Context<'_>, due: Instant) -> Poll<Instant> {
         if due < self.armed {
             self.arm(due);
         }
