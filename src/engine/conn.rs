@@ -210,6 +210,7 @@ impl<S: StreamSession> Connection<S> {
 
     /// What the driver must do next. Once it is [`Action::Close`] or [`Action::Abort`], it
     /// stays so: a closed connection gets no further action.
+    #[inline]
     pub(crate) fn action(&self) -> Action<'_> {
         match self.state {
             State::Closed => Action::Close,
@@ -226,6 +227,7 @@ impl<S: StreamSession> Connection<S> {
     }
 
     /// [`Connection::action`] without the deadline, which costs a clock addition or two.
+    #[inline]
     pub(crate) fn io(&self) -> Io<'_> {
         match self.state {
             State::Open if self.is_writing() => Io::Write(&self.out[self.written..]),
@@ -234,7 +236,9 @@ impl<S: StreamSession> Connection<S> {
         }
     }
 
-    /// Applies one event that happened at `now`.
+    /// Applies one event that happened at `now`. The two events of every request (a read, a
+    /// write) take an inlined path; the rest, [`Connection::handle_rare`].
+    #[inline(always)]
     pub(crate) fn handle(&mut self, event: Event<'_>, now: Instant) {
         if self.state != State::Open {
             return;
@@ -254,11 +258,6 @@ impl<S: StreamSession> Connection<S> {
                     self.message_began = Some(now);
                 }
             }
-            Event::Eof => {
-                debug_assert!(!self.is_writing(), "an EOF while output is pending");
-                self.last_activity = now;
-                self.next = self.session.on_eof(&mut self.out);
-            }
             Event::Wrote(n) => {
                 debug_assert!(self.written + n <= self.out.len(), "wrote more than asked");
                 self.written = (self.written + n).min(self.out.len());
@@ -272,6 +271,27 @@ impl<S: StreamSession> Connection<S> {
                         self.out = BytesMut::new(); // a burst's buffer is not kept for an idle connection
                     }
                 }
+            }
+            _ => return self.handle_rare(event, now),
+        }
+        // `settle`'s common case inline: output to write, or a read wanted.
+        if self.is_writing() || self.next == Next::Read {
+            return;
+        }
+        self.settle();
+    }
+
+    /// [`Connection::handle`] for the events other than a read and a write, on an open
+    /// connection whose `now` is already advanced.
+    #[cold]
+    #[inline(never)]
+    fn handle_rare(&mut self, event: Event<'_>, now: Instant) {
+        match event {
+            Event::Read(_) | Event::Wrote(_) => unreachable!("handled by handle"),
+            Event::Eof => {
+                debug_assert!(!self.is_writing(), "an EOF while output is pending");
+                self.last_activity = now;
+                self.next = self.session.on_eof(&mut self.out);
             }
             Event::Deadline => match self.action() {
                 Action::Write { deadline, .. } if now >= deadline => {

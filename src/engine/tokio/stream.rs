@@ -54,6 +54,12 @@ fn poll_read_into<S: AsyncRead + Unpin + ?Sized>(
         .map_ok(|()| buf.filled().len())
 }
 
+/// Grows the thread's read buffer to `len` bytes, rarely (see [`READ_BUFFER`]).
+#[cold]
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    buf.resize(len, 0);
+}
+
 thread_local! {
     /// Each runtime thread's read buffer. A connection borrows it only between readiness and
     /// the end of its session's `on_data`, never across an await, so an idle connection holds
@@ -316,7 +322,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     let read = READ_BUFFER.with_borrow_mut(|buf| {
-                        buf.resize(limits.read_buffer, 0);
+                        // Zeroed once per thread (and when a larger buffer is asked for), not
+                        // at every read.
+                        if buf.len() < limits.read_buffer {
+                            grow(buf, limits.read_buffer);
+                        }
+                        let buf = &mut buf[..limits.read_buffer];
                         let n = match poll_read_into(conn, cx, buf) {
                             Poll::Ready(Ok(n)) => n,
                             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {
@@ -399,7 +410,18 @@ impl Watchdog {
 
     /// Ready, with the clock's reading, once `due` has passed; until then the task is woken
     /// at `due` at the latest (earlier when the timer was armed for an earlier deadline).
+    #[inline]
     fn poll_due(&mut self, cx: &mut std::task::Context<'_>, due: Instant) -> Poll<Instant> {
+        // The wait of almost every request: the timer holds the waker for an earlier deadline.
+        if self.registered && due >= self.armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.poll_timer(cx, due)
+    }
+
+    /// [`Watchdog::poll_due`] when the timer must be re-armed or polled.
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut std::task::Context<'_>, due: Instant) -> Poll<Instant> {
         if due < self.armed {
             self.arm(due);
         }
