@@ -98,6 +98,11 @@ impl Shared {
     /// socketserver's `verify_request`: `false` closes the connection before a byte is read
     /// (with a reset: see [`refuse`]). Refusals are logged, rate-limited.
     pub(crate) fn verify(&self, peer: &Address) -> bool {
+        // The common case, checked first: no list and no hook (a datagram listener asks this
+        // for every datagram).
+        if self.access.is_empty() && self.verify_request.is_none() {
+            return true;
+        }
         if !self.access.permits_peer(peer) {
             self.refusals
                 .refused(peer, "by the access list (--allow/--deny)");
