@@ -226,10 +226,20 @@ fn is_peer_gone(e: &io::Error) -> bool {
 
 /// Builds the context for one request.
 pub(crate) fn context(transport: Transport, peer: Address, local: Address) -> Context {
+    context_at(transport, peer, local, SystemTime::now())
+}
+
+/// [`context`] with the time already read (once for a batch of datagrams received together).
+pub(crate) fn context_at(
+    transport: Transport,
+    peer: Address,
+    local: Address,
+    now: SystemTime,
+) -> Context {
     Context {
         peer,
         local,
         transport,
-        now: SystemTime::now(),
+        now,
     }
 }
