@@ -9,17 +9,18 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use socket2::SockAddr;
 
 use super::accept::{Backoff, is_per_connection_error};
-use super::guard::{DatagramGuard, fingerprint};
+use super::guard::{Admitted, DatagramGuard, fingerprint};
 use super::listener::abstract_addr;
 use super::peer_log::Senders;
 use super::rate::SourceLimiter;
-use super::{SessionError, Shared, context};
+use super::runtime::context_at;
+use super::{SessionError, Shared};
 use crate::endpoint::Transport;
 use crate::handler::HandlerError;
 use crate::limits::Limits;
@@ -125,6 +126,22 @@ impl Datagrams {
         shared: &Shared,
         result: io::Result<(usize, Address)>,
     ) -> Received {
+        let buf = std::mem::take(&mut self.buf);
+        let received = self.received_in(shared, &buf, result, None);
+        self.buf = buf;
+        received
+    }
+
+    /// [`Datagrams::received`] for a datagram received into `buf` (its request is the first
+    /// bytes), at `clock` when the engine read the clocks once for the datagrams of one receive
+    /// call (the rules' windows are a second or more), else now.
+    pub(crate) fn received_in(
+        &mut self,
+        shared: &Shared,
+        buf: &[u8],
+        result: io::Result<(usize, Address)>,
+        clock: Option<(Instant, SystemTime)>,
+    ) -> Received {
         let (n, peer) = match result {
             Ok(got) => {
                 self.backoff.reset();
@@ -138,40 +155,32 @@ impl Datagrams {
             }
             Err(e) => return Received::BackOff(self.backoff.on_error("receive", &e)),
         };
-        self.now = Instant::now();
+        self.now = clock.map_or_else(Instant::now, |(now, _)| now);
         if let Some((_, replies)) = &self.handler_replies {
             for (to, reply, at) in replies.try_iter() {
                 self.guard.replied_fingerprint(&to, reply, at);
             }
         }
-        if was_truncated(n, self.buf.len(), &peer, &mut self.truncation_log)
-            || !self.guard.admit(&peer, &self.buf[..n], self.now)
+        if was_truncated(n, buf.len(), &peer, &mut self.truncation_log)
+            || !self.guard.admit(&peer, &buf[..n], self.now)
             || !shared.verify(&peer)
             || !self.rate.admit(&peer, self.now)
         {
             return Received::Next;
         }
         self.senders.received(&peer, n);
-        Received::Request(n, context(self.transport, peer, self.local.clone()))
+        let wall = clock.map_or_else(SystemTime::now, |(_, wall)| wall);
+        Received::Request(
+            n,
+            context_at(self.transport, peer, self.local.clone(), wall),
+        )
     }
 
     /// Answers a request of `len` bytes with the service (quick and sans-IO: on the loop's own
     /// thread or task, whatever the engine). Returns the reply to send now, or `None` for none
     /// (silence, a reply over the datagram limit, a panic, which is reported).
     pub(crate) fn answer(&mut self, shared: &Shared, ctx: &Context, len: usize) -> Option<&[u8]> {
-        let (request, reply) = (&self.buf[..len], &mut self.reply);
-        let answered = catch_unwind(AssertUnwindSafe(|| {
-            answer_datagram(shared, ctx, request, reply)
-        }));
-        match answered {
-            Ok(true) => Some(&self.reply),
-            Ok(false) => None,
-            Err(panic) => {
-                let panic = HandlerError::from_panic(panic);
-                shared.report(&ctx.peer, Err(SessionError::Panic(panic)));
-                None
-            }
-        }
+        answer(shared, ctx, &self.buf[..len], &mut self.reply).then_some(&self.reply)
     }
 
     /// How sending the reply of [`Datagrams::answer`] to `peer` went: the loop guard remembers
@@ -182,6 +191,40 @@ impl Datagrams {
             Err(e) => self.guard.not_sent(peer, &e, self.now),
         }
     }
+
+    /// Where the loop guard holds the sender of the last [`Received::Request`], for
+    /// [`Datagrams::sent_reply`].
+    pub(crate) fn admitted(&mut self) -> Admitted {
+        self.guard.admitted()
+    }
+
+    /// [`Datagrams::sent`] for a `reply` of [`answer`] kept by the engine (with the replies
+    /// of other datagrams, to send together) to a sender held `at`.
+    pub(crate) fn sent_reply(
+        &mut self,
+        peer: &Address,
+        reply: &[u8],
+        at: Admitted,
+        result: io::Result<()>,
+    ) {
+        match result {
+            Ok(()) => self.guard.replied_at(peer, reply, self.now, at),
+            Err(e) => self.guard.not_sent(peer, &e, self.now),
+        }
+    }
+}
+
+/// Answers `request` into `reply` with the service (see [`Datagrams::answer`]); `false` for no
+/// reply. For an engine that keeps the replies of several datagrams to send them together.
+pub(crate) fn answer(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+    let answered = catch_unwind(AssertUnwindSafe(|| {
+        answer_datagram(shared, ctx, request, reply)
+    }));
+    answered.unwrap_or_else(|panic| {
+        let panic = HandlerError::from_panic(panic);
+        shared.report(&ctx.peer, Err(SessionError::Panic(panic)));
+        false
+    })
 }
 
 /// Checks a handler's reply against the datagram limit to `peer`; an error to return from

@@ -65,6 +65,11 @@ const MAX_TRACKED: usize = 4096;
 /// Log lines about one kind of event: at most one every this long.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Where an admitted source is held (see [`DatagramGuard::admitted`]); checked against the
+/// source when used, so a stale one only costs a lookup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admitted(Option<usize>);
+
 /// The guards of one datagram listener.
 pub(crate) struct DatagramGuard {
     own: OwnSnapshot,
@@ -138,6 +143,18 @@ impl DatagramGuard {
     /// Records that `reply` was sent to `peer` at `now`.
     pub(crate) fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
         self.loops.replied(peer, reply, now);
+    }
+
+    /// Where the source last admitted is held: [`DatagramGuard::replied_at`] records the
+    /// reply to it without a second lookup, when the replies of several datagrams are sent
+    /// together after all of them were admitted.
+    pub(crate) fn admitted(&mut self) -> Admitted {
+        Admitted(self.loops.admitted.take())
+    }
+
+    /// [`DatagramGuard::replied`] for a datagram admitted as `admitted`.
+    pub(crate) fn replied_at(&mut self, peer: &Address, reply: &[u8], now: Instant, at: Admitted) {
+        self.loops.replied_at(peer, reply, now, at.0);
     }
 
     /// Records that a reply of this [`fingerprint`] was sent to `peer` at `now` (by a
@@ -323,14 +340,19 @@ struct Exchange {
 #[derive(Debug, Default)]
 struct LoopDetector {
     sources: Sources<PeerKey, Exchange>,
+    /// The slot of the source last admitted, so that the reply to it is recorded without a
+    /// second lookup (checked against the key: a slot freed or reused since is only a miss).
+    admitted: Option<usize>,
 }
 
 impl LoopDetector {
     fn admit(&mut self, peer: &Address, request: &[u8], now: Instant) -> Verdict {
         // A source never answered cannot be sending our replies back.
-        let Some(ex) = self.sources.get_mut(&PeerKey::of(peer)) else {
+        let Some((slot, ex)) = self.sources.find(&PeerKey::of(peer)) else {
+            self.admitted = None;
             return Verdict::Answer;
         };
+        self.admitted = Some(slot);
         if ex.muted_until.is_some_and(|until| now < until) {
             return Verdict::Muted;
         }
@@ -368,21 +390,48 @@ impl LoopDetector {
         }
     }
 
+    /// Remembers `reply` sent to `peer`, the source last admitted or another.
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
-        self.record(peer, now, || fingerprint(reply));
+        let slot = self.admitted.take();
+        self.replied_at(peer, reply, now, slot);
+    }
+
+    /// Remembers `reply` sent to `peer`, found at `slot` if it was admitted there.
+    fn replied_at(&mut self, peer: &Address, reply: &[u8], now: Instant, slot: Option<usize>) {
+        self.record(peer, now, slot, || fingerprint(reply));
     }
 
     fn replied_fingerprint(&mut self, peer: &Address, reply: u64, now: Instant) {
-        self.record(peer, now, || reply);
+        self.record(peer, now, None, || reply);
     }
 
     /// Remembers a reply sent to `peer`; its fingerprint is taken only if it is needed.
-    fn record(&mut self, peer: &Address, now: Instant, reply: impl FnOnce() -> u64) {
+    fn record(
+        &mut self,
+        peer: &Address,
+        now: Instant,
+        slot: Option<usize>,
+        reply: impl FnOnce() -> u64,
+    ) {
         let key = PeerKey::of(peer);
-        if self.sources.len() >= MAX_TRACKED && self.sources.get_mut(&key).is_none() {
+        let ex = match slot.and_then(|slot| self.sources.at(slot, &key)) {
+            Some(ex) => ex,
+            None => self.exchange(&key, now),
+        };
+        if ex.trusted_until.is_some_and(|until| now < until) {
+            return; // no need to remember what a client was told
+        }
+        ex.replies[ex.next] = reply();
+        ex.next = (ex.next + 1) % RECENT_REPLIES;
+        ex.last_reply = now;
+    }
+
+    /// The exchange with `key`, made (room made first in a full table) if it is new.
+    fn exchange(&mut self, key: &PeerKey, now: Instant) -> &mut Exchange {
+        if self.sources.len() >= MAX_TRACKED && self.sources.get_mut(key).is_none() {
             self.make_room(now);
         }
-        let ex = self.sources.get_or_insert_with(&key, || Exchange {
+        self.sources.get_or_insert_with(key, || Exchange {
             replies: [0; RECENT_REPLIES],
             next: 0,
             streak: 0,
@@ -390,13 +439,7 @@ impl LoopDetector {
             last_reply: now,
             muted_until: None,
             trusted_until: None,
-        });
-        if ex.trusted_until.is_some_and(|until| now < until) {
-            return; // no need to remember what a client was told
-        }
-        ex.replies[ex.next] = reply();
-        ex.next = (ex.next + 1) % RECENT_REPLIES;
-        ex.last_reply = now;
+        })
     }
 
     /// Makes room for a new source in a full table. First the sources that no longer matter

@@ -98,6 +98,11 @@ impl Shared {
     /// socketserver's `verify_request`: `false` closes the connection before a byte is read
     /// (with a reset: see [`refuse`]). Refusals are logged, rate-limited.
     pub(crate) fn verify(&self, peer: &Address) -> bool {
+        // The common case, checked first: no list and no hook (a datagram listener asks this
+        // for every datagram).
+        if self.access.is_empty() && self.verify_request.is_none() {
+            return true;
+        }
         if !self.access.permits_peer(peer) {
             self.refusals
                 .refused(peer, "by the access list (--allow/--deny)");
@@ -221,10 +226,20 @@ fn is_peer_gone(e: &io::Error) -> bool {
 
 /// Builds the context for one request.
 pub(crate) fn context(transport: Transport, peer: Address, local: Address) -> Context {
+    context_at(transport, peer, local, SystemTime::now())
+}
+
+/// [`context`] with the time already read (once for a batch of datagrams received together).
+pub(crate) fn context_at(
+    transport: Transport,
+    peer: Address,
+    local: Address,
+    now: SystemTime,
+) -> Context {
     Context {
         peer,
         local,
         transport,
-        now: SystemTime::now(),
+        now,
     }
 }

@@ -67,6 +67,21 @@ impl<K: SourceKey, V> Sources<K, V> {
         self.slots[slot].as_mut().map(|(_, v)| v)
     }
 
+    /// The state of `key` and where it is held, to come back to it with [`Sources::at`]
+    /// without looking it up again.
+    pub(crate) fn find(&mut self, key: &K) -> Option<(usize, &mut V)> {
+        let slot = self.slot(key)?;
+        self.slots[slot].as_mut().map(|(_, v)| (slot, v))
+    }
+
+    /// The state in `slot` (from [`Sources::find`]) if that slot still holds `key`.
+    pub(crate) fn at(&mut self, slot: usize, key: &K) -> Option<&mut V> {
+        match self.slots.get_mut(slot) {
+            Some(Some((k, v))) if k == key => Some(v),
+            _ => None,
+        }
+    }
+
     /// The state of `key`, made with `make` if it is not held.
     pub(crate) fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
         let slot = match self.slot(key) {
@@ -189,6 +204,22 @@ mod tests {
         );
         assert_eq!(table.get_mut(&b), Some(&mut "b"));
         assert_eq!(table.values().count(), 1);
+    }
+
+    #[test]
+    fn a_slot_found_earlier_answers_only_for_its_key() {
+        let mut table = Sources::default();
+        let (a, b) = (Key(1, 1 << 60), Key(2, 2 << 60));
+        table.get_or_insert_with(&a, || "a");
+        let (slot, _) = table.find(&a).unwrap();
+        assert_eq!(table.at(slot, &a), Some(&mut "a"));
+        assert_eq!(table.at(slot, &b), None, "another key");
+        table.retain(|_| false);
+        assert_eq!(table.at(slot, &a), None, "removed");
+        table.get_or_insert_with(&b, || "b"); // takes a's slot
+        assert_eq!(table.at(slot, &a), None, "reused by another key");
+        assert_eq!(table.at(slot, &b), Some(&mut "b"));
+        assert_eq!(table.at(slot + 1, &b), None, "past the end");
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
+mod batch;
 mod stream;
 
 use std::io;
 use std::sync::Arc;
 
+use batch::{BATCH, RecvBatch, SendBatch};
+use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
@@ -15,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::Shared;
 use super::accept::{AcceptLoop, Accepted, drain_queue};
 use super::datagram::{self, Received};
+use super::guard::Admitted;
 use super::listener::{Listener, unix_address};
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -221,6 +225,10 @@ async fn datagram_loop(
     // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
     // that keeps the socket readable cannot hide the stop.
     let mut stop = std::pin::pin!(shared.stop.fired());
+    let mut batch = match &socket {
+        Datagrams::Udp(_) => Some(Batch::new()),
+        Datagrams::Unix(_) => None,
+    };
     loop {
         let readable = tokio::select! {
             biased;
@@ -232,6 +240,15 @@ async fn datagram_loop(
         // reply together, per datagram.
         // An error of the wait goes to the rules as a receive error would.
         let mut failed = readable.err();
+        if let (Datagrams::Udp(udp), Some(batch)) = (&socket, &mut batch) {
+            if let Some(delay) = batch.answer(udp, &mut datagrams, &shared, failed) {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            continue;
+        }
         for _ in 0..DATAGRAMS_PER_WAKE {
             let received = match failed.take() {
                 Some(e) => Err(e),
@@ -257,6 +274,104 @@ async fn datagram_loop(
                 datagrams.sent(&ctx.peer, sent);
             }
         }
+    }
+}
+
+/// The batches of a UDP loop: the datagrams queued, received in one system call, and their
+/// replies, sent in one ([`batch`]).
+struct Batch {
+    recv: RecvBatch,
+    send: SendBatch,
+    /// The answered datagrams of the batch: their senders (and where the loop guard holds
+    /// them), replies, and the replies' addresses.
+    peers: Vec<(Address, Admitted)>,
+    replies: Vec<BytesMut>,
+    to: Vec<socket2::SockAddr>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            recv: RecvBatch::new(),
+            send: SendBatch::new(),
+            peers: Vec::with_capacity(BATCH),
+            replies: (0..BATCH).map(|_| BytesMut::new()).collect(),
+            to: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// One wake-up of a UDP loop: receives the datagrams queued (at most [`BATCH`], one
+    /// system call), answers them, and sends their replies (one system call, each reply now or
+    /// never). `failed` is an error of the wait. Returns how long to back off after an error
+    /// of the process or system.
+    fn answer(
+        &mut self,
+        socket: &UdpSocket,
+        datagrams: &mut datagram::Datagrams,
+        shared: &Shared,
+        failed: Option<io::Error>,
+    ) -> Option<std::time::Duration> {
+        use std::os::fd::AsFd;
+        let mut count = 0;
+        let received = match failed {
+            Some(e) => Err(e),
+            // Fewer datagrams than a batch means the queue is empty: the closure then says
+            // `WouldBlock`, so that tokio clears the readiness it saw (a datagram arriving
+            // since is a new readiness event), sparing the call that would find the queue
+            // empty. On this unconnected socket without IP_RECVERR no error can end a batch
+            // early with datagrams still queued (the kernel ignores ICMP errors for it).
+            None => socket.try_io(tokio::io::Interest::READABLE, || {
+                count = self.recv.recv(socket.as_fd())?;
+                match count {
+                    BATCH => Ok(()),
+                    _ => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }),
+        };
+        if let Err(e) = received
+            && count == 0
+        {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return None;
+            }
+            return match datagrams.received_in(shared, &[], Err(e), None) {
+                Received::BackOff(delay) => Some(delay),
+                _ => None,
+            };
+        }
+        // One reading of the clocks for the batch: its datagrams were received together.
+        let clock = (std::time::Instant::now(), std::time::SystemTime::now());
+        self.peers.clear();
+        self.to.clear();
+        for i in 0..count {
+            let (buf, got) = self.recv.get(i);
+            let got = got.map(|(n, from)| (n, Address::Inet(from)));
+            let (n, ctx) = match datagrams.received_in(shared, buf, got, Some(clock)) {
+                Received::Request(n, ctx) => (n, ctx),
+                Received::Next | Received::BackOff(_) => continue,
+            };
+            let admitted = datagrams.admitted();
+            let at = self.peers.len();
+            if !datagram::answer(shared, &ctx, &buf[..n], &mut self.replies[at]) {
+                continue;
+            }
+            match datagram::reply_addr(&ctx.peer) {
+                Ok(to) => {
+                    self.to.push(to);
+                    self.peers.push((ctx.peer, admitted));
+                }
+                Err(e) => datagrams.sent_reply(&ctx.peer, &self.replies[at], admitted, Err(e)),
+            }
+        }
+        let replies: [&[u8]; BATCH] =
+            std::array::from_fn(|i| self.replies.get(i).map_or(&[][..], |r| &r[..]));
+        let (peers, replies) = (&self.peers, &replies[..self.peers.len()]);
+        self.send
+            .send(socket.as_fd(), replies, &self.to, |i, sent| {
+                let (peer, admitted) = &peers[i];
+                datagrams.sent_reply(peer, replies[i], *admitted, sent);
+            });
+        None
     }
 }
 
