@@ -848,7 +848,7 @@ fn matrix(
     md.push('\n');
 }
 
-/// Issue 5's targets, measured against its figures.
+/// The issues' targets (the first benchmark issue's, the engine core's, the performance issue's), measured.
 fn targets(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | |\n|---|---|---|");
@@ -864,20 +864,32 @@ fn targets(md: &mut String, results: &Results) {
                 (format!("{m:.2}"), "met".to_owned())
             }
             Some(m) => {
+                // A miss that rounds to the bound shows the digit that decides it.
+                let digits = if format!("{m:.2}") == format!("{bound:.2}") {
+                    3
+                } else {
+                    2
+                };
                 let gap = if at_least {
                     (bound - m) / bound
                 } else {
                     (m - bound) / bound
                 };
                 (
-                    format!("{m:.2}"),
-                    format!("**missed** by {:.0}%", gap * 100.0),
+                    format!("{m:.digits$}"),
+                    format!("**missed** by {:.1}%", gap * 100.0),
                 )
             }
         };
         let _ = writeln!(md, "| {target} | {shown} | {verdict} |");
     };
-    for scenario in ["pingpong-50", "udp-8", "stream"] {
+    // CPU bounds: the engine-core issue's 1.0× on the two ping-pongs, the first issue's 1.05×
+    // on the stream, and the performance issue's 0.9× for batched datagrams.
+    for (scenario, cpu_bounds) in [
+        ("pingpong-50", &[1.0][..]),
+        ("udp-8", &[1.0, 0.9][..]),
+        ("stream", &[1.05][..]),
+    ] {
         let label = results.scenario(scenario).map_or(scenario, |s| &s.label);
         let (ours, base) = (cell(scenario, ASYNC), cell(scenario, TOKIO));
         let both = ours.measure().zip(base.measure());
@@ -887,12 +899,14 @@ fn targets(md: &mut String, results: &Results) {
             0.95,
             true,
         );
-        row(
-            format!("async ≤ 1.05× tokio baseline in CPU per request, {label}"),
-            both.and_then(|(o, b)| o.cpu_ratio(b)),
-            1.05,
-            false,
-        );
+        for &bound in cpu_bounds {
+            row(
+                format!("async ≤ {bound:.2}× tokio baseline in CPU per request, {label}"),
+                both.and_then(|(o, b)| o.cpu_ratio(b)),
+                bound,
+                false,
+            );
+        }
     }
     for (scenario, bound) in [("pingpong-50", 4.0), ("stream", 5.0)] {
         let label = results.scenario(scenario).map_or(scenario, |s| &s.label);
