@@ -449,3 +449,91 @@ impl Service for Slow {
         true
     }
 }
+
+/// A UDP flood must not take the async engine's thread from its other tasks: pinned to one CPU
+/// (so tokio runs one worker), the server still accepts and answers a TCP client while a
+/// sender keeps its UDP socket readable. Readiness spends no tokio coop budget, so a datagram
+/// loop that never finds its socket empty never yielded: the TCP probe waited for the flood's
+/// end.
+#[test]
+fn a_udp_flood_does_not_starve_the_async_engines_other_listeners_on_one_cpu() {
+    if std::process::Command::new("taskset")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no taskset to pin the server to one CPU");
+        return;
+    }
+    let mut command = std::process::Command::new("taskset");
+    command
+        .args(["-c", "0"])
+        .arg(env!("CARGO_BIN_EXE_socketkit"))
+        .args([
+            "serve",
+            "upper",
+            "-e",
+            "async",
+            "-l",
+            "tcp://127.0.0.1:0",
+            "-l",
+            "udp://127.0.0.1:0",
+        ]);
+    let mut server = crate::common::Spawned::start(command);
+    let endpoints = server.listening(2);
+    let tcp = endpoints
+        .iter()
+        .find(|e| e.to_string().starts_with("tcp://"))
+        .unwrap()
+        .to_string();
+    let udp: SocketAddr = endpoints
+        .iter()
+        .find(|e| e.to_string().starts_with("udp://"))
+        .unwrap()
+        .to_string()
+        .trim_start_matches("udp://")
+        .parse()
+        .unwrap();
+    // The flood: until the probe is done, bounded at 20 s and 50 million datagrams.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flooders: Vec<_> = (0..2)
+        .map(|_| {
+            let (done, sent) = (done.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let started = std::time::Instant::now();
+                while !done.load(Ordering::Relaxed)
+                    && started.elapsed() < Duration::from_secs(20)
+                    && sent.load(Ordering::Relaxed) < 50_000_000
+                {
+                    if socket.send_to(b"flood flood flood\n", udp).is_ok() {
+                        sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    while sent.load(Ordering::Relaxed) < 20_000 {
+        std::thread::yield_now();
+    }
+    let started = std::time::Instant::now();
+    let mut stream =
+        std::net::TcpStream::connect(tcp.trim_start_matches("tcp://")).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    use std::io::{Read, Write};
+    stream.write_all(b"still here\n").unwrap();
+    let mut reply = [0u8; 11];
+    let answered = stream.read_exact(&mut reply);
+    let waited = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        flooder.join().unwrap();
+    }
+    answered.unwrap_or_else(|e| {
+        panic!("the TCP probe was not answered during the UDP flood ({e}, after {waited:?})")
+    });
+    assert_eq!(&reply, b"STILL HERE\n");
+}

@@ -235,6 +235,12 @@ async fn datagram_loop(
             () = &mut stop => return,
             readable = socket.readable() => readable,
         };
+        // A wait that finds the socket readable spends none of tokio's coop budget (readiness
+        // is not budgeted, nor is the stop's `Notify`), so under a flood this loop would never
+        // yield and would keep its worker thread from every other task for as long as the
+        // flood lasts (on a one-CPU host: every connection). One unit a wake-up makes it yield
+        // once the budget is spent, as a budgeted receive would.
+        tokio::task::coop::consume_budget().await;
         // Then the datagrams already queued, without waiting between them: the wait (a poll of
         // the stop and of the socket's readiness) cost about as much as the rules and the
         // reply together, per datagram.
@@ -376,8 +382,8 @@ impl Batch {
 }
 
 /// Datagrams received at most per wake-up of the loop, before the stop is looked at again and
-/// the task's turn ends (tokio counts one wait per wake-up against its budget): a flood delays
-/// the stop and the other tasks by no more than this many answers.
+/// one unit of the task's coop budget is spent: a flood delays the stop by no more than this
+/// many answers, and the other tasks on the thread by no more than a budget's worth of them.
 const DATAGRAMS_PER_WAKE: usize = 16;
 
 impl Datagrams {
