@@ -219,7 +219,9 @@ fn backlog(limits: &Limits) -> i32 {
 /// traffic away from the first (the reason unicast UDP sets no such option). A unicast
 /// listener on the same port (bound without the option) still excludes group listeners and
 /// is excluded by them: exit 7. SO_REUSEPORT is not needed for this and would let the
-/// kernel balance unicast datagrams between sockets.
+/// kernel balance unicast datagrams between sockets. IP_MULTICAST_ALL (IPV6_MULTICAST_ALL)
+/// is off, so the socket receives the group only on the interface it joined it on, not on
+/// every interface where some other socket of the host joined it.
 fn group_socket(
     endpoint: &Endpoint,
     group: SocketAddr,
@@ -232,6 +234,15 @@ fn group_socket(
     let addr = multicast::bind_addr(group, interface)?;
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(bind_err)?;
     socket.set_reuse_address(true).map_err(bind_err)?;
+    // Linux delivers a group's datagrams to every socket bound to the group and port when
+    // any socket on the host joined the group on the arriving interface (IP_MULTICAST_ALL
+    // defaults to on), so `--multicast-if eth0` would still hear the group from eth1. Off,
+    // the socket hears only the memberships it made itself.
+    match addr {
+        SocketAddr::V4(_) => socket.set_multicast_all_v4(false),
+        SocketAddr::V6(_) => socket.set_multicast_all_v6(false),
+    }
+    .map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
     multicast::join(&socket, addr, interface, endpoint)?;
     socket.set_nonblocking(true).map_err(bind_err)?;

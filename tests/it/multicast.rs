@@ -186,6 +186,48 @@ fn members_on_one_host_share_the_group_port_on_every_engine() {
         let output = ns.run(&["serve", "-l", &format!("udp://0.0.0.0:{PORT}")]);
         assert_code(&output, 7);
         drop(servers);
+        let unicast = ns.serve(
+            &format!("udp://0.0.0.0:{PORT}"),
+            &["upper", "-e", engine.name()],
+        );
+        let output = ns.run(&["serve", "-l", &group, "-e", engine.name()]);
+        assert_code(&output, 7);
+        drop(unicast);
+    }
+}
+
+#[test]
+fn a_member_hears_the_group_only_on_the_interface_it_joined() {
+    let Some(lab) = lab(
+        2,
+        "a_member_hears_the_group_only_on_the_interface_it_joined",
+    ) else {
+        return;
+    };
+    lab.host(2)
+        .ip(&["link", "set", "lo", "multicast", "on"])
+        .expect("give host 2's loopback multicast");
+    let group = format!("udp://{GROUP}:{PORT}");
+    for engine in Engine::ALL {
+        // Both sockets get the datagrams that arrive on eth0, where the second joined, unless
+        // the first keeps to its own membership (on lo): it must not answer.
+        let servers = [
+            lab.host(2).serve(
+                &group,
+                &["echo", "-e", engine.name(), "--multicast-if", "lo"],
+            ),
+            lab.host(2).serve(
+                &group,
+                &["upper", "-e", engine.name(), "--multicast-if", "eth0"],
+            ),
+        ];
+        assert_replies(
+            lab.host(1),
+            &group,
+            &["--multicast-loop", "off"],
+            &[line(2, "HELLO")],
+        );
+        drop(servers);
     }
 }
 

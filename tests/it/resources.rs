@@ -602,6 +602,15 @@ fn thousands_of_idle_connections_do_not_delay_a_probe_on_a_pool_of_four_workers(
 fn an_idle_connection_costs_the_async_engine_at_most_2_kib() {
     let _one_at_a_time = IDLE_CONNECTIONS.lock().unwrap_or_else(|e| e.into_inner());
     let count = idle_budget();
+    // The 256 KiB of slack spread over fewer connections would loosen the bound past 2 KiB
+    // each (2.5 KiB at 512).
+    if count < 1_000 {
+        eprintln!(
+            "SKIP an_idle_connection_costs_the_async_engine_at_most_2_kib: the file limit allows \
+             only {count} connections, too few for a 2 KiB bound"
+        );
+        return;
+    }
     let args = ["-l", "tcp://127.0.0.1:0", "--backlog", "4096"];
     let server = Child::start(Engine::Async, &args, 1);
     let addr = server.addr(0);

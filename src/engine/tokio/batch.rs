@@ -247,5 +247,22 @@ mod tests {
             let (got, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!((&buf[..got], from), (replies[i], to));
         }
+
+        // An IPv6 address on this IPv4 socket: `sendmmsg` sends the first reply and stops, the
+        // next call fails on the bad one alone, and the third still goes.
+        let mut addrs = addrs;
+        addrs[1] = SockAddr::from(std::net::SocketAddr::from(([0u16, 0, 0, 0, 0, 0, 0, 1], 9)));
+        let mut results = Vec::new();
+        SendBatch::new().send(server.as_fd(), &replies, &addrs, |i, sent| {
+            results.push((i, sent.is_ok()));
+        });
+        assert_eq!(results, [(0, true), (1, false), (2, true)]);
+        for i in [0, 2] {
+            let mut buf = [0u8; 64];
+            let (got, from) = clients[i].recv_from(&mut buf).unwrap();
+            assert_eq!((&buf[..got], from), (replies[i], to));
+        }
+        let nothing = clients[1].recv_from(&mut [0u8; 64]).unwrap_err();
+        assert_eq!(nothing.kind(), io::ErrorKind::WouldBlock);
     }
 }

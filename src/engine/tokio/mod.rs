@@ -96,7 +96,10 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     while loops.join_next().await.is_some() {}
     tracker.close();
     if timeout(shared.limits.grace, tracker.wait()).await.is_err() {
-        tracing::info!("grace period over; closing the connections still open");
+        tracing::info!(
+            "grace period over; closing the connections still open ({})",
+            tracker.len()
+        );
         shared.force.fire();
         tracker.wait().await;
     }
@@ -309,7 +312,7 @@ impl Batch {
     /// One wake-up of a UDP loop: receives the datagrams queued (at most [`BATCH`], one
     /// system call), answers them, and sends their replies (one system call, each reply now or
     /// never). `failed` is an error of the wait. Returns how long to back off after an error
-    /// of the process or system.
+    /// of the process or system (of the wait, or of a datagram of the batch).
     fn answer(
         &mut self,
         socket: &UdpSocket,
@@ -349,12 +352,18 @@ impl Batch {
         let clock = (std::time::Instant::now(), std::time::SystemTime::now());
         self.peers.clear();
         self.to.clear();
+        let mut back_off = None;
         for i in 0..count {
             let (buf, got) = self.recv.get(i);
             let got = got.map(|(n, from)| (n, Address::Inet(from)));
             let (n, ctx) = match datagrams.received_in(shared, buf, got, Some(clock)) {
                 Received::Request(n, ctx) => (n, ctx),
-                Received::Next | Received::BackOff(_) => continue,
+                Received::Next => continue,
+                // As the one-at-a-time loop does, after this batch's replies.
+                Received::BackOff(delay) => {
+                    back_off = Some(delay);
+                    continue;
+                }
             };
             let admitted = datagrams.admitted();
             let at = self.peers.len();
@@ -377,7 +386,20 @@ impl Batch {
                 let (peer, admitted) = &peers[i];
                 datagrams.sent_reply(peer, replies[i], *admitted, sent);
             });
-        None
+        // A service that once wrote a reply over the limit (not sent) must not leave its
+        // buffer that big for the life of the loop. Cut back to the limit, not to nothing: a
+        // reply the limit allows may grow a buffer past it (doubling), and must not cost an
+        // allocation every time.
+        let limit = shared
+            .limits
+            .max_datagram
+            .min(crate::limits::MAX_DATAGRAM_BYTES_V6);
+        for reply in &mut self.replies {
+            if reply.capacity() > limit {
+                *reply = BytesMut::with_capacity(limit);
+            }
+        }
+        back_off
     }
 }
 

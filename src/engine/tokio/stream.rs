@@ -313,6 +313,8 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         machine.handle(Event::Wrote(n), now);
                         continue;
                     }
+                    // Tried again, as a read is (and as the pool's writes are).
+                    Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {}
                 },

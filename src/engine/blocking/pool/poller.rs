@@ -197,7 +197,10 @@ impl Hub {
     /// that comes while the worker waits on the socket itself does not wake the poller too (no
     /// interest mio offers is quiet: a priority-only registration is woken by every arrival).
     /// It is unmuted before it is parked: epoll reports a readiness that is already there at
-    /// once then, so nothing that came meanwhile is missed.
+    /// once then, so nothing that came meanwhile is missed. The cost: re-added with read and
+    /// write interest, a connection whose send buffer has room (nearly always) is reported
+    /// ready to write at once, which wakes the poller, and sometimes hands a worker a round
+    /// that finds nothing to do.
     pub(super) fn set_muted(&self, conn: &mut Pooled, muted: bool) -> io::Result<()> {
         if conn.muted != muted {
             let fd = conn.conn.as_fd().as_raw_fd();
