@@ -5,6 +5,8 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::MsgFlags;
@@ -162,9 +164,12 @@ pub(super) fn talk(
     let writer = socket
         .try_clone()
         .map_err(|e| io_err("cannot clone the socket", e))?;
+    // Counted as the input thread goes: it may still wait for a line when the server closes.
+    let sent = Arc::new(AtomicU64::new(0));
+    let counted = sent.clone();
     let sending = std::thread::Builder::new()
         .name("socketkit-input".into())
-        .spawn(move || send_lines(&writer, input, half_close))
+        .spawn(move || send_lines(&writer, input, half_close, &counted))
         .map_err(|e| io_err("cannot start the input thread", e))?;
     let mut buf = vec![0u8; MAX_REPLY_BYTES];
     let mut received = 0u64;
@@ -186,28 +191,32 @@ pub(super) fn talk(
     // its writes now fail, and the process's end does not wait for it.
     let _ = socket.shutdown(std::net::Shutdown::Both);
     read?;
-    let sent = if sending.is_finished() {
-        sending.join().unwrap_or(Ok(0))?
-    } else {
-        0
-    };
-    Ok(report(endpoint, sent, received))
+    if sending.is_finished() {
+        sending.join().unwrap_or(Ok(()))?;
+    }
+    Ok(report(endpoint, sent.load(Ordering::Relaxed), received))
 }
 
-/// The input thread of [`talk`]: one record per line; returns the bytes sent.
-fn send_lines(socket: &Socket, mut input: impl BufRead, half_close: bool) -> Result<u64, Error> {
-    let mut sent = 0u64;
+/// The input thread of [`talk`]: one record per line, adding the bytes sent to `sent`.
+fn send_lines(
+    socket: &Socket,
+    mut input: impl BufRead,
+    half_close: bool,
+    sent: &AtomicU64,
+) -> Result<(), Error> {
     while let Some(line) = read_message_line(&mut input, MAX_RECORD_BYTES, "record")? {
         if line.is_empty() {
             continue; // an empty record would read as the end at the server
         }
         match seqpacket::send_record(socket.as_fd(), &line, MsgFlags::empty()) {
-            Ok(n) => sent += n as u64,
+            Ok(n) => {
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) => return Err(io_err("sending a line", e)),
         }
     }
     if half_close {
         let _ = socket.shutdown(std::net::Shutdown::Write);
     }
-    Ok(sent)
+    Ok(())
 }

@@ -204,3 +204,33 @@ fn a_unixpacket_path_that_is_a_stream_socket_or_a_regular_file_is_one_clear_line
     }
     assert_eq!(std::fs::read(dir.path().join("file")).unwrap(), b"precious");
 }
+
+/// `client`'s report counts the records sent even when the server closes while the input is
+/// still open (its input thread then still waits for a line): the count was 0 then.
+#[test]
+fn the_client_report_counts_what_was_sent_when_the_server_closes_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.sock");
+    let server = TestServer::with(
+        Server::builder()
+            .engine(Engine::Async)
+            .idle_timeout(std::time::Duration::from_millis(300))
+            .listen(format!("unixpacket://{}", path.display()).parse().unwrap()),
+    );
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    use std::io::Write;
+    writer.write_all(b"hello\n").unwrap(); // and the input stays open
+    let mut output = Vec::new();
+    let report = socketkit::client::talk(
+        server.endpoint(0),
+        std::io::BufReader::new(reader),
+        &mut output,
+        None,
+        true,
+        &socketkit::client::SendOptions::default(),
+    )
+    .expect("talk");
+    assert_eq!(output, b"HELLO\n");
+    assert_eq!(report.sent, 5, "{report:?}");
+    drop(writer);
+}
