@@ -45,52 +45,37 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
         let shared = shared.clone();
         let (transport, local) = (listener.transport(), listener.local());
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
-        match listener {
-            Listener::Tcp(l) => {
-                let l = TcpListener::from_std(l).map_err(adopt)?;
-                let acceptor = Acceptor {
-                    listener: Accept::Tcp(l),
-                    listening: Arc::new(Listening { transport, local }),
-                    shared,
-                    tracker: tracker.clone(),
-                    slots: slots.clone(),
-                };
-                loops.spawn(acceptor.run());
-            }
+        // Datagram listeners get their loop; stream listeners, adopted, an acceptor each.
+        let accept = match listener {
+            Listener::Tcp(l) => Accept::Tcp(TcpListener::from_std(l).map_err(adopt)?),
             Listener::Unix(l, file) => {
                 _socket_files.push(file);
-                let l = UnixListener::from_std(l).map_err(adopt)?;
-                let acceptor = Acceptor {
-                    listener: Accept::Unix(l),
-                    listening: Arc::new(Listening { transport, local }),
-                    shared,
-                    tracker: tracker.clone(),
-                    slots: slots.clone(),
-                };
-                loops.spawn(acceptor.run());
+                Accept::Unix(UnixListener::from_std(l).map_err(adopt)?)
             }
             Listener::UnixSeqpacket(l, file) => {
                 _socket_files.push(file);
-                let l = crate::seqpacket::register(l).map_err(adopt)?;
-                let acceptor = Acceptor {
-                    listener: Accept::Seqpacket(l),
-                    listening: Arc::new(Listening { transport, local }),
-                    shared,
-                    tracker: tracker.clone(),
-                    slots: slots.clone(),
-                };
-                loops.spawn(acceptor.run());
+                Accept::Seqpacket(crate::seqpacket::register(l).map_err(adopt)?)
             }
             Listener::Udp(s) => {
                 let s = UdpSocket::from_std(s).map_err(adopt)?;
                 loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
+                continue;
             }
             Listener::UnixDatagram(s, file) => {
                 _socket_files.push(file);
                 let s = UnixDatagram::from_std(s).map_err(adopt)?;
                 loops.spawn(datagram_loop(Datagrams::Unix(s), shared, transport, local));
+                continue;
             }
-        }
+        };
+        let acceptor = Acceptor {
+            listener: accept,
+            listening: Arc::new(Listening { transport, local }),
+            shared,
+            tracker: tracker.clone(),
+            slots: slots.clone(),
+        };
+        loops.spawn(acceptor.run());
     }
     // The loops end when `stop` fires; then connections in flight get the grace period.
     while loops.join_next().await.is_some() {}
