@@ -1452,7 +1452,9 @@ fn one_request(
     match outcome {
         Ok(reply) if reply == expected.as_bytes() => tally.answered += 1,
         // A clean close without a reply would mean the server read the request and dropped
-        // it: lost. A connection the server never accepted is reset (or refused) instead.
+        // it: lost. A connection the server never accepted is reset (or refused) instead; when
+        // the reset comes between the client's write and its half-close, the half-close fails
+        // with ENOTCONN (NotConnected): a reset all the same, the request unread.
         Err(e)
             if after_signal
                 && matches!(
@@ -1460,6 +1462,7 @@ fn one_request(
                     IoErrorKind::ConnectionRefused
                         | IoErrorKind::ConnectionReset
                         | IoErrorKind::BrokenPipe
+                        | IoErrorKind::NotConnected
                 ) =>
         {
             tally.not_taken += 1
