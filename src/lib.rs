@@ -21,6 +21,7 @@
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
+//! | `proxy`           | the PROXY protocol header (HAProxy's v1 and v2, feature `proxy`): how much of a connection is header, what it says, the header a client sends; sans-IO, over the `ppp` parser |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
@@ -70,6 +71,8 @@ pub(crate) mod limits;
 pub mod multicast;
 pub mod names;
 pub mod ping;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;

@@ -112,6 +112,10 @@ pub struct Plan {
     pub payload: Payload,
     /// Reply check.
     pub expect: Expect,
+    /// Streams (tcp, unix): the PROXY protocol header each connection sends first, before
+    /// its first request (see [`crate::proxy::Announce`]). Default: none.
+    #[cfg(feature = "proxy")]
+    pub proxy: Option<crate::proxy::Announce>,
 }
 
 impl Plan {
@@ -131,6 +135,8 @@ impl Plan {
             framing: Framing::Raw,
             payload: Payload::Ascii,
             expect: Expect::Upper,
+            #[cfg(feature = "proxy")]
+            proxy: None,
         }
     }
 

@@ -96,12 +96,24 @@ impl Run {
         let connecting = async {
             match &self.target {
                 Target::Inet(addr) => {
-                    let stream = tokio::net::TcpStream::connect(addr).await?;
+                    #[allow(unused_mut)] // written to with a PROXY header
+                    let mut stream = tokio::net::TcpStream::connect(addr).await?;
                     stream.set_nodelay(true)?;
+                    #[cfg(feature = "proxy")]
+                    if let Some(announce) = &self.plan.proxy {
+                        let header = announce.header(stream.local_addr().ok(), Some(*addr));
+                        tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
+                    }
                     Ok::<Box<dyn AsyncStream>, io::Error>(Box::new(stream))
                 }
                 Target::Unix(path) => {
-                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    #[allow(unused_mut)] // written to with a PROXY header
+                    let mut stream = tokio::net::UnixStream::connect(path).await?;
+                    #[cfg(feature = "proxy")]
+                    if let Some(announce) = &self.plan.proxy {
+                        let header = announce.header(None, None);
+                        tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
+                    }
                     Ok(Box::new(stream) as Box<dyn AsyncStream>)
                 }
                 Target::Seqpacket(endpoint) => {

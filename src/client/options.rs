@@ -45,6 +45,10 @@ pub struct SendOptions {
     /// Multicast only: whether members on this host get the request too
     /// (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`). Default: none, the system's (on).
     pub multicast_loop: Option<bool>,
+    /// Streams only: the PROXY protocol header sent first, before any input byte (see
+    /// [`crate::proxy::Announce`]). Default: none.
+    #[cfg(feature = "proxy")]
+    pub proxy: Option<crate::proxy::Announce>,
 }
 
 impl Default for SendOptions {
@@ -61,6 +65,8 @@ impl Default for SendOptions {
             max_time: None,
             multicast_ttl: None,
             multicast_loop: None,
+            #[cfg(feature = "proxy")]
+            proxy: None,
         }
     }
 }

@@ -31,8 +31,32 @@ pub(super) enum StreamClient {
 
 impl StreamClient {
     /// Connects within `options.timeout`, or what is left of the `deadline` (the end of
-    /// `max_time`, and its length) when that is sooner.
+    /// `max_time`, and its length) when that is sooner; then sends the PROXY header, if the
+    /// options ask for one.
     pub(super) fn connect(
+        endpoint: &Endpoint,
+        options: &SendOptions,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<StreamClient, Error> {
+        let stream = StreamClient::connect_only(endpoint, options, deadline)?;
+        #[cfg(feature = "proxy")]
+        if let Some(announce) = &options.proxy {
+            let header = match &stream {
+                StreamClient::Tcp(s) => announce.header(s.local_addr().ok(), s.peer_addr().ok()),
+                StreamClient::Unix(..) => announce.header(None, None),
+            };
+            let mut writer = match &stream {
+                StreamClient::Tcp(s) => Box::new(s) as Box<dyn Write + '_>,
+                StreamClient::Unix(s, _) => Box::new(s),
+            };
+            writer
+                .write_all(&header)
+                .map_err(|e| io_err("cannot send the PROXY header", e))?;
+        }
+        Ok(stream)
+    }
+
+    fn connect_only(
         endpoint: &Endpoint,
         options: &SendOptions,
         deadline: Option<(Instant, Duration)>,

@@ -54,7 +54,9 @@ impl AcceptLoop {
         match result {
             Ok((conn, peer)) => {
                 self.backoff.reset();
-                if !shared.verify(&peer) {
+                // Behind a balancer the peer is the balancer: the client is verified once its
+                // PROXY header is read.
+                if !shared.proxy_protocol && !shared.verify(&peer) {
                     refuse(&conn);
                     return Accepted::Next;
                 }
@@ -102,7 +104,7 @@ pub(crate) fn drain_queue<C: AsFd>(
     loop {
         match accept_now() {
             Ok((conn, peer)) => {
-                if !shared.verify(&peer) {
+                if !shared.proxy_protocol && !shared.verify(&peer) {
                     refuse(&conn);
                     continue;
                 }

@@ -1,6 +1,7 @@
 //! Listening sockets, made with socket2 so that backlog, SO_REUSEADDR and IPV6_V6ONLY are ours
 //! to set. No option may let a second server bind an address in use: SO_REUSEADDR is set on
-//! TCP and on multicast group listeners only (see [`group_socket`]), SO_REUSEPORT nowhere, and a Unix socket file is removed only when nothing answers
+//! TCP and on multicast group listeners only (see [`group_socket`]), SO_REUSEPORT only when
+//! asked (`--reuse-port`: servers that mean to share a port), and a Unix socket file is removed only when nothing answers
 //! on it (an abstract socket, `unix://@name`, has no file: a name in use is simply refused).
 //! Every listener is bound before serving starts, so port 0 is known early (Python's
 //! `bind_and_activate`), and is non-blocking: the blocking engines wait in `poll` beside the
@@ -65,6 +66,7 @@ impl Listener {
         endpoint: &Endpoint,
         limits: &Limits,
         interface: Option<&MulticastInterface>,
+        reuse_port: bool,
     ) -> Result<Listener, Error> {
         let bind_err = |source: io::Error| Error::Bind {
             endpoint: endpoint.clone(),
@@ -77,7 +79,8 @@ impl Listener {
                 if !stream && addr.ip().is_multicast() {
                     return group_socket(endpoint, addr, interface).map(Listener::Udp);
                 }
-                let socket = inet_socket(addr, stream, limits.backlog).map_err(bind_err)?;
+                let socket =
+                    inet_socket(addr, stream, limits.backlog, reuse_port).map_err(bind_err)?;
                 Ok(if stream {
                     Listener::Tcp(socket.into())
                 } else {
@@ -146,6 +149,51 @@ impl Listener {
                 Ok(Listener::UnixSeqpacket(socket, file))
             }
         }
+    }
+
+    /// A socket made elsewhere (systemd's socket activation), already bound, and listening if
+    /// it is a stream socket: its kind is read from the socket. It is put in non-blocking
+    /// mode, like the sockets socketkit binds; a Unix socket's file is left to its maker.
+    ///
+    /// # Errors
+    ///
+    /// A descriptor that is not a socket, or a socket of a kind socketkit does not serve (a
+    /// stream socket that does not listen, a raw or packet socket), with a message that says
+    /// which.
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let wrong = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let ty = socket.r#type().map_err(|e| match e.raw_os_error() {
+            Some(nix::libc::ENOTSOCK) => wrong("not a socket".into()),
+            _ => e,
+        })?;
+        let domain = socket.domain()?;
+        let inet = domain == Domain::IPV4 || domain == Domain::IPV6;
+        if (ty == Type::STREAM || ty == Type::SEQPACKET) && !socket.is_listener()? {
+            return Err(wrong(
+                "a stream socket that is not listening (systemd: Accept=no is needed, \
+                 and socketkit accepts the connections itself)"
+                    .into(),
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        let kind = (inet, domain == Domain::UNIX, ty);
+        Ok(match kind {
+            (true, _, Type::STREAM) => Listener::Tcp(socket.into()),
+            (true, _, Type::DGRAM) => Listener::Udp(socket.into()),
+            (_, true, Type::STREAM) => Listener::Unix(socket.into(), SocketFile::none()),
+            (_, true, Type::DGRAM) => Listener::UnixDatagram(
+                std::os::fd::OwnedFd::from(socket).into(),
+                SocketFile::none(),
+            ),
+            (_, true, Type::SEQPACKET) => Listener::UnixSeqpacket(socket, SocketFile::none()),
+            _ => {
+                return Err(wrong(format!(
+                    "a socket of a kind socketkit does not serve ({domain:?}, {ty:?}); \
+                     it serves TCP, UDP and Unix stream, datagram and sequenced-packet sockets"
+                )));
+            }
+        })
     }
 
     /// Refuses new connections from now on without closing the descriptor, which another
@@ -249,9 +297,19 @@ fn group_socket(
     Ok(socket.into())
 }
 
-fn inet_socket(addr: SocketAddr, stream: bool, backlog_len: u32) -> io::Result<Socket> {
+fn inet_socket(
+    addr: SocketAddr,
+    stream: bool,
+    backlog_len: u32,
+    reuse_port: bool,
+) -> io::Result<Socket> {
     let ty = if stream { Type::STREAM } else { Type::DGRAM };
     let socket = Socket::new(Domain::for_address(addr), ty, None)?;
+    if reuse_port {
+        // Every server on the port sets it (and runs as the same user): the kernel then
+        // spreads new connections and datagrams among them by a hash of the peer's address.
+        socket.set_reuse_port(true)?;
+    }
     if stream {
         // Restarting a server must not fail while old connections sit in TIME_WAIT. Linux
         // still refuses a second listener on the port. On a UDP socket the option means

@@ -11,6 +11,8 @@ mod datagram;
 mod guard;
 pub(crate) mod listener;
 mod peer_log;
+#[cfg(feature = "proxy")]
+mod proxied;
 mod rate;
 mod runtime;
 mod slots;

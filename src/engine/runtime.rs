@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) force: Trigger,
     /// Refused peers, logged at info level at most once per interval.
     pub(crate) refusals: RefusalLog,
+    /// Every stream connection begins with a PROXY header (`--proxy-protocol`): its client is
+    /// the peer, verified once the header is read (see `engine::proxied`).
+    pub(crate) proxy_protocol: bool,
 }
 
 impl Shared {
@@ -74,6 +77,7 @@ impl Shared {
             stop: Arc::new(Trigger::new()?),
             force: Trigger::new()?,
             refusals: RefusalLog::default(),
+            proxy_protocol: false,
         })
     }
 

@@ -51,6 +51,9 @@ pub struct ServerBuilder {
     handle_error: Option<ErrorHook>,
     access: AccessList,
     multicast_if: Option<MulticastInterface>,
+    proxy_protocol: bool,
+    reuse_port: bool,
+    adopted: Vec<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -271,6 +274,54 @@ impl ServerBuilder {
         self
     }
 
+    /// Every stream listener expects a PROXY protocol header (v1 or v2, told apart by its first
+    /// bytes) at the start of each connection, as a balancer such as HAProxy
+    /// (`send-proxy-v2`) sends it. The client the header names is the peer that
+    /// `verify_request`, the access list, handlers, the rate limit and the logs see; a
+    /// `LOCAL` header (a balancer's health check) keeps the socket's own. The header must be
+    /// whole within the message time-out, and at most 107 bytes (v1) or
+    /// [`proxy::V2_MAX_BYTES`](crate::proxy::V2_MAX_BYTES) (v2); a missing, garbled or cut-off header closes that connection with
+    /// one log line, before the service sees a byte. Datagram listeners are not concerned.
+    /// Needs the `proxy` feature (in the default set).
+    ///
+    /// ```
+    /// use socketkit::Server;
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .proxy_protocol(true)
+    ///     .bind()?;
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn proxy_protocol(mut self, on: bool) -> ServerBuilder {
+        self.proxy_protocol = on;
+        self
+    }
+
+    /// Sets SO_REUSEPORT on the TCP and UDP listeners, so that several servers (one process
+    /// per core) bind the same address and port and the kernel spreads connections and
+    /// datagrams among them. Off by default: a second server on a port in use then fails to
+    /// bind, as it should when it was not meant to share.
+    pub fn reuse_port(mut self, on: bool) -> ServerBuilder {
+        self.reuse_port = on;
+        self
+    }
+
+    /// Serves on a socket made elsewhere, already bound (and listening, for a stream socket):
+    /// one passed by systemd's socket activation, for instance. Its kind (TCP, UDP, Unix
+    /// stream, datagram or sequenced-packet) is read from the socket; its endpoint is the
+    /// address it is bound to. Adopted sockets come before the [`listen`](Self::listen)
+    /// endpoints.
+    ///
+    /// # Errors
+    ///
+    /// [`bind`](Self::bind) fails with [`Error::Config`] for a descriptor that is not a
+    /// socket, a socket of another kind (a raw socket, a stream socket that is not
+    /// listening, a connected one), rather than serving some sockets and not others.
+    pub fn adopt(mut self, socket: std::os::fd::OwnedFd) -> ServerBuilder {
+        self.adopted.push(socket);
+        self
+    }
+
     /// socketserver's `handle_error`: called when a connection or datagram fails with an error
     /// or a panic. Only that connection closes; the server goes on. Default: one log line with
     /// the peer's address.
@@ -292,16 +343,34 @@ impl ServerBuilder {
     /// (address in use, permission denied) or a multicast group cannot be joined;
     /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::InterfaceNotFound`]
     /// for a multicast interface that does not exist.
-    pub fn bind(self) -> Result<Server, Error> {
+    pub fn bind(mut self) -> Result<Server, Error> {
+        let mut listeners = Vec::with_capacity(self.endpoints.len() + self.adopted.len());
+        let mut endpoints = Vec::with_capacity(self.endpoints.len() + self.adopted.len());
+        // Adopted first: their kinds are known once they are read, and a wrong one is refused
+        // before anything is bound.
+        for (index, socket) in std::mem::take(&mut self.adopted).into_iter().enumerate() {
+            let listener = Listener::adopt(socket)
+                .map_err(|e| Error::Config(format!("adopted socket {}: {e}", index + 1)))?;
+            let endpoint = listener
+                .local_endpoint()
+                .map_err(|e| Error::Config(format!("adopted socket {}: {e}", index + 1)))?;
+            self.endpoints.push(endpoint.clone());
+            endpoints.push(endpoint);
+            listeners.push(listener);
+        }
         if self.endpoints.is_empty() {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
         self.check_handlers()?;
         self.limits.check().map_err(Error::Config)?;
-        let mut listeners = Vec::with_capacity(self.endpoints.len());
-        let mut endpoints = Vec::with_capacity(self.endpoints.len());
-        for endpoint in &self.endpoints {
-            let listener = Listener::bind(endpoint, &self.limits, self.multicast_if.as_ref())?;
+        let bound = self.endpoints.len() - endpoints.len();
+        for endpoint in &self.endpoints[..bound] {
+            let listener = Listener::bind(
+                endpoint,
+                &self.limits,
+                self.multicast_if.as_ref(),
+                self.reuse_port,
+            )?;
             endpoints.push(listener.local_endpoint().map_err(|source| Error::Bind {
                 endpoint: endpoint.clone(),
                 source,
@@ -325,7 +394,7 @@ impl ServerBuilder {
             datagram_handler: self.datagram_handler,
             async_handler: self.async_handler,
         };
-        let shared = Shared::new(
+        let mut shared = Shared::new(
             app,
             self.framing,
             self.limits,
@@ -334,6 +403,7 @@ impl ServerBuilder {
             self.handle_error,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
+        shared.proxy_protocol = self.proxy_protocol;
         Ok(Server {
             listeners,
             endpoints,
@@ -346,6 +416,22 @@ impl ServerBuilder {
     /// Refuses handlers the chosen engine cannot run, rather than ignoring them, and settings
     /// a sequenced-packet listener cannot honour.
     fn check_handlers(&self) -> Result<(), Error> {
+        if self.proxy_protocol {
+            if !cfg!(feature = "proxy") {
+                return Err(Error::Config(
+                    "the PROXY protocol needs socketkit built with the `proxy` feature".into(),
+                ));
+            }
+            if let Some(packet) = self
+                .endpoints
+                .iter()
+                .find(|e| e.transport() == Transport::UnixSeqpacket)
+            {
+                return Err(Error::Config(format!(
+                    "the PROXY protocol is for byte streams (tcp, unix): {packet} keeps records"
+                )));
+            }
+        }
         if let Some(packet) = self
             .endpoints
             .iter()
@@ -462,6 +548,9 @@ impl Server {
             handle_error: None,
             access: AccessList::default(),
             multicast_if: None,
+            proxy_protocol: false,
+            reuse_port: false,
+            adopted: Vec::new(),
         }
     }
 

@@ -3,6 +3,8 @@
 //! server), `threaded` on a new thread (`ThreadingMixIn`), `pool` on a worker of a fixed pool.
 
 mod pool;
+#[cfg(feature = "proxy")]
+mod proxied;
 mod stream;
 
 use std::io;
@@ -73,6 +75,10 @@ impl Runner {
             Runner::Pool(pool) => pool.connection(shared, conn, ctx, traffic, permit),
             Runner::Inline | Runner::Thread => Box::new(move || {
                 let _permit = permit;
+                #[cfg(feature = "proxy")]
+                let Some(ctx) = proxied::proxied(&shared, &conn, ctx) else {
+                    return;
+                };
                 serve_stream(&shared, conn, ctx, traffic);
             }),
         }

@@ -1,6 +1,8 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
 mod batch;
+#[cfg(feature = "proxy")]
+mod proxied;
 mod stream;
 
 use std::io;

@@ -76,7 +76,7 @@ pub(crate) struct Listening {
 
 impl Listening {
     /// The context of a connection from `peer`, accepted at `accepted`.
-    fn context(&self, peer: &Address, accepted: SystemTime) -> Context {
+    pub(crate) fn context(&self, peer: &Address, accepted: SystemTime) -> Context {
         Context {
             peer: peer.clone(),
             local: self.local.clone(),
@@ -108,6 +108,16 @@ pub(crate) fn serve_conn(
     let listening = listening.clone();
     let accepted = SystemTime::now();
     async move {
+        // Boxed: rare, and inline its state would grow every idle connection's task.
+        #[cfg(feature = "proxy")]
+        let peer = match shared.proxy_protocol {
+            true => match Box::pin(super::proxied::proxied(&shared, &conn, peer, &listening)).await
+            {
+                Some(client) => client,
+                None => return drop(permit),
+            },
+            false => peer,
+        };
         if let Some(handler) = &shared.app.async_handler {
             let ctx = listening.context(&peer, accepted);
             Box::pin(serve_handler(handler, conn, ctx, &shared)).await;

@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use socketkit::{Endpoint, Engine};
 
+mod ops;
 mod values;
 
+pub use ops::{ProxyClientArgs, ServeOpsArgs};
 pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
@@ -293,6 +295,9 @@ pub struct ServeArgs {
     pub multicast_if: Option<socketkit::multicast::MulticastInterface>,
 
     #[command(flatten)]
+    pub ops: ServeOpsArgs,
+
+    #[command(flatten)]
     pub framing: FramingArgs,
 }
 
@@ -355,6 +360,9 @@ pub struct BenchArgs {
     pub json: bool,
 
     #[command(flatten)]
+    pub proxy: ProxyClientArgs,
+
+    #[command(flatten)]
     pub framing: FramingArgs,
 }
 
@@ -407,6 +415,9 @@ pub struct ClientArgs {
     /// keeps the connection open (nc's -q).
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub quit_after: Option<Duration>,
+
+    #[command(flatten)]
+    pub proxy: ProxyClientArgs,
 
     #[command(flatten)]
     pub framing: FramingArgs,
@@ -464,6 +475,9 @@ pub struct SendArgs {
     /// the system's, on]. Only with a group target.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     pub multicast_loop: Option<bool>,
+
+    #[command(flatten)]
+    pub proxy: ProxyClientArgs,
 
     #[command(flatten)]
     pub framing: FramingArgs,

@@ -29,6 +29,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     plan.framing = args.framing.framing();
     plan.payload = args.payload;
     plan.expect = args.expect;
+    #[cfg(feature = "proxy")]
+    {
+        plan.proxy = args.proxy.announce(&plan.endpoint)?;
+    }
+    #[cfg(not(feature = "proxy"))]
+    args.proxy.refuse()?;
 
     let counters = Arc::new(Counters::default());
     let done = Arc::new(AtomicBool::new(false));

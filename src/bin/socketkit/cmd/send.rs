@@ -15,6 +15,12 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     options.max_time = args.max_time;
     options.multicast_ttl = args.ttl;
     options.multicast_loop = args.multicast_loop;
+    #[cfg(feature = "proxy")]
+    {
+        options.proxy = args.proxy.announce(&args.endpoint)?;
+    }
+    #[cfg(not(feature = "proxy"))]
+    args.proxy.refuse()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {

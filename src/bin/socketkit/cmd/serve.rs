@@ -43,6 +43,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
             .access(access.clone())
+            .proxy_protocol(args.ops.proxy_protocol)
+            .reuse_port(args.ops.reuse_port)
             .service(service);
         for endpoint in endpoints {
             builder = builder.listen(endpoint);

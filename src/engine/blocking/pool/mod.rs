@@ -95,14 +95,28 @@ impl Pool {
         traffic: Traffic,
         permit: Permit,
     ) -> Job {
+        // The PROXY header is read on the worker, which it holds for the message time-out at
+        // most (a balancer sends it with the connection, at once).
         if shared.app.stream_handler.is_some() {
             return Box::new(move || {
                 let _permit = permit;
+                #[cfg(feature = "proxy")]
+                let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx) else {
+                    return;
+                };
                 super::stream::serve_stream(&shared, conn, ctx, traffic);
             });
         }
         let hub = self.hub.clone();
-        Box::new(move || ready::open(&hub, conn, ctx, traffic, permit))
+        Box::new(move || {
+            #[cfg(feature = "proxy")]
+            let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx) else {
+                return;
+            };
+            #[cfg(not(feature = "proxy"))]
+            drop(shared);
+            ready::open(&hub, conn, ctx, traffic, permit)
+        })
     }
 
     fn send(&self, work: Work) {
