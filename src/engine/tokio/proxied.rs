@@ -3,27 +3,36 @@
 //! passes or the grace period ends.
 
 use std::io;
-use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use tokio::io::Interest;
+use tokio::net::{TcpStream, UnixStream};
 
-use super::stream::{Conn, Listening};
 use crate::engine::Shared;
 use crate::engine::proxied::{PEEK_BYTES, Progress, ProxyHeaderError, admit, report, step};
 use crate::proxy::{Header, HeaderReader};
-use crate::service::Address;
+use crate::service::{Address, Context};
+
+/// A byte stream that may carry a PROXY header.
+pub(crate) enum Stream<'a> {
+    Tcp(&'a TcpStream),
+    Unix(&'a UnixStream),
+}
+
+impl AsFd for Stream<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
 
 /// Reads the connection's PROXY header and returns the real client, verified; `None` when
-/// the connection is over (a bad header, reported; a refused client).
-pub(crate) async fn proxied(
-    shared: &Shared,
-    conn: &Conn,
-    peer: Address,
-    listening: &Arc<Listening>,
-) -> Option<Address> {
-    let ctx = listening.context(&peer, SystemTime::now());
+/// the connection is over (a bad header, reported; a refused client). `ctx` is the
+/// connection's context with the socket's peer.
+pub(crate) async fn proxied(shared: &Shared, conn: Stream<'_>, ctx: Context) -> Option<Address> {
+    let conn = &conn;
     let limit = shared.limits.message_timeout;
     let read = tokio::select! {
         read = tokio::time::timeout(limit, read_header(conn)) => match read {
@@ -41,25 +50,23 @@ pub(crate) async fn proxied(
     }
 }
 
-async fn read_header(conn: &Conn) -> Result<Header, ProxyHeaderError> {
+async fn read_header(conn: &Stream<'_>) -> Result<Header, ProxyHeaderError> {
     let mut reader = HeaderReader::new();
     let mut buf = vec![0u8; PEEK_BYTES];
     loop {
-        let mut attempt = || match step(conn.as_fd(), &mut reader, &mut buf) {
+        let attempt = || match step(conn.as_fd(), &mut reader, &mut buf) {
             Ok(Progress::Pending) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
             other => Ok(other),
         };
         let tried = match conn {
-            Conn::Tcp(s) => {
+            Stream::Tcp(s) => {
                 s.readable().await.map_err(ProxyHeaderError::Io)?;
                 s.try_io(Interest::READABLE, attempt)
             }
-            Conn::Unix(s) => {
+            Stream::Unix(s) => {
                 s.readable().await.map_err(ProxyHeaderError::Io)?;
                 s.try_io(Interest::READABLE, attempt)
             }
-            // Refused when the server is built: a record is not a byte stream.
-            Conn::Seqpacket(_) => attempt(),
         };
         match tried {
             Ok(Ok(Progress::Done(header))) => return Ok(header),

@@ -76,7 +76,7 @@ pub(crate) struct Listening {
 
 impl Listening {
     /// The context of a connection from `peer`, accepted at `accepted`.
-    pub(crate) fn context(&self, peer: &Address, accepted: SystemTime) -> Context {
+    fn context(&self, peer: &Address, accepted: SystemTime) -> Context {
         Context {
             peer: peer.clone(),
             local: self.local.clone(),
@@ -111,11 +111,19 @@ pub(crate) fn serve_conn(
         // Boxed: rare, and inline its state would grow every idle connection's task.
         #[cfg(feature = "proxy")]
         let peer = match shared.proxy_protocol {
-            true => match Box::pin(super::proxied::proxied(&shared, &conn, peer, &listening)).await
-            {
-                Some(client) => client,
-                None => return drop(permit),
-            },
+            true => {
+                use super::proxied::{Stream, proxied};
+                let stream = match &conn {
+                    Conn::Tcp(s) => Stream::Tcp(s),
+                    Conn::Unix(s) => Stream::Unix(s),
+                    Conn::Seqpacket(_) => unreachable!("refused by the builder"),
+                };
+                let ctx = listening.context(&peer, accepted);
+                match Box::pin(proxied(&shared, stream, ctx)).await {
+                    Some(client) => client,
+                    None => return drop(permit),
+                }
+            }
             false => peer,
         };
         if let Some(handler) = &shared.app.async_handler {
