@@ -22,6 +22,7 @@
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | `proxy`           | the PROXY protocol header (HAProxy's v1 and v2, feature `proxy`): how much of a connection is header, what it says, the header a client sends; sans-IO, over the `ppp` parser |
+//! | `activation`      | systemd (feature `systemd`): the sockets a service manager passes (`LISTEN_FDS`, `LISTEN_FDNAMES`), `READY=1` and `STOPPING=1` |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
@@ -60,6 +61,8 @@
 #![deny(unsafe_code)]
 
 pub(crate) mod access;
+#[cfg(feature = "systemd")]
+pub mod activation;
 pub mod bench;
 pub mod client;
 pub mod codec;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod activation;
 pub mod addr;
 pub mod bench;
 pub mod client;

@@ -14,7 +14,15 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 /// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
-    let plan = plan(&args)?;
+    // Before any thread starts: taking the sockets unsets LISTEN_FDS and LISTEN_PID.
+    let passed = super::activation::passed()?;
+    let plan = plan(&args, !passed.is_empty())?;
+    let default = args
+        .services
+        .iter()
+        .find(|s| s.endpoints.is_empty())
+        .map_or("upper", |s| s.name.as_str());
+    let (plan, mut adopted) = super::activation::assign(plan, passed, default)?;
     let mut access = socketkit::server::AccessList::default();
     for cidr in &args.allow {
         access.allow(cidr)?;
@@ -46,6 +54,9 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .proxy_protocol(args.ops.proxy_protocol)
             .reuse_port(args.ops.reuse_port)
             .service(service);
+        for socket in adopted.remove(&name).unwrap_or_default() {
+            builder = builder.adopt(socket);
+        }
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
         }
@@ -75,6 +86,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             }
         }
     }
+    super::activation::ready();
     let last = servers.pop().expect("at least one service");
     let others: Vec<_> = servers
         .into_iter()
@@ -118,7 +130,8 @@ fn group_plans(
 
 /// Which service listens where. Services given as `NAME=ENDPOINT,...` get those endpoints;
 /// a bare `NAME` gets the `-l` endpoints, or the defaults. Two services cannot share them.
-fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
+/// With sockets passed by the service manager (`passed`), they replace the default endpoints.
+fn plan(args: &ServeArgs, passed: bool) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
     let default_specs = [ServiceSpec {
         name: "upper".into(),
         endpoints: Vec::new(),
@@ -128,7 +141,9 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
     } else {
         &args.services[..]
     };
-    let shared: Vec<Endpoint> = if args.listen.is_empty() {
+    let shared: Vec<Endpoint> = if args.listen.is_empty() && passed {
+        Vec::new()
+    } else if args.listen.is_empty() {
         DEFAULT_LISTEN
             .iter()
             .map(|text| text.parse().expect("a valid default endpoint"))
@@ -206,6 +221,7 @@ fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<S
                     "{name}: shutting down; connections in flight have {grace:?} to finish \
                      (a second signal stops at once)"
                 );
+                super::activation::stopping();
                 stops.iter().for_each(ShutdownHandle::shutdown);
             }
         })
