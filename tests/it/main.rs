@@ -23,6 +23,7 @@ mod multicast;
 mod names;
 mod netns;
 mod ping;
+mod proxy_protocol;
 mod resources;
 mod seqpacket;
 mod services;
