@@ -22,6 +22,7 @@ mod memory;
 mod multicast;
 mod names;
 mod netns;
+mod operations;
 mod ping;
 mod proxy_protocol;
 mod resources;
