@@ -216,8 +216,12 @@ impl Spawned {
 
     /// Waits for a stderr line containing `needle` and returns it.
     pub fn wait_for_line(&mut self, needle: &str) -> String {
+        // Bounded as a whole: a child that logs steadily (health checks) must not keep a
+        // missing line waited for forever.
+        let deadline = std::time::Instant::now() + SAFETY_TIMEOUT;
         loop {
-            match self.lines.recv_timeout(SAFETY_TIMEOUT) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     self.seen.push(line.clone());
                     if line.contains(needle) {

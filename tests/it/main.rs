@@ -4,6 +4,7 @@
 mod common;
 
 mod abstract_names;
+mod balancer;
 mod bench;
 mod broadcast;
 mod cli;
