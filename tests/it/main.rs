@@ -25,6 +25,7 @@ mod names;
 mod netns;
 mod operations;
 mod ping;
+#[cfg(feature = "proxy")]
 mod proxy_protocol;
 mod resources;
 mod seqpacket;
