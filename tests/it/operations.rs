@@ -269,3 +269,45 @@ fn bad_passed_sockets_are_refused_before_anything_is_served() {
         assert!(!text.contains("listening on"), "{setup}: {text}");
     }
 }
+
+#[test]
+fn passed_datagram_sockets_are_served_by_their_named_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let unix = dir.path().join("dgram");
+    // Python binds a UDP and a Unix datagram socket at descriptors 3 and 4, names them for
+    // echo and upper, prints the UDP port, and becomes `socketkit serve`.
+    let script = format!(
+        "import os, socket, sys\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.0.0.1', 0))\n\
+         d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); d.bind({unix:?})\n\
+         os.dup2(u.fileno(), 3); os.dup2(d.fileno(), 4)\n\
+         os.set_inheritable(3, True); os.set_inheritable(4, True)\n\
+         print(u.getsockname()[1], flush=True)\n\
+         os.environ.update(LISTEN_FDS='2', LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES='echo:upper')\n\
+         os.execv({bin:?}, [{bin:?}, 'serve', '-v'])\n",
+        unix = unix.to_str().unwrap(),
+        bin = env!("CARGO_BIN_EXE_socketkit"),
+    );
+    let mut command = Command::new("python3");
+    command.args(["-c", &script]);
+    let mut server = Spawned::start(command);
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.child.stdout.as_mut().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    server.listening(2);
+    let udp = socketkit()
+        .args(["send", &format!("udp://127.0.0.1:{}", port.trim()), "Hi"])
+        .output()
+        .unwrap();
+    assert_code(&udp, 0);
+    assert_eq!(stdout(&udp), "Hi");
+    let dgram = socketkit()
+        .args(["send", &format!("unixgram://{}", unix.display()), "Hi"])
+        .output()
+        .unwrap();
+    assert_code(&dgram, 0);
+    assert_eq!(stdout(&dgram), "HI");
+}
