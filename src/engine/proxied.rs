@@ -123,7 +123,7 @@ pub(crate) fn admit(
 
 /// Reports a connection that ended in its header: one line, with the socket's peer (the
 /// balancer; there is no client address to name).
-pub(crate) fn report(ctx: &Context, error: &ProxyHeaderError) {
+pub(crate) fn report_header_error(ctx: &Context, error: &ProxyHeaderError) {
     match error {
         ProxyHeaderError::Io(e) if e.kind() == io::ErrorKind::ConnectionReset => {
             tracing::info!(peer = %ctx.peer, "connection closed: PROXY header error: {error}")

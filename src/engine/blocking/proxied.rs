@@ -9,7 +9,9 @@ use nix::poll::PollFlags;
 
 use super::stream::Conn;
 use crate::engine::Shared;
-use crate::engine::proxied::{PEEK_BYTES, Progress, ProxyHeaderError, admit, report, step};
+use crate::engine::proxied::{
+    PEEK_BYTES, Progress, ProxyHeaderError, admit, report_header_error, step,
+};
 use crate::engine::wait::{Woken, wait_until_ready};
 use crate::proxy::{Header, HeaderReader};
 use crate::service::Context;
@@ -24,7 +26,7 @@ pub(crate) fn proxied(shared: &Shared, conn: &Conn, ctx: Context) -> Option<Cont
     match read_header(shared, conn) {
         Ok(header) => admit(shared, conn, ctx, header),
         Err(error) => {
-            report(&ctx, &error);
+            report_header_error(&ctx, &error);
             None
         }
     }

@@ -9,7 +9,9 @@ use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::engine::Shared;
-use crate::engine::proxied::{PEEK_BYTES, Progress, ProxyHeaderError, admit, report, step};
+use crate::engine::proxied::{
+    PEEK_BYTES, Progress, ProxyHeaderError, admit, report_header_error, step,
+};
 use crate::proxy::{Header, HeaderReader};
 use crate::service::{Address, Context};
 
@@ -44,7 +46,7 @@ pub(crate) async fn proxied(shared: &Shared, conn: Stream<'_>, ctx: Context) -> 
     match read {
         Ok(header) => admit(shared, conn, ctx, header).map(|ctx| ctx.peer),
         Err(error) => {
-            report(&ctx, &error);
+            report_header_error(&ctx, &error);
             None
         }
     }

@@ -213,7 +213,9 @@ pub struct ServeArgs {
     #[arg(value_name = "SERVICE[=ENDPOINTS]", value_parser = parse_service_spec)]
     pub services: Vec<ServiceSpec>,
 
-    /// Where a service given without endpoints listens; repeat for several endpoints.
+    /// Where a service given without endpoints listens; repeat for several endpoints. Sockets
+    /// passed by systemd (LISTEN_FDS; a LISTEN_FDNAMES name that is a service's picks it)
+    /// replace the default, and -l adds to them.
     /// [default: tcp://127.0.0.1:12000 and udp://127.0.0.1:12000]
     #[arg(short, long = "listen", value_name = "ENDPOINT")]
     pub listen: Vec<Endpoint>,
