@@ -49,9 +49,15 @@ impl StreamClient {
                 StreamClient::Tcp(s) => Box::new(s) as Box<dyn Write + '_>,
                 StreamClient::Unix(s, _) => Box::new(s),
             };
-            writer
-                .write_all(&header)
-                .map_err(|e| io_err("cannot send the PROXY header", e))?;
+            writer.write_all(&header).map_err(|e| match e.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::NotConnected => Error::Reset {
+                    endpoint: endpoint.clone(),
+                    received: 0,
+                },
+                _ => io_err("cannot send the PROXY header", e),
+            })?;
         }
         Ok(stream)
     }
@@ -128,11 +134,21 @@ impl StreamClient {
         })
     }
 
-    fn addresses(&self) -> Result<(Address, Address), Error> {
+    /// Both ends' addresses. A server that has already reset the connection (a refused peer;
+    /// one refused after its PROXY header, which takes a moment longer) leaves no peer
+    /// address: that is the reset, as if the first read had seen it.
+    fn addresses(&self, endpoint: &Endpoint) -> Result<(Address, Address), Error> {
+        let reset = |e: io::Error| match e.kind() {
+            io::ErrorKind::NotConnected => Error::Reset {
+                endpoint: endpoint.clone(),
+                received: 0,
+            },
+            _ => io_err("getpeername", e),
+        };
         match self {
             StreamClient::Tcp(s) => Ok((
                 Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
-                Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
+                Address::Inet(s.peer_addr().map_err(reset)?),
             )),
             StreamClient::Unix(_, server) => Ok((Address::Unix(None), server.clone())),
         }
@@ -169,7 +185,7 @@ impl StreamClient {
         half_close: bool,
         options: &SendOptions,
     ) -> Result<SendReport, Error> {
-        let (local, peer) = self.addresses()?;
+        let (local, peer) = self.addresses(endpoint)?;
         tracing::debug!("connected from {local} to {peer}");
         let (sent, received) = match (options.codec(), options.codec()) {
             (Some(encoder), Some(decoder)) => {
