@@ -17,6 +17,7 @@
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
+//! | [`exec`]          | a program as the server (`serve -- PROGRAM`, inetd, `tcpserver`, `ncat -e`): an async handler per connection, one run per datagram; inside it `env` (UCSPI's variables), `children` (reaping, SIGTERM then SIGKILL), `stream`, `datagram` |
 //! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
@@ -65,6 +66,7 @@ pub mod codec;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub(crate) mod limits;
 pub mod multicast;

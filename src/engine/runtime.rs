@@ -26,6 +26,8 @@ pub(crate) struct App {
     pub(crate) stream_handler: Option<Arc<dyn StreamHandler>>,
     pub(crate) datagram_handler: Option<Arc<dyn DatagramHandler>>,
     pub(crate) async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    /// A program run per connection (as `async_handler`) and per datagram.
+    pub(crate) exec: Option<Arc<crate::exec::Exec>>,
 }
 
 /// `verify_request`: may this peer be served?

@@ -13,6 +13,7 @@ use crate::endpoint::{Endpoint, Transport};
 use crate::engine::listener::Listener;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
+use crate::exec::{Exec, ExecHandler, Program};
 use crate::handler::{
     AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
 };
@@ -47,6 +48,7 @@ pub struct ServerBuilder {
     stream_handler: Option<Arc<dyn StreamHandler>>,
     datagram_handler: Option<Arc<dyn DatagramHandler>>,
     async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    exec: Option<Arc<Exec>>,
     verify_request: Option<VerifyHook>,
     handle_error: Option<ErrorHook>,
     access: AccessList,
@@ -216,6 +218,29 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs `program` for each connection and each datagram, in place of the service (see
+    /// [`crate::exec`]): the connection on its stdin and stdout, UCSPI's variables naming the
+    /// peer; a datagram on its stdin, its stdout the reply. The async engine only.
+    ///
+    /// ```
+    /// use socketkit::{Server, exec::Program};
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .exec(Program::new(["cat"])?)
+    ///     .bind()?;
+    /// assert_eq!(server.service_name(), "cat");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "inetd")]
+    #[doc(alias = "tcpserver")]
+    pub fn exec(mut self, program: Program) -> ServerBuilder {
+        self.name = Some(program.argv()[0].to_string_lossy().into_owned());
+        let exec = Arc::new(Exec::new(program));
+        self.async_handler = Some(Arc::new(ExecHandler(exec.clone())));
+        self.exec = Some(exec);
+        self
+    }
+
     /// socketserver's `verify_request`: called with each peer before a byte is read (for
     /// datagrams, before the service or handler sees one). `false` closes the connection, or
     /// drops the datagram.
@@ -324,6 +349,7 @@ impl ServerBuilder {
             stream_handler: self.stream_handler,
             datagram_handler: self.datagram_handler,
             async_handler: self.async_handler,
+            exec: self.exec.clone(),
         };
         let shared = Shared::new(
             app,
@@ -340,12 +366,19 @@ impl ServerBuilder {
             engine: self.engine,
             name,
             shared: Arc::new(shared),
+            exec: self.exec,
         })
     }
 
     /// Refuses handlers the chosen engine cannot run, rather than ignoring them, and settings
     /// a sequenced-packet listener cannot honour.
     fn check_handlers(&self) -> Result<(), Error> {
+        if self.exec.is_some() && self.engine != Engine::Async {
+            return Err(Error::Config(format!(
+                "a program (serve -- PROGRAM) runs on the async engine only, not {}",
+                self.engine
+            )));
+        }
         if let Some(packet) = self
             .endpoints
             .iter()
@@ -433,6 +466,8 @@ pub struct Server {
     engine: Engine,
     name: String,
     shared: Arc<Shared>,
+    /// The program run per connection, if any: its stragglers are stopped after serving.
+    exec: Option<Arc<Exec>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -458,6 +493,7 @@ impl Server {
             stream_handler: None,
             datagram_handler: None,
             async_handler: None,
+            exec: None,
             verify_request: None,
             handle_error: None,
             access: AccessList::default(),
@@ -513,6 +549,12 @@ impl Server {
     /// Only when the engine cannot start (no thread or runtime could be made). Errors on one
     /// connection close that connection and are logged; they never end serving.
     pub fn serve_forever(self) -> Result<(), Error> {
-        engine::serve(self.engine, self.shared, self.listeners)
+        let served = engine::serve(self.engine, self.shared, self.listeners);
+        // Programs whose connections the grace period's end closed got SIGTERM; they get a
+        // moment, then SIGKILL, and are reaped before serving is said to be over.
+        if let Some(exec) = self.exec {
+            exec.finish();
+        }
+        served
     }
 }

@@ -1,6 +1,7 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
 mod batch;
+mod exec;
 mod stream;
 
 use std::io;
@@ -57,14 +58,26 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 Accept::Seqpacket(crate::seqpacket::register(l).map_err(adopt)?)
             }
             Listener::Udp(s) => {
-                let s = UdpSocket::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
+                let s = Datagrams::Udp(UdpSocket::from_std(s).map_err(adopt)?);
+                spawn_datagrams(
+                    &mut loops,
+                    s,
+                    shared,
+                    (transport, local),
+                    (&tracker, &slots),
+                );
                 continue;
             }
             Listener::UnixDatagram(s, file) => {
                 _socket_files.push(file);
-                let s = UnixDatagram::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Unix(s), shared, transport, local));
+                let s = Datagrams::Unix(UnixDatagram::from_std(s).map_err(adopt)?);
+                spawn_datagrams(
+                    &mut loops,
+                    s,
+                    shared,
+                    (transport, local),
+                    (&tracker, &slots),
+                );
                 continue;
             }
         };
@@ -89,6 +102,27 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
         tracker.wait().await;
     }
     Ok(())
+}
+
+/// A datagram listener's loop: a program's runs (`exec`), or the service's answers.
+fn spawn_datagrams(
+    loops: &mut JoinSet<()>,
+    socket: Datagrams,
+    shared: Arc<Shared>,
+    (transport, local): (Transport, Address),
+    (tracker, slots): (&TaskTracker, &Arc<Semaphore>),
+) {
+    match shared.app.exec.clone() {
+        Some(program) => loops.spawn(exec::exec_loop(
+            socket,
+            shared,
+            (transport, local),
+            program,
+            tracker.clone(),
+            slots.clone(),
+        )),
+        None => loops.spawn(datagram_loop(socket, shared, transport, local)),
+    };
 }
 
 enum Accept {

@@ -16,7 +16,9 @@ use crate::Limits;
 use crate::endpoint::Transport;
 use crate::engine::conn::{Action, Connection, Event, Io, Linger, grace_over};
 use crate::engine::{SessionError, Shared, Traffic};
-use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, DynAsyncHandler};
+use crate::handler::{
+    AsyncStream, AsyncStreamRequest, CatchUnwind, DynAsyncHandler, PeerCredentials,
+};
 use crate::service::{Address, Context, StreamSession};
 
 /// An accepted connection, kept concrete so the session path can wait for readiness without
@@ -155,12 +157,31 @@ async fn serve_handler(
     let traffic = Arc::new(Traffic::new());
     let stopping = AtomicBool::new(false); // handlers do not look at it
     let work = async {
+        let mut ctx = ctx;
+        let mut credentials = None;
         let stream: Box<dyn AsyncStream> = match conn {
-            Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
-            Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
+            Conn::Tcp(s) => {
+                // A handler (exec's TCPLOCALIP) is told the address the peer reached, not the
+                // listener's wildcard: one getsockname, for handlers only.
+                if ctx.local.inet().is_some_and(|a| a.ip().is_unspecified())
+                    && let Ok(local) = s.local_addr()
+                {
+                    ctx.local = Address::Inet(local);
+                }
+                Box::new(Counted::new(s, traffic.clone()))
+            }
+            Conn::Unix(s) => {
+                credentials = s.peer_cred().ok().map(|c| PeerCredentials {
+                    pid: c.pid(),
+                    uid: c.uid(),
+                    gid: c.gid(),
+                });
+                Box::new(Counted::new(s, traffic.clone()))
+            }
             Conn::Seqpacket(s) => Box::new(Counted::new(s, traffic.clone())),
         };
         let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
+        request.set_peer_credentials(credentials);
         let result = CatchUnwind(handler.run(&mut request)).await;
         match result {
             Ok(Ok(())) => {

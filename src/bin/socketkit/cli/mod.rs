@@ -60,7 +60,8 @@ Short flags mean one thing in every command, as in nc and ncat:
   -i DUR   the idle time-out (serve: ncat's -i, not nc's interval between lines)
   -u       UDP (port --udp)
   -b       broadcast (send: nc's -b)
-  -e NAME  the engine (serve; not nc's -e PROGRAM)
+  -e NAME  the engine (serve; not nc's -e PROGRAM: a program goes after --,
+           serve -- PROGRAM ARGS...)
   -v, -q   more logs, errors only (every command; -q is not nc's -q SECS)
 One letter differs by command: -m is serve's --max-connections (ncat's -m) and bench's
 --mode. bench also takes the load generators' -c connections, -n requests, -d duration and
@@ -102,6 +103,13 @@ pub enum Command {
     /// lets connections in flight finish within --grace, closes the rest and exits 0; a second
     /// signal stops at once with 130. Unix socket files are removed on either path, each only
     /// if it is still the socket this server made.
+    ///
+    /// serve [OPTIONS] -- PROGRAM [ARGS...] serves a program instead of a service (inetd,
+    /// tcpserver, ncat -e, socat EXEC:): each connection runs PROGRAM with the connection on its
+    /// stdin and stdout, its stderr this server's; each datagram runs it once, the datagram on
+    /// its stdin, its stdout the reply. It serves the program to whoever may connect: the
+    /// default listen address is loopback; use --allow/--deny before listening elsewhere. No
+    /// shell runs unless you write one (-- sh -c '...').
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Serve(ServeArgs),
     /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
@@ -211,6 +219,18 @@ pub struct ServeArgs {
     #[arg(value_name = "SERVICE[=ENDPOINTS]", value_parser = parse_service_spec)]
     pub services: Vec<ServiceSpec>,
 
+    /// After --: a program to run for each connection or datagram instead of a service, with
+    /// its arguments (no shell: write sh -c '...' for one). It listens on the -l endpoints or
+    /// the defaults; not with SERVICE names. Its environment names the peer as UCSPI does:
+    /// PROTO=TCP, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (tcp); PROTO=UDP and
+    /// UDP* alike (udp); PROTO=UNIX, UNIXLOCALPATH, UNIXLOCALPID/UID/GID, UNIXREMOTEPID/EUID/EGID
+    /// (unix streams), UNIXREMOTEPATH (a named peer). A datagram's run has --message-timeout
+    /// to write its reply (within the datagram limit), else no reply. --max-connections bounds
+    /// the programs running; at the end of --grace the rest get SIGTERM, and SIGKILL 1 s later.
+    /// The async engine only (the others refuse it, exit 2). A missing program: exit 2.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    pub program: Vec<std::ffi::OsString>,
+
     /// Where a service given without endpoints listens; repeat for several endpoints.
     /// [default: tcp://127.0.0.1:12000 and udp://127.0.0.1:12000]
     #[arg(short, long = "listen", value_name = "ENDPOINT")]
@@ -219,7 +239,8 @@ pub struct ServeArgs {
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
     /// server) or pool (worker threads that serve connections with bytes to read, and a
-    /// poller that holds them in between; see --workers).
+    /// poller that holds them in between; see --workers). Not nc's -e PROGRAM: a program goes
+    /// after -- (serve -- PROGRAM ARGS...), and runs on async only.
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use socketkit::exec::Program;
 use socketkit::{Endpoint, Server, ShutdownHandle, service};
 
 use crate::cli::{ServeArgs, ServiceSpec};
@@ -14,6 +15,7 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 /// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
+    let program = program(&args)?;
     let plan = plan(&args)?;
     let mut access = socketkit::server::AccessList::default();
     for cidr in &args.allow {
@@ -27,7 +29,6 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     let stoppers = stop_on_signals(args.grace)?;
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
-        let service = service::by_name(&name).expect("checked by the argument parser");
         let mut builder = Server::builder()
             .engine(args.engine)
             .backlog(args.backlog)
@@ -42,8 +43,14 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
-            .access(access.clone())
-            .service(service);
+            .access(access.clone());
+        builder = match &program {
+            Some(program) => {
+                warn_if_reachable(program, &endpoints, &access);
+                builder.exec(program.clone())
+            }
+            None => builder.service(service::by_name(&name).expect("checked by the parser")),
+        };
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
         }
@@ -86,6 +93,53 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The program after `--`, if any: found now (a missing one is exit 2 before anything is
+/// bound), and refused beside SERVICE names or a framing, which it would silently replace.
+fn program(args: &ServeArgs) -> anyhow::Result<Option<Program>> {
+    if args.program.is_empty() {
+        return Ok(None);
+    }
+    if !args.services.is_empty() {
+        let names: Vec<&str> = args.services.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(socketkit::Error::Config(format!(
+            "serve runs a SERVICE ({}) or a program after --, not both: give the program's \
+             endpoints with -l",
+            names.join(", ")
+        )));
+    }
+    if args.framing.framing() != socketkit::codec::Framing::Raw {
+        anyhow::bail!(socketkit::Error::Config(
+            "--framing does not apply to a program: it gets the connection's bytes as they come"
+                .into()
+        ));
+    }
+    Ok(Some(Program::new(args.program.iter().cloned())?))
+}
+
+/// One warning line when a program is served beyond this machine to anyone: a program is a
+/// shell's worth of power when it is one, and nc's `-e` has burnt people before.
+fn warn_if_reachable(
+    program: &Program,
+    endpoints: &[Endpoint],
+    access: &socketkit::server::AccessList,
+) {
+    let open: Vec<String> = endpoints
+        .iter()
+        .filter(|e| {
+            e.socket_addrs()
+                .is_ok_and(|addrs| addrs.iter().any(|a| !a.ip().is_loopback()))
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !open.is_empty() && access.is_empty() {
+        tracing::warn!(
+            "serving {} to anyone who can reach {} (no --allow/--deny)",
+            program.argv()[0].to_string_lossy(),
+            open.join(", ")
+        );
+    }
 }
 
 /// Which services listen on a multicast group, so `--multicast-if` goes to those; refused when
