@@ -13,6 +13,7 @@ mod drain;
 mod engines;
 mod epoll_baseline;
 mod examples;
+mod exec;
 mod framing;
 mod handlers;
 mod hardening;

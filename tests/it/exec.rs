@@ -1,0 +1,339 @@
+//! `serve -- PROGRAM`: a program as the server (inetd, tcpserver, ncat -e), driven through the
+//! CLI with real peers: the UCSPI variables a Python program sees, a crash, a program that
+//! never exits, the connection limit counted in the server's children, one run per datagram,
+//! and the usage errors.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use socketkit::Endpoint;
+
+use crate::common::{SAFETY_TIMEOUT, Spawned, assert_code, run_peer, socketkit, stderr};
+
+/// `socketkit serve ARGS -- PROGRAM...`, started and listening on `listeners` endpoints.
+fn serve(args: &[&str], program: &[&str], listeners: usize) -> (Spawned, Vec<Endpoint>) {
+    let mut command = socketkit();
+    command.arg("serve").args(args).arg("--").args(program);
+    let mut server = Spawned::start(command);
+    let endpoints = server.listening(listeners);
+    (server, endpoints)
+}
+
+fn connect(endpoint: &Endpoint) -> TcpStream {
+    let conn = TcpStream::connect(endpoint.socket_addrs().unwrap()[0]).unwrap();
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn
+}
+
+/// `NAME=value` lines as a map.
+fn variables(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Prints the UCSPI variables it was given and the descriptors it holds, then echoes stdin
+/// upper-cased: a Python program, as a user would serve one.
+const PYTHON_ENV: &str = r#"
+import os, sys
+for name in ["PROTO", "TCPREMOTEIP", "TCPREMOTEPORT", "TCPLOCALIP", "TCPLOCALPORT",
+             "UNIXLOCALPATH", "UNIXLOCALPID", "UNIXREMOTEPID", "UNIXREMOTEEUID", "UNIXREMOTEEGID"]:
+    if name in os.environ:
+        print(f"{name}={os.environ[name]}")
+# Sockets and event descriptors: the server's listeners or runtime leaked into the program.
+# (Other descriptors the test's own parent left open pass through every process.)
+def kind(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+leaked = [fd for fd in os.listdir("/proc/self/fd") if kind(fd).startswith(("socket:", "anon_inode:"))]
+print(f"FDS={len(leaked)}")
+print("ARGS=" + " ".join(sys.argv[1:]), flush=True)
+sys.stdout.write(sys.stdin.read().upper())
+"#;
+
+#[test]
+fn a_python_program_is_told_the_tcp_peer_in_ucspi_variables_and_serves_its_bytes() {
+    let (_server, endpoints) = serve(
+        &["-l", "tcp://127.0.0.1:0"],
+        &["python3", "-c", PYTHON_ENV, "one arg", "$HOME"],
+        1,
+    );
+    let mut conn = connect(&endpoints[0]);
+    let (client, server) = (conn.local_addr().unwrap(), conn.peer_addr().unwrap());
+    conn.write_all(b"hello, program").unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let vars = variables(&reply);
+    assert_eq!(vars["PROTO"], "TCP", "{reply}");
+    assert_eq!(vars["TCPREMOTEIP"], client.ip().to_string());
+    assert_eq!(vars["TCPREMOTEPORT"], client.port().to_string());
+    assert_eq!(vars["TCPLOCALIP"], server.ip().to_string());
+    assert_eq!(vars["TCPLOCALPORT"], server.port().to_string());
+    assert_eq!(vars["FDS"], "0", "no socket of the server: {reply}");
+    // No shell: the arguments arrive as written, `$HOME` unexpanded.
+    assert_eq!(vars["ARGS"], "one arg $HOME");
+    assert!(!vars.contains_key("UNIXLOCALPID"));
+    assert!(reply.ends_with("HELLO, PROGRAM"), "{reply}");
+}
+
+#[test]
+fn a_program_on_a_unix_socket_is_told_the_peer_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exec.sock");
+    let listen = format!("unix://{}", path.display());
+    let (server, _) = serve(&["-l", &listen], &["python3", "-c", PYTHON_ENV], 1);
+    let mut conn = UnixStream::connect(&path).unwrap();
+    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).unwrap();
+    let vars = variables(&reply);
+    assert_eq!(vars["PROTO"], "UNIX", "{reply}");
+    assert_eq!(vars["UNIXLOCALPATH"], path.display().to_string());
+    assert_eq!(vars["UNIXLOCALPID"], server.child.id().to_string());
+    assert_eq!(vars["UNIXREMOTEPID"], std::process::id().to_string());
+    assert_eq!(vars["UNIXREMOTEEUID"], nix::unistd::geteuid().to_string());
+    assert_eq!(vars["UNIXREMOTEEGID"], nix::unistd::getegid().to_string());
+}
+
+#[test]
+fn a_crashing_program_costs_only_its_own_connection() {
+    // Answers a line with "ok LINE", or dies of SIGSEGV when the line is "crash".
+    let program = r#"read line; [ "$line" = crash ] && kill -SEGV $$; echo "ok $line""#;
+    let (mut server, endpoints) = serve(&["-l", "tcp://127.0.0.1:0"], &["sh", "-c", program], 1);
+    // A connection in flight while another one's program crashes.
+    let mut before = connect(&endpoints[0]);
+    let mut crash = connect(&endpoints[0]);
+    crash.write_all(b"crash\n").unwrap();
+    let mut reply = Vec::new();
+    crash.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"", "the crashed program wrote nothing");
+    server.wait_for_line("killed by SIGSEGV");
+    before.write_all(b"first\n").unwrap();
+    let mut reply = String::new();
+    before.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ok first\n");
+    let mut after = connect(&endpoints[0]);
+    after.write_all(b"second\n").unwrap();
+    let mut reply = String::new();
+    after.read_to_string(&mut reply).unwrap();
+    assert_eq!(reply, "ok second\n");
+}
+
+/// Whether `pid` is still a process (a zombie counts: not reaped).
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn a_program_that_never_exits_is_killed_at_the_end_of_the_grace_period() {
+    // Ignores SIGTERM, so only the SIGKILL that follows it ends it.
+    let program = "import os, signal, time\n\
+                   signal.signal(signal.SIGTERM, signal.SIG_IGN)\n\
+                   print(os.getpid(), flush=True)\n\
+                   time.sleep(1000)";
+    let (mut server, endpoints) = serve(
+        &["-l", "tcp://127.0.0.1:0", "--grace", "300ms"],
+        &["python3", "-c", program],
+        1,
+    );
+    let conn = connect(&endpoints[0]);
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    assert!(alive(pid));
+    let stopping = Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0), "{:#?}", server.lines_so_far());
+    let took = stopping.elapsed();
+    // The grace period, then a second between SIGTERM and SIGKILL, then the reaping.
+    assert!(took < Duration::from_secs(4), "serve took {took:?} to stop");
+    assert!(!alive(pid), "the program {pid} outlived the server");
+    assert!(
+        server
+            .lines_so_far()
+            .iter()
+            .any(|l| l.contains("killing 1 program")),
+        "{:#?}",
+        server.seen
+    );
+}
+
+/// How many children `parent` has now: /proc/PID/stat's fourth field, over every process (this
+/// kernel has no /proc/PID/task/TID/children).
+fn children_of(parent: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // The command name may hold spaces and parentheses: the fields follow the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .is_some_and(|ppid| ppid == parent.to_string())
+        })
+        .count()
+}
+
+#[test]
+fn two_hundred_connections_to_cat_never_run_more_than_fifty_programs_at_once() {
+    const CLIENTS: usize = 200;
+    const LIMIT: usize = 50;
+    let (server, endpoints) = serve(
+        &["-l", "tcp://127.0.0.1:0", "-m", "50", "--backlog", "256"],
+        &["cat"],
+        1,
+    );
+    let server_pid = server.child.id();
+    let addr = endpoints[0].socket_addrs().unwrap()[0];
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut most, mut samples) = (0, 0);
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) && start.elapsed() < SAFETY_TIMEOUT * 3 {
+                most = most.max(children_of(server_pid));
+                samples += 1;
+            }
+            (most, samples)
+        })
+    };
+    let echoed = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let echoed = echoed.clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(addr).unwrap();
+                conn.set_read_timeout(Some(SAFETY_TIMEOUT * 3)).unwrap();
+                let line = format!("client {i}\n");
+                conn.write_all(line.as_bytes()).unwrap();
+                let mut reply = vec![0; line.len()];
+                conn.read_exact(&mut reply).unwrap();
+                assert_eq!(reply, line.as_bytes());
+                // Held a moment with its program running, so that runs overlap (load shape,
+                // not synchronisation: the count is what is asserted).
+                std::thread::sleep(Duration::from_millis(20));
+                conn.shutdown(Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                conn.read_to_end(&mut rest).unwrap();
+                assert_eq!(rest, b"", "cat ends at its stdin's end");
+                echoed.fetch_add(1, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client failed");
+    }
+    done.store(true, Ordering::Relaxed);
+    let (most, samples) = sampler.join().unwrap();
+    eprintln!("at most {most} programs at once, in {samples} samples");
+    assert_eq!(echoed.load(Ordering::Relaxed), CLIENTS);
+    assert!(most <= LIMIT, "{most} programs ran at once (limit {LIMIT})");
+    // The sampler saw the runs: a count that is always 0 would prove nothing.
+    assert!(most >= 2, "at most {most} children in {samples} samples");
+}
+
+#[test]
+fn each_datagram_runs_the_program_once_and_its_stdout_is_the_reply() {
+    let program = r#"printf '%s %s %s' "$$" "$PROTO" "$(cat | tr a-z A-Z)""#;
+    let (_server, endpoints) = serve(&["-l", "udp://127.0.0.1:0"], &["sh", "-c", program], 1);
+    let port = endpoints[0].socket_addrs().unwrap()[0].port();
+    // A Python peer sends three datagrams and prints each reply on a line.
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                  s.settimeout(10)\n\
+                  for word in ['one', 'two', 'three']:\n\
+                  \x20   s.sendto(word.encode(), ('127.0.0.1', int(sys.argv[1])))\n\
+                  \x20   print(s.recv(65536).decode())\n";
+    let output = run_peer(
+        Command::new("python3").args(["-c", script, &port.to_string()]),
+        b"",
+    );
+    assert_code(&output, 0);
+    let replies: Vec<Vec<String>> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(String::from).collect())
+        .collect();
+    let words: Vec<&str> = replies.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(words, ["ONE", "TWO", "THREE"]);
+    assert!(replies.iter().all(|r| r[1] == "UDP"), "{replies:?}");
+    let mut pids: Vec<&str> = replies.iter().map(|r| r[0].as_str()).collect();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "one run per datagram: {replies:?}");
+}
+
+/// Runs `socketkit ARGS` to its end (it must not start serving).
+fn refused(args: &[&str]) -> String {
+    let output = run_peer(socketkit().args(args), b"");
+    assert_code(&output, 2);
+    let text = stderr(&output);
+    assert!(!text.contains("listening on"), "{text}");
+    text
+}
+
+#[test]
+fn a_program_that_does_not_exist_is_refused_at_start() {
+    let text = refused(&[
+        "serve",
+        "-l",
+        "tcp://127.0.0.1:0",
+        "--",
+        "no-such-program-x",
+    ]);
+    assert!(
+        text.contains("no-such-program-x") && text.contains("not found"),
+        "{text}"
+    );
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+}
+
+#[test]
+fn a_service_name_and_a_program_together_are_refused() {
+    let text = refused(&["serve", "echo", "--", "cat"]);
+    assert!(text.contains("not both"), "{text}");
+}
+
+#[test]
+fn dash_e_with_a_program_gets_a_hint_that_programs_go_after_the_double_dash() {
+    let text = refused(&["serve", "-e", "cat"]);
+    assert!(text.contains("after --"), "{text}");
+    assert!(text.contains("async"), "the engines are listed: {text}");
+}
+
+#[test]
+fn the_thread_engines_refuse_a_program() {
+    for engine in ["sequential", "threaded", "pool"] {
+        let text = refused(&[
+            "serve",
+            "-e",
+            engine,
+            "-l",
+            "tcp://127.0.0.1:0",
+            "--",
+            "cat",
+        ]);
+        assert!(text.contains("async engine only"), "{engine}: {text}");
+    }
+}
