@@ -32,7 +32,7 @@ pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, conte
 ///
 /// | engine | a connection runs on | handlers it runs |
 /// |---|---|---|
-/// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) |
+/// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler), programs ([`crate::exec`]) |
 /// | [`Engine::Sequential`] | the listener's own thread, one at a time | services, blocking handlers |
 /// | [`Engine::Threaded`] | a new thread | services, blocking handlers |
 /// | [`Engine::Pool`] | one of [`Limits::workers`](crate::Limits::workers) threads while it has bytes to read or write (a blocking handler: for its whole session); a poller between | services, blocking handlers |
