@@ -49,16 +49,16 @@ impl Exec {
                     %peer,
                     "{name} wrote more than the datagram limit of {max_reply} bytes: no reply"
                 );
-                self.report(peer, running.stop().await);
+                self.report(peer, running.stop().await, true);
                 None
             }
             Ok(Ok(_)) => {
-                self.report(peer, running.wait().await);
+                self.report(peer, running.wait().await, false);
                 (!reply.is_empty()).then_some(reply)
             }
             Ok(Err(e)) => {
                 tracing::info!(%peer, "cannot read {name}'s reply: {e}");
-                self.report(peer, running.stop().await);
+                self.report(peer, running.stop().await, true);
                 None
             }
             Err(_) => {
@@ -67,7 +67,7 @@ impl Exec {
                     "{name} did not finish its reply within the message time-out of \
                      {within:?}: stopped, no reply"
                 );
-                self.report(peer, running.stop().await);
+                self.report(peer, running.stop().await, true);
                 None
             }
         }

@@ -178,8 +178,10 @@ impl Exec {
     }
 
     /// Logs how a run ended: success at debug level, a failure status at info, a signal (a
-    /// crash) at warn. Each costs only its own connection or datagram.
-    fn report(&self, peer: &Address, status: std::io::Result<ExitStatus>) {
+    /// crash) at warn, unless the server sent it (`stopped`: the connection ended first), which
+    /// is debug. Each costs only its own connection or datagram.
+    fn report(&self, peer: &Address, status: std::io::Result<ExitStatus>, stopped: bool) {
+        use nix::sys::signal::Signal;
         use std::os::unix::process::ExitStatusExt;
         let name = self.name();
         match status {
@@ -187,9 +189,14 @@ impl Exec {
             Ok(status) => match (status.code(), status.signal()) {
                 (Some(code), _) => tracing::info!(%peer, "{name} exited with status {code}"),
                 (None, Some(signal)) => {
-                    let signal = nix::sys::signal::Signal::try_from(signal)
+                    let ours = [Signal::SIGTERM as i32, Signal::SIGKILL as i32];
+                    let name_of = Signal::try_from(signal)
                         .map_or_else(|_| signal.to_string(), |s| s.as_str().to_string());
-                    tracing::warn!(%peer, "{name} was killed by {signal}");
+                    if stopped && ours.contains(&signal) {
+                        tracing::debug!(%peer, "{name} stopped ({name_of})");
+                    } else {
+                        tracing::warn!(%peer, "{name} was killed by {name_of}");
+                    }
                 }
                 (None, None) => tracing::info!(%peer, "{name} ended: {status}"),
             },

@@ -27,11 +27,11 @@ impl AsyncStreamHandler for ExecHandler {
         let (reader, writer) = request.split();
         match pump(reader, writer, stdin, stdout).await {
             Ok(()) => {
-                exec.report(&peer, running.wait().await);
+                exec.report(&peer, running.wait().await, false);
                 Ok(())
             }
             Err(e) => {
-                exec.report(&peer, running.stop().await);
+                exec.report(&peer, running.stop().await, true);
                 Err(e)
             }
         }

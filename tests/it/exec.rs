@@ -226,6 +226,30 @@ fn a_unix_datagram_runs_the_program_with_the_senders_path() {
     assert_eq!(String::from_utf8_lossy(&buf[..n]), expected);
 }
 
+#[test]
+fn the_servers_access_list_and_idle_time_out_bound_a_program_too() {
+    // Refused before anything runs: the program would say so first.
+    let (_denied, endpoints) = serve(
+        &["-l", "tcp://127.0.0.1:0", "--deny", "127.0.0.0/8"],
+        &["sh", "-c", "echo ran"],
+        1,
+    );
+    let mut conn = connect(&endpoints[0]);
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply); // a reset or an EOF, never the program's line
+    assert_eq!(reply, b"");
+    // A silent peer is closed at the idle time-out, and its `cat` with it.
+    let (mut server, endpoints) = serve(&["-l", "tcp://127.0.0.1:0", "-i", "300ms"], &["cat"], 1);
+    let mut conn = connect(&endpoints[0]);
+    let mut reply = Vec::new();
+    conn.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"");
+    server.wait_for_line("connection closed: idle for 300ms");
+    // Stopped by the server, not a crash: no warning.
+    let lines = server.lines_so_far();
+    assert!(!lines.iter().any(|l| l.contains("WARN")), "{lines:#?}");
+}
+
 /// How many children `parent` has now: /proc/PID/stat's fourth field, over every process (this
 /// kernel has no /proc/PID/task/TID/children).
 fn children_of(parent: u32) -> usize {

@@ -171,6 +171,8 @@ async fn serve_handler(
                 Box::new(Counted::new(s, traffic.clone()))
             }
             Conn::Unix(s) => {
+                // The peer process, for exec's UNIXREMOTE* variables: one getsockopt per Unix
+                // connection of a handler (services never pay it).
                 credentials = s.peer_cred().ok().map(|c| PeerCredentials {
                     pid: c.pid(),
                     uid: c.uid(),
