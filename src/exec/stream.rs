@@ -42,34 +42,40 @@ impl AsyncStreamHandler for ExecHandler {
 /// running; the connection's slot is held until it exits). The peer's EOF closes the program's
 /// stdin; a program that stops reading stops the reading of the socket, not the connection.
 /// An error of the connection (a reset, the idle or write time-out) ends the run.
+///
+/// The two directions are two futures polled side by side: a write to a peer slow to read
+/// the output never holds up the copying of its input to the program, nor the other way.
 async fn pump(
     reader: &mut (impl AsyncBufRead + Unpin),
     writer: &mut (impl AsyncWrite + Unpin),
     stdin: ChildStdin,
-    mut stdout: ChildStdout,
+    stdout: ChildStdout,
 ) -> io::Result<()> {
-    let input = std::pin::pin!(feed(reader, stdin));
-    let mut input = Some(input);
+    let mut feeding = std::pin::pin!(feed(reader, stdin));
+    let mut answering = std::pin::pin!(answer(stdout, writer));
+    let mut fed = false;
+    loop {
+        tokio::select! {
+            done = &mut feeding, if !fed => {
+                done?;
+                fed = true;
+            }
+            done = &mut answering => return done,
+        }
+    }
+}
+
+/// Copies the program's stdout to the peer until it ends, then sends the FIN.
+async fn answer(mut stdout: ChildStdout, writer: &mut (impl AsyncWrite + Unpin)) -> io::Result<()> {
     let mut buf = vec![0u8; COPY_BYTES];
     loop {
-        let n = match &mut input {
-            Some(feeding) => tokio::select! {
-                fed = feeding => {
-                    fed?;
-                    input = None;
-                    continue;
-                }
-                n = stdout.read(&mut buf) => n?,
-            },
-            None => stdout.read(&mut buf).await?,
-        };
+        let n = stdout.read(&mut buf).await?;
         if n == 0 {
-            break;
+            return writer.shutdown().await;
         }
         writer.write_all(&buf[..n]).await?;
         writer.flush().await?;
     }
-    writer.shutdown().await
 }
 
 /// Copies the peer's bytes to the program's stdin until the peer's EOF (then closes stdin),

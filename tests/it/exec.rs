@@ -89,6 +89,26 @@ fn a_python_program_is_told_the_tcp_peer_in_ucspi_variables_and_serves_its_bytes
 }
 
 #[test]
+fn sixteen_megabytes_through_cat_come_back_whole_and_in_order() {
+    // More than the socket buffers and the pipes hold together: both directions flow at once.
+    const BYTES: usize = 16 << 20;
+    let (_server, endpoints) = serve(&["-l", "tcp://127.0.0.1:0"], &["cat"], 1);
+    let mut conn = connect(&endpoints[0]);
+    conn.set_write_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let data: Vec<u8> = (0..BYTES).map(|i| (i % 251) as u8).collect();
+    let mut reading = conn.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut back = Vec::with_capacity(BYTES);
+        reading.read_to_end(&mut back).map(|_| back)
+    });
+    conn.write_all(&data).unwrap();
+    conn.shutdown(Shutdown::Write).unwrap();
+    let back = reader.join().unwrap().unwrap();
+    assert_eq!(back.len(), BYTES);
+    assert!(back == data, "the bytes came back changed");
+}
+
+#[test]
 fn a_program_on_a_unix_socket_is_told_the_peer_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exec.sock");
