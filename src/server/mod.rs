@@ -391,6 +391,12 @@ impl ServerBuilder {
                     self.framing
                 )));
             }
+            if self.exec.is_some() {
+                return Err(Error::Config(format!(
+                    "{packet} keeps records, and a program (serve -- PROGRAM) gets a byte \
+                     stream: use unix:// for it"
+                )));
+            }
             // A handler's reader and writer are buffered byte streams: records would be merged
             // and split.
             if self.stream_handler.is_some() || self.async_handler.is_some() {

@@ -422,6 +422,14 @@ fn dash_e_with_a_program_gets_a_hint_that_programs_go_after_the_double_dash() {
 }
 
 #[test]
+fn a_sequenced_packet_listener_refuses_a_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unixpacket://{}", dir.path().join("p.sock").display());
+    let text = refused(&["serve", "-l", &listen, "--", "cat"]);
+    assert!(text.contains("byte stream"), "{text}");
+}
+
+#[test]
 fn the_thread_engines_refuse_a_program() {
     for engine in ["sequential", "threaded", "pool"] {
         let text = refused(&[
