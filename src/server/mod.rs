@@ -18,6 +18,7 @@ use crate::handler::{
 };
 use crate::multicast::MulticastInterface;
 use crate::service::{Address, DynService, Service, Upper};
+use crate::stats::{ListenerStats, Stats};
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
 ///
@@ -51,6 +52,7 @@ pub struct ServerBuilder {
     handle_error: Option<ErrorHook>,
     access: AccessList,
     multicast_if: Option<MulticastInterface>,
+    stats: Option<Stats>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -282,6 +284,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Counts what every listener of this server does in `stats` (labelled by the service's
+    /// name and the endpoint as bound): what `serve --metrics` exports. Several servers may
+    /// share one [`Stats`]. Without it the counters are kept all the same, unread.
+    pub fn stats(mut self, stats: &Stats) -> ServerBuilder {
+        self.stats = Some(stats.clone());
+        self
+    }
+
     /// Creates and binds every listening socket, so [`Server::local_endpoints`] reports real
     /// ports before serving starts.
     ///
@@ -325,6 +335,18 @@ impl ServerBuilder {
             datagram_handler: self.datagram_handler,
             async_handler: self.async_handler,
         };
+        let listener_stats: Vec<_> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let stream = endpoint.transport().is_connected();
+                Arc::new(ListenerStats::new(&name, &endpoint.to_string(), stream))
+            })
+            .collect();
+        if let Some(stats) = &self.stats {
+            for listener in &listener_stats {
+                stats.add(listener.clone());
+            }
+        }
         let shared = Shared::new(
             app,
             self.framing,
@@ -332,6 +354,7 @@ impl ServerBuilder {
             self.access,
             self.verify_request,
             self.handle_error,
+            listener_stats,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
         Ok(Server {
@@ -462,6 +485,7 @@ impl Server {
             handle_error: None,
             access: AccessList::default(),
             multicast_if: None,
+            stats: None,
         }
     }
 

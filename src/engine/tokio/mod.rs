@@ -41,9 +41,10 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     let mut loops = JoinSet::new();
     // Unix socket files are removed when their guard drops, after serving.
     let mut _socket_files = Vec::new();
-    for listener in listeners {
+    for (index, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let (transport, local) = (listener.transport(), listener.local());
+        let stats = shared.listener_stats(index);
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
         // Datagram listeners get their loop; stream listeners, adopted, an acceptor each.
         let accept = match listener {
@@ -58,19 +59,25 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
             }
             Listener::Udp(s) => {
                 let s = UdpSocket::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
+                let datagrams = Datagrams::Udp(s);
+                loops.spawn(datagram_loop(datagrams, shared, transport, local, stats));
                 continue;
             }
             Listener::UnixDatagram(s, file) => {
                 _socket_files.push(file);
                 let s = UnixDatagram::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Unix(s), shared, transport, local));
+                let datagrams = Datagrams::Unix(s);
+                loops.spawn(datagram_loop(datagrams, shared, transport, local, stats));
                 continue;
             }
         };
         let acceptor = Acceptor {
             listener: accept,
-            listening: Arc::new(Listening { transport, local }),
+            listening: Arc::new(Listening {
+                transport,
+                local,
+                stats,
+            }),
             shared,
             tracker: tracker.clone(),
             slots: slots.clone(),
@@ -109,7 +116,7 @@ impl Acceptor {
     async fn run(self) {
         let shared = &self.shared;
         let listening = &self.listening;
-        let mut acceptor = AcceptLoop::new();
+        let mut acceptor = AcceptLoop::new(listening.stats.clone());
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
@@ -170,11 +177,16 @@ impl Acceptor {
                 .accept()
                 .and_then(|(s, a)| Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))),
         };
-        drain_queue(&self.shared, accept_now, |stream, peer| {
-            let permit = self.slots.clone().try_acquire_owned().ok();
-            let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
-            self.tracker.spawn(conn);
-        });
+        drain_queue(
+            &self.shared,
+            &listening.stats,
+            accept_now,
+            |stream, peer| {
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
+                self.tracker.spawn(conn);
+            },
+        );
     }
 }
 
@@ -207,8 +219,9 @@ async fn datagram_loop(
     shared: Arc<Shared>,
     transport: Transport,
     local: Address,
+    stats: Arc<crate::stats::ListenerStats>,
 ) {
-    let mut datagrams = datagram::Datagrams::new(&shared, transport, local);
+    let mut datagrams = datagram::Datagrams::new(&shared, transport, local, stats);
     // One stop future for the loop's life: a fresh one per datagram registered and removed a
     // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
     // that keeps the socket readable cannot hide the stop.
@@ -352,7 +365,8 @@ impl Batch {
             };
             let admitted = datagrams.admitted();
             let at = self.peers.len();
-            if !datagram::answer(shared, &ctx, &buf[..n], &mut self.replies[at]) {
+            let stats = datagrams.stats();
+            if !datagram::answer(shared, stats, &ctx, &buf[..n], &mut self.replies[at]) {
                 continue;
             }
             match datagram::reply_addr(&ctx.peer) {
