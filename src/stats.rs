@@ -1,7 +1,7 @@
 //! What a server has done, counted per listener: the numbers behind `serve --metrics`.
 //!
 //! A leaf: atomics and nothing else, always compiled, so every engine counts the same way
-//! whether or not the `metrics` feature (the Prometheus exporter, [`crate::metrics`]) is
+//! whether or not the `metrics` feature (the Prometheus exporter, `socketkit::metrics`) is
 //! built. The hot path stays cheap: a stream connection's bytes and replies are counted by its
 //! engine in the connection's own [`Traffic`](crate::engine) record as before and added to its
 //! listener's totals once, when it ends; the listener's atomics are touched once per accepted
