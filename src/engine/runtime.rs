@@ -278,3 +278,36 @@ pub(crate) fn context_at(
         now,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::conn::{Ending, grace_over};
+    use std::time::Duration;
+
+    #[test]
+    fn a_connection_end_is_counted_by_its_cause_not_its_text() {
+        let io = |e: io::Error| Err(SessionError::Io(e));
+        assert_eq!(end_cause(&Ok(()), true), EndCause::Eof);
+        assert_eq!(end_cause(&Ok(()), false), EndCause::Closed);
+        let second = Duration::from_secs(1);
+        for (ending, cause) in [
+            (Ending::Idle(second), EndCause::Idle),
+            (Ending::Message(second), EndCause::MessageTimeout),
+            (Ending::Write(second), EndCause::WriteTimeout),
+            (Ending::GraceOver, EndCause::GraceOver),
+        ] {
+            assert_eq!(end_cause(&io(ending.error()), false), cause, "{ending:?}");
+        }
+        assert_eq!(end_cause(&io(grace_over()), true), EndCause::GraceOver);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(end_cause(&io(reset), false), EndCause::Reset);
+        let other = io::Error::other("a handler's own failure");
+        assert_eq!(end_cause(&io(other), false), EndCause::Error);
+        let panic = HandlerError::from_panic(Box::new("boom"));
+        assert_eq!(
+            end_cause(&Err(SessionError::Panic(panic)), false),
+            EndCause::Panic
+        );
+    }
+}

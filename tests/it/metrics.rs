@@ -463,3 +463,27 @@ fn log_format_json_writes_one_object_per_line() {
     }
     assert!(lines.iter().any(|l| l.contains("metrics on http://")));
 }
+
+/// `--metrics` takes a TCP endpoint (exit 2 otherwise) that can be bound (exit 7 otherwise).
+#[test]
+fn a_bad_metrics_endpoint_is_a_clear_error() {
+    let output = socketkit()
+        .args([
+            "serve",
+            "-l",
+            "tcp://127.0.0.1:0",
+            "--metrics",
+            "udp://127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    crate::common::assert_code(&output, 2);
+    assert!(crate::common::stderr(&output).contains("tcp://"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", taken.local_addr().unwrap());
+    let output = socketkit()
+        .args(["serve", "-l", "tcp://127.0.0.1:0", "--metrics", &endpoint])
+        .output()
+        .unwrap();
+    crate::common::assert_code(&output, 7);
+}
