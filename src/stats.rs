@@ -17,6 +17,10 @@
 //! `answered(machine.replies())`, then `Shared::report_stream`, which adds it all to the
 //! listener's totals with the cause of the end ([`EndCause`]). An engine takes its listener's
 //! counters from `Shared::listener_stats(i)` (`i`: the listener's index).
+//!
+//! A rule that ends a connection names its cause in the error it ends it with,
+//! `EndCause::X.error(kind, text)` (the time-outs, the grace period; a bad PROXY header:
+//! `EndCause::ProxyHeader`), and the end is counted by that cause, not by the error's text.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
