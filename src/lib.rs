@@ -22,6 +22,8 @@
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
+//! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
+//! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
@@ -69,6 +71,8 @@ pub mod error;
 pub mod exec;
 pub mod handler;
 pub(crate) mod limits;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod multicast;
 pub mod names;
 pub mod ping;
@@ -76,6 +80,7 @@ pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;
 pub(crate) mod shutdown;
+pub mod stats;
 
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;

@@ -34,6 +34,7 @@ use bytes::BytesMut;
 
 use crate::Limits;
 use crate::service::{Next, StreamSession};
+use crate::stats::EndCause;
 
 /// How long a closing connection waits for the peer's EOF after its FIN.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -118,7 +119,7 @@ impl Ending {
     pub(crate) fn error(self) -> io::Error {
         match self {
             Ending::Idle(idle) => idle_timed_out(idle),
-            Ending::Message(limit) => io::Error::new(
+            Ending::Message(limit) => EndCause::MessageTimeout.error(
                 io::ErrorKind::TimedOut,
                 format!("a message took longer than {limit:?} to arrive (message time-out)"),
             ),
@@ -130,9 +131,9 @@ impl Ending {
 
 /// The error that ends a connection when the shutdown grace period is over.
 pub(crate) fn grace_over() -> io::Error {
-    io::Error::new(
+    EndCause::GraceOver.error(
         io::ErrorKind::ConnectionAborted,
-        "closed at the end of the shutdown grace period",
+        "closed at the end of the shutdown grace period".into(),
     )
 }
 
@@ -179,6 +180,8 @@ pub(crate) struct Connection<S = Box<dyn StreamSession>> {
     spoke: bool,
     /// Whether the server has stopped accepting.
     stopping: bool,
+    /// Reads (and the EOF) the session answered with some bytes: the `requests` counter.
+    replies: u64,
 }
 
 impl<S: StreamSession> Connection<S> {
@@ -203,6 +206,7 @@ impl<S: StreamSession> Connection<S> {
             message_began: None,
             spoke: false,
             stopping: false,
+            replies: 0,
         };
         conn.settle();
         conn
@@ -250,6 +254,8 @@ impl<S: StreamSession> Connection<S> {
                 self.last_activity = now;
                 self.spoke = true;
                 self.next = self.session.on_data(bytes, &mut self.out);
+                // `out` was empty: a read comes only once the output is all written.
+                self.replies += u64::from(!self.out.is_empty());
                 if !self.session.in_message() {
                     self.message_began = None;
                 } else if !self.out.is_empty() || self.message_began.is_none() {
@@ -292,6 +298,7 @@ impl<S: StreamSession> Connection<S> {
                 debug_assert!(!self.is_writing(), "an EOF while output is pending");
                 self.last_activity = now;
                 self.next = self.session.on_eof(&mut self.out);
+                self.replies += u64::from(!self.out.is_empty());
             }
             Event::Deadline => match self.action() {
                 Action::Write { deadline, .. } if now >= deadline => {
@@ -313,6 +320,13 @@ impl<S: StreamSession> Connection<S> {
             Event::GraceOver => self.state = State::Aborted(Ending::GraceOver),
         }
         self.settle();
+    }
+
+    /// How many reads (and EOF) the session answered with some bytes so far: for the
+    /// listener's `requests` counter, reported by the driver at the end
+    /// (`Traffic::answered`).
+    pub(crate) fn replies(&self) -> u64 {
+        self.replies
     }
 
     /// Whether the server's stop has been reported ([`Event::ShutdownBegun`]).

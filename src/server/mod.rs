@@ -19,6 +19,7 @@ use crate::handler::{
 };
 use crate::multicast::MulticastInterface;
 use crate::service::{Address, DynService, Service, Upper};
+use crate::stats::{ListenerStats, Stats};
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
 ///
@@ -53,6 +54,7 @@ pub struct ServerBuilder {
     handle_error: Option<ErrorHook>,
     access: AccessList,
     multicast_if: Option<MulticastInterface>,
+    stats: Option<Stats>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -307,6 +309,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Counts what every listener of this server does in `stats` (labelled by the service's
+    /// name and the endpoint as bound): what `serve --metrics` exports. Several servers may
+    /// share one [`Stats`]. Without it the counters are kept all the same, unread.
+    pub fn stats(mut self, stats: &Stats) -> ServerBuilder {
+        self.stats = Some(stats.clone());
+        self
+    }
+
     /// Creates and binds every listening socket, so [`Server::local_endpoints`] reports real
     /// ports before serving starts.
     ///
@@ -351,6 +361,18 @@ impl ServerBuilder {
             async_handler: self.async_handler,
             exec: self.exec.clone(),
         };
+        let listener_stats: Vec<_> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let stream = endpoint.transport().is_connected();
+                Arc::new(ListenerStats::new(&name, &endpoint.to_string(), stream))
+            })
+            .collect();
+        if let Some(stats) = &self.stats {
+            for listener in &listener_stats {
+                stats.add(listener.clone());
+            }
+        }
         let shared = Shared::new(
             app,
             self.framing,
@@ -358,6 +380,7 @@ impl ServerBuilder {
             self.access,
             self.verify_request,
             self.handle_error,
+            listener_stats,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
         Ok(Server {
@@ -504,6 +527,7 @@ impl Server {
             handle_error: None,
             access: AccessList::default(),
             multicast_if: None,
+            stats: None,
         }
     }
 

@@ -20,6 +20,8 @@ mod hardening;
 mod interop;
 mod layers;
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod multicast;
 mod names;
 mod netns;

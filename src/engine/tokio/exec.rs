@@ -27,9 +27,10 @@ pub(super) async fn exec_loop(
     exec: Arc<Exec>,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
+    stats: Arc<crate::stats::ListenerStats>,
 ) {
     let socket = Arc::new(socket);
-    let mut datagrams = datagram::Datagrams::new(&shared, transport, local);
+    let mut datagrams = datagram::Datagrams::new(&shared, transport, local, stats.clone());
     // The runs reply from their own tasks: the loop guard learns of their replies here.
     let replies = datagrams.reply_log();
     let mut stop = std::pin::pin!(shared.stop.fired());
@@ -67,11 +68,12 @@ pub(super) async fn exec_loop(
             }
         };
         let request = datagrams.request(n).to_vec();
-        let (shared, exec, socket, replies) = (
+        let (shared, exec, socket, replies, stats) = (
             shared.clone(),
             exec.clone(),
             socket.clone(),
             replies.clone(),
+            stats.clone(),
         );
         tracker.spawn(async move {
             let limits = &shared.limits;
@@ -85,8 +87,9 @@ pub(super) async fn exec_loop(
             };
             if let Some(reply) = reply {
                 replies.sending(&ctx.peer, &reply);
-                if let Err(e) = try_send_to(&socket, &reply, &ctx.peer) {
-                    tracing::debug!(peer = %ctx.peer, "reply not sent: {e}");
+                match try_send_to(&socket, &reply, &ctx.peer) {
+                    Ok(_) => stats.datagram_answered(reply.len()),
+                    Err(e) => tracing::debug!(peer = %ctx.peer, "reply not sent: {e}"),
                 }
             }
             drop(permit);

@@ -42,9 +42,10 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     let mut loops = JoinSet::new();
     // Unix socket files are removed when their guard drops, after serving.
     let mut _socket_files = Vec::new();
-    for listener in listeners {
+    for (index, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let (transport, local) = (listener.transport(), listener.local());
+        let stats = shared.listener_stats(index);
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
         // Datagram listeners get their loop; stream listeners, adopted, an acceptor each.
         let accept = match listener {
@@ -65,6 +66,7 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                     shared,
                     (transport, local),
                     (&tracker, &slots),
+                    stats,
                 );
                 continue;
             }
@@ -77,13 +79,18 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                     shared,
                     (transport, local),
                     (&tracker, &slots),
+                    stats,
                 );
                 continue;
             }
         };
         let acceptor = Acceptor {
             listener: accept,
-            listening: Arc::new(Listening { transport, local }),
+            listening: Arc::new(Listening {
+                transport,
+                local,
+                stats,
+            }),
             shared,
             tracker: tracker.clone(),
             slots: slots.clone(),
@@ -111,6 +118,7 @@ fn spawn_datagrams(
     shared: Arc<Shared>,
     (transport, local): (Transport, Address),
     (tracker, slots): (&TaskTracker, &Arc<Semaphore>),
+    stats: Arc<crate::stats::ListenerStats>,
 ) {
     match shared.app.exec.clone() {
         Some(program) => loops.spawn(exec::exec_loop(
@@ -120,8 +128,9 @@ fn spawn_datagrams(
             program,
             tracker.clone(),
             slots.clone(),
+            stats,
         )),
-        None => loops.spawn(datagram_loop(socket, shared, transport, local)),
+        None => loops.spawn(datagram_loop(socket, shared, transport, local, stats)),
     };
 }
 
@@ -143,7 +152,7 @@ impl Acceptor {
     async fn run(self) {
         let shared = &self.shared;
         let listening = &self.listening;
-        let mut acceptor = AcceptLoop::new();
+        let mut acceptor = AcceptLoop::new(listening.stats.clone());
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
@@ -204,11 +213,16 @@ impl Acceptor {
                 .accept()
                 .and_then(|(s, a)| Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))),
         };
-        drain_queue(&self.shared, accept_now, |stream, peer| {
-            let permit = self.slots.clone().try_acquire_owned().ok();
-            let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
-            self.tracker.spawn(conn);
-        });
+        drain_queue(
+            &self.shared,
+            &listening.stats,
+            accept_now,
+            |stream, peer| {
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
+                self.tracker.spawn(conn);
+            },
+        );
     }
 }
 
@@ -241,8 +255,9 @@ async fn datagram_loop(
     shared: Arc<Shared>,
     transport: Transport,
     local: Address,
+    stats: Arc<crate::stats::ListenerStats>,
 ) {
-    let mut datagrams = datagram::Datagrams::new(&shared, transport, local);
+    let mut datagrams = datagram::Datagrams::new(&shared, transport, local, stats);
     // One stop future for the loop's life: a fresh one per datagram registered and removed a
     // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
     // that keeps the socket readable cannot hide the stop.
@@ -386,7 +401,8 @@ impl Batch {
             };
             let admitted = datagrams.admitted();
             let at = self.peers.len();
-            if !datagram::answer(shared, &ctx, &buf[..n], &mut self.replies[at]) {
+            let stats = datagrams.stats();
+            if !datagram::answer(shared, stats, &ctx, &buf[..n], &mut self.replies[at]) {
                 continue;
             }
             match datagram::reply_addr(&ctx.peer) {

@@ -20,6 +20,7 @@ use crate::handler::{
     AsyncStream, AsyncStreamRequest, CatchUnwind, DynAsyncHandler, PeerCredentials,
 };
 use crate::service::{Address, Context, StreamSession};
+use crate::stats::ListenerStats;
 
 /// An accepted connection, kept concrete so the session path can wait for readiness without
 /// holding a buffer.
@@ -74,6 +75,8 @@ thread_local! {
 pub(crate) struct Listening {
     pub(crate) transport: Transport,
     pub(crate) local: Address,
+    /// The listener's counters.
+    pub(crate) stats: Arc<ListenerStats>,
 }
 
 impl Listening {
@@ -112,11 +115,12 @@ pub(crate) fn serve_conn(
     async move {
         if let Some(handler) = &shared.app.async_handler {
             let ctx = listening.context(&peer, accepted);
-            Box::pin(serve_handler(handler, conn, ctx, &shared)).await;
+            let stats = &listening.stats;
+            Box::pin(serve_handler(handler, conn, ctx, &shared, stats)).await;
         } else {
             // A temporary, gone before the first wait: the task does not keep it.
             let session = shared.session(&listening.context(&peer, accepted));
-            let traffic = Traffic::new();
+            let traffic = Traffic::new(&listening.stats);
             // Set once the server stops accepting: a session between messages then closes.
             let stopping = AtomicBool::new(false);
             let limits = &shared.limits;
@@ -152,9 +156,10 @@ async fn serve_handler(
     conn: Conn,
     ctx: Context,
     shared: &Shared,
+    stats: &Arc<ListenerStats>,
 ) {
     let peer = ctx.peer.clone();
-    let traffic = Arc::new(Traffic::new());
+    let traffic = Arc::new(Traffic::new(stats));
     let stopping = AtomicBool::new(false); // handlers do not look at it
     let work = async {
         let mut ctx = ctx;
@@ -269,7 +274,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         if let std::task::Poll::Ready(Ok(())) = polled {
-            this.traffic.received(buf.filled().len() - before);
+            match buf.filled().len() - before {
+                0 if buf.remaining() > 0 => this.traffic.eof(),
+                n => this.traffic.received(n),
+            }
         }
         polled
     }
@@ -323,7 +331,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut watchdog = Watchdog::new(now + limits.idle_timeout);
     // Whether `now` predates this wake-up (it is read again at the first event that needs it).
     let mut stale = false;
-    std::future::poll_fn(|cx| {
+    let driven = std::future::poll_fn(|cx| {
         loop {
             match machine.io() {
                 Io::Write(bytes) => match std::pin::Pin::new(&mut *conn).poll_write(cx, bytes) {
@@ -365,7 +373,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                             (now, stale) = (Instant::now(), false);
                         }
                         let event = match n {
-                            0 => Event::Eof,
+                            0 => {
+                                traffic.eof();
+                                Event::Eof
+                            }
                             n => {
                                 traffic.received(n);
                                 Event::Read(&buf[..n])
@@ -399,7 +410,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     })
-    .await?;
+    .await;
+    // Counted whatever the end: a reply given before a reset was still given.
+    traffic.answered(machine.replies());
+    driven?;
     match machine.action() {
         Action::Abort(ending) => Err(ending.error().into()),
         _ => {

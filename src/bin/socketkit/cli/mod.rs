@@ -89,9 +89,29 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// The log lines' format on stderr: human, or json (one JSON object per line, for log
+    /// shippers: timestamp, level, fields, message).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for people.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -312,6 +332,13 @@ pub struct ServeArgs {
     /// group listener (exit 2); an unknown interface exits 6.
     #[arg(long, value_name = "ADDR|NAME", value_parser = parse_multicast_if)]
     pub multicast_if: Option<socketkit::multicast::MulticastInterface>,
+
+    /// Serve Prometheus metrics at http://ENDPOINT/metrics (a tcp:// endpoint, e.g.
+    /// tcp://127.0.0.1:9100): connections, datagrams, bytes, ends by cause, durations, per
+    /// service and listener, and process metrics. Only GET /metrics is answered (404
+    /// otherwise); scrapers are bounded in number and time and never slow serving.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub metrics: Option<Endpoint>,
 
     #[command(flatten)]
     pub framing: FramingArgs,

@@ -27,6 +27,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
     let stoppers = stop_on_signals(args.grace)?;
+    let stats = socketkit::stats::Stats::new();
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
         let mut builder = Server::builder()
@@ -43,7 +44,8 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
-            .access(access.clone());
+            .access(access.clone())
+            .stats(&stats);
         builder = match &program {
             Some(program) => {
                 warn_if_reachable(program, &endpoints, &access);
@@ -69,6 +71,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         drop(stops);
         servers.push(server);
     }
+    let _exporter = start_metrics(args.metrics.as_ref(), stats, quiet)?;
     if !quiet {
         for server in &servers {
             for endpoint in server.local_endpoints() {
@@ -139,6 +142,41 @@ fn warn_if_reachable(
             program.argv()[0].to_string_lossy(),
             open.join(", ")
         );
+    }
+}
+
+/// `--metrics`: the exporter, on its own thread until it drops (after serving).
+#[cfg(feature = "metrics")]
+fn start_metrics(
+    endpoint: Option<&Endpoint>,
+    stats: socketkit::stats::Stats,
+    quiet: bool,
+) -> anyhow::Result<Option<socketkit::metrics::MetricsServer>> {
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let exporter = socketkit::metrics::MetricsServer::start(endpoint, stats)?;
+    if !quiet {
+        crate::say(format_args!(
+            "metrics on http://{}/metrics",
+            exporter.local_addr()
+        ));
+    }
+    Ok(Some(exporter))
+}
+
+/// `--metrics` in a build without the `metrics` feature: a usage error.
+#[cfg(not(feature = "metrics"))]
+fn start_metrics(
+    endpoint: Option<&Endpoint>,
+    _stats: socketkit::stats::Stats,
+    _quiet: bool,
+) -> anyhow::Result<Option<()>> {
+    match endpoint {
+        None => Ok(None),
+        Some(_) => anyhow::bail!(socketkit::Error::Config(
+            "--metrics needs a socketkit built with the `metrics` feature".into()
+        )),
     }
 }
 

@@ -131,6 +131,9 @@ pub(super) fn serve(hub: &Hub, mut conn: Box<Pooled>) {
     });
     if let Some((conn, result)) = ended {
         hub.release(conn.token);
+        if let Some(machine) = &conn.machine {
+            conn.traffic.answered(machine.replies()); // an abort: the replies given still count
+        }
         let Pooled { peer, traffic, .. } = *conn; // the socket closes here
         shared.report_stream(&peer, &traffic, result);
     }
@@ -174,7 +177,10 @@ impl Pooled {
                         false => Err(io::ErrorKind::WouldBlock.into()),
                     };
                     match read {
-                        Ok(0) => Event::Eof,
+                        Ok(0) => {
+                            self.traffic.eof();
+                            Event::Eof
+                        }
                         Ok(n) => {
                             // A record read leaves the records queued behind it, and no
                             // new edge comes for them: read until `EAGAIN`.
@@ -197,6 +203,7 @@ impl Pooled {
                 Action::Close => {
                     // Lingering close, parked like any read: a peer slow to send its EOF
                     // holds no worker.
+                    self.traffic.answered(machine.replies());
                     self.machine = None;
                     if socket2::SockRef::from(&self.conn)
                         .shutdown(Shutdown::Write)
