@@ -447,3 +447,28 @@ fn the_thread_engines_refuse_a_program() {
         assert!(text.contains("async engine only"), "{engine}: {text}");
     }
 }
+
+#[test]
+fn a_datagram_run_that_outlives_the_message_time_out_after_its_reply_is_stopped() {
+    // Writes its reply and closes its stdout, then lingers: the message time-out bounds the
+    // whole run, not only the reply (else it would hold the reply and its slot for 30 s).
+    let program = "echo late; exec >&-; exec sleep 30";
+    let (mut server, endpoints) = serve(
+        &["-l", "udp://127.0.0.1:0", "--message-timeout", "300ms"],
+        &["sh", "-c", program],
+        1,
+    );
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .send_to(b"ping", endpoints[0].socket_addrs().unwrap()[0])
+        .unwrap();
+    server.wait_for_line("within the message time-out of 300ms: stopped, no reply");
+    // The run was stopped before any reply was sent: none ever comes.
+    client.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let got = client.recv(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{got:?}"
+    );
+}
