@@ -5,6 +5,10 @@
 //! Each program runs in a process group of its own and is signalled as a group, so `sh -c
 //! 'a | b'` stops whole; a group is signalled only while its leader is not yet reaped, so its
 //! id cannot have been reused.
+//!
+//! A forced stop (a second signal: [`crate::server::exit`]) ends the process without a drain:
+//! the programs running then are in process groups of their own, which no terminal's Ctrl-C
+//! reaches, so [`kill_all`] kills them first, from a list of every server's programs.
 
 use std::io;
 use std::process::ExitStatus;
@@ -21,11 +25,54 @@ use tokio::process::Child;
 /// (whose default of 90 s is for services, not per-connection programs).
 pub(crate) const KILL_AFTER: Duration = Duration::from_secs(1);
 
+/// The process group (its leader's pid) of every program of this process not yet known to
+/// have exited, across servers: what [`kill_all`] kills.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// A program's place in [`RUNNING`], given up when dropped: once its leader has been reaped.
+struct Entry(u32);
+
+impl Entry {
+    fn new(child: &Child) -> Option<Entry> {
+        let pid = child.id()?;
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        Some(Entry(pid))
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = running.iter().position(|&pid| pid == self.0) {
+            running.swap_remove(at);
+        }
+    }
+}
+
+/// Kills (`SIGKILL`) the process group of every program still running in this process, for a
+/// stop that does not wait ([`crate::server::exit`]). A group is killed only while its leader
+/// is still a child of this process (the moment between a leader's reaping and its entry's
+/// removal must not kill a stranger that took its number).
+pub(crate) fn kill_all() {
+    let me = std::process::id().to_string();
+    let running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    for &pid in running.iter() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The command name may hold spaces and parentheses: the fields follow the last ')'.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if parent == Some(me.as_str()) {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
 /// Programs whose connection ended before they did (the grace period ran out, the task was
 /// dropped): signalled with `SIGTERM`, waiting to be reaped.
 #[derive(Default)]
 pub(crate) struct Children {
-    stopping: Mutex<Vec<(Child, Instant)>>,
+    stopping: Mutex<Vec<(Child, Instant, Option<Entry>)>>,
 }
 
 impl Children {
@@ -34,7 +81,7 @@ impl Children {
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
-        stopping.retain_mut(|(child, since)| {
+        stopping.retain_mut(|(child, since, _)| {
             if !matches!(child.try_wait(), Ok(None)) {
                 return false;
             }
@@ -53,7 +100,7 @@ impl Children {
         let mut killed = 0;
         loop {
             let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
-            stopping.retain_mut(|(child, _)| matches!(child.try_wait(), Ok(None)));
+            stopping.retain_mut(|(child, _, _)| matches!(child.try_wait(), Ok(None)));
             if stopping.is_empty() {
                 return killed;
             }
@@ -63,7 +110,7 @@ impl Children {
                 tracing::info!("killing {killed} program(s) still running (SIGKILL)");
                 stopping
                     .iter_mut()
-                    .for_each(|(child, _)| signal(child, Signal::SIGKILL));
+                    .for_each(|(child, _, _)| signal(child, Signal::SIGKILL));
             }
             if elapsed >= KILL_AFTER * 3 {
                 // SIGKILL is not ignorable: only a process stuck in the kernel (D state) gets
@@ -76,10 +123,10 @@ impl Children {
         }
     }
 
-    fn stop_later(&self, mut child: Child) {
+    fn stop_later(&self, mut child: Child, entry: Option<Entry>) {
         signal(&mut child, Signal::SIGTERM);
         let mut stopping = self.stopping.lock().unwrap_or_else(|e| e.into_inner());
-        stopping.push((child, Instant::now()));
+        stopping.push((child, Instant::now(), entry));
     }
 }
 
@@ -98,11 +145,14 @@ fn signal(child: &mut Child, signal: Signal) {
 pub(crate) struct Running {
     child: Option<Child>,
     children: Arc<Children>,
+    /// Dropped with `child`, once it is reaped (or handed to `children` with it).
+    entry: Option<Entry>,
 }
 
 impl Running {
     pub(crate) fn new(child: Child, children: Arc<Children>) -> Running {
         Running {
+            entry: Entry::new(&child),
             child: Some(child),
             children,
         }
@@ -117,6 +167,7 @@ impl Running {
     pub(crate) async fn wait(mut self) -> io::Result<ExitStatus> {
         let status = self.child().wait().await;
         self.child = None;
+        self.entry = None;
         status
     }
 
@@ -126,6 +177,7 @@ impl Running {
         signal(self.child(), Signal::SIGTERM);
         if let Ok(status) = tokio::time::timeout(KILL_AFTER, self.child().wait()).await {
             self.child = None;
+            self.entry = None;
             return status;
         }
         signal(self.child(), Signal::SIGKILL);
@@ -136,7 +188,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         if let Some(child) = self.child.take() {
-            self.children.stop_later(child);
+            self.children.stop_later(child, self.entry.take());
         }
     }
 }

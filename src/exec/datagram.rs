@@ -10,8 +10,9 @@ use crate::service::Context;
 
 impl Exec {
     /// Runs the program once for `request`; returns its stdout as the reply, or `None` for no
-    /// reply: empty output, output over `max_reply` bytes, a run longer than `within` (the
-    /// program is then stopped), or a program that could not start. Each is logged.
+    /// reply: empty output, output over `max_reply` bytes, a run (its reply and its exit) longer
+    /// than `within` (the program is then stopped), or a program that could not start. Each is
+    /// logged.
     pub(crate) async fn answer(
         &self,
         ctx: &Context,
@@ -36,15 +37,24 @@ impl Exec {
             let _ = stdin.write_all(request).await;
         };
         let mut reply = Vec::new();
-        let read = async {
-            let mut limited = stdout.take(max_reply as u64 + 1);
-            limited.read_to_end(&mut reply).await
+        // The whole run is timed, its exit too: a program that closed its stdout and lingers
+        // (cleaning up, or `exec >&-; sleep`) would otherwise hold the reply and the slot for
+        // as long as it likes.
+        let run = async {
+            let read = async {
+                let mut limited = stdout.take(max_reply as u64 + 1);
+                limited.read_to_end(&mut reply).await
+            };
+            tokio::join!(feed, read).1?;
+            if reply.len() > max_reply {
+                return Ok(false);
+            }
+            running.child().wait().await.map(|_| true)
         };
-        let run = async { tokio::join!(feed, read).1 };
         let outcome = tokio::time::timeout(within, run).await;
         let name = self.name();
         match outcome {
-            Ok(Ok(_)) if reply.len() > max_reply => {
+            Ok(Ok(false)) => {
                 tracing::info!(
                     %peer,
                     "{name} wrote more than the datagram limit of {max_reply} bytes: no reply"
@@ -52,7 +62,8 @@ impl Exec {
                 self.report(peer, running.stop().await, true);
                 None
             }
-            Ok(Ok(_)) => {
+            Ok(Ok(true)) => {
+                // Exited already: this only takes its status.
                 self.report(peer, running.wait().await, false);
                 (!reply.is_empty()).then_some(reply)
             }
@@ -64,7 +75,7 @@ impl Exec {
             Err(_) => {
                 tracing::info!(
                     %peer,
-                    "{name} did not finish its reply within the message time-out of \
+                    "{name} did not write its reply and exit within the message time-out of \
                      {within:?}: stopped, no reply"
                 );
                 self.report(peer, running.stop().await, true);

@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::service::{Address, Context};
+pub(crate) use children::kill_all;
 use children::{Children, Running};
 use env::{LocalProcess, PeerCredentials};
 pub(crate) use stream::ExecHandler;

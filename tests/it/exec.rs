@@ -447,3 +447,70 @@ fn the_thread_engines_refuse_a_program() {
         assert!(text.contains("async engine only"), "{engine}: {text}");
     }
 }
+
+#[test]
+fn a_datagram_run_that_outlives_the_message_time_out_after_its_reply_is_stopped() {
+    // Writes its reply and closes its stdout, then lingers: the message time-out bounds the
+    // whole run, not only the reply (else it would hold the reply and its slot for 30 s).
+    let program = "echo late; exec >&-; exec sleep 30";
+    let (mut server, endpoints) = serve(
+        &["-l", "udp://127.0.0.1:0", "--message-timeout", "300ms"],
+        &["sh", "-c", program],
+        1,
+    );
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .send_to(b"ping", endpoints[0].socket_addrs().unwrap()[0])
+        .unwrap();
+    server.wait_for_line("within the message time-out of 300ms: stopped, no reply");
+    // The run was stopped before any reply was sent: none ever comes.
+    client.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let got = client.recv(&mut buf);
+    assert!(
+        matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "{got:?}"
+    );
+}
+
+/// Whether `pid` is gone or a zombie (dead, only not reaped: its parent exited, and reaping it
+/// is its new parent's business).
+fn dead(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_none_or(|state| state == "Z" || state == "X")
+}
+
+#[test]
+fn a_second_signal_kills_the_programs_running_before_serve_exits() {
+    // Its own process group keeps a terminal's Ctrl-C from it: only the server can stop it.
+    let program = "import os, time\n\
+                   print(os.getpid(), flush=True)\n\
+                   time.sleep(1000)";
+    let (mut server, endpoints) = serve(
+        &["-l", "tcp://127.0.0.1:0", "--grace", "60s"],
+        &["python3", "-c", program],
+        1,
+    );
+    let conn = connect(&endpoints[0]);
+    let mut line = String::new();
+    BufReader::new(&conn).read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    let _cleanup = KillOnDrop(pid);
+    server.signal(Signal::SIGTERM);
+    server.wait_for_line("shutting down");
+    server.signal(Signal::SIGTERM);
+    assert_eq!(
+        server.wait_exit(),
+        Some(130),
+        "{:#?}",
+        server.lines_so_far()
+    );
+    // SIGKILL is delivered asynchronously: bounded wait for the kernel to end it.
+    let start = Instant::now();
+    while !dead(pid) && start.elapsed() < SAFETY_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(dead(pid), "the program {pid} outlived a forced stop");
+}

@@ -245,7 +245,7 @@ pub struct ServeArgs {
     /// PROTO=TCP, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (tcp); PROTO=UDP and
     /// UDP* alike (udp); PROTO=UNIX, UNIXLOCALPATH, UNIXLOCALPID/UID/GID, UNIXREMOTEPID/EUID/EGID
     /// (unix streams), UNIXREMOTEPATH (a named peer). A datagram's run has --message-timeout
-    /// to write its reply (within the datagram limit), else no reply. --max-connections bounds
+    /// to write its reply (within the datagram limit) and exit, else no reply. --max-connections bounds
     /// the programs running; at the end of --grace the rest get SIGTERM, and SIGKILL 1 s later.
     /// The async engine only (the others refuse it, exit 2). A missing program: exit 2.
     #[arg(last = true, value_name = "PROGRAM [ARGS]")]
