@@ -92,9 +92,10 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
     /// Connections open now (`idle`).
     pub open: AtomicU64,
-    pub(crate) latencies: Mutex<Option<Histogram<u64>>>,
-    /// How late requests left, against their intended send time (`--rate` only).
-    pub(crate) lags: Mutex<Option<Histogram<u64>>>,
+    /// Latencies and schedule lags (`--rate` only) by second of the run, from its start: what
+    /// the workers flush as each of their seconds ends. The run's whole histograms are their
+    /// sum, so the per-second figures (`--plot`, `--hdr-log`) cost no second copy per worker.
+    pub(crate) seconds: Mutex<Vec<(Histogram<u64>, Histogram<u64>)>>,
     /// `errors` by [`Failure`], in `Failure::ALL`'s order.
     pub(crate) kinds: [AtomicU64; Failure::ALL.len()],
     /// The first error's text.
@@ -121,17 +122,17 @@ impl Counters {
         }
     }
 
-    /// Merges one worker's latencies and schedule lags (nanoseconds).
-    pub(crate) fn merge(&self, latencies: &Histogram<u64>, lags: &Histogram<u64>) {
-        for (all, histogram) in [(&self.latencies, latencies), (&self.lags, lags)] {
-            let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
-            match all.as_mut() {
-                Some(all) => {
-                    let _ = all.add(histogram);
-                }
-                None => *all = Some(histogram.clone()),
-            }
+    /// Merges one worker's latencies and schedule lags (nanoseconds) of second `second`.
+    pub(crate) fn merge(&self, second: usize, latencies: &Histogram<u64>, lags: &Histogram<u64>) {
+        if latencies.is_empty() && lags.is_empty() {
+            return;
         }
+        let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        while seconds.len() <= second {
+            seconds.push((histogram(), histogram()));
+        }
+        let _ = seconds[second].0.add(latencies);
+        let _ = seconds[second].1.add(lags);
     }
 
     /// Requests finished so far, whatever their outcome.
