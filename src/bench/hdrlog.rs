@@ -145,9 +145,15 @@ impl Report {
                 Ok(LogEntry::Interval(interval)) => interval,
                 Ok(_) => continue,
                 Err(LogIteratorError::ParseError { offset }) => {
+                    let last = !text[offset.min(text.len())..].trim_end().contains('\n');
+                    let reason = if last && !text.ends_with('\n') {
+                        "the log ends in the middle of a line: it was cut short"
+                    } else {
+                        "not an interval log line"
+                    };
                     return Err(LogError {
                         line: line_of(offset),
-                        reason: "not an interval log line".into(),
+                        reason: reason.into(),
                     });
                 }
             };
@@ -209,5 +215,73 @@ impl Report {
         report.schedule_lag = recording.lag_percentiles();
         report.recording = recording;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::bench::counters::Counters;
+    use crate::bench::plan::Plan;
+
+    /// A report whose run recorded `values` (ns), second `i` getting the values at `i` mod
+    /// `seconds`.
+    fn run_of(values: &[u64], seconds: usize) -> Report {
+        let counters = Counters::default();
+        for second in 0..seconds {
+            let mut h = histogram();
+            for v in values.iter().skip(second).step_by(seconds) {
+                h.record(*v).unwrap();
+            }
+            counters.merge(second, &h, &histogram());
+        }
+        let plan = Plan::new("tcp://127.0.0.1:9".parse().unwrap());
+        Report::new(&plan, &counters, Duration::from_secs(seconds as u64), None)
+    }
+
+    proptest! {
+        /// Two runs, one read back from its log and one from its JSON line, merged: the same
+        /// histogram, so the same percentiles, as one fed every value.
+        #[test]
+        fn merging_two_runs_equals_one_histogram_fed_all_their_values(
+            a in prop::collection::vec(1_000u64..60_000_000_000, 1..300),
+            b in prop::collection::vec(1_000u64..60_000_000_000, 1..300),
+            seconds_a in 1usize..4,
+            seconds_b in 1usize..4,
+        ) {
+            let from_log = Report::from_hdr_log(&run_of(&a, seconds_a).to_hdr_log(SystemTime::UNIX_EPOCH))
+                .unwrap();
+            let from_json = Report::from_json(&run_of(&b, seconds_b).to_json()).unwrap();
+            let merged = Report::merge(&[from_log, from_json]).unwrap();
+
+            let mut all = histogram();
+            for v in a.iter().chain(&b) {
+                all.record(*v).unwrap();
+            }
+            let sum = merged.recording.latency.as_ref().unwrap();
+            prop_assert_eq!(sum.len(), all.len());
+            for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+                prop_assert_eq!(sum.value_at_quantile(q), all.value_at_quantile(q));
+            }
+            prop_assert_eq!(merged.latency, super::super::Latency::of(&all));
+            // Second by second too: the runs' seconds added.
+            let per_second: u64 = merged.recording.seconds.iter().map(|s| s.latency.len()).sum();
+            prop_assert_eq!(per_second, a.len() as u64);
+        }
+    }
+
+    #[test]
+    fn a_log_without_its_closing_line_is_cut_short() {
+        let log = run_of(&[5_000, 7_000], 2).to_hdr_log(SystemTime::UNIX_EPOCH);
+        let cut: String = log
+            .lines()
+            .filter(|l| !l.starts_with(END))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let error = Report::from_hdr_log(&cut).unwrap_err();
+        assert_eq!(error.line, cut.lines().count());
+        assert!(error.reason.contains("cut short"), "{error}");
     }
 }
