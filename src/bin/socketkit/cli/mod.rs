@@ -144,6 +144,8 @@ pub enum Command {
     /// time (no coordinated omission), and "sched lag" shows how late requests actually left.
     /// Exit code 3 on a wrong reply, 5 on time-outs or losses, 4 when every error was a
     /// refusal (or a reset before any reply), 1 on other errors or when nothing was answered.
+    /// --plot draws the run as an SVG; --hdr-log keeps its histograms as an HdrHistogram log,
+    /// which `socketkit report` adds up across runs and machines.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
