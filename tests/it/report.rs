@@ -238,7 +238,8 @@ fn the_hdr_log_reads_back_in_the_hdrhistogram_crate_and_in_python_with_the_same_
     let from_json: Histogram<u64> = Deserializer::new()
         .deserialize(&mut encoded.as_slice())
         .unwrap();
-    assert_eq!(from_json, all);
+    assert_eq!(from_json.len(), all.len());
+    assert_eq!(quantiles(&from_json), quantiles(&all));
 
     if let Some((count, values)) = python_reads(&log) {
         assert_eq!(count, 1500);
