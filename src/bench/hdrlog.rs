@@ -190,8 +190,8 @@ impl Report {
                     .into(),
             });
         }
-        let mut recording = Recording {
-            seconds: seconds
+        let recording = Recording::of(
+            seconds
                 .into_iter()
                 .map(|(latency, lag, length)| Second {
                     latency,
@@ -199,18 +199,7 @@ impl Report {
                     length,
                 })
                 .collect(),
-            ..Recording::default()
-        };
-        let mut summed = Recording::default();
-        for second in &recording.seconds {
-            summed.add(&Recording {
-                latency: Some(second.latency.clone()).filter(|h| !h.is_empty()),
-                lag: Some(second.lag.clone()).filter(|h| !h.is_empty()),
-                seconds: Vec::new(),
-            });
-        }
-        recording.latency = summed.latency;
-        recording.lag = summed.lag;
+        );
         report.latency = recording.latency_percentiles();
         report.schedule_lag = recording.lag_percentiles();
         report.recording = recording;

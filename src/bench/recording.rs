@@ -86,6 +86,11 @@ impl Recording {
                 }
             })
             .collect();
+        Recording::of(seconds)
+    }
+
+    /// The recording made of `seconds`, the whole being their sum.
+    pub(crate) fn of(seconds: Vec<Second>) -> Recording {
         let sum = |pick: fn(&Second) -> &Histogram<u64>| {
             let mut all: Option<Histogram<u64>> = None;
             for second in &seconds {
