@@ -26,6 +26,8 @@ mod multicast;
 mod names;
 mod netns;
 mod ping;
+#[cfg(all(feature = "hdr-log", feature = "plot"))]
+mod report;
 mod resources;
 mod seqpacket;
 mod services;

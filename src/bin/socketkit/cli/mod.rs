@@ -172,6 +172,8 @@ pub enum Command {
     /// time (no coordinated omission), and "sched lag" shows how late requests actually left.
     /// Exit code 3 on a wrong reply, 5 on time-outs or losses, 4 when every error was a
     /// refusal (or a reset before any reply), 1 on other errors or when nothing was answered.
+    /// --plot draws the run as an SVG; --hdr-log keeps its histograms as an HdrHistogram log,
+    /// which `socketkit report` adds up across runs and machines.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
@@ -226,6 +228,36 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Add up bench runs (from several machines, or one after another) into one report.
+    ///
+    /// Reads `bench --hdr-log` logs or `bench --json` outputs, adds their histograms (never
+    /// averaging percentiles), and prints the report as bench does (or --json), listing what was
+    /// merged. Runs whose parameters differ (mode, endpoint, connections, size, pipeline, rate)
+    /// are merged only with --force. Counts, connections and rates are summed; the elapsed
+    /// time is the longest run's, as for runs that went at the same time. Exit 2 for a file
+    /// that is not such a log (the error names its line) or runs that differ.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+}
+
+/// `socketkit report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The runs: `bench --hdr-log` files, or `bench --json` outputs (one run a line).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Merge runs whose parameters differ.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the merged report as one JSON object (bench's fields, and "merged": the runs).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw the merged runs as an SVG picture in FILE, as bench --plot does.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// `socketkit serve`.
@@ -401,6 +433,17 @@ pub struct BenchArgs {
     /// own_cpu_per_request_us).
     #[arg(long)]
     pub json: bool,
+
+    /// Draw the run as an SVG picture in FILE: the latency percentile distribution, then
+    /// throughput and p99 (and the schedule lag's p99 with --rate) second by second.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Keep the run's latency histograms in FILE as an HdrHistogram V2 interval log (one
+    /// interval a second; schedule lags tagged "lag"), for `socketkit report` and
+    /// HdrHistogram's own tools.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     pub framing: FramingArgs,

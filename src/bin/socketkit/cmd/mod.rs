@@ -6,6 +6,7 @@ pub mod client;
 pub mod completions;
 pub mod ping;
 pub mod port;
+pub mod report;
 pub mod resolve;
 pub mod send;
 pub mod serve;
