@@ -20,6 +20,7 @@
 //! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
+//! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
@@ -62,6 +63,7 @@ pub(crate) mod access;
 pub mod bench;
 pub mod client;
 pub mod codec;
+pub mod dump;
 pub mod endpoint;
 pub mod engine;
 pub mod error;

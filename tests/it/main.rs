@@ -18,6 +18,7 @@ mod handlers;
 mod hardening;
 mod interop;
 mod layers;
+mod listen;
 mod memory;
 mod multicast;
 mod names;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Ping(args) => cmd::ping::run(args, cli.quiet),
         Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
+        Command::Listen(args) => cmd::listen::run(args, cli.verbose > 0),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,12 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use socketkit::{Endpoint, Engine};
 
+mod dump;
+mod listen;
 mod values;
 
+pub use dump::DumpArgs;
+pub use listen::ListenArgs;
 pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
@@ -198,6 +202,16 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Wait for a peer and talk to it over stdin and stdout, like nc -l.
+    ///
+    /// Streams (tcp, unix): wait for one peer, copy stdin to it and it to stdout, full duplex;
+    /// half-close after stdin ends (unless --no-shutdown); exit when both ends are done. -k
+    /// takes the next peer after it, one at a time. Datagrams (udp, unixgram): print each
+    /// datagram as it comes, and send each line of stdin (its newline kept) to whoever sent
+    /// the last one; runs until stopped, or until -i passes without a datagram (exit 5).
+    /// The "listening on" line gives the real port when 0 was asked for; -v names each peer.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Listen(ListenArgs),
 }
 
 /// `socketkit serve`.
@@ -410,6 +424,9 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 /// `socketkit send`.
@@ -467,6 +484,9 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 const RESOLVE_HELP: &str = "\

@@ -4,6 +4,7 @@ pub mod addr;
 pub mod bench;
 pub mod client;
 pub mod completions;
+pub mod listen;
 pub mod ping;
 pub mod port;
 pub mod resolve;
