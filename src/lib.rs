@@ -21,6 +21,7 @@
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
+//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
 //!
@@ -72,6 +73,7 @@ pub(crate) mod limits;
 pub mod multicast;
 pub mod names;
 pub mod ping;
+pub mod relay;
 pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;

@@ -577,6 +577,19 @@ impl AsyncStreamRequest {
         &mut self.0.writer
     }
 
+    /// The reader and the writer at once, for a handler that copies both ways concurrently
+    /// (a relay): [`reader`](Self::reader) and [`writer`](Self::writer), with their bounds.
+    #[allow(clippy::type_complexity)]
+    pub fn split(
+        &mut self,
+    ) -> (
+        &mut (impl tokio::io::AsyncBufRead + Unpin + Send + use<>),
+        &mut (impl tokio::io::AsyncWrite + Unpin + Send + use<>),
+    ) {
+        let parts = &mut *self.0;
+        (&mut parts.reader, &mut parts.writer)
+    }
+
     /// The peer's address.
     #[doc(alias = "client_address")]
     pub fn peer(&self) -> &Address {

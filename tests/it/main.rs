@@ -24,6 +24,7 @@ mod multicast;
 mod names;
 mod netns;
 mod ping;
+mod relay;
 mod resources;
 mod seqpacket;
 mod services;

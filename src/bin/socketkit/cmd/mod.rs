@@ -7,6 +7,7 @@ pub mod completions;
 pub mod listen;
 pub mod ping;
 pub mod port;
+pub mod relay;
 pub mod resolve;
 pub mod send;
 pub mod serve;

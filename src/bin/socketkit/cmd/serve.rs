@@ -15,34 +15,23 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
     let plan = plan(&args)?;
-    let mut access = socketkit::server::AccessList::default();
-    for cidr in &args.allow {
-        access.allow(cidr)?;
-    }
-    for cidr in &args.deny {
-        access.deny(cidr)?;
-    }
+    let access = args.limits.access()?;
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
-    let stoppers = stop_on_signals(args.grace)?;
+    let stoppers = stop_on_signals(args.limits.grace)?;
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
         let service = service::by_name(&name).expect("checked by the argument parser");
-        let mut builder = Server::builder()
+        let mut builder = args
+            .limits
+            .apply(Server::builder(), &access)
             .engine(args.engine)
-            .backlog(args.backlog)
-            .grace(args.grace)
-            .idle_timeout(args.idle_timeout)
-            .message_timeout(args.message_timeout)
-            .write_timeout(args.write_timeout)
             .datagram_rate(args.datagram_rate)
-            .max_connections(args.max_connections)
             .workers(args.workers)
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
-            .access(access.clone())
             .service(service);
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
@@ -171,7 +160,9 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
 /// process at once (exit 130). Before any server is bound (while resolving names, say), a
 /// signal ends the process at once too. Ending at once skips destructors, so it goes through
 /// `socketkit::server::exit`, which removes the Unix socket files first.
-fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
+pub fn stop_on_signals(
+    grace: std::time::Duration,
+) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let handles: Arc<Mutex<Vec<ShutdownHandle>>> = Arc::default();
     let slot = handles.clone();

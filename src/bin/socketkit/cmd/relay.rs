@@ -1,0 +1,46 @@
+//! `socketkit relay LISTEN TARGET`: each peer of LISTEN gets its own connection to TARGET,
+//! served by the async engine (permits, time-outs, access lists, drain), stopped like serve.
+
+use socketkit::relay::Relay;
+use socketkit::{Engine, Server, ShutdownHandle};
+
+use crate::cli::RelayArgs;
+
+pub fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<()> {
+    let access = args.limits.access()?;
+    let dump = args.dump.open()?;
+    let relay = Relay::new(args.target.clone())?
+        .connect_timeout(args.timeout)
+        .idle_timeout(args.limits.idle_timeout)
+        .dump(dump);
+    // Before binding too, so an address in use is not mistaken for the loop.
+    relay.refuse_loop(std::slice::from_ref(&args.listen))?;
+    let stoppers = super::serve::stop_on_signals(args.limits.grace)?;
+    let server = args
+        .limits
+        .apply(Server::builder(), &access)
+        .engine(Engine::Async)
+        .listen(args.listen.clone())
+        .async_handler(relay.clone())
+        .bind()?;
+    relay.refuse_loop(server.local_endpoints())?;
+    {
+        let handle = server.shutdown_handle();
+        let mut stops = stoppers.lock().unwrap_or_else(|e| e.into_inner());
+        if stops.iter().any(ShutdownHandle::is_shutdown) {
+            handle.shutdown();
+        }
+        stops.push(handle);
+    }
+    if !quiet {
+        for endpoint in server.local_endpoints() {
+            crate::say(format_args!(
+                "listening on {endpoint} (relay to {}, async)",
+                args.target
+            ));
+        }
+    }
+    server.serve_forever()?;
+    tracing::info!("stopped");
+    Ok(())
+}
