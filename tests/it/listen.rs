@@ -315,3 +315,53 @@ fn client_dump_shows_each_datagram() {
         ]
     );
 }
+
+#[test]
+fn serve_dump_shows_streams_and_datagrams_on_every_engine() {
+    for engine in ["async", "threaded", "pool", "sequential"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dump.txt");
+        let mut command = socketkit();
+        command.args([
+            "serve",
+            "-e",
+            engine,
+            &format!("--dump=hex={}", file.display()),
+            "-l",
+            "tcp://127.0.0.1:0",
+            "-l",
+            "udp://127.0.0.1:0",
+        ]);
+        let mut serve = Spawned::start(command);
+        let endpoints = serve.listening(2);
+        let data = b"stream \x00\xfe bytes\n".repeat(5);
+        let output = run(socketkit().args(["send", &endpoints[0].to_string()]), &data);
+        common::assert_code(&output, 0);
+        let output = run(
+            socketkit().args(["send", &endpoints[1].to_string(), "datagram"]),
+            b"",
+        );
+        common::assert_code(&output, 0);
+        serve.signal(nix::sys::signal::Signal::SIGTERM);
+        assert_eq!(serve.wait_exit(), Some(0));
+        let text = std::fs::read_to_string(&file).unwrap();
+        let chunks = dump::parse(DumpFormat::Hex, &text).unwrap();
+        let udp: Vec<_> = chunks.iter().filter(|c| c.bytes == b"datagram").collect();
+        assert_eq!(udp.len(), 1, "{engine}: {text}");
+        let udp_peer = udp[0].peer.clone();
+        let stream: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.peer != udp_peer)
+            .cloned()
+            .collect();
+        assert_eq!(joined(&stream, Direction::Received), data, "{engine}");
+        assert_eq!(
+            joined(&stream, Direction::Sent),
+            data.to_ascii_uppercase(),
+            "{engine}"
+        );
+        for (chunk, body) in chunks.iter().zip(bodies(&text)) {
+            assert_eq!(body, hexdump_c(&chunk.bytes), "{engine}");
+        }
+    }
+}

@@ -279,6 +279,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 /// `socketkit bench`.

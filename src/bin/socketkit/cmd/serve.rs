@@ -16,12 +16,17 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
     let plan = plan(&args)?;
     let access = args.limits.access()?;
+    let dump = args.dump.open()?;
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
     let stoppers = stop_on_signals(args.limits.grace)?;
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
-        let service = service::by_name(&name).expect("checked by the argument parser");
+        let mut service = service::by_name(&name).expect("checked by the argument parser");
+        if let Some(dump) = &dump {
+            // Wrapped only when asked for: without --dump the service runs as it is.
+            service = service::AnyService::new(service::Dumped::new(service, dump.clone()));
+        }
         let mut builder = args
             .limits
             .apply(Server::builder(), &access)
