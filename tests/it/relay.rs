@@ -194,3 +194,81 @@ fn a_target_that_is_the_relays_own_address_is_refused_at_start() {
     );
     common::assert_code(&output, 2);
 }
+
+/// A Python UDP server that answers each datagram with its sender's address and the datagram
+/// upper-cased, twice (a target that replies more than once). First line: its port.
+const UDP_SERVER: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    data, peer = s.recvfrom(65536)
+    for _ in range(2):
+        s.sendto(b"%s:%d " % (peer[0].encode(), peer[1]) + data.upper(), peer)
+"#;
+
+#[test]
+fn udp_relay_gives_each_client_its_own_upstream_socket() {
+    let mut python = Command::new("python3");
+    python.arg("-c").arg(UDP_SERVER).stdout(Stdio::piped());
+    let mut python = python.spawn().unwrap();
+    let _kill = KillOnDrop(&mut python);
+    let port = common::first_stdout_line(_kill.0, "the Python UDP server");
+    let target = format!("udp://127.0.0.1:{}", port.trim());
+    let (mut relay, endpoint) = start_relay(&["-v", "-i", "1s", "udp://127.0.0.1:0", &target]);
+    let addr = endpoint.socket_addrs().unwrap()[0];
+    let mut upstreams = Vec::new();
+    for name in ["alice", "bob"] {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        client.send_to(name.as_bytes(), addr).unwrap();
+        let mut buf = [0u8; 100];
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let (n, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(from, addr);
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(seen[0], seen[1]);
+        let (upstream, reply) = seen[0].split_once(' ').unwrap();
+        assert_eq!(reply, name.to_uppercase());
+        upstreams.push(upstream.to_string());
+        // The same client again: the same upstream socket.
+        client.send_to(b"again", addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("{upstream} AGAIN")
+        );
+        let _ = client.recv_from(&mut buf).unwrap();
+    }
+    assert_ne!(upstreams[0], upstreams[1], "one upstream socket per client");
+    // Idle for -i: the upstream socket is closed, and the client's next datagram gets a new one.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let local = client.local_addr().unwrap();
+    let mut buf = [0u8; 100];
+    let mut upstream_of = |message: &[u8]| {
+        client.send_to(message, addr).unwrap();
+        let (n, _) = client.recv_from(&mut buf).unwrap();
+        let _ = client.recv_from(&mut [0u8; 100]).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        text.split_once(' ').unwrap().0.to_string()
+    };
+    let first = upstream_of(b"one");
+    relay.wait_for_line(&format!("{local}: idle for 1s, upstream closed"));
+    assert_ne!(upstream_of(b"two"), first);
+    relay.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(relay.wait_exit(), Some(0));
+}
+
+/// Kills a child on drop, so a failing test leaves no process behind.
+struct KillOnDrop<'a>(&'a mut Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

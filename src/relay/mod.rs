@@ -6,6 +6,11 @@
 //! client's side, the drain and grace period at shutdown are the server's own. Streams of
 //! either kind relay to streams of either kind (tcp → unix, unix → tcp). A target that refuses
 //! or does not answer in time costs only that client: it is closed, with one log line.
+//!
+//! UDP relays to UDP with [`DatagramRelay`] (`datagram.rs`): one upstream socket per client,
+//! closed after an idle time-out.
+
+mod datagram;
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +23,7 @@ use crate::endpoint::{Endpoint, Transport};
 use crate::error::Error;
 use crate::handler::{AsyncStreamHandler, AsyncStreamRequest};
 use crate::service::Address;
+pub use datagram::DatagramRelay;
 
 /// Bytes read at a time, each way.
 const RELAY_CHUNK_BYTES: usize = 64 * 1024;
