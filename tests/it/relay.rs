@@ -193,6 +193,15 @@ fn a_target_that_is_the_relays_own_address_is_refused_at_start() {
         b"",
     );
     common::assert_code(&output, 2);
+    // Datagrams relay only udp:// to udp://.
+    for (listen, target) in [
+        ("udp://127.0.0.1:0", "tcp://127.0.0.1:9"),
+        ("tcp://127.0.0.1:0", "udp://127.0.0.1:9"),
+        ("unixgram:///tmp/sk-relay.sock", "tcp://127.0.0.1:9"),
+    ] {
+        let output = common::run_peer(socketkit().args(["relay", listen, target]), b"");
+        common::assert_code(&output, 2);
+    }
 }
 
 /// A Python UDP server that answers each datagram with its sender's address and the datagram

@@ -34,6 +34,12 @@ pub fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<()> {
         .connect_timeout(args.timeout)
         .idle_timeout(args.limits.idle_timeout)
         .dump(dump);
+    if !matches!(args.listen.transport(), Transport::Tcp | Transport::Unix) {
+        anyhow::bail!(socketkit::Error::Config(format!(
+            "relay listens on tcp://, unix:// or udp://, not {}",
+            args.listen
+        )));
+    }
     // Before binding too, so an address in use is not mistaken for the loop.
     relay.refuse_loop(std::slice::from_ref(&args.listen))?;
     let stoppers = super::serve::stop_on_signals(args.limits.grace)?;
