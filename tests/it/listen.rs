@@ -365,3 +365,24 @@ fn serve_dump_shows_streams_and_datagrams_on_every_engine() {
         }
     }
 }
+
+#[test]
+fn client_dump_shows_each_record_on_unixpacket() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("unixpacket://{}", dir.path().join("p.sock").display());
+    let server = TestServer::start(socketkit::Engine::Async, &[&endpoint]);
+    let output = run(
+        socketkit().args(["client", "--dump", "text", &server.endpoint(0).to_string()]),
+        b"abc\nxyz\n",
+    );
+    common::assert_code(&output, 0);
+    assert_eq!(common::stdout(&output), "ABC\nXYZ\n");
+    let stderr: String = common::stderr(&output)
+        .lines()
+        .skip_while(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let chunks = dump::parse(DumpFormat::Text, &stderr).unwrap();
+    assert_eq!(joined(&chunks, Direction::Sent), b"abcxyz");
+    assert_eq!(joined(&chunks, Direction::Received), b"ABCXYZ");
+}
