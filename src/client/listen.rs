@@ -303,9 +303,10 @@ fn serve_datagrams(
             Ok(received) => received,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if super::errors::is_timeout(&e) => {
-                return Err(super::errors::timed_out(
-                    options.idle_timeout.unwrap_or_default(),
-                ));
+                return Err(Error::TimedOut {
+                    what: "a datagram (idle time-out)",
+                    after: options.idle_timeout.unwrap_or_default(),
+                });
             }
             Err(e) => return Err(io_err("receiving", e)),
         };

@@ -386,3 +386,27 @@ fn client_dump_shows_each_record_on_unixpacket() {
     assert_eq!(joined(&chunks, Direction::Sent), b"abcxyz");
     assert_eq!(joined(&chunks, Direction::Received), b"ABCXYZ");
 }
+
+#[test]
+fn listen_on_unix_datagrams_answers_and_its_idle_timeout_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.sock");
+    let (mut listen, _) = start_listen(&["-i", "1s", &format!("unixgram://{}", path.display())]);
+    let printed = lines(listen.child.stdout.take().unwrap());
+    let peer = std::os::unix::net::UnixDatagram::bind(dir.path().join("peer.sock")).unwrap();
+    peer.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    peer.send_to(b"over unixgram\n", &path).unwrap();
+    assert_eq!(
+        printed.recv_timeout(SAFETY_TIMEOUT).unwrap(),
+        "over unixgram"
+    );
+    let mut stdin = listen.stdin.take().unwrap();
+    stdin.write_all(b"answered\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = peer.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"answered\n");
+    // Nothing more for -i: exit 5, one line, the socket file removed.
+    assert_eq!(listen.wait_exit(), Some(5));
+    listen.wait_for_line("idle time-out");
+    assert!(!path.exists());
+}
