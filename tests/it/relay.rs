@@ -281,3 +281,25 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn sigterm_lets_a_relayed_connection_finish_within_the_grace_period() {
+    let server = TestServer::start(socketkit::Engine::Async, &["tcp://127.0.0.1:0"]);
+    let target = server.endpoint(0).to_string();
+    let (mut relay, endpoint) = start_relay(&["--grace", "10s", "tcp://127.0.0.1:0", &target]);
+    let mut stream = TcpStream::connect(endpoint.socket_addrs().unwrap()[0]).unwrap();
+    stream.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    stream.write_all(b"before ").unwrap();
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).unwrap(); // relayed both ways: the connection is in flight
+    assert_eq!(&buf, b"BEFORE ");
+    relay.signal(nix::sys::signal::Signal::SIGTERM);
+    relay.wait_for_line("shutting down");
+    // New peers are no longer taken; this one finishes.
+    stream.write_all(b"after").unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "AFTER");
+    assert_eq!(relay.wait_exit(), Some(0));
+}
