@@ -170,6 +170,13 @@ fn a_refusing_target_closes_only_that_client_with_one_log_line() {
     );
     relay.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(relay.wait_exit(), Some(0));
+    relay.wait_for_line("stopped");
+    let lines = relay.lines_so_far();
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("cannot reach")).count(),
+        2,
+        "one line per client: {lines:#?}"
+    );
 }
 
 #[test]
