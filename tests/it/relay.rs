@@ -310,3 +310,36 @@ fn sigterm_lets_a_relayed_connection_finish_within_the_grace_period() {
     assert_eq!(rest, "AFTER");
     assert_eq!(relay.wait_exit(), Some(0));
 }
+
+#[test]
+fn relay_dump_shows_both_ways_with_the_client_as_the_peer() {
+    use socketkit::dump::{self, Direction, DumpFormat};
+    let server = TestServer::start(socketkit::Engine::Async, &["tcp://127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.dump");
+    let spec = format!("--dump=hex={}", file.display());
+    let target = server.endpoint(0).to_string();
+    let (_relay, endpoint) = start_relay(&[&spec, "tcp://127.0.0.1:0", &target]);
+    let mut stream = TcpStream::connect(endpoint.socket_addrs().unwrap()[0]).unwrap();
+    stream.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+    let data = b"relayed \x00\x01 bytes\n".repeat(20);
+    stream.write_all(&data).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, data.to_ascii_uppercase());
+    // Each chunk is in the dump before it is passed on.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let chunks = dump::parse(DumpFormat::Hex, &text).unwrap();
+    let client = stream.local_addr().unwrap().to_string();
+    assert!(chunks.iter().all(|c| c.peer == client), "{text}");
+    let joined = |direction| -> Vec<u8> {
+        chunks
+            .iter()
+            .filter(|c| c.direction == direction)
+            .flat_map(|c| c.bytes.clone())
+            .collect()
+    };
+    assert_eq!(joined(Direction::Received), data);
+    assert_eq!(joined(Direction::Sent), reply);
+}
