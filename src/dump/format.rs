@@ -163,7 +163,7 @@ pub fn parse(format: DumpFormat, dump: &str) -> Result<Vec<Chunk>, String> {
     let finish = |chunks: &mut Vec<(Chunk, usize)>, body: &mut String| {
         if let Some((chunk, len)) = chunks.last_mut() {
             chunk.bytes = match format {
-                DumpFormat::Hex => unhexdump(body)?,
+                DumpFormat::Hex => unhexdump(body, *len)?,
                 DumpFormat::Text => unescape_text(body)?,
             };
             if chunk.bytes.len() != *len {
@@ -212,8 +212,9 @@ fn parse_header(header: &str) -> Option<(Chunk, usize)> {
     Some((chunk, len))
 }
 
-/// The bytes of a `hexdump -C` body, its `*` runs expanded.
-fn unhexdump(body: &str) -> Result<Vec<u8>, String> {
+/// The bytes of a `hexdump -C` body, its `*` runs expanded; an offset past `len` (the
+/// header's count) is an error, so a bad dump cannot make a `*` run fill gigabytes.
+fn unhexdump(body: &str, len: usize) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     let mut last_line: Vec<u8> = Vec::new();
     let mut squeezed = false;
@@ -224,6 +225,11 @@ fn unhexdump(body: &str) -> Result<Vec<u8>, String> {
         }
         let offset = usize::from_str_radix(line.get(..8).unwrap_or(line), 16)
             .map_err(|_| format!("bad offset in {line:?}"))?;
+        if offset > len {
+            return Err(format!(
+                "offset {offset:08x} past the {len} bytes announced"
+            ));
+        }
         if squeezed {
             while bytes.len() < offset && !last_line.is_empty() {
                 bytes.extend_from_slice(&last_line);
