@@ -225,7 +225,9 @@ pub enum Command {
     /// --max-connections, the time-outs, --allow/--deny, and the same graceful stop on
     /// SIGINT, SIGTERM or SIGHUP. A TARGET that refuses or does not answer within -w closes
     /// that peer with one log line; the relay goes on. A TARGET that is the relay's own
-    /// listening address is refused at start (exit 2).
+    /// listening address is refused at start (exit 2). udp:// relays to udp:// with one upstream
+    /// socket per client (so replies reach the client that asked), closed after -i without
+    /// traffic either way; -m caps the clients.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Relay(RelayArgs),
 }
