@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::{Framing, MessageCodec};
+use crate::dump::Dump;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
@@ -45,6 +46,8 @@ pub struct SendOptions {
     /// Multicast only: whether members on this host get the request too
     /// (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`). Default: none, the system's (on).
     pub multicast_loop: Option<bool>,
+    /// `--dump`: every chunk each way, shown as `hexdump -C` or escaped text. Default: none.
+    pub dump: Option<Dump>,
 }
 
 impl Default for SendOptions {
@@ -61,6 +64,7 @@ impl Default for SendOptions {
             max_time: None,
             multicast_ttl: None,
             multicast_loop: None,
+            dump: None,
         }
     }
 }

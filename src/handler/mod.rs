@@ -579,7 +579,9 @@ impl AsyncStreamRequest {
         &mut self.0.writer
     }
 
-    /// Both halves at once, to read and write in one loop (as [`StreamRequest::split`]).
+    /// The reader and the writer at once, for a handler that copies both ways concurrently
+    /// (a relay): [`reader`](Self::reader) and [`writer`](Self::writer), with their bounds.
+    #[allow(clippy::type_complexity)]
     pub fn split(
         &mut self,
     ) -> (

@@ -11,6 +11,7 @@ mod discard;
 mod echo;
 mod qotd;
 mod registry;
+mod tap;
 mod upper;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub use discard::{Discard, DiscardSession};
 pub use echo::{Echo, EchoSession};
 pub use qotd::Qotd;
 pub use registry::{SERVICES, ServiceInfo, by_name, info, is_service_port};
+pub use tap::{Dumped, DumpedSession};
 pub use upper::{Upper, UpperSession, upper_message, upper_prefix};
 
 /// What the engine does after an event, once the session's output has been written.

@@ -19,6 +19,7 @@ mod handlers;
 mod hardening;
 mod interop;
 mod layers;
+mod listen;
 mod memory;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -26,6 +27,7 @@ mod multicast;
 mod names;
 mod netns;
 mod ping;
+mod relay;
 #[cfg(all(feature = "hdr-log", feature = "plot"))]
 mod report;
 mod resources;

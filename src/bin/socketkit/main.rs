@@ -32,6 +32,8 @@ fn main() -> ExitCode {
         Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
         Command::Report(args) => cmd::report::run(args),
+        Command::Listen(args) => cmd::listen::run(args, cli.verbose > 0),
+        Command::Relay(args) => cmd::relay::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,16 +7,23 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use socketkit::{Endpoint, Engine};
 
+mod dump;
+mod limits;
+mod listen;
+mod relay;
 mod values;
 
+pub use dump::DumpArgs;
+pub use limits::ServerLimitArgs;
+pub use listen::ListenArgs;
+pub use relay::RelayArgs;
 pub use values::{PortQuery, ServiceSpec};
 use values::{
-    engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
-    parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_multicast_if,
-    parse_on_off, parse_ping_count, parse_ping_interval, parse_ping_size, parse_pipeline,
-    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
-    parse_workers, payload_parser,
+    engine_parser, expect_parser, framing_parser, mode_parser, parse_bind, parse_budget,
+    parse_bytes, parse_connect_endpoint, parse_duration, parse_length_bytes, parse_max_connections,
+    parse_message_size, parse_multicast_if, parse_on_off, parse_ping_count, parse_ping_interval,
+    parse_ping_size, parse_pipeline, parse_port_query, parse_rate, parse_request_rate,
+    parse_requests, parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -58,7 +65,9 @@ Short flags mean one thing in every command, as in nc and ncat:
            resolve: nc's -w)
   -l ENDP  an endpoint to listen on (serve)
   -i DUR   the idle time-out (serve: ncat's -i, not nc's interval between lines)
-  -u       UDP (port --udp)
+  -u       UDP (port --udp; listen -u: a bare port is UDP, nc's -lu)
+  -p PORT  the port to listen on (listen: nc's -l -p)
+  -k       keep listening for the next peer (listen: nc's -k)
   -b       broadcast (send: nc's -b)
   -e NAME  the engine (serve; not nc's -e PROGRAM: a program goes after --,
            serve -- PROGRAM ARGS...)
@@ -228,6 +237,29 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Wait for a peer and talk to it over stdin and stdout, like nc -l.
+    ///
+    /// Streams (tcp, unix): wait for one peer, copy stdin to it and it to stdout, full duplex;
+    /// half-close after stdin ends (unless --no-shutdown); exit when both ends are done. -k
+    /// takes the next peer after it, one at a time. Datagrams (udp, unixgram): print each
+    /// datagram as it comes, and send each line of stdin (its newline kept) to whoever sent
+    /// the last one; runs until stopped, or until -i passes without a datagram (exit 5).
+    /// The "listening on" line gives the real port when 0 was asked for; -v names each peer.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Listen(ListenArgs),
+    /// Relay each peer of LISTEN to TARGET, both ways, like socat TCP-LISTEN:a,fork TCP:b.
+    ///
+    /// Every accepted peer gets its own connection to TARGET; bytes are copied both ways, and
+    /// a half-close on either side is carried to the other. Streams relay to streams across
+    /// kinds (tcp to unix, unix to tcp). It runs on the async engine with serve's limits:
+    /// --max-connections, the time-outs, --allow/--deny, and the same graceful stop on
+    /// SIGINT, SIGTERM or SIGHUP. A TARGET that refuses or does not answer within -w closes
+    /// that peer with one log line; the relay goes on. A TARGET that is the relay's own
+    /// listening address is refused at start (exit 2). udp:// relays to udp:// with one upstream
+    /// socket per client (so replies reach the client that asked), closed after -i without
+    /// traffic either way; -m caps the clients.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Relay(RelayArgs),
     /// Add up bench runs (from several machines, or one after another) into one report.
     ///
     /// Reads `bench --hdr-log` logs or `bench --json` outputs, adds their histograms (never
@@ -296,40 +328,8 @@ pub struct ServeArgs {
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM/SIGHUP, how long connections may take to finish: in line and length
-    /// framing those between messages are closed at once; raw streams run to the peer's EOF.
-    /// 0: close them all at once (the one duration that may be 0).
-    #[arg(long, default_value = "5s", value_parser = parse_grace, value_name = "DUR")]
-    pub grace: Duration,
-
-    /// Length of the queue of connections not yet accepted (listen's backlog); at least 1.
-    #[arg(long, default_value_t = 128, value_name = "N", value_parser = parse_backlog)]
-    pub backlog: u32,
-
-    /// Close a connection that sends nothing for this long (ncat's -i; not nc's line interval).
-    #[arg(short, long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
-    pub idle_timeout: Duration,
-
-    /// A message begun (part of a line or frame) must be complete within this time, however
-    /// steadily its bytes trickle in.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
-    pub message_timeout: Duration,
-
-    /// Close a connection whose peer reads nothing of a reply for this long.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
-    pub write_timeout: Duration,
-
-    /// Connections served at once, on every engine; beyond it, clients wait in the listen queue.
-    /// 1 to 1048576.
-    #[arg(
-        short,
-        long,
-        default_value_t = 10_000,
-        value_name = "N",
-        visible_alias = "max-conns",
-        value_parser = parse_max_connections
-    )]
-    pub max_connections: usize,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
 
     /// Datagrams answered per second per source address while other sources wait (a burst of
     /// one second's worth); a source alone is never limited. 0: no limit (a rate, not a count).
@@ -347,17 +347,6 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
 
-    /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
-    /// peers and ranges (::ffff:a.b.c.d/96+N) match as their IPv4 form. Checked before a byte
-    /// is read.
-    #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<String>,
-
-    /// Refuse peers in this range (CIDR or one address); repeatable; wins over --allow. A
-    /// refused TCP connection is reset; refusals are logged at most once per 10 s.
-    #[arg(long, value_name = "CIDR")]
-    pub deny: Vec<String>,
-
     /// The interface on which udp://GROUP:PORT listeners (224.0.0.0/4, ff00::/8) join their
     /// multicast group: an address of it, or its name (eth0) [default: the system's choice; an
     /// IPv6 group takes the endpoint's zone, udp://[ff02::1%eth0]:PORT]. Refused without a
@@ -374,6 +363,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 /// `socketkit bench`.
@@ -501,6 +493,9 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 /// `socketkit send`.
@@ -558,6 +553,9 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
 }
 
 const RESOLVE_HELP: &str = "\

@@ -15,6 +15,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     options.max_time = args.max_time;
     options.multicast_ttl = args.ttl;
     options.multicast_loop = args.multicast_loop;
+    options.dump = args.dump.open()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {

@@ -17,41 +17,38 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
     let program = program(&args)?;
     let plan = plan(&args)?;
-    let mut access = socketkit::server::AccessList::default();
-    for cidr in &args.allow {
-        access.allow(cidr)?;
-    }
-    for cidr in &args.deny {
-        access.deny(cidr)?;
-    }
+    let access = args.limits.access()?;
+    let dump = args.dump.open()?;
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
-    let stoppers = stop_on_signals(args.grace)?;
+    let stoppers = stop_on_signals(args.limits.grace)?;
     let stats = socketkit::stats::Stats::new();
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
-        let mut builder = Server::builder()
+        let mut builder = args
+            .limits
+            .apply(Server::builder(), &access)
             .engine(args.engine)
-            .backlog(args.backlog)
-            .grace(args.grace)
-            .idle_timeout(args.idle_timeout)
-            .message_timeout(args.message_timeout)
-            .write_timeout(args.write_timeout)
             .datagram_rate(args.datagram_rate)
-            .max_connections(args.max_connections)
             .workers(args.workers)
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
-            .access(access.clone())
             .stats(&stats);
         builder = match &program {
             Some(program) => {
                 warn_if_reachable(program, &endpoints, &access);
                 builder.exec(program.clone())
             }
-            None => builder.service(service::by_name(&name).expect("checked by the parser")),
+            None => {
+                let mut service = service::by_name(&name).expect("checked by the parser");
+                if let Some(dump) = &dump {
+                    // Wrapped only when asked for: without --dump the service runs as it is.
+                    service = service::AnyService::new(service::Dumped::new(service, dump.clone()));
+                }
+                builder.service(service)
+            }
         };
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
@@ -111,6 +108,11 @@ fn program(args: &ServeArgs) -> anyhow::Result<Option<Program>> {
              endpoints with -l",
             names.join(", ")
         )));
+    }
+    if args.dump.dump.is_some() {
+        anyhow::bail!(socketkit::Error::Config(
+            "--dump taps a service's bytes; it does not apply to a program after -- yet".into()
+        ));
     }
     if args.framing.framing() != socketkit::codec::Framing::Raw {
         anyhow::bail!(socketkit::Error::Config(
@@ -263,7 +265,9 @@ fn plan(args: &ServeArgs) -> anyhow::Result<Vec<(String, Vec<Endpoint>)>> {
 /// process at once (exit 130). Before any server is bound (while resolving names, say), a
 /// signal ends the process at once too. Ending at once skips destructors, so it goes through
 /// `socketkit::server::exit`, which removes the Unix socket files first.
-fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
+pub fn stop_on_signals(
+    grace: std::time::Duration,
+) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let handles: Arc<Mutex<Vec<ShutdownHandle>>> = Arc::default();
     let slot = handles.clone();
