@@ -107,6 +107,19 @@ impl StreamSession for UpperSession {
         Next::Read
     }
 
+    /// All-ASCII input with no character held back: upper-cased in place (ASCII's upper case
+    /// is Unicode's for those characters, and has their length). Anything else may change
+    /// length or complete a held character: the general path.
+    fn on_data_in_place(&mut self, data: &mut [u8]) -> Option<Next> {
+        if !self.pending.is_empty() || !data.is_ascii() {
+            return None;
+        }
+        for b in data.iter_mut() {
+            *b = ascii_upper(*b);
+        }
+        Some(Next::Read)
+    }
+
     fn on_eof(&mut self, out: &mut BytesMut) -> Next {
         out.extend_from_slice(&self.pending); // still cut off at EOF: not UTF-8, pass it through
         self.pending.clear();

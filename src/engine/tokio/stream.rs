@@ -341,14 +341,29 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         if stale {
                             (now, stale) = (Instant::now(), false);
                         }
-                        let event = match n {
-                            0 => Event::Eof,
-                            n => {
-                                traffic.received(n);
-                                Event::Read(&buf[..n])
+                        if n == 0 {
+                            machine.handle(Event::Eof, now);
+                            return Poll::Ready(Ok(()));
+                        }
+                        traffic.received(n);
+                        let data = &mut buf[..n];
+                        if !machine.read_in_place(data, now) {
+                            return Poll::Ready(Ok(()));
+                        }
+                        // The reply is the read buffer, transformed: written from here, and
+                        // what does not go at once is copied to the machine's output.
+                        let wrote = match std::pin::Pin::new(&mut *conn).poll_write(cx, data) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                             }
+                            Poll::Ready(Ok(wrote)) => wrote,
+                            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::Interrupted => {
+                                return Poll::Ready(Err(e));
+                            }
+                            Poll::Ready(Err(_)) | Poll::Pending => 0,
                         };
-                        machine.handle(event, now);
+                        traffic.sent(wrote);
+                        machine.wrote_in_place(data, wrote, now);
                         Poll::Ready(Ok(()))
                     });
                     match read {
