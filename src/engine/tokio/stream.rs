@@ -201,10 +201,18 @@ fn until_forced<'a, F: Future<Output = Result<(), SessionError>> + Unpin + 'a>(
 ) -> impl Future<Output = Result<(), SessionError>> + 'a {
     async move {
         {
+            // Once the stop holds this task's waker (every waker of a tokio task wakes that
+            // task), a wake-up needs only its flag: polling the stop's future at every request
+            // cost more than the flag.
             let mut stop = std::pin::pin!(shared.stop.fired());
+            let mut registered = false;
             let ended = std::future::poll_fn(|cx| match Pin::new(&mut work).poll(cx) {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending => stop.as_mut().poll(cx).map(|()| None),
+                Poll::Pending if registered && !shared.stop.is_fired() => Poll::Pending,
+                Poll::Pending => {
+                    registered = true;
+                    stop.as_mut().poll(cx).map(|()| None)
+                }
             })
             .await;
             if let Some(result) = ended {
