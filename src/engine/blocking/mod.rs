@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
-use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
+use super::datagram::{BATCH, Batch, Datagrams, Received, check_reply, recv_datagram, reply_addr};
 use super::listener::{Listener, unix_address};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
@@ -304,8 +304,11 @@ impl Loop {
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let local = self.listener.local();
-        let mut datagrams = Datagrams::new(shared, transport, local, self.stats.clone());
+        let mut datagrams =
+            Datagrams::new(shared, transport, self.listener.local(), self.stats.clone());
+        let Some(handler) = shared.app.datagram_handler.clone() else {
+            return self.batch_loop(&mut datagrams);
+        };
         let mut limit_log = LimitLog::default();
         loop {
             if !self.wait_for("datagrams") {
@@ -320,14 +323,7 @@ impl Loop {
                     continue;
                 }
             };
-            let Some(handler) = shared.app.datagram_handler.clone() else {
-                // A sans-IO service is quick: answer on this thread, whatever the engine.
-                if let Some(reply) = datagrams.answer(shared, &ctx, n) {
-                    let sent = send_to(&self.listener, reply, &ctx.peer);
-                    datagrams.sent(&ctx.peer, sent);
-                }
-                continue;
-            };
+            let handler = handler.clone();
             let Some(permit) = self.permit(&mut limit_log) else {
                 return;
             };
@@ -363,6 +359,29 @@ impl Loop {
                     shared.report(&ctx.peer, result);
                 }
             }));
+        }
+    }
+}
+
+impl Loop {
+    /// The datagram loop of a sans-IO service, which is quick: it answers on this thread,
+    /// whatever the engine, the datagrams queued a batch at a time ([`Batch`]: one system call
+    /// to receive them, one to send their replies). After a full batch more may be queued: it
+    /// receives again without waiting, once it has looked at the stop.
+    fn batch_loop(&self, datagrams: &mut Datagrams) {
+        let shared = &self.shared;
+        let mut batch = Batch::new();
+        let mut full = false;
+        loop {
+            if full && shared.stop.is_fired() || !full && !self.wait_for("datagrams") {
+                return;
+            }
+            let received = batch.recv(self.fd());
+            full = matches!(received, Ok(BATCH));
+            if let Some(delay) = batch.answer(self.fd(), datagrams, shared, received) {
+                full = false;
+                let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+            }
         }
     }
 }

@@ -200,7 +200,26 @@ fn run(
                     }
                     Waited::Done(n) => {
                         traffic.received(n);
-                        Event::Read(&buf[..n])
+                        let now = Instant::now();
+                        if machine.read_in_place(&mut buf[..n], now) {
+                            // The reply is the read buffer, transformed: sent from here, and
+                            // what does not go at once is left to the machine's writes.
+                            let wrote = match conn.send_now(&buf[..n]) {
+                                Ok(wrote) => wrote,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                    ) =>
+                                {
+                                    0
+                                }
+                                Err(e) => return Err(e.into()),
+                            };
+                            traffic.sent(wrote);
+                            machine.wrote_in_place(&buf[..n], wrote, now);
+                        }
+                        continue;
                     }
                     Waited::Deadline => Event::Deadline,
                     Waited::Triggered if stopping => Event::GraceOver,

@@ -229,10 +229,18 @@ fn until_forced<'a, F: Future<Output = Result<(), SessionError>> + Unpin + 'a>(
 ) -> impl Future<Output = Result<(), SessionError>> + 'a {
     async move {
         {
+            // Once the stop holds this task's waker (every waker of a tokio task wakes that
+            // task), a wake-up needs only its flag: polling the stop's future at every request
+            // cost more than the flag.
             let mut stop = std::pin::pin!(shared.stop.fired());
+            let mut registered = false;
             let ended = std::future::poll_fn(|cx| match Pin::new(&mut work).poll(cx) {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending => stop.as_mut().poll(cx).map(|()| None),
+                Poll::Pending if registered && !shared.stop.is_fired() => Poll::Pending,
+                Poll::Pending => {
+                    registered = true;
+                    stop.as_mut().poll(cx).map(|()| None)
+                }
             })
             .await;
             if let Some(result) = ended {
@@ -372,17 +380,30 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         if stale {
                             (now, stale) = (Instant::now(), false);
                         }
-                        let event = match n {
-                            0 => {
-                                traffic.eof();
-                                Event::Eof
+                        if n == 0 {
+                            traffic.eof();
+                            machine.handle(Event::Eof, now);
+                            return Poll::Ready(Ok(()));
+                        }
+                        traffic.received(n);
+                        let data = &mut buf[..n];
+                        if !machine.read_in_place(data, now) {
+                            return Poll::Ready(Ok(()));
+                        }
+                        // The reply is the read buffer, transformed: written from here, and
+                        // what does not go at once is copied to the machine's output.
+                        let wrote = match std::pin::Pin::new(&mut *conn).poll_write(cx, data) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                             }
-                            n => {
-                                traffic.received(n);
-                                Event::Read(&buf[..n])
+                            Poll::Ready(Ok(wrote)) => wrote,
+                            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::Interrupted => {
+                                return Poll::Ready(Err(e));
                             }
+                            Poll::Ready(Err(_)) | Poll::Pending => 0,
                         };
-                        machine.handle(event, now);
+                        traffic.sent(wrote);
+                        machine.wrote_in_place(data, wrote, now);
                         Poll::Ready(Ok(()))
                     });
                     match read {

@@ -186,7 +186,26 @@ impl Pooled {
                             // new edge comes for them: read until `EAGAIN`.
                             self.may_read = n == buf.len() || self.conn.is_record();
                             self.traffic.received(n);
-                            Event::Read(&buf[..n])
+                            if !machine.read_in_place(&mut buf[..n], now) {
+                                continue;
+                            }
+                            // The reply is the read buffer, transformed: sent from here, and
+                            // what does not go at once is left to the machine's writes.
+                            let wrote = match send_now(&self.conn, &buf[..n]) {
+                                Ok(wrote) => wrote,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                    ) =>
+                                {
+                                    0
+                                }
+                                Err(e) => return Some(Err(e.into())),
+                            };
+                            self.traffic.sent(wrote);
+                            machine.wrote_in_place(&buf[..n], wrote, now);
+                            continue;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             self.may_read = false;
