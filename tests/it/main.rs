@@ -27,3 +27,4 @@ mod resources;
 mod seqpacket;
 mod services;
 mod unicode;
+mod uring;

@@ -38,6 +38,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .datagram_rate(args.datagram_rate)
             .max_connections(args.max_connections)
             .workers(args.workers)
+            .threads(args.threads.unwrap_or(0))
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
