@@ -17,7 +17,7 @@
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
-//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
+//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`), `uring/` (io_uring: `probe`, `worker`, `stream`, `dgram`, `bufring`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |

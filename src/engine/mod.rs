@@ -86,15 +86,6 @@ impl Engine {
         Engine::Uring,
     ];
 
-    /// Every engine a server can be asked for, by name: [`Engine::ALL`] and the uring engine.
-    pub const NAMED: [Engine; 5] = [
-        Engine::Async,
-        Engine::Sequential,
-        Engine::Threaded,
-        Engine::Pool,
-        Engine::Uring,
-    ];
-
     /// The engine's name on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -153,11 +144,11 @@ impl FromStr for Engine {
     /// assert!("fast".parse::<Engine>().is_err());
     /// ```
     fn from_str(text: &str) -> Result<Engine, String> {
-        Engine::NAMED
+        Engine::ALL
             .into_iter()
             .find(|e| e.name() == text)
             .ok_or_else(|| {
-                let names: Vec<_> = Engine::NAMED.iter().map(|e| e.name()).collect();
+                let names: Vec<_> = Engine::ALL.iter().map(|e| e.name()).collect();
                 format!("unknown engine {text:?} (expected {})", names.join(", "))
             })
     }

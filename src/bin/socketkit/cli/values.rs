@@ -180,7 +180,7 @@ pub(super) fn framing_parser()
 
 pub(super) fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
     use clap::builder::TypedValueParser;
-    let names: Vec<&'static str> = Engine::NAMED.iter().map(|e| e.name()).collect();
+    let names: Vec<&'static str> = Engine::ALL.iter().map(|e| e.name()).collect();
     clap::builder::PossibleValuesParser::new(names)
         .map(|name| name.parse::<Engine>().expect("a listed engine name"))
 }
