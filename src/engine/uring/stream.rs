@@ -72,7 +72,6 @@ impl Conn {
         permit: Permit,
         now: Instant,
     ) -> Conn {
-        tracing::debug!(%peer, "connection on the uring engine");
         let session = shared.session(&context(transport, peer.clone(), local));
         let opened = catch_unwind(AssertUnwindSafe(|| {
             Connection::new(session, &shared.limits, now)

@@ -210,7 +210,11 @@ impl Worker {
     /// deadline (not at all when a datagram listener still has datagrams queued).
     fn wait(&mut self) {
         self.flush();
-        let busy = self.datagrams.iter().any(|d| d.ready);
+        let now = Instant::now();
+        let busy = self
+            .datagrams
+            .iter()
+            .any(|d| d.ready && d.resume_at.is_none_or(|t| now >= t));
         let next = self.next_deadline();
         let result = if busy {
             self.ring.submit()
