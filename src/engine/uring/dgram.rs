@@ -1,16 +1,20 @@
 //! A datagram listener on the uring engine (UDP, Unix datagram, multicast groups): one
-//! thread's, watched by a multishot poll on that thread's ring; the datagrams queued are
-//! received and answered by the rules every engine shares ([`crate::engine::datagram`]), each
-//! reply sent at once or dropped (a peer that does not read must not hold the listener).
+//! thread's, registered with that thread's epoll instance, which the ring watches with one
+//! multishot poll; the datagrams queued are received and answered by the rules every engine
+//! shares ([`crate::engine::datagram`]), each reply sent at once or dropped (a peer that does not
+//! read must not hold the listener).
+//!
+//! Why an epoll instance between the ring and the sockets: an operation in the ring holds its
+//! socket open inside the kernel until it completes, and after a SIGKILL the kernel completes
+//! them only when it tears the ring down, a moment later; a datagram port would stay taken
+//! past the process (a new server on it failed with EADDRINUSE). epoll holds no such reference:
+//! the sockets close with the process.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use io_uring::{cqueue, opcode, squeue, types};
-
-use super::ops::{Op, user_data};
 use crate::endpoint::Transport;
 use crate::engine::Shared;
 use crate::engine::datagram::{self, Datagrams, Received, recv_datagram};
@@ -25,8 +29,6 @@ pub(super) struct DatagramLoop {
     socket: Option<Listener>,
     transport: Transport,
     rules: Datagrams,
-    /// Whether the multishot poll is in place.
-    pub(super) armed: bool,
     /// Whether datagrams may be queued: answer them without waiting.
     pub(super) ready: bool,
     /// After an error of the process or system: when to receive again.
@@ -40,42 +42,17 @@ impl DatagramLoop {
             socket: Some(listener),
             transport,
             rules: Datagrams::new(shared, transport, local),
-            armed: false,
             ready: false,
             resume_at: None,
         }
     }
 
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
+    /// The socket's descriptor, for the thread's epoll instance.
+    pub(super) fn raw_fd(&self) -> Option<RawFd> {
         match self.socket.as_ref()? {
-            Listener::Udp(s) => Some(s.as_fd()),
-            Listener::UnixDatagram(s, _) => Some(s.as_fd()),
+            Listener::Udp(s) => Some(s.as_raw_fd()),
+            Listener::UnixDatagram(s, _) => Some(s.as_raw_fd()),
             _ => None,
-        }
-    }
-
-    /// Whether the poll must be armed (again).
-    pub(super) fn needs_arming(&self, now: Instant) -> bool {
-        !self.armed && self.socket.is_some() && self.resume_at.is_none_or(|t| now >= t)
-    }
-
-    /// The multishot poll that says when datagrams arrive; `index` is this loop's.
-    pub(super) fn arm(&mut self, index: usize) -> squeue::Entry {
-        self.armed = true;
-        let fd = self.fd().map_or(-1, |fd| fd.as_raw_fd());
-        opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(user_data(Op::Datagram, index, 0))
-    }
-
-    /// The poll's completion.
-    pub(super) fn polled(&mut self, result: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.armed = false;
-        }
-        if result > 0 && self.socket.is_some() {
-            self.ready = true;
         }
     }
 
@@ -110,8 +87,7 @@ impl DatagramLoop {
         }
     }
 
-    /// The server stopped: the socket closes (a poll still in place is cancelled by the
-    /// worker, and holds none of this loop's memory).
+    /// The server stopped: the socket closes (and leaves the epoll instance).
     pub(super) fn stop(&mut self) {
         self.socket = None;
         self.ready = false;

@@ -68,6 +68,10 @@ pub(super) struct Worker {
     wake: UnixStream,
     acceptors: Vec<Acceptor>,
     datagrams: Vec<DatagramLoop>,
+    /// The epoll instance of the datagram listeners (see [`super::dgram`]), and whether the
+    /// ring's poll on it is in place.
+    datagram_poll: Option<mio::Poll>,
+    datagram_armed: bool,
     /// Accepted and verified, waiting for a permit.
     waiting: VecDeque<(OwnedFd, Address, usize)>,
     blocked: bool,
@@ -118,10 +122,25 @@ impl Worker {
             .collect();
         let backlog = usize::try_from(limits.backlog).unwrap_or(usize::MAX);
         let headroom = backlog.max(64).saturating_mul(common.wakers.len());
-        let datagrams = datagrams
+        let datagrams: Vec<DatagramLoop> = datagrams
             .into_iter()
             .map(|l| DatagramLoop::new(shared, l))
             .collect();
+        let datagram_poll = if datagrams.is_empty() {
+            None
+        } else {
+            let poll = mio::Poll::new()?;
+            for (i, d) in datagrams.iter().enumerate() {
+                if let Some(fd) = d.raw_fd() {
+                    poll.registry().register(
+                        &mut mio::unix::SourceFd(&fd),
+                        mio::Token(i),
+                        mio::Interest::READABLE,
+                    )?;
+                }
+            }
+            Some(poll)
+        };
         Ok(Worker {
             streams: Streams::new(shared, bufs, packet_bufs),
             ring,
@@ -130,6 +149,8 @@ impl Worker {
             wake,
             acceptors,
             datagrams,
+            datagram_poll,
+            datagram_armed: false,
             waiting: VecDeque::new(),
             blocked: false,
             stopping: false,
@@ -176,10 +197,6 @@ impl Worker {
                 .build()
                 .user_data(user_data(Op::Wake, 0, 0)),
         );
-        for i in 0..self.datagrams.len() {
-            let entry = self.datagrams[i].arm(i);
-            self.push(entry);
-        }
         loop {
             self.end_turn();
             if self.stopping && self.streams.live() == 0 {
@@ -196,7 +213,7 @@ impl Worker {
         // until the kernel tears the ring down, later. So their cancellations are awaited.
         let give_up = Instant::now() + Duration::from_secs(1);
         self.flush();
-        while (self.acceptors.iter().any(|a| a.armed) || self.datagrams.iter().any(|d| d.armed))
+        while (self.acceptors.iter().any(|a| a.armed) || self.datagram_armed)
             && Instant::now() < give_up
         {
             let ts = types::Timespec::from(Duration::from_millis(10));
@@ -297,11 +314,7 @@ impl Worker {
                     );
                 }
             }
-            Op::Datagram => {
-                if let Some(d) = self.datagrams.get_mut(index) {
-                    d.polled(result, flags);
-                }
-            }
+            Op::Datagram => self.datagrams_ready(flags),
             Op::Cancel => {} // the cancelled operation reports itself
         }
     }
@@ -351,6 +364,24 @@ impl Worker {
         }
     }
 
+    /// The ring's poll on the datagram listeners' epoll instance completed: which are ready.
+    fn datagrams_ready(&mut self, flags: u32) {
+        if !cqueue::more(flags) {
+            self.datagram_armed = false;
+        }
+        let Some(poll) = &mut self.datagram_poll else {
+            return;
+        };
+        let mut events = mio::Events::with_capacity(self.datagrams.len().max(1));
+        if poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
+            for event in &events {
+                if let Some(d) = self.datagrams.get_mut(event.token().0) {
+                    d.ready = true;
+                }
+            }
+        }
+    }
+
     /// Holds accepted connections for a permit: this thread stops accepting until one is free.
     fn block(&mut self) {
         if !self.blocked {
@@ -385,10 +416,17 @@ impl Worker {
                 self.datagrams[i].resume_at = None;
                 self.datagrams[i].answer(&self.shared);
             }
-            if !self.stopping && self.datagrams[i].needs_arming(now) {
-                let entry = self.datagrams[i].arm(i);
-                self.push(entry);
-            }
+        }
+        if !self.stopping
+            && !self.datagram_armed
+            && let Some(poll) = &self.datagram_poll
+        {
+            self.datagram_armed = true;
+            let entry = opcode::PollAdd::new(types::Fd(poll.as_raw_fd()), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(user_data(Op::Datagram, 0, 0));
+            self.push(entry);
         }
         if self.stopping || self.blocked {
             return;
@@ -468,10 +506,8 @@ impl Worker {
         for d in &mut self.datagrams {
             d.stop();
         }
-        for i in 0..self.datagrams.len() {
-            if self.datagrams[i].armed {
-                self.push(cancel(user_data(Op::Datagram, i, 0)));
-            }
+        if self.datagram_armed {
+            self.push(cancel(user_data(Op::Datagram, 0, 0)));
         }
         self.streams.stop();
     }
