@@ -11,8 +11,8 @@
 //!   to the kernel in one `io_uring_enter`, which also waits for the next completions, with a
 //!   time-out at the earliest deadline of the connection machines;
 //! - **datagrams** (UDP, Unix datagram, multicast groups): each listener belongs to one thread,
-//!   whose ring watches it with a multishot poll; the datagrams queued are then received and
-//!   answered by the rules every engine shares ([`super::datagram`]).
+//!   whose ring watches it through an epoll instance ([`dgram`] says why); the datagrams queued
+//!   are then received and answered by the rules every engine shares ([`super::datagram`]).
 //!
 //! Async handlers ([`crate::handler::AsyncStreamHandler`]) run where the async engine runs
 //! them: a server with one is handed to the async engine whole. Where io_uring is refused
