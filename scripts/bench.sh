@@ -143,6 +143,7 @@ emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")
 # server on UDP), so that their runs pair up in time.
 servers=(
   "socketkit-async|socketkit async|socketkit serve upper -e async (tokio tasks; the default engine)"
+  "socketkit-uring|socketkit uring|socketkit serve upper -e uring (io_uring: multishot accept and receive over a provided-buffer ring, one ring per thread; a thread per CPU it may run on)"
   "tokio|tokio baseline|benches/tokio_baseline.rs: accept loop, a task per connection, read, ASCII uppercase, write_all"
   "c-epoll|C epoll baseline|benches/epoll_baseline.c (cc -O2): one thread, level-triggered epoll, one read and one write per readable event, ASCII uppercase in place, the unsent rest of a short write kept until EPOLLOUT (no reading meanwhile); UDP on a second thread, blocking recvfrom/sendto"
   "py-threading|Python ThreadingTCPServer|scripts/peers/threading_line_server.py: socketserver.ThreadingTCPServer, persistent line handler"
@@ -283,7 +284,14 @@ start_server() {
       py-*) tcp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
     esac
     case $id in
-      socketkit-* | tokio | c-epoll) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
+      socketkit-*)
+        # The engine asked for is the one that runs (uring must not fall back to async).
+        if [ -n "$tcp_port" ] && [ -n "$udp_port" ]; then
+          grep -q "listening on tcp://.*, ${id#socketkit-})" "$log" || return 1
+          return 0
+        fi
+        ;;
+      tokio | c-epoll) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
       *) [ -z "$tcp_port$udp_port" ] || return 0 ;;
     esac
     alive "$pid" || return 1

@@ -18,7 +18,7 @@
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
 //! | [`exec`]          | a program as the server (`serve -- PROGRAM`, inetd, `tcpserver`, `ncat -e`): an async handler per connection, one run per datagram; inside it `env` (UCSPI's variables), `children` (reaping, SIGTERM then SIGKILL), `stream`, `datagram` |
-//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares; `datagram/batch`: `recvmmsg`/`sendmmsg`), `runtime` (their state), `listener` |
+//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`), `uring/` (io_uring: `probe`, `worker`, `stream`, `dgram`, `bufring`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares; `datagram/batch`: `recvmmsg`/`sendmmsg`), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer

@@ -166,6 +166,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::threads`] (the `uring` engine's threads, the `async` engine's runtime
+    /// threads; 0: one per CPU this process may run on).
+    pub fn threads(mut self, threads: usize) -> ServerBuilder {
+        self.limits.threads = threads;
+        self
+    }
+
     /// Sets [`Limits::workers`] (the `pool` engine's threads).
     pub fn workers(mut self, workers: usize) -> ServerBuilder {
         self.limits.workers = workers;
@@ -327,7 +334,11 @@ impl ServerBuilder {
     /// (address in use, permission denied) or a multicast group cannot be joined;
     /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::InterfaceNotFound`]
     /// for a multicast interface that does not exist.
-    pub fn bind(self) -> Result<Server, Error> {
+    ///
+    /// [`Engine::Uring`] probes the kernel here and falls back to [`Engine::Async`] where
+    /// io_uring is refused (one warning line); [`Server::engine`] names the engine that runs.
+    pub fn bind(mut self) -> Result<Server, Error> {
+        self.engine = self.engine.resolve();
         if self.endpoints.is_empty() {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
@@ -546,7 +557,8 @@ impl Server {
             .find_map(|e| e.socket_addrs().ok()?.first().copied())
     }
 
-    /// The engine this server runs on.
+    /// The engine this server runs on: the one asked for, or [`Engine::Async`] when
+    /// [`Engine::Uring`] was asked for where io_uring is refused (see [`ServerBuilder::bind`]).
     pub fn engine(&self) -> Engine {
         self.engine
     }

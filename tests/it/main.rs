@@ -34,3 +34,4 @@ mod resources;
 mod seqpacket;
 mod services;
 mod unicode;
+mod uring;

@@ -363,12 +363,17 @@ fn counters_follow_traffic_pool() {
     counters_follow_traffic(Engine::Pool);
 }
 
+#[test]
+fn counters_follow_traffic_uring() {
+    counters_follow_traffic(Engine::Uring);
+}
+
 /// At `-m 1`, a second client waits in the listen queue: the listener counts the limit reached,
 /// and the client is served once the first leaves. (The sequential engine serves one at a time
 /// on the listener's own thread and never waits for a slot.)
 #[test]
 fn the_connection_limit_is_counted() {
-    for engine in [Engine::Async, Engine::Threaded, Engine::Pool] {
+    for engine in [Engine::Async, Engine::Threaded, Engine::Pool, Engine::Uring] {
         let (_server, metrics, endpoints) = serve(
             &["-e", engine.name(), "-m", "1", "-l", "tcp://127.0.0.1:0"],
             1,

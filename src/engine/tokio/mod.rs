@@ -26,7 +26,11 @@ use crate::service::Address;
 use stream::{Conn, Listening, serve_conn};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if shared.limits.threads > 0 {
+        builder.worker_threads(shared.limits.threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("socketkit-async")
         .build()

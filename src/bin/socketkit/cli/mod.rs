@@ -53,7 +53,7 @@ Values, the same rule for every flag of a kind (anything else is a usage error, 
   DUR    500ms, 2s, 1m, or a bare number of seconds. Every time-out (-w, -i,
          --message-timeout, --write-timeout) and bench's -d are more than 0 and at most
          365d; 0 is refused, never \"no time-out\". --grace alone may be 0: close at once.
-  N      counts (-m, --workers, --backlog) are at least 1; --datagram-rate 0 means no limit.
+  N      counts (-m, --workers, --threads, --backlog) are at least 1; --datagram-rate 0 means no limit.
   BYTES  a number with an optional K, M or G suffix, powers of 1024 (64K = 65536), at
          least 1, at most 1G (--max-line, --max-frame, bench --size) or 1024G
          (bench --stream-bytes).";
@@ -322,9 +322,13 @@ pub struct ServeArgs {
 
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
-    /// server) or pool (worker threads that serve connections with bytes to read, and a
-    /// poller that holds them in between; see --workers). Not nc's -e PROGRAM: a program goes
-    /// after -- (serve -- PROGRAM ARGS...), and runs on async only.
+    /// server), pool (worker threads that serve connections with bytes to read, and a
+    /// poller that holds them in between; see --workers) or uring (io_uring, a ring per
+    /// thread, see --threads). Where io_uring is refused (seccomp, kernel.io_uring_disabled,
+    /// Linux before 6.0, or SOCKETKIT_URING=refuse in the environment) uring falls back to
+    /// async with one warning line, and the `listening on` line names the engine that runs.
+    /// Not nc's -e PROGRAM: a program goes after -- (serve -- PROGRAM ARGS...), and runs on
+    /// async only.
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
@@ -346,6 +350,11 @@ pub struct ServeArgs {
     /// bytes to read or a reply to write; --max-connections bounds the connections open.
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
+
+    /// Threads of the uring engine (a ring each) and of the async engine's runtime: 1 to
+    /// 65536. [default: the CPUs this process may run on]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub threads: Option<usize>,
 
     /// The interface on which udp://GROUP:PORT listeners (224.0.0.0/4, ff00::/8) join their
     /// multicast group: an address of it, or its name (eth0) [default: the system's choice; an

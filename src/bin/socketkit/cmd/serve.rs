@@ -31,6 +31,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .engine(args.engine)
             .datagram_rate(args.datagram_rate)
             .workers(args.workers)
+            .threads(args.threads.unwrap_or(0))
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
