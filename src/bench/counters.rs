@@ -92,6 +92,8 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
     /// Connections open now (`idle`).
     pub open: AtomicU64,
+    /// TLS handshakes completed (`tls://`).
+    pub tls_handshakes: AtomicU64,
     pub(crate) latencies: Mutex<Option<Histogram<u64>>>,
     /// How late requests left, against their intended send time (`--rate` only).
     pub(crate) lags: Mutex<Option<Histogram<u64>>>,

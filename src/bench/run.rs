@@ -28,6 +28,9 @@ pub(crate) struct Run {
     pub(super) reply: Vec<u8>,
     /// The reply the other `--expect` wants: a mismatch equal to it earns a hint.
     other_reply: Vec<u8>,
+    /// A `tls://` target's client settings and server name, made once before the clock starts.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ClientTls, rustls_pki_types::ServerName<'static>)>,
 }
 
 impl Run {
@@ -52,6 +55,8 @@ impl Run {
             request,
             reply,
             other_reply,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -98,6 +103,17 @@ impl Run {
                 Target::Inet(addr) => {
                     let stream = tokio::net::TcpStream::connect(addr).await?;
                     stream.set_nodelay(true)?;
+                    #[cfg(feature = "tls")]
+                    if let Some((tls, name)) = &self.tls {
+                        let stream = tls.connect(name.clone(), stream).await.map_err(|e| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("TLS handshake failed: {}", crate::tls::cause(&e)),
+                            )
+                        })?;
+                        self.count(&self.counters.tls_handshakes);
+                        return Ok(Box::new(stream) as Box<dyn AsyncStream>);
+                    }
                     Ok::<Box<dyn AsyncStream>, io::Error>(Box::new(stream))
                 }
                 Target::Unix(path) => {

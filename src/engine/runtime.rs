@@ -47,6 +47,9 @@ pub(crate) struct Shared {
     pub(crate) force: Trigger,
     /// Refused peers, logged at info level at most once per interval.
     pub(crate) refusals: RefusalLog,
+    /// The TLS settings of the `tls://` listeners, and their bound addresses.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ServerTls, Vec<std::net::SocketAddr>)>,
 }
 
 impl Shared {
@@ -74,7 +77,17 @@ impl Shared {
             stop: Arc::new(Trigger::new()?),
             force: Trigger::new()?,
             refusals: RefusalLog::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// The TLS settings of the listener bound to `local`, if it is a `tls://` listener.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_for(&self, local: &Address) -> Option<crate::tls::ServerTls> {
+        let (tls, addrs) = self.tls.as_ref()?;
+        let local = local.inet()?;
+        addrs.contains(&local).then(|| tls.clone())
     }
 
     /// A session for a new stream: the service's own in `raw` framing, else the service's

@@ -26,4 +26,6 @@ mod ping;
 mod resources;
 mod seqpacket;
 mod services;
+#[cfg(feature = "tls")]
+mod tls;
 mod unicode;

@@ -2,6 +2,8 @@
 
 mod batch;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io;
 use std::sync::Arc;
@@ -70,7 +72,12 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
         };
         let acceptor = Acceptor {
             listener: accept,
-            listening: Arc::new(Listening { transport, local }),
+            listening: Arc::new(Listening {
+                #[cfg(feature = "tls")]
+                tls: shared.tls_for(&local),
+                transport,
+                local,
+            }),
             shared,
             tracker: tracker.clone(),
             slots: slots.clone(),

@@ -26,6 +26,9 @@ pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
     /// One record per read and per write (see [`crate::seqpacket`]).
     Seqpacket(crate::seqpacket::PacketStream),
+    /// A TCP connection after its TLS handshake (see `tls.rs`); boxed: the TLS state is large.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl std::os::fd::AsFd for Conn {
@@ -34,6 +37,8 @@ impl std::os::fd::AsFd for Conn {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Unix(s) => s.as_fd(),
             Conn::Seqpacket(s) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.tcp().as_fd(),
         }
     }
 }
@@ -72,6 +77,9 @@ thread_local! {
 pub(crate) struct Listening {
     pub(crate) transport: Transport,
     pub(crate) local: Address,
+    /// A `tls://` listener's settings: each connection's handshake comes first.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl Listening {
@@ -108,6 +116,18 @@ pub(crate) fn serve_conn(
     let listening = listening.clone();
     let accepted = SystemTime::now();
     async move {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &listening.tls {
+            // Boxed: the handshake's state is large, and only TLS connections pay for it.
+            let handshake = match conn {
+                Conn::Tcp(tcp) => Box::pin(super::tls::handshake(tls, tcp, &peer, &shared)).await,
+                _ => None, // only TCP listeners are ever TLS listeners
+            };
+            match handshake {
+                Some(tls) => conn = Conn::Tls(Box::new(tls)),
+                None => return drop(permit),
+            }
+        }
         if let Some(handler) = &shared.app.async_handler {
             let ctx = listening.context(&peer, accepted);
             Box::pin(serve_handler(handler, conn, ctx, &shared)).await;
@@ -125,6 +145,11 @@ pub(crate) fn serve_conn(
                 }
                 Conn::Unix(s) => {
                     let driven = drive(session, s, limits, &stopping, &traffic);
+                    until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
+                }
+                #[cfg(feature = "tls")]
+                Conn::Tls(s) => {
+                    let driven = drive(session, s.as_mut(), limits, &stopping, &traffic);
                     until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
                 }
                 Conn::Seqpacket(s) => {
@@ -159,6 +184,8 @@ async fn serve_handler(
             Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
             Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
             Conn::Seqpacket(s) => Box::new(Counted::new(s, traffic.clone())),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Box::new(Counted::new(s, traffic.clone())),
         };
         let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
         let result = CatchUnwind(handler.run(&mut request)).await;

@@ -7,8 +7,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use socketkit::{Endpoint, Engine};
 
+mod tls;
 mod values;
 
+pub use tls::{TlsClientArgs, TlsServerArgs};
 pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
@@ -29,6 +31,7 @@ Exit codes (the same for every command):
   5    timed out
   6    name not found
   7    cannot bind (address in use, permission denied)
+  8    TLS handshake failed (unknown issuer, name mismatch, expired, not TLS)
   130  forced stop by a second SIGINT, SIGTERM or SIGHUP";
 
 const ENDPOINTS: &str = "\
@@ -39,7 +42,9 @@ PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
 unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
 unixpacket:///path is a Unix SOCK_SEQPACKET socket: connected like a stream, each record one
 message (no --framing); a record over 65,527 bytes closes its connection unanswered.
-udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.";
+udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.
+tls://HOST:PORT is TLS over TCP (serve: async engine only, with --tls-cert/--tls-key or
+--tls-self-signed; clients check the certificate against the system's roots or --tls-ca).";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -294,6 +299,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 /// `socketkit bench`.
@@ -356,6 +364,9 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// Framing flags, shared by serve, send and client.
@@ -410,6 +421,9 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `socketkit send`.
@@ -467,6 +481,9 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 const RESOLVE_HELP: &str = "\

@@ -29,6 +29,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     plan.framing = args.framing.framing();
     plan.payload = args.payload;
     plan.expect = args.expect;
+    #[cfg(feature = "tls")]
+    {
+        plan.tls = super::tls::client(&args.tls, &plan.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&plan.endpoint])?;
 
     let counters = Arc::new(Counters::default());
     let done = Arc::new(AtomicBool::new(false));
