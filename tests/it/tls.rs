@@ -505,3 +505,48 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn alpn_is_offered_and_agreed_and_a_client_with_none_in_common_fails_with_exit_8() {
+    let certs = Certs::new();
+    let ca = certs.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let (_server, endpoint) = serve_tls(
+        &certs,
+        "leaf.pem",
+        "leaf.key",
+        &["--tls-alpn", "upper,x-other"],
+    );
+    let output = send(
+        &endpoint,
+        "hello",
+        &["--tls-ca", ca, "--tls-alpn", "x-none,upper"],
+    );
+    assert_code(&output, 0);
+    assert_eq!(common::stdout(&output), "HELLO");
+    let output = send(
+        &endpoint,
+        "hello",
+        &["--tls-ca", ca, "--tls-alpn", "x-none"],
+    );
+    assert_code(&output, 8);
+    let line = one_line(&output);
+    assert!(line.contains("protocol") && line.contains("ALPN"), "{line}");
+    // openssl s_client sees the protocol the server chose.
+    let addr = endpoint.socket_addrs().unwrap()[0];
+    let shown = run_peer(
+        Command::new("openssl").args([
+            "s_client",
+            "-alpn",
+            "x-other",
+            "-connect",
+            &addr.to_string(),
+        ]),
+        b"",
+    );
+    assert!(
+        common::stdout(&shown).contains("ALPN protocol: x-other"),
+        "{}",
+        common::stdout(&shown)
+    );
+}

@@ -224,7 +224,8 @@ pub struct ServeArgs {
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
     /// server) or pool (worker threads that serve connections with bytes to read, and a
-    /// poller that holds them in between; see --workers).
+    /// poller that holds them in between; see --workers). tls:// runs on async only (the
+    /// others refuse it, exit 2).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
