@@ -168,7 +168,8 @@ pub struct Report {
 
 impl Report {
     /// The run's verdict, the worst failure first: a wrong reply ([`Error::Protocol`], exit 3),
-    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then connection errors
+    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then failed TLS handshakes
+    /// when they are every failure (`Error::Tls`, 8, with the first one's cause), then connection errors
     /// ([`Error::RequestsFailed`]: 4 when every one was a refusal or a reset before any reply,
     /// else 1), each with its cause and the hint; a run that answered nothing fails too.
     /// `timeout` is the run's `-w`, named in the time-out error.
@@ -201,6 +202,17 @@ impl Report {
             return Err(crate::Error::TimedOut {
                 what,
                 after: timeout,
+            });
+        }
+        if self.errors > 0
+            && self
+                .error_kinds
+                .iter()
+                .all(|(kind, _)| *kind == Failure::Tls)
+        {
+            return Err(crate::Error::Tls {
+                peer: self.endpoint.clone(),
+                cause: self.first_error.clone().unwrap_or_default(),
             });
         }
         if self.errors > 0 {

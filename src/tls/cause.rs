@@ -151,3 +151,61 @@ impl ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrapped(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e) // as tokio-rustls reports it
+    }
+
+    #[test]
+    fn each_failure_is_named_by_its_class_first() {
+        let cases = [
+            (
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "unknown issuer:",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+                "name mismatch:",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::Expired),
+                "expired:",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::NotValidYet),
+                "not yet valid:",
+            ),
+            (
+                rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+                "bad certificate:",
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+                "unknown issuer:",
+            ),
+            (
+                rustls::Error::AlertReceived(AlertDescription::ProtocolVersion),
+                "protocol:",
+            ),
+            (
+                rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+                "protocol: the peer does not speak TLS",
+            ),
+            (rustls::Error::NoApplicationProtocol, "protocol: no ALPN"),
+        ];
+        for (error, class) in cases {
+            let text = cause(&wrapped(error));
+            assert!(
+                text.starts_with(class),
+                "{text:?} should start with {class:?}"
+            );
+            assert!(!text.contains('\n'), "one line: {text:?}");
+        }
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(cause(&reset).starts_with("reset:"));
+    }
+}

@@ -132,6 +132,17 @@ fn send_and_bench_talk_tls_to_socketkit_serve_with_a_ca_signed_certificate() {
         report["tls_handshakes_per_s"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    // Without the CA every handshake fails: exit 8, the cause in the error line.
+    let output = run_peer(
+        socketkit().args(["bench", &endpoint.to_string(), "-m", "connect", "-n", "5"]),
+        b"",
+    );
+    assert_code(&output, 8);
+    let text = stderr(&output);
+    assert!(
+        text.contains("TLS handshake") && text.contains("unknown issuer"),
+        "{text}"
+    );
 }
 
 #[test]
