@@ -9,7 +9,7 @@
 //! | module            | concept                                                            |
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
-//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
+//! | [`endpoint`]      | `tcp://`, `tls://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
 //! | `seqpacket`       | a leaf: Unix `SOCK_SEQPACKET` record I/O (`MSG_TRUNC`), for engines, clients and `bench` |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
 //! | [`multicast`]     | groups (224.0.0.0/4, ff00::/8): the interface to join on, the join  |

@@ -561,3 +561,43 @@ fn alpn_is_offered_and_agreed_and_a_client_with_none_in_common_fails_with_exit_8
         common::stdout(&shown)
     );
 }
+
+#[test]
+fn a_tls_connection_over_ipv6_finishes_its_exchange_during_a_graceful_stop() {
+    let mut command = socketkit();
+    command.args(["-v", "serve", "-l", "tls://[::1]:0", "--tls-self-signed"]);
+    let mut server = Spawned::start(command);
+    let endpoint = server.listening(1).remove(0);
+    assert_eq!(endpoint.socket_addrs().unwrap()[0].ip().to_string(), "::1");
+    let mut command = socketkit();
+    command.args(["client", &endpoint.to_string(), "--tls-insecure"]);
+    let mut client = Spawned::start(command);
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"before the stop\n")
+        .unwrap();
+    server.wait_for_line("TLS handshake done");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_for_line("shutting down");
+    // The connection in flight is served to its end: the client's EOF, the reply, the close.
+    client
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"after it\n")
+        .unwrap();
+    drop(client.stdin.take());
+    assert_eq!(client.wait_exit(), Some(0), "{:#?}", client.seen);
+    let mut reply = String::new();
+    client
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut reply)
+        .unwrap();
+    assert_eq!(reply, "BEFORE THE STOP\nAFTER IT\n");
+    assert_eq!(server.wait_exit(), Some(0), "{:#?}", server.seen);
+}
