@@ -603,6 +603,8 @@ mod tests {
             "udp://[::1]:0",
             "tcp://[::]:80",
             "tcp://localhost:8080",
+            "tls://localhost:8443",
+            "tls://[::1]:0",
             "unix:///tmp/a.sock",
             "unixgram:///tmp/b.sock",
             "unixpacket:///tmp/c.sock",
@@ -612,6 +614,21 @@ mod tests {
         ] {
             assert_eq!(parse(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn tls_is_tcp_told_apart() {
+        let ep = parse("TLS://127.0.0.1:https").unwrap();
+        assert!(ep.is_tls());
+        assert_eq!(ep.transport(), Transport::Tcp);
+        assert_eq!(ep.to_string(), "tls://127.0.0.1:443");
+        assert!(!parse("tcp://127.0.0.1:443").unwrap().is_tls());
+        assert_eq!(
+            Endpoint::parse("8443", Role::Connect).unwrap().to_string(),
+            "tcp://localhost:8443",
+            "a bare port stays plain TCP"
+        );
+        assert!(parse("tls:/127.0.0.1:1").unwrap_err().contains("'//'"));
     }
 
     #[test]
@@ -764,6 +781,8 @@ mod tests {
         #[test]
         fn display_parses_back(a in proptest::prelude::any::<std::net::IpAddr>(), port: u16) {
             let ep = Endpoint::udp(SocketAddr::new(a, port));
+            proptest::prop_assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
+            let ep = Endpoint::tls(SocketAddr::new(a, port));
             proptest::prop_assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
         }
     }
