@@ -133,6 +133,7 @@ where
             runtime.block_on(async move {
                 let adopted = (|| {
                     tcp.set_nonblocking(true)?;
+                    tcp.set_nodelay(true)?; // records go out as written (see the server's)
                     inner.set_nonblocking(true)?;
                     Ok::<_, io::Error>((
                         tokio::net::TcpStream::from_std(tcp)?,

@@ -16,6 +16,12 @@ pub(super) async fn handshake(
     peer: &Address,
     shared: &Shared,
 ) -> Option<TlsConn> {
+    // TLS writes a flight of records at a time (the session tickets after the handshake,
+    // then the first reply): with Nagle's algorithm the reply waited for the ACK of the
+    // tickets, which the client delays, and every TLS request in connect mode took 40 ms.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(%peer, "TCP_NODELAY: {e}");
+    }
     let limit = shared.limits.message_timeout;
     let handshake = tokio::time::timeout(limit, tls.accept(tcp));
     let outcome = tokio::select! {
