@@ -11,8 +11,16 @@
 
 mod converse;
 mod counters;
+#[cfg(feature = "hdr-log")]
+mod hdrlog;
+mod merge;
 mod pace;
 mod plan;
+#[cfg(feature = "plot")]
+mod plot;
+#[cfg(feature = "hdr-log")]
+mod read;
+mod recording;
 mod report;
 mod run;
 mod target;
@@ -20,7 +28,12 @@ mod worker;
 
 use std::sync::Arc;
 
+#[cfg(feature = "hdr-log")]
+pub use hdrlog::LogError;
 pub use plan::{Expect, Mode, Payload, Plan};
+pub use recording::{Recording, Second};
+#[cfg(feature = "hdr-log")]
+pub use recording::{decode, encode};
 pub use report::{Counters, CpuTime, Failure, Latency, Report};
 
 use crate::endpoint::Transport;

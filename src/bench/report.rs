@@ -1,14 +1,13 @@
 //! Reporting: the final table or JSON made of what the workers counted ([`super::counters`]).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 pub use super::counters::{Counters, Failure};
 use super::plan::{Expect, Mode, Plan};
+pub use super::recording::Latency;
+use super::recording::Recording;
 
 /// The live progress line is a view of the counters, written here with the report's number
 /// formats.
@@ -55,23 +54,6 @@ impl Counters {
         }
         line
     }
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// The largest.
-    pub max: f64,
-    /// The mean.
-    pub mean: f64,
 }
 
 /// The load generator's own CPU time: user and system time of this whole process (every
@@ -164,6 +146,8 @@ pub struct Report {
     /// The load generator's own CPU time over the run (its connecting included, as in
     /// `elapsed`); `None` if it could not be read.
     pub own_cpu: Option<CpuTime>,
+    /// The raw histograms `latency` and `schedule_lag` are read from, whole and per second.
+    pub recording: Recording,
 }
 
 impl Report {
@@ -244,20 +228,9 @@ impl Report {
         own_cpu: Option<CpuTime>,
     ) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let percentiles = |histogram: &Mutex<Option<Histogram<u64>>>| {
-            let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
-            histogram.as_ref().filter(|h| !h.is_empty()).map(|h| {
-                let us = |ns: u64| ns as f64 / 1_000.0;
-                Latency {
-                    p50: us(h.value_at_quantile(0.50)),
-                    p90: us(h.value_at_quantile(0.90)),
-                    p99: us(h.value_at_quantile(0.99)),
-                    p999: us(h.value_at_quantile(0.999)),
-                    max: us(h.max()),
-                    mean: h.mean() / 1_000.0,
-                }
-            })
-        };
+        let seconds =
+            std::mem::take(&mut *counters.seconds.lock().unwrap_or_else(|e| e.into_inner()));
+        let recording = Recording::of_seconds(seconds, elapsed);
         let error_kinds: Vec<(Failure, u64)> = Failure::ALL
             .into_iter()
             .map(|kind| (kind, load(&counters.kinds[kind.index()])))
@@ -309,10 +282,11 @@ impl Report {
             bytes_received: load(&counters.bytes_received),
             held: load(&counters.open),
             tls_handshakes: load(&counters.tls_handshakes),
-            latency: percentiles(&counters.latencies),
-            schedule_lag: percentiles(&counters.lags),
+            latency: recording.latency_percentiles(),
+            schedule_lag: recording.lag_percentiles(),
             hint,
             own_cpu,
+            recording,
         }
     }
 
@@ -321,6 +295,30 @@ impl Report {
     pub fn own_cpu_per_request(&self) -> Option<Duration> {
         let cpu = self.own_cpu?.total();
         (self.ok > 0).then(|| Duration::from_secs_f64(cpu.as_secs_f64() / self.ok as f64))
+    }
+
+    /// The run's parameters in a line (the report's first, and a plot's title):
+    /// `pingpong against tcp://127.0.0.1:12000: 4 connections, 64-byte messages`.
+    pub fn parameters(&self) -> String {
+        let peers = match self.mode {
+            Mode::Udp => count(self.connections as u64, "socket"),
+            Mode::Connect => count(self.connections as u64, "worker"),
+            _ => count(self.connections as u64, "connection"),
+        };
+        format!(
+            "{} against {}: {peers}, {}-byte messages{}{}",
+            self.mode.name(),
+            self.endpoint,
+            self.size,
+            if self.pipeline > 1 {
+                format!(", pipeline {}", self.pipeline)
+            } else {
+                String::new()
+            },
+            self.rate
+                .map(|r| format!(", fixed rate {r}/s"))
+                .unwrap_or_default(),
+        )
     }
 
     /// Good replies per second.
@@ -358,7 +356,8 @@ impl Report {
             .iter()
             .map(|(kind, n)| (kind.name().to_string(), (*n).into()))
             .collect();
-        serde_json::json!({
+        #[cfg_attr(not(feature = "hdr-log"), allow(unused_mut))]
+        let mut json = serde_json::json!({
             "mode": self.mode.name(),
             "endpoint": self.endpoint,
             "connections": self.connections,
@@ -390,7 +389,23 @@ impl Report {
                 .own_cpu
                 .filter(|_| self.ok > 0)
                 .map(|c| c.total().as_secs_f64() * 1e6 / self.ok as f64),
-        })
+        });
+        // The raw histograms, so `socketkit report` can add runs up (HdrHistogram's compressed
+        // V2 encoding in base64, as in an interval log).
+        #[cfg(feature = "hdr-log")]
+        if let Some(fields) = json.as_object_mut() {
+            let encoded =
+                |h: &Option<hdrhistogram::Histogram<u64>>| h.as_ref().map(super::recording::encode);
+            fields.insert(
+                "latency_histogram".into(),
+                encoded(&self.recording.latency).into(),
+            );
+            fields.insert(
+                "schedule_lag_histogram".into(),
+                encoded(&self.recording.lag).into(),
+            );
+        }
+        json
     }
 }
 
@@ -454,27 +469,7 @@ fn percentile_line(l: &Latency) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let peers = match self.mode {
-            Mode::Udp => count(self.connections as u64, "socket"),
-            Mode::Connect => count(self.connections as u64, "worker"),
-            _ => count(self.connections as u64, "connection"),
-        };
-        writeln!(
-            f,
-            "{:<10} {} against {}: {peers}, {}-byte messages{}{}",
-            "run",
-            self.mode.name(),
-            self.endpoint,
-            self.size,
-            if self.pipeline > 1 {
-                format!(", pipeline {}", self.pipeline)
-            } else {
-                String::new()
-            },
-            self.rate
-                .map(|r| format!(", fixed rate {r}/s"))
-                .unwrap_or_default(),
-        )?;
+        writeln!(f, "{:<10} {}", "run", self.parameters())?;
         let what = match self.mode {
             Mode::Stream => "messages",
             _ => "requests",

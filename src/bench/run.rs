@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::counters::{Counters, Failure};
+use super::counters::{Counters, Failure, histogram};
 use super::pace::Pacer;
 use super::plan::{Expect, Mode, Plan};
 use super::target::Target;
@@ -184,7 +184,9 @@ impl Run {
     }
 
     pub(super) fn record(&self, tally: &mut Tally, since: Instant) {
-        let ns = Instant::now().saturating_duration_since(since).as_nanos();
+        let now = Instant::now();
+        tally.turn_to(now);
+        let ns = now.saturating_duration_since(since).as_nanos();
         let _ = tally
             .latencies
             .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
@@ -201,20 +203,58 @@ struct TlsFailed(String);
 /// The histograms' top (60 s, in ns): a larger value is recorded as this.
 const MAX_NS: u64 = 60_000_000_000;
 
-/// One task's figures, merged into the run's at its end.
+/// One task's figures of the current second of the run, merged into the run's when the second
+/// ends (and at the task's end, [`Tally::finish`]).
 pub(super) struct Tally {
     /// Latencies in ns.
     pub(super) latencies: Histogram<u64>,
     /// How late requests left against their intended send time, in ns (`--rate` only).
     pub(super) lags: Histogram<u64>,
+    /// The second of the run (from its start) the histograms hold.
+    second: usize,
+    start: Instant,
+    counters: Arc<Counters>,
 }
 
 impl Tally {
+    pub(super) fn new(run: &Run) -> Tally {
+        Tally {
+            latencies: histogram(),
+            lags: histogram(),
+            second: 0,
+            start: run.start,
+            counters: run.counters.clone(),
+        }
+    }
+
     pub(super) fn lag(&mut self, at: Instant) {
-        let ns = Instant::now().saturating_duration_since(at).as_nanos();
+        let now = Instant::now();
+        self.turn_to(now);
+        let ns = now.saturating_duration_since(at).as_nanos();
         let _ = self
             .lags
             .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
+    }
+
+    /// Before recording at `now`: hands the figures of an ended second to the run.
+    fn turn_to(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.start).as_secs() as usize;
+        if second != self.second {
+            self.flush();
+            self.second = second;
+        }
+    }
+
+    fn flush(&mut self) {
+        self.counters
+            .merge(self.second, &self.latencies, &self.lags);
+        self.latencies.reset();
+        self.lags.reset();
+    }
+
+    /// At the task's end: hands the last second's figures to the run.
+    pub(super) fn finish(mut self) {
+        self.flush();
     }
 }
 

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::{Framing, MessageCodec};
+use crate::dump::Dump;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
@@ -49,6 +50,8 @@ pub struct SendOptions {
     /// system's roots, the endpoint's host as the server name.
     #[cfg(feature = "tls")]
     pub tls: crate::tls::ClientTlsOptions,
+    /// `--dump`: every chunk each way, shown as `hexdump -C` or escaped text. Default: none.
+    pub dump: Option<Dump>,
 }
 
 impl Default for SendOptions {
@@ -67,6 +70,7 @@ impl Default for SendOptions {
             multicast_loop: None,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
+            dump: None,
         }
     }
 }

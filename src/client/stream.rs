@@ -18,6 +18,7 @@ use super::input::FrameInput;
 use super::options::{SendOptions, SendReport};
 use super::output::{FrameOutput, write_out};
 use crate::codec::Framing;
+use crate::dump::{Direction, Dump};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
@@ -182,6 +183,7 @@ impl StreamClient {
             StreamClient::Tls(_, _, bridge) => Some(bridge.clone()),
             _ => None,
         };
+        let tap = options.dump.clone().map(|dump| (dump, peer.clone()));
         let (sent, received) = match (options.codec(), options.codec()) {
             (Some(encoder), Some(decoder)) => {
                 let messages = Arc::new(AtomicU64::new(0));
@@ -205,12 +207,13 @@ impl StreamClient {
                 };
                 let input = Box::new(framed_input);
                 let (sent, received, eof) =
-                    self.pump(endpoint, input, &mut framed_output, waits, half_close)?;
+                    self.pump(endpoint, input, &mut framed_output, waits, half_close, tap)?;
                 framed_output.finish(eof, messages.load(Ordering::SeqCst))?;
                 (sent, received)
             }
             _ => {
-                let (sent, received, _) = self.pump(endpoint, input, output, waits, half_close)?;
+                let (sent, received, _) =
+                    self.pump(endpoint, input, output, waits, half_close, tap)?;
                 (sent, received)
             }
         };
@@ -239,16 +242,24 @@ impl StreamClient {
         output: &mut dyn Write,
         waits: Waits,
         half_close: bool,
+        tap: Option<(Dump, Address)>,
     ) -> Result<(u64, u64, bool), Error> {
         if waits.no_wait {
-            let mut writer = self;
+            let mut writer = Tapped {
+                inner: self,
+                tap: tap.clone(),
+            };
             let sent = io::copy(&mut input, &mut writer).map_err(|e| send_error(endpoint, 0, e))?;
             writer
+                .inner
                 .shutdown(Shutdown::Write)
                 .map_err(|e| send_error(endpoint, 0, e))?;
             return Ok((sent, 0, false));
         }
-        let mut writer = self.try_clone().map_err(|e| io_err("dup", e))?;
+        let mut writer = Tapped {
+            inner: self.try_clone().map_err(|e| io_err("dup", e))?,
+            tap: tap.clone(),
+        };
         let (mut wake, mut woken_by) = UnixStream::pair().map_err(|e| io_err("socketpair", e))?;
         let sent = Arc::new(AtomicU64::new(0));
         // Set while a write is under way; `failed` is set before it is cleared, so a reader that
@@ -283,7 +294,7 @@ impl StreamClient {
                     };
                     let result = copied.and_then(|()| {
                         if half_close {
-                            writer.shutdown(Shutdown::Write)?; // the server reads EOF
+                            writer.inner.shutdown(Shutdown::Write)?; // the server reads EOF
                         }
                         Ok(())
                     });
@@ -306,6 +317,9 @@ impl StreamClient {
         // The sender's writes were refused by a server that has closed or reset: only a reply
         // already on its way can still come.
         let mut peer_gone = false;
+        // The peer's EOF came while the input still runs, and `waits.both_ends` asks to send
+        // the rest: the socket is no longer read.
+        let mut peer_eof = false;
         let outcome = loop {
             let quiet_ends_well = input_done && waits.quit_after.is_some();
             let silence = if quiet_ends_well {
@@ -321,7 +335,7 @@ impl StreamClient {
             .flatten()
             .min();
             let woken = wait_ready(
-                reader.as_fd(),
+                (!peer_eof).then(|| reader.as_fd()),
                 sender.as_ref().map(|_| woken_by.as_fd()),
                 until,
             );
@@ -339,7 +353,11 @@ impl StreamClient {
                             tracing::debug!("the server stopped reading: {e}");
                             peer_gone = true;
                         }
+                        Err(e) if peer_eof => tracing::debug!("sending after the peer's EOF: {e}"),
                         Err(e) => break Err(send_error(endpoint, received, e)),
+                    }
+                    if peer_eof {
+                        break Ok(true);
                     }
                 }
                 Ok(Ready::TimedOut) => {
@@ -355,9 +373,13 @@ impl StreamClient {
                     break Err(timed_out(waits.idle.unwrap_or_default()));
                 }
                 Ok(Ready::Socket) => match reader.read(&mut buf) {
+                    Ok(0) if waits.both_ends && sender.is_some() => peer_eof = true,
                     Ok(0) => break Ok(true),
                     Ok(n) => {
                         received += n as u64;
+                        if let Some((dump, peer)) = &tap {
+                            dump.chunk(peer, Direction::Received, &buf[..n]);
+                        }
                         last_data = Instant::now();
                         if let Err(e) = write_out(output, &buf[..n]) {
                             break Err(e);
@@ -411,9 +433,9 @@ enum Ready {
     TimedOut,
 }
 
-/// Waits until `socket` is readable, `wake` is, or `until` passes.
+/// Waits until `socket` (if still read) is readable, `wake` is, or `until` passes.
 fn wait_ready(
-    socket: BorrowedFd<'_>,
+    socket: Option<BorrowedFd<'_>>,
     wake: Option<BorrowedFd<'_>>,
     until: Option<Instant>,
 ) -> io::Result<Ready> {
@@ -428,16 +450,17 @@ fn wait_ready(
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = vec![PollFd::new(socket, PollFlags::POLLIN)];
+        let mut fds = Vec::with_capacity(2);
         if let Some(wake) = wake {
             fds.push(PollFd::new(wake, PollFlags::POLLIN));
+        }
+        if let Some(socket) = socket {
+            fds.push(PollFd::new(socket, PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
             Ok(0) if until.is_some_and(|u| Instant::now() >= u) => return Ok(Ready::TimedOut),
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) if fds.get(1).is_some_and(|w| w.any().unwrap_or(false)) => {
-                return Ok(Ready::Wake);
-            }
+            Ok(_) if wake.is_some() && fds[0].any().unwrap_or(false) => return Ok(Ready::Wake),
             Ok(_) => return Ok(Ready::Socket),
             Err(e) => return Err(e.into()),
         }
@@ -477,6 +500,28 @@ pub(super) struct Waits {
     pub(super) deadline: Option<(Instant, Duration)>,
     /// Send, half-close and return, reading nothing.
     pub(super) no_wait: bool,
+    /// After the peer's EOF, go on sending until the input ends (`listen`: done when both
+    /// ends are); otherwise the peer's EOF ends the exchange at once.
+    pub(super) both_ends: bool,
+}
+
+/// A writer that shows each chunk written in the dump, if there is one.
+struct Tapped<W> {
+    inner: W,
+    tap: Option<(Dump, Address)>,
+}
+
+impl<W: Write> Write for Tapped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some((dump, peer)) = &self.tap {
+            dump.chunk(peer, Direction::Sent, &buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Read for StreamClient {

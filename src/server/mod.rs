@@ -15,11 +15,13 @@ use crate::endpoint::{Endpoint, Transport};
 use crate::engine::listener::Listener;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
+use crate::exec::{Exec, ExecHandler, Program};
 use crate::handler::{
     AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
 };
 use crate::multicast::MulticastInterface;
 use crate::service::{Address, DynService, Service, Upper};
+use crate::stats::{ListenerStats, Stats};
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
 ///
@@ -49,12 +51,14 @@ pub struct ServerBuilder {
     stream_handler: Option<Arc<dyn StreamHandler>>,
     datagram_handler: Option<Arc<dyn DatagramHandler>>,
     async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    exec: Option<Arc<Exec>>,
     verify_request: Option<VerifyHook>,
     handle_error: Option<ErrorHook>,
     access: AccessList,
     multicast_if: Option<MulticastInterface>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ServerTls>,
+    stats: Option<Stats>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -166,6 +170,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::threads`] (the `uring` engine's threads, the `async` engine's runtime
+    /// threads; 0: one per CPU this process may run on).
+    pub fn threads(mut self, threads: usize) -> ServerBuilder {
+        self.limits.threads = threads;
+        self
+    }
+
     /// Sets [`Limits::workers`] (the `pool` engine's threads).
     pub fn workers(mut self, workers: usize) -> ServerBuilder {
         self.limits.workers = workers;
@@ -217,6 +228,29 @@ impl ServerBuilder {
     pub fn async_handler<H: AsyncStreamHandler>(mut self, handler: H) -> ServerBuilder {
         self.name.get_or_insert_with(|| short_type_name::<H>());
         self.async_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs `program` for each connection and each datagram, in place of the service (see
+    /// [`crate::exec`]): the connection on its stdin and stdout, UCSPI's variables naming the
+    /// peer; a datagram on its stdin, its stdout the reply. The async engine only.
+    ///
+    /// ```
+    /// use socketkit::{Server, exec::Program};
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .exec(Program::new(["cat"])?)
+    ///     .bind()?;
+    /// assert_eq!(server.service_name(), "cat");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "inetd")]
+    #[doc(alias = "tcpserver")]
+    pub fn exec(mut self, program: Program) -> ServerBuilder {
+        self.name = Some(program.argv()[0].to_string_lossy().into_owned());
+        let exec = Arc::new(Exec::new(program));
+        self.async_handler = Some(Arc::new(ExecHandler(exec.clone())));
+        self.exec = Some(exec);
         self
     }
 
@@ -306,6 +340,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Counts what every listener of this server does in `stats` (labelled by the service's
+    /// name and the endpoint as bound): what `serve --metrics` exports. Several servers may
+    /// share one [`Stats`]. Without it the counters are kept all the same, unread.
+    pub fn stats(mut self, stats: &Stats) -> ServerBuilder {
+        self.stats = Some(stats.clone());
+        self
+    }
+
     /// Creates and binds every listening socket, so [`Server::local_endpoints`] reports real
     /// ports before serving starts.
     ///
@@ -316,7 +358,11 @@ impl ServerBuilder {
     /// (address in use, permission denied) or a multicast group cannot be joined;
     /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::InterfaceNotFound`]
     /// for a multicast interface that does not exist.
-    pub fn bind(self) -> Result<Server, Error> {
+    ///
+    /// [`Engine::Uring`] probes the kernel here and falls back to [`Engine::Async`] where
+    /// io_uring is refused (one warning line); [`Server::engine`] names the engine that runs.
+    pub fn bind(mut self) -> Result<Server, Error> {
+        self.engine = self.engine.resolve();
         if self.endpoints.is_empty() {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
@@ -354,7 +400,20 @@ impl ServerBuilder {
             stream_handler: self.stream_handler,
             datagram_handler: self.datagram_handler,
             async_handler: self.async_handler,
+            exec: self.exec.clone(),
         };
+        let listener_stats: Vec<_> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let stream = endpoint.transport().is_connected();
+                Arc::new(ListenerStats::new(&name, &endpoint.to_string(), stream))
+            })
+            .collect();
+        if let Some(stats) = &self.stats {
+            for listener in &listener_stats {
+                stats.add(listener.clone());
+            }
+        }
         #[allow(unused_mut)] // mut for the tls feature
         let mut shared = Shared::new(
             app,
@@ -363,6 +422,7 @@ impl ServerBuilder {
             self.access,
             self.verify_request,
             self.handle_error,
+            listener_stats,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
         #[cfg(feature = "tls")]
@@ -375,12 +435,19 @@ impl ServerBuilder {
             engine: self.engine,
             name,
             shared: Arc::new(shared),
+            exec: self.exec,
         })
     }
 
     /// Refuses handlers the chosen engine cannot run, rather than ignoring them, and settings
     /// a sequenced-packet listener cannot honour.
     fn check_handlers(&self) -> Result<(), Error> {
+        if self.exec.is_some() && self.engine != Engine::Async {
+            return Err(Error::Config(format!(
+                "a program (serve -- PROGRAM) runs on the async engine only, not {}",
+                self.engine
+            )));
+        }
         if let Some(packet) = self
             .endpoints
             .iter()
@@ -391,6 +458,12 @@ impl ServerBuilder {
                     "{packet} keeps message boundaries itself (one record is one message): \
                      framing {} does not apply; leave it raw",
                     self.framing
+                )));
+            }
+            if self.exec.is_some() {
+                return Err(Error::Config(format!(
+                    "{packet} keeps records, and a program (serve -- PROGRAM) gets a byte \
+                     stream: use unix:// for it"
                 )));
             }
             // A handler's reader and writer are buffered byte streams: records would be merged
@@ -468,6 +541,8 @@ pub struct Server {
     engine: Engine,
     name: String,
     shared: Arc<Shared>,
+    /// The program run per connection, if any: its stragglers are stopped after serving.
+    exec: Option<Arc<Exec>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -493,12 +568,14 @@ impl Server {
             stream_handler: None,
             datagram_handler: None,
             async_handler: None,
+            exec: None,
             verify_request: None,
             handle_error: None,
             access: AccessList::default(),
             multicast_if: None,
             #[cfg(feature = "tls")]
             tls: None,
+            stats: None,
         }
     }
 
@@ -517,7 +594,8 @@ impl Server {
             .find_map(|e| e.socket_addrs().ok()?.first().copied())
     }
 
-    /// The engine this server runs on.
+    /// The engine this server runs on: the one asked for, or [`Engine::Async`] when
+    /// [`Engine::Uring`] was asked for where io_uring is refused (see [`ServerBuilder::bind`]).
     pub fn engine(&self) -> Engine {
         self.engine
     }
@@ -550,6 +628,12 @@ impl Server {
     /// Only when the engine cannot start (no thread or runtime could be made). Errors on one
     /// connection close that connection and are logged; they never end serving.
     pub fn serve_forever(self) -> Result<(), Error> {
-        engine::serve(self.engine, self.shared, self.listeners)
+        let served = engine::serve(self.engine, self.shared, self.listeners);
+        // Programs whose connections the grace period's end closed got SIGTERM; they get a
+        // moment, then SIGKILL, and are reaped before serving is said to be over.
+        if let Some(exec) = self.exec {
+            exec.finish();
+        }
+        served
     }
 }

@@ -13,19 +13,27 @@ mod drain;
 mod engines;
 mod epoll_baseline;
 mod examples;
+mod exec;
 mod framing;
 mod handlers;
 mod hardening;
 mod interop;
 mod layers;
+mod listen;
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod multicast;
 mod names;
 mod netns;
 mod ping;
+mod relay;
+#[cfg(all(feature = "hdr-log", feature = "plot"))]
+mod report;
 mod resources;
 mod seqpacket;
 mod services;
 #[cfg(feature = "tls")]
 mod tls;
 mod unicode;
+mod uring;

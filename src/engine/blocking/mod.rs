@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
-use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
+use super::datagram::{BATCH, Batch, Datagrams, Received, check_reply, recv_datagram, reply_addr};
 use super::listener::{Listener, unix_address};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
@@ -21,6 +21,7 @@ use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
 use crate::service::Address;
+use crate::stats::ListenerStats;
 use pool::{Job, Pool};
 pub(crate) use stream::Conn;
 use stream::serve_stream;
@@ -85,6 +86,8 @@ struct Loop {
     listener: Arc<Listener>,
     slots: Arc<Slots>,
     runner: Arc<Runner>,
+    /// The listener's counters.
+    stats: Arc<ListenerStats>,
 }
 
 pub(super) fn serve(
@@ -103,12 +106,13 @@ pub(super) fn serve(
     let slots = Slots::new(shared.limits.max_connections);
     let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
     let mut threads = Vec::new();
-    for listener in &listeners {
+    for (index, listener) in listeners.iter().enumerate() {
         let worker = Loop {
             shared: shared.clone(),
             listener: listener.clone(),
             slots: slots.clone(),
             runner: runner.clone(),
+            stats: shared.listener_stats(index),
         };
         let spawned = std::thread::Builder::new()
             .name("socketkit-listener".into())
@@ -132,12 +136,13 @@ pub(super) fn serve(
     // once, even where its thread is busy with a connection (sequential): later clients are
     // refused instead of waiting in a queue nobody will serve.
     let mut joined = Vec::new();
-    for (listener, thread) in listeners.iter().zip(threads) {
+    for (index, (listener, thread)) in listeners.iter().zip(threads).enumerate() {
         let queued = Loop {
             shared: shared.clone(),
             listener: listener.clone(),
             slots: slots.clone(),
             runner: runner.clone(),
+            stats: shared.listener_stats(index),
         }
         .take_queue();
         listener.stop_accepting();
@@ -234,7 +239,7 @@ impl Loop {
     fn accept_loop(&self, transport: Transport) {
         let shared = &self.shared;
         let local = self.listener.local();
-        let mut acceptor = AcceptLoop::new();
+        let mut acceptor = AcceptLoop::new(self.stats.clone());
         loop {
             if !self.wait_for("connections") {
                 return;
@@ -257,7 +262,7 @@ impl Loop {
                 Accepted::Serve(conn, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
-                    let traffic = Traffic::new(); // from the accept: a pool's queue counts
+                    let traffic = Traffic::new(&self.stats); // from the accept: a pool's queue counts
                     let job = self.runner.connection(shared, conn, ctx, traffic, permit);
                     self.runner.run(job);
                 }
@@ -282,11 +287,12 @@ impl Loop {
         let mut jobs: Vec<Job> = Vec::new();
         drain_queue(
             &self.shared,
+            &self.stats,
             || self.accept(),
             |conn, peer| {
                 let permit = self.slots.acquire_at_shutdown();
                 let ctx = context(transport, peer, local.clone());
-                let traffic = Traffic::new();
+                let traffic = Traffic::new(&self.stats);
                 jobs.push(
                     self.runner
                         .connection(self.shared.clone(), conn, ctx, traffic, permit),
@@ -298,7 +304,11 @@ impl Loop {
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let mut datagrams = Datagrams::new(shared, transport, self.listener.local());
+        let mut datagrams =
+            Datagrams::new(shared, transport, self.listener.local(), self.stats.clone());
+        let Some(handler) = shared.app.datagram_handler.clone() else {
+            return self.batch_loop(&mut datagrams);
+        };
         let mut limit_log = LimitLog::default();
         loop {
             if !self.wait_for("datagrams") {
@@ -313,14 +323,7 @@ impl Loop {
                     continue;
                 }
             };
-            let Some(handler) = shared.app.datagram_handler.clone() else {
-                // A sans-IO service is quick: answer on this thread, whatever the engine.
-                if let Some(reply) = datagrams.answer(shared, &ctx, n) {
-                    let sent = send_to(&self.listener, reply, &ctx.peer);
-                    datagrams.sent(&ctx.peer, sent);
-                }
-                continue;
-            };
+            let handler = handler.clone();
             let Some(permit) = self.permit(&mut limit_log) else {
                 return;
             };
@@ -328,6 +331,7 @@ impl Loop {
             let shared = shared.clone();
             let listener = self.listener.clone();
             let reply_log = datagrams.reply_log();
+            let stats = self.stats.clone();
             self.runner.run(Box::new(move || {
                 let _permit = permit;
                 let send = |bytes: &[u8]| {
@@ -343,12 +347,41 @@ impl Loop {
                 let result = catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
                 let result = match result {
                     Ok(r) => r.map_err(SessionError::Io),
-                    Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                    Err(panic) => {
+                        stats.panicked();
+                        Err(SessionError::Panic(HandlerError::from_panic(panic)))
+                    }
                 };
+                if let Err(SessionError::Io(_)) = result {
+                    stats.handler_error();
+                }
                 if result.is_err() {
                     shared.report(&ctx.peer, result);
                 }
             }));
+        }
+    }
+}
+
+impl Loop {
+    /// The datagram loop of a sans-IO service, which is quick: it answers on this thread,
+    /// whatever the engine, the datagrams queued a batch at a time ([`Batch`]: one system call
+    /// to receive them, one to send their replies). After a full batch more may be queued: it
+    /// receives again without waiting, once it has looked at the stop.
+    fn batch_loop(&self, datagrams: &mut Datagrams) {
+        let shared = &self.shared;
+        let mut batch = Batch::new();
+        let mut full = false;
+        loop {
+            if full && shared.stop.is_fired() || !full && !self.wait_for("datagrams") {
+                return;
+            }
+            let received = batch.recv(self.fd());
+            full = matches!(received, Ok(BATCH));
+            if let Some(delay) = batch.answer(self.fd(), datagrams, shared, received) {
+                full = false;
+                let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+            }
         }
     }
 }

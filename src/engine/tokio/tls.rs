@@ -6,16 +6,18 @@
 
 use crate::engine::Shared;
 use crate::service::Address;
+use crate::stats::EndCause;
 use crate::tls::ServerTls;
 
-/// The server's handshake on `tcp`: the TLS connection, or `None` after one line saying why
-/// it failed (the peer alone is affected).
+/// The server's handshake on `tcp`: the TLS connection, or why the connection ended without
+/// one (the end of the grace period, or a failed handshake after one line saying why; the
+/// peer alone is affected).
 pub(super) async fn handshake(
     tls: &ServerTls,
     tcp: tokio::net::TcpStream,
     peer: &Address,
     shared: &Shared,
-) -> Option<TlsConn> {
+) -> Result<TlsConn, EndCause> {
     // TLS writes a flight of records at a time (the session tickets after the handshake,
     // then the first reply): with Nagle's algorithm the reply waited for the ACK of the
     // tickets, which the client delays, and every TLS request in connect mode took 40 ms.
@@ -27,7 +29,7 @@ pub(super) async fn handshake(
     let outcome = tokio::select! {
         biased;
         outcome = handshake => outcome,
-        () = shared.force.fired() => return None,
+        () = shared.force.fired() => return Err(EndCause::GraceOver),
     };
     match outcome {
         Ok(Ok(stream)) => {
@@ -37,15 +39,15 @@ pub(super) async fn handshake(
                 .alpn_protocol()
                 .map(String::from_utf8_lossy);
             tracing::debug!(%peer, "TLS handshake done (ALPN {alpn:?})");
-            Some(TlsConn(stream))
+            Ok(TlsConn(stream))
         }
         Ok(Err(e)) => {
             tracing::info!(%peer, "TLS handshake failed: {}", crate::tls::cause(&e));
-            None
+            Err(EndCause::TlsHandshake)
         }
         Err(_) => {
             tracing::info!(%peer, "TLS handshake failed: timed out after {limit:?} (--message-timeout)");
-            None
+            Err(EndCause::TlsHandshake)
         }
     }
 }

@@ -19,6 +19,7 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "tls"))]
     super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
+    options.dump = args.dump.open()?;
     let prompt =
         (io::stdin().is_terminal() && !args.endpoint.transport().is_connected()).then_some(PROMPT);
     let stdout = io::stdout();

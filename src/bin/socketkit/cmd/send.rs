@@ -21,6 +21,7 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "tls"))]
     super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
+    options.dump = args.dump.open()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {
