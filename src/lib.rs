@@ -22,7 +22,7 @@
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
-//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried
+//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried; a `tls://` target's handshake after the connect (feature `tls`)
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
 //! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |

@@ -567,7 +567,7 @@ fn tls_outcome(
 }
 
 /// The local and peer addresses of a TCP connection.
-fn tcp_addresses(s: &TcpStream) -> Result<(Address, Address), Error> {
+pub(super) fn tcp_addresses(s: &TcpStream) -> Result<(Address, Address), Error> {
     Ok((
         Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
         Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),

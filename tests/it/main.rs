@@ -35,5 +35,7 @@ mod seqpacket;
 mod services;
 #[cfg(feature = "tls")]
 mod tls;
+#[cfg(feature = "tls")]
+mod tls_adopters;
 mod unicode;
 mod uring;

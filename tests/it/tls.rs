@@ -19,12 +19,12 @@ use crate::common::{self, SAFETY_TIMEOUT, Spawned, assert_code, run_peer, socket
 
 /// PEM files in a temporary directory: `ca.pem`, `leaf.pem` + `leaf.key` (localhost and
 /// 127.0.0.1, signed by the CA), `expired.pem` + `expired.key` (the same names, expired in 2001).
-struct Certs {
+pub(crate) struct Certs {
     dir: tempfile::TempDir,
 }
 
 impl Certs {
-    fn new() -> Certs {
+    pub(crate) fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -48,14 +48,19 @@ impl Certs {
         Certs { dir }
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 }
 
 /// `socketkit serve` of `service` on tls://127.0.0.1:0 with `cert` and `key` (names in
 /// `Certs`), and its bound endpoint.
-fn serve_tls(certs: &Certs, cert: &str, key: &str, extra: &[&str]) -> (Spawned, Endpoint) {
+pub(crate) fn serve_tls(
+    certs: &Certs,
+    cert: &str,
+    key: &str,
+    extra: &[&str],
+) -> (Spawned, Endpoint) {
     let mut command = socketkit();
     command
         .args(["serve", "-l", "tls://127.0.0.1:0", "--tls-cert"])
@@ -492,7 +497,7 @@ fn the_handshake_is_bounded_by_the_message_timeout_and_holds_a_connection_slot()
 
 /// Reads a child's stdout until a line containing `needle`, returned (bounded: the child is
 /// killed by its guard if the test fails).
-fn read_until(stdout: impl Read + Send + 'static, needle: &str) -> String {
+pub(crate) fn read_until(stdout: impl Read + Send + 'static, needle: &str) -> String {
     let needle = needle.to_string();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -508,7 +513,7 @@ fn read_until(stdout: impl Read + Send + 'static, needle: &str) -> String {
 }
 
 /// A peer process, killed and reaped when the test ends, however it ends.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(pub(crate) std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {

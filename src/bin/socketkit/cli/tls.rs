@@ -1,4 +1,5 @@
-//! The TLS flags of `tls://` endpoints: a server's (serve) and a client's (send, client, bench).
+//! The TLS flags of `tls://` endpoints: a server's (serve, listen, relay's LISTEN) and a
+//! client's (send, client, bench, relay's TARGET).
 
 use std::path::PathBuf;
 
@@ -55,6 +56,38 @@ pub struct TlsClientArgs {
     pub tls_alpn: Vec<String>,
 }
 
+/// `relay`'s TLS flags for a tls:// target: a client's, less --tls-alpn (relay's one
+/// --tls-alpn, of [`TlsServerArgs`], serves every tls:// side).
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = "TLS of a tls:// TARGET")]
+pub struct TlsTargetArgs {
+    /// Trust only the CA certificates in this PEM file [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// The server name to ask the target for (SNI) and check its certificate against
+    /// [default: TARGET's host].
+    #[arg(long, value_name = "NAME")]
+    pub tls_servername: Option<String>,
+
+    /// Check neither the target's certificate nor its name: anyone in the path can read and
+    /// change the traffic. Logged as a warning.
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls_insecure: bool,
+}
+
+impl TlsTargetArgs {
+    /// The client's flags these are, with `alpn` (relay's --tls-alpn, when TARGET is tls://).
+    pub fn with_alpn(&self, alpn: Vec<String>) -> TlsClientArgs {
+        TlsClientArgs {
+            tls_ca: self.tls_ca.clone(),
+            tls_servername: self.tls_servername.clone(),
+            tls_insecure: self.tls_insecure,
+            tls_alpn: alpn,
+        }
+    }
+}
+
 impl TlsClientArgs {
     /// Whether any TLS flag was given (they are for tls:// endpoints only).
     pub fn any(&self) -> bool {
@@ -66,6 +99,16 @@ impl TlsClientArgs {
 }
 
 impl TlsServerArgs {
+    /// The same flags with `alpn` in place of --tls-alpn.
+    pub fn with_alpn(&self, alpn: Vec<String>) -> TlsServerArgs {
+        TlsServerArgs {
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_self_signed: self.tls_self_signed,
+            tls_alpn: alpn,
+        }
+    }
+
     /// Whether any TLS flag was given (they are for tls:// endpoints only).
     pub fn any(&self) -> bool {
         self.tls_cert.is_some() || self.tls_self_signed || !self.tls_alpn.is_empty()
