@@ -196,3 +196,20 @@ fn send_dump_on_tls_shows_the_plaintext() {
     assert_eq!(joined(&chunks, Direction::Sent), b"secret words");
     assert_eq!(joined(&chunks, Direction::Received), b"SECRET WORDS");
 }
+
+#[test]
+fn a_program_after_double_dash_is_served_over_tls() {
+    let certs = Certs::new();
+    let (_server, endpoint) =
+        serve_tls(&certs, "leaf.pem", "leaf.key", &["--", "tr", "a-z", "A-Z"]);
+    let port = endpoint.host_port().unwrap().1;
+    let output = run_peer(
+        socketkit()
+            .args(["send", &format!("tls://localhost:{port}"), "from a program"])
+            .arg("--tls-ca")
+            .arg(certs.path("ca.pem")),
+        b"",
+    );
+    assert_code(&output, 0);
+    assert_eq!(common::stdout(&output), "FROM A PROGRAM");
+}
