@@ -112,6 +112,9 @@ pub struct Plan {
     pub payload: Payload,
     /// Reply check.
     pub expect: Expect,
+    /// `tls://` only: what the load generator trusts and says (the `tls` feature).
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
 }
 
 impl Plan {
@@ -131,6 +134,8 @@ impl Plan {
             framing: Framing::Raw,
             payload: Payload::Ascii,
             expect: Expect::Upper,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
         }
     }
 

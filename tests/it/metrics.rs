@@ -556,3 +556,40 @@ fn a_datagram_handlers_own_replies_are_counted() {
         );
     }
 }
+
+/// A failed TLS handshake is a connection end of its own cause (`tls_handshake`), so the
+/// accepted connections still add up to their ends; a good one ends as any connection does.
+#[cfg(feature = "tls")]
+#[test]
+fn a_failed_tls_handshake_is_counted_as_its_own_end() {
+    let (_server, metrics, endpoints) = serve(&["-l", "tls://127.0.0.1:0", "--tls-self-signed"], 1);
+    let addr = endpoints[0].socket_addrs().unwrap()[0];
+    let mut plain = connect_from("127.0.0.1", addr).unwrap();
+    plain.write_all(b"hello in plain text\n").unwrap();
+    read_to_close(&mut plain); // the alert, then the close
+    let s = scrape_until(metrics, "the failed handshake", |s| {
+        s.value(
+            "socketkit_connection_ends_total",
+            &[("cause", "tls_handshake")],
+        ) == 1.0
+    });
+    assert_eq!(s.value("socketkit_connections_accepted_total", &[]), 1.0);
+    assert_eq!(s.value("socketkit_connections_active", &[]), 0.0);
+    let output = socketkit()
+        .args(["send", &endpoints[0].to_string(), "hello", "--tls-insecure"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"HELLO");
+    let s = scrape_until(metrics, "the good connection's end", |s| {
+        s.value("socketkit_connection_ends_total", &[("cause", "eof")]) == 1.0
+    });
+    assert_eq!(s.value("socketkit_connections_accepted_total", &[]), 2.0);
+    assert_eq!(
+        s.value(
+            "socketkit_connection_ends_total",
+            &[("cause", "tls_handshake")]
+        ),
+        1.0
+    );
+}
