@@ -1121,6 +1121,7 @@ fn colour(id: &str, index: usize) -> RGBColor {
         "py-threaded",
         "py-udp",
         "c-epoll",
+        "socketkit-uring",
     ];
     let at = known.iter().position(|&k| k == id).unwrap_or(index);
     COLOURS[at % COLOURS.len()]

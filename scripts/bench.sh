@@ -143,6 +143,7 @@ emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")
 # server on UDP), so that their runs pair up in time.
 servers=(
   "socketkit-async|socketkit async|socketkit serve upper -e async (tokio tasks; the default engine)"
+  "socketkit-uring|socketkit uring|socketkit serve upper -e uring (io_uring: multishot accept and receive over a provided-buffer ring, one ring per thread; a thread per CPU it may run on)"
   "tokio|tokio baseline|benches/tokio_baseline.rs: accept loop, a task per connection, read, ASCII uppercase, write_all"
   "c-epoll|C epoll baseline|benches/epoll_baseline.c (cc -O2): one thread, level-triggered epoll, one read and one write per readable event, ASCII uppercase in place, the unsent rest of a short write kept until EPOLLOUT (no reading meanwhile); UDP on a second thread, blocking recvfrom/sendto"
   "py-threading|Python ThreadingTCPServer|scripts/peers/threading_line_server.py: socketserver.ThreadingTCPServer, persistent line handler"
@@ -163,11 +164,14 @@ scenarios=(
   "udp-8|UDP ping-pong, 8 sockets|req/s|-m udp -c 8 --size 64 -d $duration"
   "stream|stream $stream_label (64-byte lines)|GB/s|-m stream -c 1 --size 64 --stream-bytes $stream_bytes -d 10m -w 30s"
   "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns --size 64 -d $idle_hold -w 30s"
+  "relay-stream|stream $stream_label through socketkit relay (direct: the stream row)|GB/s|-m stream -c 1 --size 64 --stream-bytes $stream_bytes -d 10m -w 30s"
 )
 
 # Why server $2 cannot serve scenario $1 (prints nothing when it can).
 not_served() {
   case $2:$1 in
+    socketkit-async:relay-stream) ;;
+    *:relay-stream) echo "the relay row runs socketkit relay in front of socketkit async only" ;;
     c-epoll:*) [ -z "$c_missing" ] || echo "$c_missing" ;;
     py-sequential:connect-8 | py-threaded:connect-8) ;;
     py-sequential:* | py-threaded:*)
@@ -280,13 +284,44 @@ start_server() {
       py-*) tcp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
     esac
     case $id in
-      socketkit-* | tokio | c-epoll) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
+      socketkit-*)
+        # The engine asked for is the one that runs (uring must not fall back to async).
+        if [ -n "$tcp_port" ] && [ -n "$udp_port" ]; then
+          grep -q "listening on tcp://.*, ${id#socketkit-})" "$log" || return 1
+          return 0
+        fi
+        ;;
+      tokio | c-epoll) [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0 ;;
       *) [ -z "$tcp_port$udp_port" ] || return 0 ;;
     esac
     alive "$pid" || return 1
     sleep 0.05
   done
   return 1
+}
+
+# Starts `socketkit relay` from a free port to endpoint $1, output in $2; sets relay_pid and
+# relay_port. Fails when it does not print its ready line within 20 s.
+start_relay() {
+  local i
+  on_server_core "$sk" relay tcp://127.0.0.1:0 "$1" >"$2" 2>&1 &
+  relay_pid=$!
+  started+=("$relay_pid")
+  for ((i = 0; i < 400; i++)); do
+    relay_port=$(sed -n 's#.*listening on tcp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$2")
+    [ -z "$relay_port" ] || return 0
+    alive "$relay_pid" || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# CPU ticks of the server, and of the relay in front of it if there is one.
+path_ticks() {
+  local ticks
+  ticks=$(cpu_ticks "$pid")
+  [ -z "${relay_pid:-}" ] || ticks=$((ticks + $(cpu_ticks "$relay_pid")))
+  echo "$ticks"
 }
 
 # SIGTERM, then SIGKILL if it is still there after 5 s; reaps it.
@@ -318,9 +353,20 @@ run_cell() {
       udp-*) endpoint=udp://127.0.0.1:$udp_port ;;
       *) endpoint=tcp://127.0.0.1:$tcp_port ;;
     esac
+    relay_pid=''
+    if [ "$scenario" = relay-stream ]; then
+      # The relay's CPU counts with the server's: the cell's CPU is the whole path's.
+      if start_relay "$endpoint" "$logs/$tag.relay.log"; then
+        endpoint=tcp://127.0.0.1:$relay_port
+      else
+        error="the relay did not start: $(tail -n 1 "$logs/$tag.relay.log")"
+        kill -KILL "$relay_pid" 2>/dev/null || true
+        relay_pid=''
+      fi
+    fi
     # shellcheck disable=SC2206 # the arguments are split on spaces on purpose
     local bench=("$sk" bench "$endpoint" $args --json)
-    before=$(cpu_ticks "$pid") machine_before=$(machine_ticks) children_before=$(children_ticks)
+    before=$(path_ticks) machine_before=$(machine_ticks) children_before=$(children_ticks)
     if [ "$scenario" = idle ]; then
       # Sample the server's memory while the load generator holds the connections: the last
       # sample taken while all of them were open at once (its descriptor count shows that).
@@ -347,11 +393,11 @@ run_cell() {
           *) error="only $held of $idle_conns connections were open at once" ;;
         esac
       fi
-    else
+    elif [ -z "$error" ]; then
       (on_bench_core "${bench[@]}") >"$logs/$tag.json" 2>"$logs/$tag.err" || rc=$?
     fi
     if alive "$pid"; then
-      after=$(cpu_ticks "$pid") machine_after=$(machine_ticks) children_after=$(children_ticks)
+      after=$(path_ticks) machine_after=$(machine_ticks) children_after=$(children_ticks)
       # What the rest of the machine did meanwhile: busy ticks that were neither the server's
       # nor the load generator's, as a share of all the ticks of all cores.
       local busy total
@@ -362,6 +408,7 @@ run_cell() {
     else
       error="the server died during the run: $(tail -n 1 "$logs/$tag.server.log")"
     fi
+    [ -z "$relay_pid" ] || { kill -KILL "$relay_pid" 2>/dev/null || true; wait "$relay_pid" 2>/dev/null || true; }
     stop_server
     if [ "$rc" != 0 ] && [ -z "$error" ]; then
       error="socketkit bench exited $rc: $(tail -n 1 "$logs/$tag.err")"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A bounded soak test of the socketkit binary: each engine (async, sequential, threaded, pool)
+# A bounded soak test of the socketkit binary: each engine (async, sequential, threaded, pool, uring)
 # serves `upper` on 127.0.0.1 TCP and UDP while `socketkit bench` drives a mix of load at it,
 # 1,000,000 requests in all, then checks that nothing was lost and nothing leaked. Writes
 # target/soak/results.ndjson (every run, every sample) and prints one summary line per engine.
@@ -38,7 +38,7 @@ usage() {
   echo "         --profile release|dev (the cargo profile: release, or dev with --quick)"
 }
 
-quick=0 total='' rounds='' profile='' engines_arg='async,sequential,threaded,pool'
+quick=0 total='' rounds='' profile='' engines_arg='async,sequential,threaded,pool,uring'
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1 ;;
@@ -63,8 +63,8 @@ IFS=',' read -r -a engines <<<"$engines_arg"
 [ "${#engines[@]}" -gt 0 ] || { echo "soak.sh: --engines wants at least one engine" >&2; exit 2; }
 for e in "${engines[@]}"; do
   case $e in
-    async | sequential | threaded | pool) ;;
-    *) echo "soak.sh: unknown engine '$e' (async, sequential, threaded or pool)" >&2; exit 2 ;;
+    async | sequential | threaded | pool | uring) ;;
+    *) echo "soak.sh: unknown engine '$e' (async, sequential, threaded, pool or uring)" >&2; exit 2 ;;
   esac
 done
 # Every run needs at least one request: 3 modes in the warm-up and in each round.
@@ -138,7 +138,11 @@ start_server() {
   for ((i = 0; i < 400; i++)); do
     tcp_port=$(sed -n 's#.*listening on tcp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
     udp_port=$(sed -n 's#.*listening on udp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
-    [ -z "$tcp_port" ] || [ -z "$udp_port" ] || return 0
+    if [ -n "$tcp_port" ] && [ -n "$udp_port" ]; then
+      # The engine asked for is the one that runs (uring must not fall back to async).
+      grep -q "listening on tcp://.*, $engine)" "$log" || return 1
+      return 0
+    fi
     alive "$pid" || return 1
     sleep 0.05
   done

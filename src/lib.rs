@@ -9,7 +9,7 @@
 //! | module            | concept                                                            |
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
-//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
+//! | [`endpoint`]      | `tcp://`, `tls://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
 //! | `seqpacket`       | a leaf: Unix `SOCK_SEQPACKET` record I/O (`MSG_TRUNC`), for engines, clients and `bench` |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
 //! | [`multicast`]     | groups (224.0.0.0/4, ff00::/8): the interface to join on, the join  |
@@ -17,13 +17,19 @@
 //! | [`service`]       | sans-IO protocol logic ([`service::Upper`]): no sockets, no clocks  |
 //! | [`codec`]         | framing: `raw`, `line`, `length` (tokio-util codecs over bytes)     |
 //! | [`handler`]       | the socketserver API: `handle()` with a reader and a writer         |
-//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares), `runtime` (their state), `listener` |
+//! | [`exec`]          | a program as the server (`serve -- PROGRAM`, inetd, `tcpserver`, `ncat -e`): an async handler per connection, one run per datagram; inside it `env` (UCSPI's variables), `children` (reaping, SIGTERM then SIGKILL), `stream`, `datagram` |
+//! | [`engine`]        | the I/O drivers: `tokio/` (async), `blocking/` (sequential, threaded, and `blocking/pool/`), `uring/` (io_uring: `probe`, `worker`, `stream`, `dgram`, `bufring`); beside them `conn` (the rules of one connection), `accept` and `datagram` (the rules every engine shares; `datagram/batch`: `recvmmsg`/`sendmmsg`), `runtime` (their state), `listener` |
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
+//! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
+//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried; a `tls://` target's handshake after the connect (feature `tls`)
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
+//! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
+//! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |
+//! | `tls` (feature `tls`) | TLS on rustls (ring): `ServerTls`, `ClientTls`, the handshake's one-phrase causes, and `Bridge` (TLS for blocking code over a socket pair); the async engine, the clients and `bench` wrap their byte streams with it |
 //! | `proxy`           | the PROXY protocol header (HAProxy's v1 and v2, feature `proxy`): how much of a connection is header, what it says, the header a client sends; sans-IO, over the `ppp` parser |
 //! | `activation`      | systemd (feature `systemd`): the sockets a service manager passes (`LISTEN_FDS`, `LISTEN_FDNAMES`), `READY=1` and `STOPPING=1` |
-//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report` |
+//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report`, `recording` (the raw histograms, whole and per second), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
 //! the leaves → `endpoint` → `error` (`error` naming the `Endpoint` that failed is the one
@@ -66,20 +72,28 @@ pub mod activation;
 pub mod bench;
 pub mod client;
 pub mod codec;
+pub mod dump;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod handler;
 pub(crate) mod limits;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod multicast;
 pub mod names;
 pub mod ping;
 #[cfg(feature = "proxy")]
 pub mod proxy;
+pub mod relay;
 pub(crate) mod seqpacket;
 pub mod server;
 pub mod service;
 pub(crate) mod shutdown;
+pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;

@@ -73,6 +73,9 @@ pub struct Limits {
     /// sessions run at once; more wait, accepted, until a worker is free (at most
     /// `max_connections` in all).
     pub workers: usize,
+    /// Threads of the `uring` engine (one ring each) and of the `async` engine's runtime.
+    /// Default 0: as many as the CPUs this process may run on (`sched_getaffinity`).
+    pub threads: usize,
     /// The longest line in `line` framing, terminator excluded. Default 64 KiB: far above any
     /// line a person types, and small enough that a peer that never sends a newline costs
     /// little. A longer line closes its connection with a log line.
@@ -106,6 +109,7 @@ impl Default for Limits {
             max_datagram: MAX_DATAGRAM_BYTES_V6,
             max_connections: 10_000,
             workers: 32,
+            threads: 0,
             max_line: 64 * 1024,
             max_frame: 1024 * 1024,
             max_buffered: 64 * 1024 * 1024,

@@ -20,18 +20,21 @@ pub enum Failure {
     Truncated,
     /// No route to the host or network.
     Unreachable,
+    /// The TLS handshake failed (`tls://`).
+    Tls,
     /// Any other I/O error.
     Other,
 }
 
 impl Failure {
     /// Every kind, in the order reports list them.
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 7] = [
         Failure::Refused,
         Failure::Reset,
         Failure::Closed,
         Failure::Truncated,
         Failure::Unreachable,
+        Failure::Tls,
         Failure::Other,
     ];
 
@@ -43,6 +46,7 @@ impl Failure {
             Failure::Closed => "closed",
             Failure::Truncated => "truncated",
             Failure::Unreachable => "unreachable",
+            Failure::Tls => "tls",
             Failure::Other => "other",
         }
     }
@@ -55,6 +59,7 @@ impl Failure {
             Failure::Closed => "closed by the server with a request unanswered",
             Failure::Truncated => "ended by the server in the middle of a reply",
             Failure::Unreachable => "unreachable",
+            Failure::Tls => "TLS handshakes failed",
             Failure::Other => "other errors",
         }
     }
@@ -92,9 +97,12 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
     /// Connections open now (`idle`).
     pub open: AtomicU64,
-    pub(crate) latencies: Mutex<Option<Histogram<u64>>>,
-    /// How late requests left, against their intended send time (`--rate` only).
-    pub(crate) lags: Mutex<Option<Histogram<u64>>>,
+    /// TLS handshakes completed (`tls://`).
+    pub tls_handshakes: AtomicU64,
+    /// Latencies and schedule lags (`--rate` only) by second of the run, from its start: what
+    /// the workers flush as each of their seconds ends. The run's whole histograms are their
+    /// sum, so the per-second figures (`--plot`, `--hdr-log`) cost no second copy per worker.
+    pub(crate) seconds: Mutex<Vec<(Histogram<u64>, Histogram<u64>)>>,
     /// `errors` by [`Failure`], in `Failure::ALL`'s order.
     pub(crate) kinds: [AtomicU64; Failure::ALL.len()],
     /// The first error's text.
@@ -121,17 +129,17 @@ impl Counters {
         }
     }
 
-    /// Merges one worker's latencies and schedule lags (nanoseconds).
-    pub(crate) fn merge(&self, latencies: &Histogram<u64>, lags: &Histogram<u64>) {
-        for (all, histogram) in [(&self.latencies, latencies), (&self.lags, lags)] {
-            let mut all = all.lock().unwrap_or_else(|e| e.into_inner());
-            match all.as_mut() {
-                Some(all) => {
-                    let _ = all.add(histogram);
-                }
-                None => *all = Some(histogram.clone()),
-            }
+    /// Merges one worker's latencies and schedule lags (nanoseconds) of second `second`.
+    pub(crate) fn merge(&self, second: usize, latencies: &Histogram<u64>, lags: &Histogram<u64>) {
+        if latencies.is_empty() && lags.is_empty() {
+            return;
         }
+        let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        while seconds.len() <= second {
+            seconds.push((histogram(), histogram()));
+        }
+        let _ = seconds[second].0.add(latencies);
+        let _ = seconds[second].1.add(lags);
     }
 
     /// Requests finished so far, whatever their outcome.
@@ -149,7 +157,12 @@ impl Counters {
     }
 }
 
-/// A new latency histogram: 1 µs to 60 s in nanoseconds, three significant digits.
+/// A new latency histogram in nanoseconds, three significant digits, from 1 µs and growing as
+/// far as its largest value (at most 60 s, where the workers clamp). Grown on demand rather
+/// than sized for 60 s at once (147 KB): a run keeps one per second for `--plot` and
+/// `--hdr-log`, and a second whose latencies stay under 1 ms takes 16 KB.
 pub(crate) fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+    let mut h = Histogram::new_with_bounds(1_000, 2_000, 3).expect("valid histogram bounds");
+    h.auto(true);
+    h
 }

@@ -11,8 +11,16 @@
 
 mod converse;
 mod counters;
+#[cfg(feature = "hdr-log")]
+mod hdrlog;
+mod merge;
 mod pace;
 mod plan;
+#[cfg(feature = "plot")]
+mod plot;
+#[cfg(feature = "hdr-log")]
+mod read;
+mod recording;
 mod report;
 mod run;
 mod target;
@@ -20,7 +28,12 @@ mod worker;
 
 use std::sync::Arc;
 
+#[cfg(feature = "hdr-log")]
+pub use hdrlog::LogError;
 pub use plan::{Expect, Mode, Payload, Plan};
+pub use recording::{Recording, Second};
+#[cfg(feature = "hdr-log")]
+pub use recording::{decode, encode};
 pub use report::{Counters, CpuTime, Failure, Latency, Report};
 
 use crate::endpoint::Transport;
@@ -60,6 +73,22 @@ use target::Target;
 pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
     check(plan)?;
     let target = Target::of(&plan.endpoint)?;
+    #[cfg(feature = "tls")]
+    let tls = match plan.endpoint.is_tls() {
+        true => {
+            let tls = crate::tls::ClientTls::new(&plan.tls)?;
+            let name = tls.server_name(&plan.endpoint)?;
+            Some((tls, name))
+        }
+        false => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    if plan.endpoint.is_tls() {
+        return Err(Error::Config(format!(
+            "{}: this socketkit was built without the `tls` feature",
+            plan.endpoint
+        )));
+    }
     // With a fixed rate, each task waits on a timerfd of its own.
     raise_descriptor_limit(plan.connections * if plan.rate.is_some() { 2 } else { 1 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,7 +98,13 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let cpu_before = report::CpuTime::now();
     let elapsed = runtime.block_on(async {
-        let run = Arc::new(Run::new(plan.clone(), counters.clone(), target));
+        #[allow(unused_mut)] // mut for the tls feature
+        let mut run = Run::new(plan.clone(), counters.clone(), target);
+        #[cfg(feature = "tls")]
+        {
+            run.tls = tls;
+        }
+        let run = Arc::new(run);
         let tasks: Vec<_> = (0..plan.connections.max(1))
             .map(|index| tokio::spawn(worker::task(run.clone(), index)))
             .collect();

@@ -116,6 +116,9 @@ pub struct Plan {
     /// its first request (see [`crate::proxy::Announce`]). Default: none.
     #[cfg(feature = "proxy")]
     pub proxy: Option<crate::proxy::Announce>,
+    /// `tls://` only: what the load generator trusts and says (the `tls` feature).
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
 }
 
 impl Plan {
@@ -137,6 +140,8 @@ impl Plan {
             expect: Expect::Upper,
             #[cfg(feature = "proxy")]
             proxy: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
         }
     }
 

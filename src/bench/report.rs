@@ -1,14 +1,13 @@
 //! Reporting: the final table or JSON made of what the workers counted ([`super::counters`]).
 
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
 pub use super::counters::{Counters, Failure};
 use super::plan::{Expect, Mode, Plan};
+pub use super::recording::Latency;
+use super::recording::Recording;
 
 /// The live progress line is a view of the counters, written here with the report's number
 /// formats.
@@ -55,23 +54,6 @@ impl Counters {
         }
         line
     }
-}
-
-/// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-    /// The largest.
-    pub max: f64,
-    /// The mean.
-    pub mean: f64,
 }
 
 /// The load generator's own CPU time: user and system time of this whole process (every
@@ -152,6 +134,8 @@ pub struct Report {
     pub bytes_received: u64,
     /// Connections held at the end (`idle`).
     pub held: u64,
+    /// TLS handshakes completed (`tls://`; in `connect` mode, one per request).
+    pub tls_handshakes: u64,
     /// Latency, when requests were timed (not `stream`).
     pub latency: Option<Latency>,
     /// How late the load generator itself sent requests against their intended send times
@@ -162,11 +146,14 @@ pub struct Report {
     /// The load generator's own CPU time over the run (its connecting included, as in
     /// `elapsed`); `None` if it could not be read.
     pub own_cpu: Option<CpuTime>,
+    /// The raw histograms `latency` and `schedule_lag` are read from, whole and per second.
+    pub recording: Recording,
 }
 
 impl Report {
     /// The run's verdict, the worst failure first: a wrong reply ([`Error::Protocol`], exit 3),
-    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then connection errors
+    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then failed TLS handshakes
+    /// when they are every failure (`Error::Tls`, 8, with the first one's cause), then connection errors
     /// ([`Error::RequestsFailed`]: 4 when every one was a refusal or a reset before any reply,
     /// else 1), each with its cause and the hint; a run that answered nothing fails too.
     /// `timeout` is the run's `-w`, named in the time-out error.
@@ -201,6 +188,17 @@ impl Report {
                 after: timeout,
             });
         }
+        if self.errors > 0
+            && self
+                .error_kinds
+                .iter()
+                .all(|(kind, _)| *kind == Failure::Tls)
+        {
+            return Err(crate::Error::Tls {
+                peer: self.endpoint.clone(),
+                cause: self.first_error.clone().unwrap_or_default(),
+            });
+        }
         if self.errors > 0 {
             let kinds: Vec<String> = self
                 .error_kinds
@@ -230,20 +228,9 @@ impl Report {
         own_cpu: Option<CpuTime>,
     ) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let percentiles = |histogram: &Mutex<Option<Histogram<u64>>>| {
-            let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
-            histogram.as_ref().filter(|h| !h.is_empty()).map(|h| {
-                let us = |ns: u64| ns as f64 / 1_000.0;
-                Latency {
-                    p50: us(h.value_at_quantile(0.50)),
-                    p90: us(h.value_at_quantile(0.90)),
-                    p99: us(h.value_at_quantile(0.99)),
-                    p999: us(h.value_at_quantile(0.999)),
-                    max: us(h.max()),
-                    mean: h.mean() / 1_000.0,
-                }
-            })
-        };
+        let seconds =
+            std::mem::take(&mut *counters.seconds.lock().unwrap_or_else(|e| e.into_inner()));
+        let recording = Recording::of_seconds(seconds, elapsed);
         let error_kinds: Vec<(Failure, u64)> = Failure::ALL
             .into_iter()
             .map(|kind| (kind, load(&counters.kinds[kind.index()])))
@@ -294,10 +281,12 @@ impl Report {
             bytes_sent: load(&counters.bytes_sent),
             bytes_received: load(&counters.bytes_received),
             held: load(&counters.open),
-            latency: percentiles(&counters.latencies),
-            schedule_lag: percentiles(&counters.lags),
+            tls_handshakes: load(&counters.tls_handshakes),
+            latency: recording.latency_percentiles(),
+            schedule_lag: recording.lag_percentiles(),
             hint,
             own_cpu,
+            recording,
         }
     }
 
@@ -308,9 +297,38 @@ impl Report {
         (self.ok > 0).then(|| Duration::from_secs_f64(cpu.as_secs_f64() / self.ok as f64))
     }
 
+    /// The run's parameters in a line (the report's first, and a plot's title):
+    /// `pingpong against tcp://127.0.0.1:12000: 4 connections, 64-byte messages`.
+    pub fn parameters(&self) -> String {
+        let peers = match self.mode {
+            Mode::Udp => count(self.connections as u64, "socket"),
+            Mode::Connect => count(self.connections as u64, "worker"),
+            _ => count(self.connections as u64, "connection"),
+        };
+        format!(
+            "{} against {}: {peers}, {}-byte messages{}{}",
+            self.mode.name(),
+            self.endpoint,
+            self.size,
+            if self.pipeline > 1 {
+                format!(", pipeline {}", self.pipeline)
+            } else {
+                String::new()
+            },
+            self.rate
+                .map(|r| format!(", fixed rate {r}/s"))
+                .unwrap_or_default(),
+        )
+    }
+
     /// Good replies per second.
     pub fn requests_per_second(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// TLS handshakes completed per second (`tls://`).
+    pub fn tls_handshakes_per_second(&self) -> f64 {
+        self.tls_handshakes as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Bytes read per second.
@@ -338,7 +356,8 @@ impl Report {
             .iter()
             .map(|(kind, n)| (kind.name().to_string(), (*n).into()))
             .collect();
-        serde_json::json!({
+        #[cfg_attr(not(feature = "hdr-log"), allow(unused_mut))]
+        let mut json = serde_json::json!({
             "mode": self.mode.name(),
             "endpoint": self.endpoint,
             "connections": self.connections,
@@ -356,6 +375,8 @@ impl Report {
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "held": self.held,
+            "tls_handshakes": self.tls_handshakes,
+            "tls_handshakes_per_s": self.tls_handshakes_per_second(),
             "requests_per_s": self.requests_per_second(),
             "received_bytes_per_s": self.received_per_second(),
             "latency_us": percentiles(self.latency),
@@ -368,7 +389,23 @@ impl Report {
                 .own_cpu
                 .filter(|_| self.ok > 0)
                 .map(|c| c.total().as_secs_f64() * 1e6 / self.ok as f64),
-        })
+        });
+        // The raw histograms, so `socketkit report` can add runs up (HdrHistogram's compressed
+        // V2 encoding in base64, as in an interval log).
+        #[cfg(feature = "hdr-log")]
+        if let Some(fields) = json.as_object_mut() {
+            let encoded =
+                |h: &Option<hdrhistogram::Histogram<u64>>| h.as_ref().map(super::recording::encode);
+            fields.insert(
+                "latency_histogram".into(),
+                encoded(&self.recording.latency).into(),
+            );
+            fields.insert(
+                "schedule_lag_histogram".into(),
+                encoded(&self.recording.lag).into(),
+            );
+        }
+        json
     }
 }
 
@@ -432,27 +469,7 @@ fn percentile_line(l: &Latency) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let peers = match self.mode {
-            Mode::Udp => count(self.connections as u64, "socket"),
-            Mode::Connect => count(self.connections as u64, "worker"),
-            _ => count(self.connections as u64, "connection"),
-        };
-        writeln!(
-            f,
-            "{:<10} {} against {}: {peers}, {}-byte messages{}{}",
-            "run",
-            self.mode.name(),
-            self.endpoint,
-            self.size,
-            if self.pipeline > 1 {
-                format!(", pipeline {}", self.pipeline)
-            } else {
-                String::new()
-            },
-            self.rate
-                .map(|r| format!(", fixed rate {r}/s"))
-                .unwrap_or_default(),
-        )?;
+        writeln!(f, "{:<10} {}", "run", self.parameters())?;
         let what = match self.mode {
             Mode::Stream => "messages",
             _ => "requests",
@@ -496,6 +513,15 @@ impl fmt::Display for Report {
                 self.requests_per_second(),
                 si_bytes(self.received_per_second())
             )?,
+        }
+        if self.tls_handshakes > 0 {
+            writeln!(
+                f,
+                "{:<10} {:.0} handshakes/s ({})",
+                "tls",
+                self.tls_handshakes_per_second(),
+                count(self.tls_handshakes, "handshake")
+            )?;
         }
         if let Some(l) = &self.latency {
             writeln!(f, "{:<10} {}", "latency", percentile_line(l))?;

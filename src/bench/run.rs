@@ -9,7 +9,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::counters::{Counters, Failure};
+use super::counters::{Counters, Failure, histogram};
 use super::pace::Pacer;
 use super::plan::{Expect, Mode, Plan};
 use super::target::Target;
@@ -28,6 +28,9 @@ pub(crate) struct Run {
     pub(super) reply: Vec<u8>,
     /// The reply the other `--expect` wants: a mismatch equal to it earns a hint.
     other_reply: Vec<u8>,
+    /// A `tls://` target's client settings and server name, made once before the clock starts.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ClientTls, rustls_pki_types::ServerName<'static>)>,
 }
 
 impl Run {
@@ -52,6 +55,8 @@ impl Run {
             request,
             reply,
             other_reply,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -104,6 +109,15 @@ impl Run {
                         let header = announce.header(stream.local_addr().ok(), Some(*addr));
                         tokio::io::AsyncWriteExt::write_all(&mut stream, &header).await?;
                     }
+                    #[cfg(feature = "tls")]
+                    if let Some((tls, name)) = &self.tls {
+                        let stream = tls
+                            .connect(name.clone(), stream)
+                            .await
+                            .map_err(|e| io::Error::other(TlsFailed(crate::tls::cause(&e))))?;
+                        self.count(&self.counters.tls_handshakes);
+                        return Ok(Box::new(stream) as Box<dyn AsyncStream>);
+                    }
                     Ok::<Box<dyn AsyncStream>, io::Error>(Box::new(stream))
                 }
                 Target::Unix(path) => {
@@ -141,6 +155,11 @@ impl Run {
         if error.kind() == io::ErrorKind::TimedOut {
             return self.count(&self.counters.timeouts);
         }
+        #[cfg(feature = "tls")]
+        if let Some(TlsFailed(cause)) = error.get_ref().and_then(|e| e.downcast_ref()) {
+            // The cause alone: a run whose every failure is this becomes `Error::Tls`.
+            return self.counters.fail(Failure::Tls, || cause.clone());
+        }
         let kind = match error.kind() {
             io::ErrorKind::ConnectionRefused => Failure::Refused,
             // A reset during the handshake (a listener that refuses by RST after accept).
@@ -177,7 +196,9 @@ impl Run {
     }
 
     pub(super) fn record(&self, tally: &mut Tally, since: Instant) {
-        let ns = Instant::now().saturating_duration_since(since).as_nanos();
+        let now = Instant::now();
+        tally.turn_to(now);
+        let ns = now.saturating_duration_since(since).as_nanos();
         let _ = tally
             .latencies
             .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
@@ -185,23 +206,67 @@ impl Run {
     }
 }
 
+/// A failed TLS handshake, with its one-phrase cause, told apart from other connect errors.
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake failed: {0}")]
+struct TlsFailed(String);
+
 /// The histograms' top (60 s, in ns): a larger value is recorded as this.
 const MAX_NS: u64 = 60_000_000_000;
 
-/// One task's figures, merged into the run's at its end.
+/// One task's figures of the current second of the run, merged into the run's when the second
+/// ends (and at the task's end, [`Tally::finish`]).
 pub(super) struct Tally {
     /// Latencies in ns.
     pub(super) latencies: Histogram<u64>,
     /// How late requests left against their intended send time, in ns (`--rate` only).
     pub(super) lags: Histogram<u64>,
+    /// The second of the run (from its start) the histograms hold.
+    second: usize,
+    start: Instant,
+    counters: Arc<Counters>,
 }
 
 impl Tally {
+    pub(super) fn new(run: &Run) -> Tally {
+        Tally {
+            latencies: histogram(),
+            lags: histogram(),
+            second: 0,
+            start: run.start,
+            counters: run.counters.clone(),
+        }
+    }
+
     pub(super) fn lag(&mut self, at: Instant) {
-        let ns = Instant::now().saturating_duration_since(at).as_nanos();
+        let now = Instant::now();
+        self.turn_to(now);
+        let ns = now.saturating_duration_since(at).as_nanos();
         let _ = self
             .lags
             .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
+    }
+
+    /// Before recording at `now`: hands the figures of an ended second to the run.
+    fn turn_to(&mut self, now: Instant) {
+        let second = now.saturating_duration_since(self.start).as_secs() as usize;
+        if second != self.second {
+            self.flush();
+            self.second = second;
+        }
+    }
+
+    fn flush(&mut self) {
+        self.counters
+            .merge(self.second, &self.latencies, &self.lags);
+        self.latencies.reset();
+        self.lags.reset();
+    }
+
+    /// At the task's end: hands the last second's figures to the run.
+    pub(super) fn finish(mut self) {
+        self.flush();
     }
 }
 

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::converse::{Requests, converse, kind_of};
-use super::counters::{Failure, histogram};
+use super::counters::Failure;
 use super::pace::Pacer;
 use super::plan::Mode;
 use super::run::{Run, Tally, describe};
@@ -16,10 +16,7 @@ use super::target::Target;
 
 /// One task of the run, by mode.
 pub(crate) async fn task(run: Arc<Run>, index: usize) {
-    let mut tally = Tally {
-        latencies: histogram(),
-        lags: histogram(),
-    };
+    let mut tally = Tally::new(&run);
     match run.plan.mode {
         Mode::Pingpong => pingpong(&run, &mut tally).await,
         Mode::Connect => connect_per_request(&run, &mut tally).await,
@@ -27,7 +24,7 @@ pub(crate) async fn task(run: Arc<Run>, index: usize) {
         Mode::Stream => stream(&run, index).await,
         Mode::Idle => idle(&run, &mut tally).await,
     }
-    run.counters.merge(&tally.latencies, &tally.lags);
+    tally.finish();
 }
 
 async fn pingpong(run: &Run, tally: &mut Tally) {

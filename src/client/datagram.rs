@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::errors::{io_err, is_timeout, no_address_for_bind, timed_out};
 use super::options::SendOptions;
 use super::stream::unix_server_address;
+use crate::dump::{Direction, Dump};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::limits::MAX_DATAGRAM_BYTES;
@@ -26,6 +27,8 @@ pub(super) struct DatagramClient {
     pub(super) local: Address,
     bind: Option<SocketAddr>,
     timeout: Duration,
+    /// `--dump`: where each datagram each way is shown.
+    dump: Option<Dump>,
 }
 
 enum DatagramSocket {
@@ -77,6 +80,7 @@ impl DatagramClient {
                 current: 0,
                 bind: options.bind,
                 timeout: options.timeout,
+                dump: options.dump.clone(),
             });
         }
         let addrs: Vec<SocketAddr> = endpoint
@@ -101,6 +105,7 @@ impl DatagramClient {
             local,
             bind: options.bind,
             timeout: options.timeout,
+            dump: options.dump.clone(),
         })
     }
 
@@ -117,6 +122,11 @@ impl DatagramClient {
             DatagramSocket::Udp(s) => s.send(message),
             DatagramSocket::Unix(s, _) => s.send(message),
         };
+        if sent.is_ok()
+            && let Some(dump) = &self.dump
+        {
+            dump.chunk(&self.peer(), Direction::Sent, message);
+        }
         sent.map(drop).map_err(|source| Error::Connect {
             endpoint: self.endpoint.clone(),
             source,
@@ -136,13 +146,26 @@ impl DatagramClient {
         // A reply that came after its request timed out must not pass for this one's.
         self.discard_late_replies(&mut buf);
         loop {
+            let peer = self.peer();
+            let tap = |direction, bytes: &[u8]| {
+                if let Some(dump) = &self.dump {
+                    dump.chunk(&peer, direction, bytes);
+                }
+            };
             let outcome = match &self.socket {
-                DatagramSocket::Udp(s) => s.send(message).and_then(|_| s.recv(&mut buf)),
-                DatagramSocket::Unix(s, _) => s.send(message).and_then(|_| s.recv(&mut buf)),
+                DatagramSocket::Udp(s) => s.send(message).and_then(|_| {
+                    tap(Direction::Sent, message);
+                    s.recv(&mut buf)
+                }),
+                DatagramSocket::Unix(s, _) => s.send(message).and_then(|_| {
+                    tap(Direction::Sent, message);
+                    s.recv(&mut buf)
+                }),
             };
             match outcome {
                 Ok(n) => {
                     buf.truncate(n);
+                    tap(Direction::Received, &buf);
                     return Ok(buf);
                 }
                 Err(e) if is_timeout(&e) => return Err(timed_out(self.timeout)),

@@ -10,7 +10,7 @@
 //! This file holds the two entry points; [`broadcast()`], [`multicast()`] and the parts are in
 //! their own files:
 //! `options` ([`SendOptions`], [`SendReport`]), `stream` (connect and the full-duplex copy),
-//! `datagram` (one request, one reply), `input` (the message from the input, and input lines
+//! `datagram` (one request, one reply), `listen` ([`listen()`]: nc's `-l`), `input` (the message from the input, and input lines
 //! as framed messages), `output` (replies to the output), `errors` (the shared wording of
 //! failures and time-outs).
 
@@ -18,6 +18,7 @@ mod broadcast;
 mod datagram;
 mod errors;
 mod input;
+mod listen;
 mod multicast;
 mod options;
 mod output;
@@ -35,6 +36,7 @@ pub use broadcast::broadcast;
 use datagram::DatagramClient;
 use errors::{io_err, max_time_passed};
 use input::{read_datagram, read_message_line};
+pub use listen::{ListenEvents, ListenOptions, listen};
 pub use multicast::multicast;
 pub use options::{SendOptions, SendReport};
 use output::write_out;
@@ -109,6 +111,7 @@ pub fn send(
             quit_after: options.quit_after,
             deadline,
             no_wait: options.no_wait,
+            both_ends: false,
         };
         return stream.exchange(endpoint, input, output, waits, true, options);
     }
@@ -179,6 +182,7 @@ pub fn talk(
             quit_after: options.quit_after,
             deadline: None,
             no_wait: false,
+            both_ends: false,
         };
         return stream.exchange(
             endpoint,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::codec::{Framing, MessageCodec};
+use crate::dump::Dump;
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
@@ -49,6 +50,12 @@ pub struct SendOptions {
     /// [`crate::proxy::Announce`]). Default: none.
     #[cfg(feature = "proxy")]
     pub proxy: Option<crate::proxy::Announce>,
+    /// `tls://` only: what the client trusts and says (the `tls` feature). Default: the
+    /// system's roots, the endpoint's host as the server name.
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
+    /// `--dump`: every chunk each way, shown as `hexdump -C` or escaped text. Default: none.
+    pub dump: Option<Dump>,
 }
 
 impl Default for SendOptions {
@@ -67,6 +74,9 @@ impl Default for SendOptions {
             multicast_loop: None,
             #[cfg(feature = "proxy")]
             proxy: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
+            dump: None,
         }
     }
 }

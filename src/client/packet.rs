@@ -18,6 +18,7 @@ use super::options::{SendOptions, SendReport};
 use super::output::write_out;
 use super::stream::unix_server_address;
 use crate::codec::Framing;
+use crate::dump::{Direction, Dump};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::limits::MAX_DATAGRAM_BYTES_V6;
@@ -73,6 +74,13 @@ fn report(endpoint: &Endpoint, sent: u64, received: u64) -> SendReport {
     }
 }
 
+/// Shows a record in the dump, if there is one; the peer is the server's address.
+fn tap(dump: Option<&Dump>, endpoint: &Endpoint, direction: Direction, record: &[u8]) {
+    if let Some(dump) = dump {
+        dump.chunk(&unix_server_address(endpoint), direction, record);
+    }
+}
+
 /// Receives one reply record, waiting at most `wait` (`None`: the peer's end, 0 bytes).
 fn recv(socket: &Socket, buf: &mut [u8], wait: Option<Duration>) -> io::Result<usize> {
     socket.set_read_timeout(wait)?;
@@ -109,6 +117,7 @@ pub(super) fn send(
             _ => io_err("sending the message", e),
         })?;
     let sent = message.len() as u64;
+    tap(options.dump.as_ref(), endpoint, Direction::Sent, &message);
     if options.no_wait {
         return Ok(report(endpoint, sent, 0));
     }
@@ -134,6 +143,12 @@ pub(super) fn send(
             Ok(0) => return Ok(report(endpoint, sent, received)),
             Ok(n) => {
                 received += n as u64;
+                tap(
+                    options.dump.as_ref(),
+                    endpoint,
+                    Direction::Received,
+                    &buf[..n],
+                );
                 write_out(output, &buf[..n])?;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -167,9 +182,14 @@ pub(super) fn talk(
     // Counted as the input thread goes: it may still wait for a line when the server closes.
     let sent = Arc::new(AtomicU64::new(0));
     let counted = sent.clone();
+    let dump = options.dump.clone();
+    let server = endpoint.clone();
     let sending = std::thread::Builder::new()
         .name("socketkit-input".into())
-        .spawn(move || send_lines(&writer, input, half_close, &counted))
+        .spawn(move || {
+            let shown = |line: &[u8]| tap(dump.as_ref(), &server, Direction::Sent, line);
+            send_lines(&writer, input, half_close, &counted, shown)
+        })
         .map_err(|e| io_err("cannot start the input thread", e))?;
     let mut buf = vec![0u8; MAX_REPLY_BYTES];
     let mut received = 0u64;
@@ -178,6 +198,12 @@ pub(super) fn talk(
             Ok(0) => break Ok(()),
             Ok(n) => {
                 received += n as u64;
+                tap(
+                    options.dump.as_ref(),
+                    endpoint,
+                    Direction::Received,
+                    &buf[..n],
+                );
                 let mut line = buf[..n].to_vec();
                 line.push(b'\n');
                 if let Err(e) = write_out(output, &line) {
@@ -203,6 +229,7 @@ fn send_lines(
     mut input: impl BufRead,
     half_close: bool,
     sent: &AtomicU64,
+    shown: impl Fn(&[u8]),
 ) -> Result<(), Error> {
     while let Some(line) = read_message_line(&mut input, MAX_RECORD_BYTES, "record")? {
         if line.is_empty() {
@@ -211,6 +238,7 @@ fn send_lines(
         match seqpacket::send_record(socket.as_fd(), &line, MsgFlags::empty()) {
             Ok(n) => {
                 sent.fetch_add(n as u64, Ordering::Relaxed);
+                shown(&line);
             }
             Err(e) => return Err(io_err("sending a line", e)),
         }

@@ -18,6 +18,7 @@ use super::input::FrameInput;
 use super::options::{SendOptions, SendReport};
 use super::output::{FrameOutput, write_out};
 use crate::codec::Framing;
+use crate::dump::{Direction, Dump};
 use crate::endpoint::Endpoint;
 use crate::error::Error;
 use crate::service::Address;
@@ -27,6 +28,10 @@ pub(super) enum StreamClient {
     Tcp(TcpStream),
     /// The stream and the server's address (a path or an abstract name).
     Unix(UnixStream, Address),
+    /// A `tls://` connection: the plaintext end of its [`Bridge`](crate::tls::Bridge), and the
+    /// TCP connection's local and peer addresses.
+    #[cfg(feature = "tls")]
+    Tls(UnixStream, (Address, Address), crate::tls::Bridge),
 }
 
 impl StreamClient {
@@ -41,23 +46,18 @@ impl StreamClient {
         let stream = StreamClient::connect_only(endpoint, options, deadline)?;
         #[cfg(feature = "proxy")]
         if let Some(announce) = &options.proxy {
-            let header = match &stream {
-                StreamClient::Tcp(s) => announce.header(s.local_addr().ok(), s.peer_addr().ok()),
-                StreamClient::Unix(..) => announce.header(None, None),
-            };
-            let mut writer = match &stream {
-                StreamClient::Tcp(s) => Box::new(s) as Box<dyn Write + '_>,
-                StreamClient::Unix(s, _) => Box::new(s),
-            };
-            writer.write_all(&header).map_err(|e| match e.kind() {
-                io::ErrorKind::ConnectionReset
-                | io::ErrorKind::BrokenPipe
-                | io::ErrorKind::NotConnected => Error::Reset {
-                    endpoint: endpoint.clone(),
-                    received: 0,
-                },
-                _ => io_err("cannot send the PROXY header", e),
-            })?;
+            match &stream {
+                StreamClient::Tcp(s) => {
+                    let header = announce.header(s.local_addr().ok(), s.peer_addr().ok());
+                    send_proxy_header(s, &header, endpoint)?;
+                }
+                StreamClient::Unix(s, _) => {
+                    send_proxy_header(s, &announce.header(None, None), endpoint)?
+                }
+                // Sent on the TCP connection before the handshake (HAProxy's order).
+                #[cfg(feature = "tls")]
+                StreamClient::Tls(..) => {}
+            }
         }
         Ok(stream)
     }
@@ -75,6 +75,17 @@ impl StreamClient {
                     endpoint: endpoint.clone(),
                     source,
                 });
+        }
+        #[cfg(feature = "tls")]
+        let tls = match endpoint.is_tls() {
+            true => Some(crate::tls::ClientTls::new(&options.tls)?),
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if endpoint.is_tls() {
+            return Err(Error::Config(format!(
+                "{endpoint}: this socketkit was built without the `tls` feature"
+            )));
         }
         // Every address in turn, as Python's `create_connection` does.
         let mut last = None;
@@ -104,6 +115,20 @@ impl StreamClient {
                 })?;
             }
             match socket.connect_timeout(&addr.into(), wait) {
+                #[cfg(feature = "tls")]
+                Ok(()) if tls.is_some() => {
+                    let tcp = TcpStream::from(socket);
+                    let addresses = tcp_addresses(&tcp)?;
+                    // The PROXY header comes before the handshake, as HAProxy sends it.
+                    #[cfg(feature = "proxy")]
+                    if let Some(announce) = &options.proxy {
+                        let header = announce.header(tcp.local_addr().ok(), Some(addr));
+                        send_proxy_header(&tcp, &header, endpoint)?;
+                    }
+                    let tls = tls.as_ref().expect("checked");
+                    let (plain, bridge) = crate::tls::Bridge::connect(tcp, tls, endpoint, wait)?;
+                    return Ok(StreamClient::Tls(plain, addresses, bridge));
+                }
                 Ok(()) => return Ok(StreamClient::Tcp(TcpStream::from(socket))),
                 Err(e) => {
                     tracing::debug!("connecting to {addr} failed: {e}");
@@ -151,6 +176,8 @@ impl StreamClient {
                 Address::Inet(s.peer_addr().map_err(reset)?),
             )),
             StreamClient::Unix(_, server) => Ok((Address::Unix(None), server.clone())),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(_, addresses, _) => Ok(addresses.clone()),
         }
     }
 
@@ -158,6 +185,10 @@ impl StreamClient {
         Ok(match self {
             StreamClient::Tcp(s) => StreamClient::Tcp(s.try_clone()?),
             StreamClient::Unix(s, server) => StreamClient::Unix(s.try_clone()?, server.clone()),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, addresses, bridge) => {
+                StreamClient::Tls(s.try_clone()?, addresses.clone(), bridge.clone())
+            }
         })
     }
 
@@ -165,6 +196,8 @@ impl StreamClient {
         match self {
             StreamClient::Tcp(s) => s.shutdown(how),
             StreamClient::Unix(s, _) => s.shutdown(how),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.shutdown(how),
         }
     }
 
@@ -172,6 +205,8 @@ impl StreamClient {
         match self {
             StreamClient::Tcp(s) => s.as_fd(),
             StreamClient::Unix(s, _) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.as_fd(),
         }
     }
 
@@ -187,6 +222,12 @@ impl StreamClient {
     ) -> Result<SendReport, Error> {
         let (local, peer) = self.addresses(endpoint)?;
         tracing::debug!("connected from {local} to {peer}");
+        #[cfg(feature = "tls")]
+        let bridge = match &self {
+            StreamClient::Tls(_, _, bridge) => Some(bridge.clone()),
+            _ => None,
+        };
+        let tap = options.dump.clone().map(|dump| (dump, peer.clone()));
         let (sent, received) = match (options.codec(), options.codec()) {
             (Some(encoder), Some(decoder)) => {
                 let messages = Arc::new(AtomicU64::new(0));
@@ -210,15 +251,20 @@ impl StreamClient {
                 };
                 let input = Box::new(framed_input);
                 let (sent, received, eof) =
-                    self.pump(endpoint, input, &mut framed_output, waits, half_close)?;
+                    self.pump(endpoint, input, &mut framed_output, waits, half_close, tap)?;
                 framed_output.finish(eof, messages.load(Ordering::SeqCst))?;
                 (sent, received)
             }
             _ => {
-                let (sent, received, _) = self.pump(endpoint, input, output, waits, half_close)?;
+                let (sent, received, _) =
+                    self.pump(endpoint, input, output, waits, half_close, tap)?;
                 (sent, received)
             }
         };
+        #[cfg(feature = "tls")]
+        if let Some(bridge) = bridge {
+            tls_outcome(&bridge, endpoint, received)?;
+        }
         Ok(SendReport {
             local,
             peer,
@@ -240,16 +286,24 @@ impl StreamClient {
         output: &mut dyn Write,
         waits: Waits,
         half_close: bool,
+        tap: Option<(Dump, Address)>,
     ) -> Result<(u64, u64, bool), Error> {
         if waits.no_wait {
-            let mut writer = self;
+            let mut writer = Tapped {
+                inner: self,
+                tap: tap.clone(),
+            };
             let sent = io::copy(&mut input, &mut writer).map_err(|e| send_error(endpoint, 0, e))?;
             writer
+                .inner
                 .shutdown(Shutdown::Write)
                 .map_err(|e| send_error(endpoint, 0, e))?;
             return Ok((sent, 0, false));
         }
-        let mut writer = self.try_clone().map_err(|e| io_err("dup", e))?;
+        let mut writer = Tapped {
+            inner: self.try_clone().map_err(|e| io_err("dup", e))?,
+            tap: tap.clone(),
+        };
         let (mut wake, mut woken_by) = UnixStream::pair().map_err(|e| io_err("socketpair", e))?;
         let sent = Arc::new(AtomicU64::new(0));
         // Set while a write is under way; `failed` is set before it is cleared, so a reader that
@@ -284,7 +338,7 @@ impl StreamClient {
                     };
                     let result = copied.and_then(|()| {
                         if half_close {
-                            writer.shutdown(Shutdown::Write)?; // the server reads EOF
+                            writer.inner.shutdown(Shutdown::Write)?; // the server reads EOF
                         }
                         Ok(())
                     });
@@ -307,6 +361,9 @@ impl StreamClient {
         // The sender's writes were refused by a server that has closed or reset: only a reply
         // already on its way can still come.
         let mut peer_gone = false;
+        // The peer's EOF came while the input still runs, and `waits.both_ends` asks to send
+        // the rest: the socket is no longer read.
+        let mut peer_eof = false;
         let outcome = loop {
             let quiet_ends_well = input_done && waits.quit_after.is_some();
             let silence = if quiet_ends_well {
@@ -322,7 +379,7 @@ impl StreamClient {
             .flatten()
             .min();
             let woken = wait_ready(
-                reader.as_fd(),
+                (!peer_eof).then(|| reader.as_fd()),
                 sender.as_ref().map(|_| woken_by.as_fd()),
                 until,
             );
@@ -340,7 +397,11 @@ impl StreamClient {
                             tracing::debug!("the server stopped reading: {e}");
                             peer_gone = true;
                         }
+                        Err(e) if peer_eof => tracing::debug!("sending after the peer's EOF: {e}"),
                         Err(e) => break Err(send_error(endpoint, received, e)),
+                    }
+                    if peer_eof {
+                        break Ok(true);
                     }
                 }
                 Ok(Ready::TimedOut) => {
@@ -356,9 +417,13 @@ impl StreamClient {
                     break Err(timed_out(waits.idle.unwrap_or_default()));
                 }
                 Ok(Ready::Socket) => match reader.read(&mut buf) {
+                    Ok(0) if waits.both_ends && sender.is_some() => peer_eof = true,
                     Ok(0) => break Ok(true),
                     Ok(n) => {
                         received += n as u64;
+                        if let Some((dump, peer)) = &tap {
+                            dump.chunk(peer, Direction::Received, &buf[..n]);
+                        }
                         last_data = Instant::now();
                         if let Err(e) = write_out(output, &buf[..n]) {
                             break Err(e);
@@ -412,9 +477,9 @@ enum Ready {
     TimedOut,
 }
 
-/// Waits until `socket` is readable, `wake` is, or `until` passes.
+/// Waits until `socket` (if still read) is readable, `wake` is, or `until` passes.
 fn wait_ready(
-    socket: BorrowedFd<'_>,
+    socket: Option<BorrowedFd<'_>>,
     wake: Option<BorrowedFd<'_>>,
     until: Option<Instant>,
 ) -> io::Result<Ready> {
@@ -429,16 +494,17 @@ fn wait_ready(
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = vec![PollFd::new(socket, PollFlags::POLLIN)];
+        let mut fds = Vec::with_capacity(2);
         if let Some(wake) = wake {
             fds.push(PollFd::new(wake, PollFlags::POLLIN));
+        }
+        if let Some(socket) = socket {
+            fds.push(PollFd::new(socket, PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
             Ok(0) if until.is_some_and(|u| Instant::now() >= u) => return Ok(Ready::TimedOut),
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) if fds.get(1).is_some_and(|w| w.any().unwrap_or(false)) => {
-                return Ok(Ready::Wake);
-            }
+            Ok(_) if wake.is_some() && fds[0].any().unwrap_or(false) => return Ok(Ready::Wake),
             Ok(_) => return Ok(Ready::Socket),
             Err(e) => return Err(e.into()),
         }
@@ -478,6 +544,28 @@ pub(super) struct Waits {
     pub(super) deadline: Option<(Instant, Duration)>,
     /// Send, half-close and return, reading nothing.
     pub(super) no_wait: bool,
+    /// After the peer's EOF, go on sending until the input ends (`listen`: done when both
+    /// ends are); otherwise the peer's EOF ends the exchange at once.
+    pub(super) both_ends: bool,
+}
+
+/// A writer that shows each chunk written in the dump, if there is one.
+struct Tapped<W> {
+    inner: W,
+    tap: Option<(Dump, Address)>,
+}
+
+impl<W: Write> Write for Tapped<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some((dump, peer)) = &self.tap {
+            dump.chunk(peer, Direction::Sent, &buf[..n]);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Read for StreamClient {
@@ -485,6 +573,8 @@ impl Read for StreamClient {
         match self {
             StreamClient::Tcp(s) => s.read(buf),
             StreamClient::Unix(s, _) => s.read(buf),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.read(buf),
         }
     }
 }
@@ -494,11 +584,53 @@ impl Write for StreamClient {
         match self {
             StreamClient::Tcp(s) => s.write(buf),
             StreamClient::Unix(s, _) => s.write(buf),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// After the exchange: a failure of the TLS side (its bridge's), which the plain end saw only
+/// as an EOF. `received`: the reply's bytes, for a reset.
+#[cfg(feature = "tls")]
+fn tls_outcome(
+    bridge: &crate::tls::Bridge,
+    endpoint: &Endpoint,
+    received: u64,
+) -> Result<(), Error> {
+    bridge.finish().map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionReset => Error::Reset {
+            endpoint: endpoint.clone(),
+            received,
+        },
+        _ => Error::io(format!("the TLS connection with {endpoint} failed"), e),
+    })
+}
+
+/// The local and peer addresses of a TCP connection.
+pub(super) fn tcp_addresses(s: &TcpStream) -> Result<(Address, Address), Error> {
+    Ok((
+        Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
+        Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
+    ))
+}
+
+/// Writes the PROXY `header` first on a new connection. A server that has already reset it (a
+/// refused peer) is a reset, as the first read would have seen it.
+#[cfg(feature = "proxy")]
+fn send_proxy_header(mut to: impl Write, header: &[u8], endpoint: &Endpoint) -> Result<(), Error> {
+    to.write_all(header).map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::NotConnected => Error::Reset {
+            endpoint: endpoint.clone(),
+            received: 0,
+        },
+        _ => io_err("cannot send the PROXY header", e),
+    })
 }
 
 /// The address of a Unix endpoint's server as logs show it: its path, or `@name`.

@@ -7,10 +7,12 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Shared;
 use crate::service::Address;
+use crate::stats::ListenerStats;
 
 /// What the accept loop does with one `accept()` result.
 #[derive(Debug)]
@@ -23,24 +25,28 @@ pub(crate) enum Accepted<C> {
     BackOff(Duration),
 }
 
-/// One listener's accept loop state: its back-off and its limit log.
+/// One listener's accept loop state: its back-off, its limit log, its counters.
 #[derive(Debug)]
 pub(crate) struct AcceptLoop {
     backoff: Backoff,
     limit_log: LimitLog,
+    stats: Arc<ListenerStats>,
 }
 
 impl AcceptLoop {
-    pub(crate) fn new() -> AcceptLoop {
+    /// The accept loop of the listener counted by `stats`.
+    pub(crate) fn new(stats: Arc<ListenerStats>) -> AcceptLoop {
         AcceptLoop {
             backoff: Backoff::new(),
             limit_log: LimitLog::default(),
+            stats,
         }
     }
 
     /// No permit is free: logs (at most every 10 s) that the limit holds clients back. The
     /// engine then waits for a permit, in its own way.
     pub(crate) fn at_limit(&mut self, max_connections: usize) {
+        self.stats.limit_reached();
         self.limit_log.at_limit(max_connections, Instant::now());
     }
 
@@ -56,10 +62,16 @@ impl AcceptLoop {
                 self.backoff.reset();
                 // Behind a balancer the peer is the balancer: the client is verified once its
                 // PROXY header is read.
-                if !shared.proxy_protocol && !shared.verify(&peer) {
+                let verdict = match shared.proxy_protocol {
+                    true => Ok(()),
+                    false => shared.verify(&peer),
+                };
+                if let Err(why) = verdict {
+                    self.stats.refused(why);
                     refuse(&conn);
                     return Accepted::Next;
                 }
+                self.stats.accepted();
                 tracing::debug!(%peer, "connection accepted");
                 Accepted::Serve(conn, peer)
             }
@@ -98,16 +110,23 @@ impl LimitLog {
 /// accepting afterwards, so later clients are refused rather than left in a queue nobody serves.
 pub(crate) fn drain_queue<C: AsFd>(
     shared: &Shared,
+    stats: &ListenerStats,
     mut accept_now: impl FnMut() -> io::Result<(C, Address)>,
     mut serve: impl FnMut(C, Address),
 ) {
     loop {
         match accept_now() {
             Ok((conn, peer)) => {
-                if !shared.proxy_protocol && !shared.verify(&peer) {
+                let verdict = match shared.proxy_protocol {
+                    true => Ok(()),
+                    false => shared.verify(&peer),
+                };
+                if let Err(why) = verdict {
+                    stats.refused(why);
                     refuse(&conn);
                     continue;
                 }
+                stats.accepted();
                 tracing::debug!(%peer, "connection accepted from the queue at shutdown");
                 serve(conn, peer);
             }

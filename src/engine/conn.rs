@@ -34,6 +34,7 @@ use bytes::BytesMut;
 
 use crate::Limits;
 use crate::service::{Next, StreamSession};
+use crate::stats::EndCause;
 
 /// How long a closing connection waits for the peer's EOF after its FIN.
 pub(crate) const LINGER: Duration = Duration::from_secs(1);
@@ -118,7 +119,7 @@ impl Ending {
     pub(crate) fn error(self) -> io::Error {
         match self {
             Ending::Idle(idle) => idle_timed_out(idle),
-            Ending::Message(limit) => io::Error::new(
+            Ending::Message(limit) => EndCause::MessageTimeout.error(
                 io::ErrorKind::TimedOut,
                 format!("a message took longer than {limit:?} to arrive (message time-out)"),
             ),
@@ -130,9 +131,9 @@ impl Ending {
 
 /// The error that ends a connection when the shutdown grace period is over.
 pub(crate) fn grace_over() -> io::Error {
-    io::Error::new(
+    EndCause::GraceOver.error(
         io::ErrorKind::ConnectionAborted,
-        "closed at the end of the shutdown grace period",
+        "closed at the end of the shutdown grace period".into(),
     )
 }
 
@@ -179,6 +180,8 @@ pub(crate) struct Connection<S = Box<dyn StreamSession>> {
     spoke: bool,
     /// Whether the server has stopped accepting.
     stopping: bool,
+    /// Reads (and the EOF) the session answered with some bytes: the `requests` counter.
+    replies: u64,
 }
 
 impl<S: StreamSession> Connection<S> {
@@ -203,6 +206,7 @@ impl<S: StreamSession> Connection<S> {
             message_began: None,
             spoke: false,
             stopping: false,
+            replies: 0,
         };
         conn.settle();
         conn
@@ -250,6 +254,8 @@ impl<S: StreamSession> Connection<S> {
                 self.last_activity = now;
                 self.spoke = true;
                 self.next = self.session.on_data(bytes, &mut self.out);
+                // `out` was empty: a read comes only once the output is all written.
+                self.replies += u64::from(!self.out.is_empty());
                 if !self.session.in_message() {
                     self.message_began = None;
                 } else if !self.out.is_empty() || self.message_began.is_none() {
@@ -281,6 +287,54 @@ impl<S: StreamSession> Connection<S> {
         self.settle();
     }
 
+    /// [`Event::Read`] of `data`, which the session may turn into its reply in place
+    /// ([`StreamSession::on_data_in_place`]): returns `true` when it did, and then the reply
+    /// is `data` itself, to be written before anything else is asked of the machine and
+    /// reported with [`Connection::wrote_in_place`]. `false`: the event was handled the
+    /// general way (the reply, if any, is in the machine's output). Saves the copy into the
+    /// output buffer and its clearing, on every request of a same-length service.
+    #[inline(always)]
+    pub(crate) fn read_in_place(&mut self, data: &mut [u8], now: Instant) -> bool {
+        if self.state != State::Open || self.is_writing() {
+            self.handle(Event::Read(data), now);
+            return false;
+        }
+        let Some(next) = self.session.on_data_in_place(data) else {
+            self.handle(Event::Read(data), now);
+            return false;
+        };
+        // `Event::Read`'s bookkeeping, for a reply (never empty) that is `data`.
+        self.now = self.now.max(now);
+        self.last_activity = now;
+        self.spoke = true;
+        self.replies += 1; // the metrics' `requests`, as `Event::Read` counts them
+        self.next = next;
+        self.message_began = self.session.in_message().then_some(now);
+        true
+    }
+
+    /// The driver wrote the first `n` bytes of the in-place `reply` of
+    /// [`Connection::read_in_place`] (0: none yet, the socket was full); the rest becomes
+    /// output, written the general way.
+    #[inline(always)]
+    pub(crate) fn wrote_in_place(&mut self, reply: &[u8], n: usize, now: Instant) {
+        debug_assert!(
+            n <= reply.len() && !self.is_writing(),
+            "an in-place write out of turn"
+        );
+        self.now = self.now.max(now);
+        if n > 0 {
+            self.last_activity = now;
+        }
+        if n < reply.len() {
+            self.out.extend_from_slice(&reply[n..]);
+            return;
+        }
+        if self.next != Next::Read {
+            self.settle();
+        }
+    }
+
     /// [`Connection::handle`] for the events other than a read and a write, on an open
     /// connection whose `now` is already advanced.
     #[cold]
@@ -292,6 +346,7 @@ impl<S: StreamSession> Connection<S> {
                 debug_assert!(!self.is_writing(), "an EOF while output is pending");
                 self.last_activity = now;
                 self.next = self.session.on_eof(&mut self.out);
+                self.replies += u64::from(!self.out.is_empty());
             }
             Event::Deadline => match self.action() {
                 Action::Write { deadline, .. } if now >= deadline => {
@@ -313,6 +368,13 @@ impl<S: StreamSession> Connection<S> {
             Event::GraceOver => self.state = State::Aborted(Ending::GraceOver),
         }
         self.settle();
+    }
+
+    /// How many reads (and EOF) the session answered with some bytes so far: for the
+    /// listener's `requests` counter, reported by the driver at the end
+    /// (`Traffic::answered`).
+    pub(crate) fn replies(&self) -> u64 {
+        self.replies
     }
 
     /// Whether the server's stop has been reported ([`Event::ShutdownBegun`]).
@@ -819,7 +881,56 @@ mod tests {
         ]
     }
 
+    /// Writes the in-place reply `data` (or the output of a read handled the general way)
+    /// `share`/4 at a time at first; returns the bytes written.
+    fn reply_in_place<S: StreamSession>(
+        conn: &mut Connection<S>,
+        data: &mut [u8],
+        share: u8,
+        now: Instant,
+    ) -> Vec<u8> {
+        if !conn.read_in_place(data, now) {
+            return flush(conn, now);
+        }
+        let n = data.len() * usize::from(share) / 4;
+        let mut sent = data[..n].to_vec();
+        conn.wrote_in_place(data, n, now);
+        sent.extend(flush(conn, now));
+        sent
+    }
+
     proptest! {
+        /// A connection whose session replies in place ([`Connection::read_in_place`], the
+        /// reply written in part or whole from the read buffer) sends what the general path
+        /// sends and ends in the same state, whatever the input and however the writes go.
+        #[test]
+        fn in_place_replies_agree_with_the_general_path(
+            reads in prop::collection::vec(
+                (prop_oneof!["[a-z ]{1,12}", "\\PC{1,4}"], 0u8..=4, 0u16..100),
+                1..12,
+            ),
+        ) {
+            let t0 = Instant::now();
+            let session = || Box::new(crate::service::UpperSession::default()) as Box<dyn StreamSession>;
+            let mut general = Connection::new(session(), &limits(), t0);
+            let mut in_place = Connection::new(session(), &limits(), t0);
+            let mut now = t0;
+            for (text, share, wait) in reads {
+                now += Duration::from_millis(u64::from(wait));
+                general.handle(Event::Read(text.as_bytes()), now);
+                let expected = flush(&mut general, now);
+                let mut data = text.into_bytes();
+                prop_assert_eq!(reply_in_place(&mut in_place, &mut data, share, now), expected);
+                prop_assert_eq!(in_place.action(), general.action());
+                prop_assert_eq!(in_place.message_began, general.message_began);
+                prop_assert_eq!(in_place.replies(), general.replies(), "the requests counted");
+            }
+            general.handle(Event::Eof, now);
+            in_place.handle(Event::Eof, now);
+            prop_assert_eq!(flush(&mut in_place, now), flush(&mut general, now));
+            prop_assert_eq!(in_place.action(), general.action());
+        }
+
         /// Drives random event sequences (only those a driver could report for the action at
         /// hand) and checks the machine's invariants after each.
         #[test]

@@ -5,9 +5,12 @@
 //! not hold the listener). The decisions are here, free of waiting; each engine keeps only its
 //! I/O: how it waits for a datagram and how it sends a reply.
 
+mod batch;
+
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,6 +28,9 @@ use crate::endpoint::Transport;
 use crate::handler::HandlerError;
 use crate::limits::Limits;
 use crate::service::{Address, Context};
+use crate::stats::{DropReason, ListenerStats};
+
+pub(crate) use batch::{BATCH, Batch};
 
 /// What a datagram loop does after one receive.
 #[derive(Debug)]
@@ -56,6 +62,8 @@ pub(crate) struct Datagrams {
     /// Replies a `DatagramHandler` sent from its own thread, for the loop guard (made by the
     /// first [`Datagrams::reply_log`]).
     handler_replies: Option<(SyncSender<SentReply>, Receiver<SentReply>)>,
+    /// The listener's counters.
+    stats: Arc<ListenerStats>,
 }
 
 /// A reply a `DatagramHandler` sent: to whom, its [`fingerprint`], when.
@@ -85,7 +93,13 @@ impl ReplyLog {
 }
 
 impl Datagrams {
-    pub(crate) fn new(shared: &Shared, transport: Transport, local: Address) -> Datagrams {
+    /// The state of a datagram listener at `local`, counted by `stats`.
+    pub(crate) fn new(
+        shared: &Shared,
+        transport: Transport,
+        local: Address,
+        stats: Arc<ListenerStats>,
+    ) -> Datagrams {
         Datagrams {
             transport,
             local,
@@ -98,7 +112,13 @@ impl Datagrams {
             senders: Senders::new(),
             backoff: Backoff::new(),
             handler_replies: None,
+            stats,
         }
+    }
+
+    /// The listener's counters.
+    pub(crate) fn stats(&self) -> &Arc<ListenerStats> {
+        &self.stats
     }
 
     /// Where a `DatagramHandler`'s send path records its replies for this listener's loop
@@ -161,11 +181,20 @@ impl Datagrams {
                 self.guard.replied_fingerprint(&to, reply, at);
             }
         }
-        if was_truncated(n, buf.len(), &peer, &mut self.truncation_log)
-            || !self.guard.admit(&peer, &buf[..n], self.now)
-            || !shared.verify(&peer)
-            || !self.rate.admit(&peer, self.now)
-        {
+        self.stats.datagram_received(n);
+        let dropped = if was_truncated(n, buf.len(), &peer, &mut self.truncation_log) {
+            Some(DropReason::Truncated)
+        } else if !self.guard.admit(&peer, &buf[..n], self.now) {
+            Some(DropReason::Loop)
+        } else if shared.verify(&peer).is_err() {
+            Some(DropReason::Refused)
+        } else if !self.rate.admit(&peer, self.now) {
+            Some(DropReason::Rate)
+        } else {
+            None
+        };
+        if let Some(why) = dropped {
+            self.stats.dropped(why);
             return Received::Next;
         }
         self.senders.received(&peer, n);
@@ -179,16 +208,28 @@ impl Datagrams {
     /// Answers a request of `len` bytes with the service (quick and sans-IO: on the loop's own
     /// thread or task, whatever the engine). Returns the reply to send now, or `None` for none
     /// (silence, a reply over the datagram limit, a panic, which is reported).
+    // One datagram at a time: for an engine that receives so (the io_uring engine's loop,
+    // in progress); the others answer a batch at a time ([`Batch`]).
+    #[allow(dead_code)]
     pub(crate) fn answer(&mut self, shared: &Shared, ctx: &Context, len: usize) -> Option<&[u8]> {
-        answer(shared, ctx, &self.buf[..len], &mut self.reply).then_some(&self.reply)
+        answer(shared, &self.stats, ctx, &self.buf[..len], &mut self.reply).then_some(&self.reply)
     }
 
     /// How sending the reply of [`Datagrams::answer`] to `peer` went: the loop guard remembers
     /// a reply sent, and logs (rate-limited) one dropped because it could not be sent at once.
+    // One datagram at a time: for an engine that receives so (the io_uring engine's loop,
+    // in progress); the others answer a batch at a time ([`Batch`]).
+    #[allow(dead_code)]
     pub(crate) fn sent(&mut self, peer: &Address, result: io::Result<()>) {
         match result {
-            Ok(()) => self.guard.replied(peer, &self.reply, self.now),
-            Err(e) => self.guard.not_sent(peer, &e, self.now),
+            Ok(()) => {
+                self.stats.datagram_answered(self.reply.len());
+                self.guard.replied(peer, &self.reply, self.now)
+            }
+            Err(e) => {
+                self.stats.dropped(send_failure(&e));
+                self.guard.not_sent(peer, &e, self.now)
+            }
         }
     }
 
@@ -208,19 +249,41 @@ impl Datagrams {
         result: io::Result<()>,
     ) {
         match result {
-            Ok(()) => self.guard.replied_at(peer, reply, self.now, at),
-            Err(e) => self.guard.not_sent(peer, &e, self.now),
+            Ok(()) => {
+                self.stats.datagram_answered(reply.len());
+                self.guard.replied_at(peer, reply, self.now, at)
+            }
+            Err(e) => {
+                self.stats.dropped(send_failure(&e));
+                self.guard.not_sent(peer, &e, self.now)
+            }
         }
+    }
+}
+
+/// The drop reason of a reply that could not be sent.
+pub(crate) fn send_failure(e: &io::Error) -> DropReason {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => DropReason::SendWouldBlock,
+        _ => DropReason::SendError,
     }
 }
 
 /// Answers `request` into `reply` with the service (see [`Datagrams::answer`]); `false` for no
 /// reply. For an engine that keeps the replies of several datagrams to send them together.
-pub(crate) fn answer(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+/// A reply over the limit and a panic are counted in `stats`.
+pub(crate) fn answer(
+    shared: &Shared,
+    stats: &ListenerStats,
+    ctx: &Context,
+    request: &[u8],
+    reply: &mut BytesMut,
+) -> bool {
     let answered = catch_unwind(AssertUnwindSafe(|| {
-        answer_datagram(shared, ctx, request, reply)
+        answer_datagram(shared, stats, ctx, request, reply)
     }));
     answered.unwrap_or_else(|panic| {
+        stats.panicked();
         let panic = HandlerError::from_panic(panic);
         shared.report(&ctx.peer, Err(SessionError::Panic(panic)));
         false
@@ -246,7 +309,13 @@ pub(crate) fn check_reply(limits: &Limits, peer: &Address, reply: &[u8]) -> io::
 /// Answers one datagram into `reply`. Returns `false` when nothing is to be sent: the service
 /// chose silence, or the reply exceeds the datagram limit (logged: a truncated reply would be
 /// a wrong answer).
-fn answer_datagram(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut BytesMut) -> bool {
+fn answer_datagram(
+    shared: &Shared,
+    stats: &ListenerStats,
+    ctx: &Context,
+    request: &[u8],
+    reply: &mut BytesMut,
+) -> bool {
     reply.clear();
     if !shared.app.service.message(ctx, request, reply) {
         return false;
@@ -258,6 +327,7 @@ fn answer_datagram(shared: &Shared, ctx: &Context, request: &[u8], reply: &mut B
             "reply of {} bytes exceeds the datagram limit of {limit} bytes; not sent",
             reply.len(),
         );
+        stats.dropped(DropReason::Oversize);
         return false;
     }
     true

@@ -19,6 +19,8 @@ mod slots;
 pub(crate) mod socket_file;
 mod sources;
 mod tokio;
+#[cfg(feature = "uring")]
+mod uring;
 mod wait;
 
 use std::fmt;
@@ -34,10 +36,11 @@ pub(crate) use runtime::{App, ErrorHook, SessionError, Shared, VerifyHook, conte
 ///
 /// | engine | a connection runs on | handlers it runs |
 /// |---|---|---|
-/// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) |
+/// | [`Engine::Async`] | a tokio task | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler), programs ([`crate::exec`]) |
 /// | [`Engine::Sequential`] | the listener's own thread, one at a time | services, blocking handlers |
 /// | [`Engine::Threaded`] | a new thread | services, blocking handlers |
 /// | [`Engine::Pool`] | one of [`Limits::workers`](crate::Limits::workers) threads while it has bytes to read or write (a blocking handler: for its whole session); a poller between | services, blocking handlers |
+/// | [`Engine::Uring`] | its thread's io_uring (thread-per-core) | services, [`AsyncStreamHandler`](crate::handler::AsyncStreamHandler) (on the async engine) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Engine {
@@ -62,15 +65,27 @@ pub enum Engine {
     /// free one.
     #[doc(alias = "ThreadPool")]
     Pool,
+    /// io_uring, thread-per-core ([`Limits::threads`](crate::Limits::threads) threads, each
+    /// with its own ring): multishot accept, multishot receive over a provided-buffer ring (an
+    /// idle connection holds no buffer), one system call per loop turn for every send and
+    /// receive. Runs services and async handlers (a server with an async handler is handed to
+    /// the async engine whole). Where io_uring is refused (a container's seccomp profile,
+    /// `kernel.io_uring_disabled`, a kernel older than 6.0, a build without the `uring`
+    /// feature, or the environment variable `SOCKETKIT_URING=refuse`),
+    /// [`ServerBuilder::bind`](crate::ServerBuilder::bind) falls back to [`Engine::Async`]
+    /// with one warning line, and [`Server::engine`](crate::Server::engine) says so.
+    #[doc(alias = "io_uring")]
+    Uring,
 }
 
 impl Engine {
     /// Every engine, for tests and `--help`.
-    pub const ALL: [Engine; 4] = [
+    pub const ALL: [Engine; 5] = [
         Engine::Async,
         Engine::Sequential,
         Engine::Threaded,
         Engine::Pool,
+        Engine::Uring,
     ];
 
     /// The engine's name on the command line.
@@ -80,12 +95,39 @@ impl Engine {
             Engine::Sequential => "sequential",
             Engine::Threaded => "threaded",
             Engine::Pool => "pool",
+            Engine::Uring => "uring",
         }
     }
 
     /// Whether this engine runs blocking handlers (the thread engines) rather than async ones.
     pub fn is_blocking(self) -> bool {
-        self != Engine::Async
+        !matches!(self, Engine::Async | Engine::Uring)
+    }
+
+    /// The engine that will really serve when this one is asked for: the uring engine probes
+    /// the kernel and, where io_uring is refused, falls back to [`Engine::Async`] with one
+    /// warning line naming the cause and the fix. Every other engine is itself.
+    pub(crate) fn resolve(self) -> Engine {
+        if self != Engine::Uring {
+            return self;
+        }
+        #[cfg(feature = "uring")]
+        let refused = uring::probe().err().map(|r| (r.cause, r.fix));
+        #[cfg(not(feature = "uring"))]
+        let refused = Some((
+            "this socketkit was built without the `uring` feature".to_string(),
+            "build it with the default features",
+        ));
+        match refused {
+            None => Engine::Uring,
+            Some((cause, fix)) => {
+                tracing::warn!(
+                    "the uring engine cannot run ({cause}); serving on the async engine \
+                     instead. To use io_uring: {fix}"
+                );
+                Engine::Async
+            }
+        }
     }
 }
 
@@ -127,5 +169,10 @@ pub(crate) fn serve(
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
         Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
         Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),
+        #[cfg(feature = "uring")]
+        Engine::Uring => uring::serve(shared, listeners),
+        // `resolve` never keeps the uring engine without the feature.
+        #[cfg(not(feature = "uring"))]
+        Engine::Uring => self::tokio::serve(shared, listeners),
     }
 }

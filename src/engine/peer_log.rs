@@ -4,11 +4,12 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::service::Address;
+use crate::stats::{EndCause, ListenerStats};
 
 /// Logs refused peers at info level, at most one line per [`RefusalLog::INTERVAL`]; that line
 /// counts the refusals logged only at debug level since the previous one (printk's "N
@@ -109,23 +110,34 @@ impl Senders {
     }
 }
 
-/// One stream connection's traffic, for its close line: `12 bytes in, 12 bytes out in 1.3ms`.
-/// Atomic so that a handler's reader and writer, which may live on different threads, can
-/// both count; uncontended, an add costs a few nanoseconds beside a system call.
+/// One stream connection's traffic, for its close line (`12 bytes in, 12 bytes out in 1.3ms`)
+/// and its listener's counters ([`crate::stats`]), to which it is added once, at the end
+/// ([`Traffic::ended`]). Atomic so that a handler's reader and writer, which may live on
+/// different threads, can both count; uncontended, an add costs a few nanoseconds beside a
+/// system call. It counts its connection active from [`Traffic::new`] until it drops.
 #[derive(Debug)]
 pub(crate) struct Traffic {
     began: Instant,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Replies the service gave (set once, at the end, from the connection machine).
+    replies: AtomicU64,
+    /// Whether the peer closed its side (the 0-byte read).
+    eof: AtomicBool,
+    stats: Arc<ListenerStats>,
 }
 
 impl Traffic {
-    /// A connection that begins now.
-    pub(crate) fn new() -> Traffic {
+    /// A connection of the listener counted by `stats` that begins now.
+    pub(crate) fn new(stats: &Arc<ListenerStats>) -> Traffic {
+        stats.active(1);
         Traffic {
             began: Instant::now(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            replies: AtomicU64::new(0),
+            eof: AtomicBool::new(false),
+            stats: stats.clone(),
         }
     }
 
@@ -137,6 +149,46 @@ impl Traffic {
     /// `n` bytes were written to the peer.
     pub(crate) fn sent(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// The peer closed its side (a read returned 0 bytes).
+    pub(crate) fn eof(&self) {
+        self.eof.store(true, Ordering::Relaxed);
+    }
+
+    /// The service answered `replies` reads (the connection machine's count, at the end).
+    pub(crate) fn answered(&self, replies: u64) {
+        self.replies.store(replies, Ordering::Relaxed);
+    }
+
+    /// The counters of the connection's listener.
+    #[cfg(feature = "proxy")]
+    pub(crate) fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
+
+    /// Whether the peer's EOF was seen.
+    pub(crate) fn saw_eof(&self) -> bool {
+        self.eof.load(Ordering::Relaxed)
+    }
+
+    /// Adds this connection to its listener's counters, ended for `cause`.
+    pub(crate) fn ended(&self, cause: EndCause) {
+        self.stats.ended(
+            cause,
+            (
+                self.bytes_in.load(Ordering::Relaxed),
+                self.bytes_out.load(Ordering::Relaxed),
+            ),
+            self.replies.load(Ordering::Relaxed),
+            self.began.elapsed(),
+        );
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stats.active(-1);
     }
 }
 
@@ -195,11 +247,20 @@ mod tests {
 
     #[test]
     fn traffic_reads_like_ncat() {
-        let traffic = Traffic::new();
+        let stats = Arc::new(ListenerStats::new("upper", "tcp://127.0.0.1:1", true));
+        let traffic = Traffic::new(&stats);
+        assert_eq!(stats.snapshot().connections_active, 1);
         traffic.received(5);
         traffic.received(7);
         traffic.sent(12);
         let text = traffic.to_string();
         assert!(text.starts_with("12 bytes in, 12 bytes out in "), "{text}");
+        traffic.answered(2);
+        traffic.ended(EndCause::Eof);
+        drop(traffic);
+        let snap = stats.snapshot();
+        assert_eq!((snap.bytes_in, snap.bytes_out, snap.requests), (12, 12, 2));
+        assert_eq!(snap.connections_active, 0, "no longer active once dropped");
+        assert_eq!(snap.connection_ends[EndCause::Eof as usize], 1);
     }
 }

@@ -5,8 +5,11 @@
 //! connection: its socket's peer is the balancer.
 //!
 //! Each engine's driver does the waiting, in its own way (`blocking::proxied`,
-//! `tokio::proxied`), and calls [`step`] whenever the socket is readable. The whole header
-//! must arrive within the message time-out, and the grace period ends the wait.
+//! `tokio::proxied`, `uring::proxied`), and calls [`step`] whenever the socket is readable.
+//! The whole header must arrive within the message time-out, and the grace period ends the
+//! wait. A connection that ends here is counted as an end of its listener
+//! ([`header_failed`]'s cause, or [`EndCause::Refused`]), so its accepted connections still
+//! add up to their ends.
 
 use std::fmt;
 use std::io;
@@ -19,6 +22,7 @@ use super::Shared;
 use super::accept::refuse;
 use crate::proxy::{Header, HeaderError, HeaderReader, Step, V2_MAX_BYTES};
 use crate::service::Context;
+use crate::stats::{EndCause, ListenerStats};
 
 /// The most a driver peeks at once: the longest header there is.
 pub(crate) const PEEK_BYTES: usize = V2_MAX_BYTES;
@@ -102,32 +106,53 @@ pub(crate) fn step(
 }
 
 /// After the header: the context with the header's client as its peer (v2 `LOCAL` and v1
-/// `UNKNOWN` keep the socket's), verified; `None` for a refused client, whose connection is
-/// reset (dropping it closes it).
+/// `UNKNOWN` keep the socket's), verified. A refused client is counted among the listener's
+/// refusals and its connection reset (dropping it closes it); the error is the cause its end
+/// is counted by.
 pub(crate) fn admit(
     shared: &Shared,
+    stats: &ListenerStats,
     conn: &impl AsFd,
     mut ctx: Context,
     header: Header,
-) -> Option<Context> {
+) -> Result<Context, EndCause> {
     if let Some(client) = header.source {
         tracing::debug!(peer = %ctx.peer, %client, "PROXY header");
         ctx.peer = client;
     }
-    if !shared.verify(&ctx.peer) {
+    if let Err(why) = shared.verify(&ctx.peer) {
+        stats.refused(why);
         refuse(conn);
-        return None;
+        return Err(EndCause::Refused);
     }
-    Some(ctx)
+    Ok(ctx)
 }
 
 /// Reports a connection that ended in its header: one line, with the socket's peer (the
-/// balancer; there is no client address to name).
-pub(crate) fn report_header_error(ctx: &Context, error: &ProxyHeaderError) {
+/// balancer; there is no client address to name). Returns the cause its end is counted by:
+/// a PROXY header error, but the end of the grace period and a peer that went away as such.
+pub(crate) fn header_failed(ctx: &Context, error: &ProxyHeaderError) -> EndCause {
     match error {
-        ProxyHeaderError::Io(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-            tracing::info!(peer = %ctx.peer, "connection closed: PROXY header error: {error}")
+        ProxyHeaderError::Io(e) if is_peer_gone(e) => {
+            tracing::info!(peer = %ctx.peer, "connection closed: PROXY header error: {error}");
+            EndCause::Reset
         }
-        _ => tracing::warn!(peer = %ctx.peer, "connection closed: PROXY header error: {error}"),
+        ProxyHeaderError::GraceOver => {
+            tracing::info!(peer = %ctx.peer, "connection closed: PROXY header error: {error}");
+            EndCause::GraceOver
+        }
+        _ => {
+            tracing::warn!(peer = %ctx.peer, "connection closed: PROXY header error: {error}");
+            EndCause::ProxyHeader
+        }
     }
+}
+
+fn is_peer_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted
+    )
 }

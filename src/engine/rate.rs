@@ -125,9 +125,14 @@ impl SourceLimiter {
             tokens: rate,
             updated: now,
         });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
-        bucket.updated = now;
+        // Refilled only when time has passed: the datagrams of one receive call share one
+        // clock reading, and the same source's next one would add nothing (the subtraction
+        // and conversion were a quarter of the limiter's cost per datagram).
+        if bucket.updated != now {
+            let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+            bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+            bucket.updated = now;
+        }
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             return true;

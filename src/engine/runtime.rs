@@ -18,6 +18,7 @@ use crate::handler::{DatagramHandler, DynAsyncHandler, HandlerError, StreamHandl
 use crate::limits::Limits;
 use crate::service::{Address, Context, DynService, StreamSession};
 use crate::shutdown::Trigger;
+use crate::stats::{EndCause, ListenerStats, Refusal};
 
 /// What a server runs: a service, and optionally handlers that take its place on streams or
 /// datagrams.
@@ -26,6 +27,8 @@ pub(crate) struct App {
     pub(crate) stream_handler: Option<Arc<dyn StreamHandler>>,
     pub(crate) datagram_handler: Option<Arc<dyn DatagramHandler>>,
     pub(crate) async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    /// A program run per connection (as `async_handler`) and per datagram.
+    pub(crate) exec: Option<Arc<crate::exec::Exec>>,
 }
 
 /// `verify_request`: may this peer be served?
@@ -50,6 +53,11 @@ pub(crate) struct Shared {
     /// Every stream connection begins with a PROXY header (`--proxy-protocol`): its client is
     /// the peer, verified once the header is read (see `engine::proxied`).
     pub(crate) proxy_protocol: bool,
+    /// Each listener's counters, in the order of the listeners handed to the engine.
+    pub(crate) listener_stats: Vec<Arc<ListenerStats>>,
+    /// The TLS settings of the `tls://` listeners, and their bound addresses.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ServerTls, Vec<std::net::SocketAddr>)>,
 }
 
 impl Shared {
@@ -66,6 +74,7 @@ impl Shared {
         access: AccessList,
         verify_request: Option<VerifyHook>,
         handle_error: Option<ErrorHook>,
+        listener_stats: Vec<Arc<ListenerStats>>,
     ) -> io::Result<Shared> {
         Ok(Shared {
             app,
@@ -78,7 +87,23 @@ impl Shared {
             force: Trigger::new()?,
             refusals: RefusalLog::default(),
             proxy_protocol: false,
+            listener_stats,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// The counters of the listener at `index` in the engine's list of listeners.
+    pub(crate) fn listener_stats(&self, index: usize) -> Arc<ListenerStats> {
+        self.listener_stats[index].clone()
+    }
+
+    /// The TLS settings of the listener bound to `local`, if it is a `tls://` listener.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_for(&self, local: &Address) -> Option<crate::tls::ServerTls> {
+        let (tls, addrs) = self.tls.as_ref()?;
+        let local = local.inet()?;
+        addrs.contains(&local).then(|| tls.clone())
     }
 
     /// A session for a new stream: the service's own in `raw` framing, else the service's
@@ -99,18 +124,23 @@ impl Shared {
         }
     }
 
-    /// socketserver's `verify_request`: `false` closes the connection before a byte is read
+    /// socketserver's `verify_request`: a refusal closes the connection before a byte is read
     /// (with a reset: see [`refuse`]). Refusals are logged, rate-limited.
-    pub(crate) fn verify(&self, peer: &Address) -> bool {
+    #[inline]
+    pub(crate) fn verify(&self, peer: &Address) -> Result<(), Refusal> {
         // The common case, checked first: no list and no hook (a datagram listener asks this
         // for every datagram).
         if self.access.is_empty() && self.verify_request.is_none() {
-            return true;
+            return Ok(());
         }
+        self.verify_listed(peer)
+    }
+
+    fn verify_listed(&self, peer: &Address) -> Result<(), Refusal> {
         if !self.access.permits_peer(peer) {
             self.refusals
                 .refused(peer, "by the access list (--allow/--deny)");
-            return false;
+            return Err(Refusal::AccessList);
         }
         // The hook is the program's code, run on the listener's loop: a panic in it refuses
         // this peer (and is reported), it does not end the loop.
@@ -124,8 +154,9 @@ impl Shared {
         });
         if !allowed {
             self.refusals.refused(peer, "by verify_request");
+            return Err(Refusal::VerifyRequest);
         }
-        allowed
+        Ok(())
     }
 
     /// Reports how a connection or datagram ended. Expected endings (EOF, a peer that went
@@ -136,13 +167,15 @@ impl Shared {
     }
 
     /// [`Shared::report`] for a stream connection: each line carries its traffic, and a
-    /// failure reported to `handle_error` gets a debug line with it too.
+    /// failure reported to `handle_error` gets a debug line with it too. The connection is
+    /// added to its listener's counters with the cause of its end.
     pub(crate) fn report_stream(
         &self,
         peer: &Address,
         traffic: &Traffic,
         result: Result<(), SessionError>,
     ) {
+        traffic.ended(end_cause(&result, traffic.saw_eof()));
         self.report_ending(peer, result, Some(traffic));
     }
 
@@ -182,6 +215,23 @@ impl Shared {
         if reported.is_err() {
             tracing::error!(%peer, "handle_error panicked while reporting: {error}");
         }
+    }
+}
+
+/// Why a stream connection ended, for its listener's counters: a cause carried by the error
+/// ([`EndCause::error`]: the connection machine's time-outs, the grace period), else by the
+/// error's kind.
+fn end_cause(result: &Result<(), SessionError>, saw_eof: bool) -> EndCause {
+    match result {
+        Ok(()) if saw_eof => EndCause::Eof,
+        Ok(()) => EndCause::Closed,
+        Err(SessionError::Panic(_)) => EndCause::Panic,
+        Err(SessionError::Io(e)) => EndCause::of(e).unwrap_or_else(|| match e.kind() {
+            _ if is_peer_gone(e) => EndCause::Reset,
+            io::ErrorKind::UnexpectedEof => EndCause::Eof,
+            _ if is_timeout(e) => EndCause::Idle,
+            _ => EndCause::Error,
+        }),
     }
 }
 
@@ -245,5 +295,38 @@ pub(crate) fn context_at(
         local,
         transport,
         now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::conn::{Ending, grace_over};
+    use std::time::Duration;
+
+    #[test]
+    fn a_connection_end_is_counted_by_its_cause_not_its_text() {
+        let io = |e: io::Error| Err(SessionError::Io(e));
+        assert_eq!(end_cause(&Ok(()), true), EndCause::Eof);
+        assert_eq!(end_cause(&Ok(()), false), EndCause::Closed);
+        let second = Duration::from_secs(1);
+        for (ending, cause) in [
+            (Ending::Idle(second), EndCause::Idle),
+            (Ending::Message(second), EndCause::MessageTimeout),
+            (Ending::Write(second), EndCause::WriteTimeout),
+            (Ending::GraceOver, EndCause::GraceOver),
+        ] {
+            assert_eq!(end_cause(&io(ending.error()), false), cause, "{ending:?}");
+        }
+        assert_eq!(end_cause(&io(grace_over()), true), EndCause::GraceOver);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(end_cause(&io(reset), false), EndCause::Reset);
+        let other = io::Error::other("a handler's own failure");
+        assert_eq!(end_cause(&io(other), false), EndCause::Error);
+        let panic = HandlerError::from_panic(Box::new("boom"));
+        assert_eq!(
+            end_cause(&Err(SessionError::Panic(panic)), false),
+            EndCause::Panic
+        );
     }
 }

@@ -100,7 +100,9 @@ impl Drop for SocketFile {
 
 /// Ends the process at once with `code`, like [`std::process::exit`], after removing the Unix
 /// socket file of every server of this process that is still bound (each only if the path
-/// still names the socket that server made).
+/// still names the socket that server made), and killing (`SIGKILL`) the programs its servers
+/// run ([`ServerBuilder::exec`](crate::ServerBuilder::exec)), each with its process group:
+/// they are in groups of their own, which a terminal's Ctrl-C does not reach.
 ///
 /// `std::process::exit` runs no destructors, so a server that is never dropped leaves its
 /// socket files behind; call this instead where a program must stop without waiting for
@@ -112,6 +114,7 @@ pub fn exit(code: i32) -> ! {
     for record in made.iter().filter_map(Weak::upgrade) {
         record.remove();
     }
+    crate::exec::kill_all();
     // Exits holding the lock: a bind on another thread waits rather than make a file now.
     std::process::exit(code)
 }

@@ -479,6 +479,7 @@ pub struct AsyncStreamRequest(Box<AsyncRequestParts>);
 
 struct AsyncRequestParts {
     ctx: Context,
+    peer_credentials: Option<PeerCredentials>,
     reader: AsyncInput<IdleRead<AsyncReadHalf>>,
     writer: tokio::io::BufWriter<StallWrite<AsyncWriteHalf>>,
     bounds: Bounds,
@@ -493,6 +494,7 @@ impl AsyncStreamRequest {
         let (read, write) = tokio::io::split(stream);
         AsyncStreamRequest(Box::new(AsyncRequestParts {
             ctx,
+            peer_credentials: None,
             reader: AsyncInput::new(IdleRead::new(read, limits.idle_timeout)),
             writer: tokio::io::BufWriter::new(StallWrite::new(write, limits.write_timeout)),
             bounds: Bounds::new(limits),
@@ -577,10 +579,32 @@ impl AsyncStreamRequest {
         &mut self.0.writer
     }
 
+    /// The reader and the writer at once, for a handler that copies both ways concurrently
+    /// (a relay): [`reader`](Self::reader) and [`writer`](Self::writer), with their bounds.
+    #[allow(clippy::type_complexity)]
+    pub fn split(
+        &mut self,
+    ) -> (
+        &mut (impl tokio::io::AsyncBufRead + Unpin + Send + use<>),
+        &mut (impl tokio::io::AsyncWrite + Unpin + Send + use<>),
+    ) {
+        let parts = &mut *self.0;
+        (&mut parts.reader, &mut parts.writer)
+    }
+
     /// The peer's address.
     #[doc(alias = "client_address")]
     pub fn peer(&self) -> &Address {
         &self.0.ctx.peer
+    }
+
+    /// The peer process of a Unix stream connection, as the engine read it when it accepted.
+    pub(crate) fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.0.peer_credentials
+    }
+
+    pub(crate) fn set_peer_credentials(&mut self, credentials: Option<PeerCredentials>) {
+        self.0.peer_credentials = credentials;
     }
 
     /// Everything known about the request.
@@ -600,6 +624,15 @@ impl AsyncStreamRequest {
             self.0.writer.shutdown().await
         })
     }
+}
+
+/// The peer process of a Unix stream connection (`SO_PEERCRED`): what `exec`'s
+/// `UNIXREMOTE*` variables say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerCredentials {
+    pub(crate) pid: Option<i32>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
 }
 
 /// The limits a request's bounded reads obey, copied from the server's.

@@ -8,9 +8,11 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use crate::stats::EndCause;
+
 /// The error that ends a connection whose peer stopped reading (on every engine).
 pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
+    EndCause::WriteTimeout.error(
         io::ErrorKind::TimedOut,
         format!("the peer read nothing for {timeout:?} (write time-out)"),
     )
@@ -18,7 +20,7 @@ pub(crate) fn write_timed_out(timeout: Duration) -> io::Error {
 
 /// The error that ends a connection that sent nothing for `idle` (on every engine).
 pub(crate) fn idle_timed_out(idle: Duration) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("idle for {idle:?}"))
+    EndCause::Idle.error(io::ErrorKind::TimedOut, format!("idle for {idle:?}"))
 }
 
 /// A reader whose every read fails with `TimedOut` after `idle` without data.

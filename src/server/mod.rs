@@ -1,5 +1,7 @@
 //! The server: a builder, then `bind()`, then `serve_forever()` (socketserver's shape).
 
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,11 +15,13 @@ use crate::endpoint::{Endpoint, Transport};
 use crate::engine::listener::Listener;
 use crate::engine::{self, App, Engine, ErrorHook, Shared, VerifyHook};
 use crate::error::Error;
+use crate::exec::{Exec, ExecHandler, Program};
 use crate::handler::{
     AsyncStreamHandler, DatagramHandler, DynAsyncHandler, HandlerError, StreamHandler,
 };
 use crate::multicast::MulticastInterface;
 use crate::service::{Address, DynService, Service, Upper};
+use crate::stats::{ListenerStats, Stats};
 
 /// Configures a [`Server`]. Every setting has a default: no endpoint is the only error.
 ///
@@ -47,6 +51,7 @@ pub struct ServerBuilder {
     stream_handler: Option<Arc<dyn StreamHandler>>,
     datagram_handler: Option<Arc<dyn DatagramHandler>>,
     async_handler: Option<Arc<dyn DynAsyncHandler>>,
+    exec: Option<Arc<Exec>>,
     verify_request: Option<VerifyHook>,
     handle_error: Option<ErrorHook>,
     access: AccessList,
@@ -54,6 +59,9 @@ pub struct ServerBuilder {
     proxy_protocol: bool,
     reuse_port: bool,
     adopted: Vec<std::os::fd::OwnedFd>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
+    stats: Option<Stats>,
 }
 
 impl std::fmt::Debug for ServerBuilder {
@@ -165,6 +173,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets [`Limits::threads`] (the `uring` engine's threads, the `async` engine's runtime
+    /// threads; 0: one per CPU this process may run on).
+    pub fn threads(mut self, threads: usize) -> ServerBuilder {
+        self.limits.threads = threads;
+        self
+    }
+
     /// Sets [`Limits::workers`] (the `pool` engine's threads).
     pub fn workers(mut self, workers: usize) -> ServerBuilder {
         self.limits.workers = workers;
@@ -216,6 +231,29 @@ impl ServerBuilder {
     pub fn async_handler<H: AsyncStreamHandler>(mut self, handler: H) -> ServerBuilder {
         self.name.get_or_insert_with(|| short_type_name::<H>());
         self.async_handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs `program` for each connection and each datagram, in place of the service (see
+    /// [`crate::exec`]): the connection on its stdin and stdout, UCSPI's variables naming the
+    /// peer; a datagram on its stdin, its stdout the reply. The async engine only.
+    ///
+    /// ```
+    /// use socketkit::{Server, exec::Program};
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .exec(Program::new(["cat"])?)
+    ///     .bind()?;
+    /// assert_eq!(server.service_name(), "cat");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[doc(alias = "inetd")]
+    #[doc(alias = "tcpserver")]
+    pub fn exec(mut self, program: Program) -> ServerBuilder {
+        self.name = Some(program.argv()[0].to_string_lossy().into_owned());
+        let exec = Arc::new(Exec::new(program));
+        self.async_handler = Some(Arc::new(ExecHandler(exec.clone())));
+        self.exec = Some(exec);
         self
     }
 
@@ -322,6 +360,26 @@ impl ServerBuilder {
         self
     }
 
+    /// The certificate and key of the `tls://` endpoints (the `tls` feature): each of their
+    /// connections begins with a TLS handshake, bounded by [`Limits::message_timeout`] and
+    /// holding a slot of [`Limits::max_connections`]. The async engine alone carries TLS;
+    /// [`bind`](Self::bind) refuses `tls://` on the others.
+    ///
+    /// ```
+    /// use socketkit::{Server, tls::ServerTls};
+    /// let server = Server::builder()
+    ///     .listen("tls://127.0.0.1:0".parse()?)
+    ///     .tls(ServerTls::self_signed(&["127.0.0.1".into()], &[])?)
+    ///     .bind()?;
+    /// assert!(server.local_endpoints()[0].is_tls());
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> ServerBuilder {
+        self.tls = Some(tls);
+        self
+    }
+
     /// socketserver's `handle_error`: called when a connection or datagram fails with an error
     /// or a panic. Only that connection closes; the server goes on. Default: one log line with
     /// the peer's address.
@@ -330,6 +388,14 @@ impl ServerBuilder {
         on_error: impl Fn(&Address, &HandlerError) + Send + Sync + 'static,
     ) -> ServerBuilder {
         self.handle_error = Some(Arc::new(on_error));
+        self
+    }
+
+    /// Counts what every listener of this server does in `stats` (labelled by the service's
+    /// name and the endpoint as bound): what `serve --metrics` exports. Several servers may
+    /// share one [`Stats`]. Without it the counters are kept all the same, unread.
+    pub fn stats(mut self, stats: &Stats) -> ServerBuilder {
+        self.stats = Some(stats.clone());
         self
     }
 
@@ -343,7 +409,11 @@ impl ServerBuilder {
     /// (address in use, permission denied) or a multicast group cannot be joined;
     /// [`Error::NameNotFound`] for a host that does not resolve, [`Error::InterfaceNotFound`]
     /// for a multicast interface that does not exist.
+    ///
+    /// [`Engine::Uring`] probes the kernel here and falls back to [`Engine::Async`] where
+    /// io_uring is refused (one warning line); [`Server::engine`] names the engine that runs.
     pub fn bind(mut self) -> Result<Server, Error> {
+        self.engine = self.engine.resolve();
         let mut listeners = Vec::with_capacity(self.endpoints.len() + self.adopted.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len() + self.adopted.len());
         // Adopted first: their kinds are known once they are read, and a wrong one is refused
@@ -362,6 +432,11 @@ impl ServerBuilder {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
         self.check_handlers()?;
+        #[cfg(feature = "tls")]
+        let has_tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        tls::check(&self.endpoints, self.engine, has_tls)?;
         self.limits.check().map_err(Error::Config)?;
         let bound = self.endpoints.len() - endpoints.len();
         for endpoint in &self.endpoints[..bound] {
@@ -371,10 +446,11 @@ impl ServerBuilder {
                 self.multicast_if.as_ref(),
                 self.reuse_port,
             )?;
-            endpoints.push(listener.local_endpoint().map_err(|source| Error::Bind {
+            let bound = listener.local_endpoint().map_err(|source| Error::Bind {
                 endpoint: endpoint.clone(),
                 source,
-            })?);
+            })?;
+            endpoints.push(tls::as_bound(endpoint, bound));
             listeners.push(listener);
         }
         if let Some(interface) = &self.multicast_if
@@ -393,7 +469,21 @@ impl ServerBuilder {
             stream_handler: self.stream_handler,
             datagram_handler: self.datagram_handler,
             async_handler: self.async_handler,
+            exec: self.exec.clone(),
         };
+        let listener_stats: Vec<_> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let stream = endpoint.transport().is_connected();
+                Arc::new(ListenerStats::new(&name, &endpoint.to_string(), stream))
+            })
+            .collect();
+        if let Some(stats) = &self.stats {
+            for listener in &listener_stats {
+                stats.add(listener.clone());
+            }
+        }
+        #[allow(unused_mut)] // mut for the tls feature
         let mut shared = Shared::new(
             app,
             self.framing,
@@ -401,21 +491,33 @@ impl ServerBuilder {
             self.access,
             self.verify_request,
             self.handle_error,
+            listener_stats,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
         shared.proxy_protocol = self.proxy_protocol;
+        #[cfg(feature = "tls")]
+        {
+            shared.tls = self.tls.map(|t| (t, tls::addresses(&endpoints)));
+        }
         Ok(Server {
             listeners,
             endpoints,
             engine: self.engine,
             name,
             shared: Arc::new(shared),
+            exec: self.exec,
         })
     }
 
     /// Refuses handlers the chosen engine cannot run, rather than ignoring them, and settings
     /// a sequenced-packet listener cannot honour.
     fn check_handlers(&self) -> Result<(), Error> {
+        if self.exec.is_some() && self.engine != Engine::Async {
+            return Err(Error::Config(format!(
+                "a program (serve -- PROGRAM) runs on the async engine only, not {}",
+                self.engine
+            )));
+        }
         if self.proxy_protocol {
             if !cfg!(feature = "proxy") {
                 return Err(Error::Config(
@@ -442,6 +544,12 @@ impl ServerBuilder {
                     "{packet} keeps message boundaries itself (one record is one message): \
                      framing {} does not apply; leave it raw",
                     self.framing
+                )));
+            }
+            if self.exec.is_some() {
+                return Err(Error::Config(format!(
+                    "{packet} keeps records, and a program (serve -- PROGRAM) gets a byte \
+                     stream: use unix:// for it"
                 )));
             }
             // A handler's reader and writer are buffered byte streams: records would be merged
@@ -519,6 +627,8 @@ pub struct Server {
     engine: Engine,
     name: String,
     shared: Arc<Shared>,
+    /// The program run per connection, if any: its stragglers are stopped after serving.
+    exec: Option<Arc<Exec>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -544,6 +654,7 @@ impl Server {
             stream_handler: None,
             datagram_handler: None,
             async_handler: None,
+            exec: None,
             verify_request: None,
             handle_error: None,
             access: AccessList::default(),
@@ -551,6 +662,9 @@ impl Server {
             proxy_protocol: false,
             reuse_port: false,
             adopted: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
+            stats: None,
         }
     }
 
@@ -569,7 +683,8 @@ impl Server {
             .find_map(|e| e.socket_addrs().ok()?.first().copied())
     }
 
-    /// The engine this server runs on.
+    /// The engine this server runs on: the one asked for, or [`Engine::Async`] when
+    /// [`Engine::Uring`] was asked for where io_uring is refused (see [`ServerBuilder::bind`]).
     pub fn engine(&self) -> Engine {
         self.engine
     }
@@ -602,6 +717,12 @@ impl Server {
     /// Only when the engine cannot start (no thread or runtime could be made). Errors on one
     /// connection close that connection and are logged; they never end serving.
     pub fn serve_forever(self) -> Result<(), Error> {
-        engine::serve(self.engine, self.shared, self.listeners)
+        let served = engine::serve(self.engine, self.shared, self.listeners);
+        // Programs whose connections the grace period's end closed got SIGTERM; they get a
+        // moment, then SIGKILL, and are reaped before serving is said to be over.
+        if let Some(exec) = self.exec {
+            exec.finish();
+        }
+        served
     }
 }

@@ -26,6 +26,11 @@ impl StreamSession for EchoSession {
         out.extend_from_slice(input);
         Next::Read
     }
+
+    /// The reply is the request: the read buffer goes back as it is.
+    fn on_data_in_place(&mut self, _data: &mut [u8]) -> Option<Next> {
+        Some(Next::Read)
+    }
 }
 
 impl Service for Echo {

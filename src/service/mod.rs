@@ -11,6 +11,7 @@ mod discard;
 mod echo;
 mod qotd;
 mod registry;
+mod tap;
 mod upper;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub use discard::{Discard, DiscardSession};
 pub use echo::{Echo, EchoSession};
 pub use qotd::Qotd;
 pub use registry::{SERVICES, ServiceInfo, by_name, info, is_service_port};
+pub use tap::{Dumped, DumpedSession};
 pub use upper::{Upper, UpperSession, upper_message, upper_prefix};
 
 /// What the engine does after an event, once the session's output has been written.
@@ -195,6 +197,29 @@ pub trait StreamSession: Send + 'static {
     /// Bytes arrived from the peer (never empty).
     fn on_data(&mut self, input: &[u8], out: &mut BytesMut) -> Next;
 
+    /// The in-place reply, for a session whose reply to these bytes has their length (ASCII
+    /// upper case, echo): transforms `data` into the reply and returns what
+    /// [`StreamSession::on_data`] would have, so the engine writes the read buffer back
+    /// instead of copying it into a second one. Must agree with `on_data` exactly: the reply
+    /// `on_data(data)` would append is the transformed `data`, the session's state after it is
+    /// the same. Returns `None` when it cannot, and the engine calls `on_data` with `data` as
+    /// this method left it: unchanged, or changed only in ways `on_data` answers exactly as it
+    /// would the original bytes (`upper` may have upper-cased ASCII letters before it found a
+    /// character that is not ASCII). The default always returns `None`. Called only when no
+    /// earlier output is still pending.
+    ///
+    /// ```
+    /// use socketkit::service::{StreamSession, UpperSession};
+    /// let mut data = *b"hello";
+    /// assert!(UpperSession::default().on_data_in_place(&mut data).is_some());
+    /// assert_eq!(&data, b"HELLO");
+    /// let mut data = "straße".as_bytes().to_vec(); // grows: the general path
+    /// assert!(UpperSession::default().on_data_in_place(&mut data).is_none());
+    /// ```
+    fn on_data_in_place(&mut self, _data: &mut [u8]) -> Option<Next> {
+        None
+    }
+
     /// The peer closed its write half (the 0-byte read).
     fn on_eof(&mut self, _out: &mut BytesMut) -> Next {
         Next::Close
@@ -240,6 +265,9 @@ impl StreamSession for Box<dyn StreamSession> {
     }
     fn on_data(&mut self, input: &[u8], out: &mut BytesMut) -> Next {
         (**self).on_data(input, out)
+    }
+    fn on_data_in_place(&mut self, data: &mut [u8]) -> Option<Next> {
+        (**self).on_data_in_place(data)
     }
     fn on_eof(&mut self, out: &mut BytesMut) -> Next {
         (**self).on_eof(out)
@@ -320,6 +348,67 @@ impl<S: Service> DynService for S {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `reads` through two sessions: one the general way (`on_data` alone), one the way
+    /// an engine does with in-place replies (`on_data_in_place` first, `on_data` on the bytes
+    /// it left when it declines). The replies, the `Next`s and the message state must agree after every read,
+    /// and at the EOF.
+    fn in_place_agrees<S: StreamSession>(
+        make: impl Fn() -> S,
+        reads: &[Vec<u8>],
+    ) -> Result<(), TestCaseError> {
+        let (mut general, mut in_place) = (make(), make());
+        for read in reads.iter().filter(|r| !r.is_empty()) {
+            let mut expected = BytesMut::new();
+            let next = general.on_data(read, &mut expected);
+            let mut data = read.clone();
+            let mut got = BytesMut::new();
+            let got_next = match in_place.on_data_in_place(&mut data) {
+                Some(next) => {
+                    got.extend_from_slice(&data);
+                    next
+                }
+                // The engine then hands the general path the bytes as they were left.
+                None => in_place.on_data(&data, &mut got),
+            };
+            prop_assert_eq!(&got[..], &expected[..], "reply to {:?}", read);
+            prop_assert_eq!(got_next, next);
+            prop_assert_eq!(in_place.in_message(), general.in_message());
+            prop_assert_eq!(in_place.between_messages(), general.between_messages());
+        }
+        let (mut expected, mut got) = (BytesMut::new(), BytesMut::new());
+        prop_assert_eq!(in_place.on_eof(&mut got), general.on_eof(&mut expected));
+        prop_assert_eq!(&got[..], &expected[..]);
+        Ok(())
+    }
+
+    /// Reads that are mostly ASCII (the in-place path), some not UTF-8 or cut inside a
+    /// character (the general path), in any order.
+    fn reads() -> impl Strategy<Value = Vec<Vec<u8>>> {
+        let read = prop_oneof![
+            4 => "[ -~]{1,40}".prop_map(String::into_bytes),
+            2 => "\\PC{1,12}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 1..8),
+            // Longer than a block of the in-place path, perhaps not ASCII at the end.
+            1 => ("[ -~]{200,700}", "\\PC{0,3}").prop_map(|(a, b)| (a + &b).into_bytes()),
+        ];
+        proptest::collection::vec(read, 1..10)
+    }
+
+    proptest! {
+        #[test]
+        fn upper_in_place_agrees_with_the_general_path(reads in reads()) {
+            in_place_agrees(UpperSession::default, &reads)?;
+            // Through the type-erased session an engine holds.
+            in_place_agrees(|| Box::new(UpperSession::default()) as Box<dyn StreamSession>, &reads)?;
+        }
+
+        #[test]
+        fn echo_in_place_agrees_with_the_general_path(reads in reads()) {
+            in_place_agrees(|| EchoSession, &reads)?;
+        }
+    }
 
     #[test]
     fn an_any_service_is_erased_to_the_service_it_wraps() {

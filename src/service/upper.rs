@@ -107,6 +107,26 @@ impl StreamSession for UpperSession {
         Next::Read
     }
 
+    /// All-ASCII input with no character held back: upper-cased in place (ASCII's upper case
+    /// is Unicode's for those characters, and has their length). Anything else may change
+    /// length or complete a held character: the general path. One pass that checks and
+    /// upper-cases a block at a time (a check of the whole input first cost a third of the
+    /// speed); a block that is not all ASCII stops it, its ASCII letters already upper-cased,
+    /// which the general path answers alike (their upper case is themselves, and no byte of a
+    /// multi-byte character is ASCII).
+    #[allow(unsafe_code)] // the AVX2 call, on a CPU that has it
+    fn on_data_in_place(&mut self, data: &mut [u8]) -> Option<Next> {
+        if !self.pending.is_empty() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: this CPU has AVX2, checked just above (the result is cached).
+            return unsafe { upper_ascii_blocks_avx2(data) }.then_some(Next::Read);
+        }
+        upper_ascii_blocks(data).then_some(Next::Read)
+    }
+
     fn on_eof(&mut self, out: &mut BytesMut) -> Next {
         out.extend_from_slice(&self.pending); // still cut off at EOF: not UTF-8, pass it through
         self.pending.clear();
@@ -185,6 +205,35 @@ fn push_ascii_prefix(input: &[u8], out: &mut BytesMut) -> usize {
     }
     done
 }
+
+/// Upper-cases `data` in place a block at a time while it is ASCII; `false` at the first
+/// block that is not (see [`UpperSession::on_data_in_place`]).
+#[inline(always)]
+fn upper_ascii_blocks(data: &mut [u8]) -> bool {
+    for block in data.chunks_mut(IN_PLACE_BLOCK) {
+        let mut high = 0;
+        for b in block.iter_mut() {
+            high |= *b;
+            *b = ascii_upper(*b);
+        }
+        if high >= 0x80 {
+            return false;
+        }
+    }
+    true
+}
+
+/// [`upper_ascii_blocks`] in 32-byte vectors: the default x86-64 target has 16-byte ones
+/// only, which held the in-place reply to 0.68x the speed of glibc's (AVX) `memcpy`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn upper_ascii_blocks_avx2(data: &mut [u8]) -> bool {
+    upper_ascii_blocks(data)
+}
+
+/// The in-place path checks for non-ASCII bytes once per block this long: short enough that
+/// text with an accent early stops soon, long enough to vectorise.
+const IN_PLACE_BLOCK: usize = 256;
 
 /// Inputs up to this long (a request line, a ping-pong message) take the short path.
 const SHORT_BYTES: usize = 256;

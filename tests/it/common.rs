@@ -45,7 +45,12 @@ impl TestServer {
 
     /// Binds and serves a configured builder.
     pub fn with(builder: ServerBuilder) -> TestServer {
+        // A test of the uring engine must run on it: a silent fallback must not pass it.
+        let wants_uring = format!("{builder:?}").contains("engine: Uring");
         let server = builder.bind().expect("bind");
+        if wants_uring {
+            assert_eq!(server.engine(), Engine::Uring, "the uring engine fell back");
+        }
         let endpoints = server.local_endpoints().to_vec();
         let stop = server.shutdown_handle();
         let thread = std::thread::spawn(move || server.serve_forever());
@@ -141,6 +146,7 @@ pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
             (&conn).read_to_end(&mut reply).unwrap();
             reply
         }
+        Endpoint::Tls { .. } => panic!("exchange() speaks plain sockets, not {endpoint}"),
         Endpoint::UnixDatagram(_) => {
             let dir = tempfile::tempdir().unwrap();
             let own = dir.path().join("client.sock");
@@ -184,11 +190,25 @@ pub struct Spawned {
     lines: mpsc::Receiver<String>,
     /// Every stderr line seen so far.
     pub seen: Vec<String>,
+    /// Whether the command asked for the uring engine (and did not rule it out): its
+    /// `listening on` lines must then name it.
+    uring: bool,
 }
 
 impl Spawned {
     /// Starts `command` with piped stdin and stderr (stdout piped too, readable via `child`).
     pub fn start(mut command: Command) -> Spawned {
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let refused = command
+            .get_envs()
+            .any(|(k, v)| k == "SOCKETKIT_URING" && v.is_some_and(|v| v == "refuse"));
+        let uring = !refused
+            && args
+                .windows(2)
+                .any(|w| matches!(w[0].as_str(), "-e" | "--engine") && w[1] == "uring");
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -211,6 +231,7 @@ impl Spawned {
             stdin,
             lines,
             seen: Vec::new(),
+            uring,
         }
     }
 
@@ -247,6 +268,12 @@ impl Spawned {
         (0..count)
             .map(|_| {
                 let line = self.wait_for_line("listening on ");
+                if self.uring {
+                    assert!(
+                        line.ends_with(", uring)"),
+                        "the uring engine fell back: {line}"
+                    );
+                }
                 let text = line
                     .split("listening on ")
                     .nth(1)

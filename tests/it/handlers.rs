@@ -710,7 +710,9 @@ impl AsyncStreamHandler for AsyncFrameEcho {
 fn bounded_reverse(engine: Engine, failures: &Failures, builder: ServerBuilder) -> TestServer {
     let builder = builder.engine(engine).listen(tcp());
     TestServer::with(match engine {
-        Engine::Async => builder.async_handler(AsyncBoundedReverse(failures.clone())),
+        Engine::Async | Engine::Uring => {
+            builder.async_handler(AsyncBoundedReverse(failures.clone()))
+        }
         _ => builder.stream_handler(BoundedReverse(failures.clone())),
     })
 }
@@ -871,7 +873,9 @@ fn read_frame_serves_frames_and_refuses_a_header_over_the_limit_before_its_paylo
             .max_frame(100)
             .listen(tcp());
         let server = TestServer::with(match engine {
-            Engine::Async => builder.async_handler(AsyncFrameEcho(failures.clone())),
+            Engine::Async | Engine::Uring => {
+                builder.async_handler(AsyncFrameEcho(failures.clone()))
+            }
             _ => builder.stream_handler(FrameEcho(failures.clone())),
         });
         // An empty frame, one at the limit, and one in pieces: echoed.
@@ -957,7 +961,7 @@ fn the_raw_reader_gets_the_bytes_a_bounded_read_left_in_the_buffer() {
     for engine in Engine::ALL {
         let builder = Server::builder().engine(engine).listen(tcp());
         let server = TestServer::with(match engine {
-            Engine::Async => builder.async_handler(AsyncMixed),
+            Engine::Async | Engine::Uring => builder.async_handler(AsyncMixed),
             _ => builder.stream_handler(Mixed),
         });
         assert!(

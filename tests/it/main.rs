@@ -14,12 +14,16 @@ mod drain;
 mod engines;
 mod epoll_baseline;
 mod examples;
+mod exec;
 mod framing;
 mod handlers;
 mod hardening;
 mod interop;
 mod layers;
+mod listen;
 mod memory;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod multicast;
 mod names;
 mod netns;
@@ -27,7 +31,15 @@ mod operations;
 mod ping;
 #[cfg(feature = "proxy")]
 mod proxy_protocol;
+mod relay;
+#[cfg(all(feature = "hdr-log", feature = "plot"))]
+mod report;
 mod resources;
 mod seqpacket;
 mod services;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_adopters;
 mod unicode;
+mod uring;

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    init_logging(cli.verbose, cli.quiet);
+    init_logging(cli.verbose, cli.quiet, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::run(args, cli.quiet),
         Command::Send(args) => cmd::send::run(args),
@@ -31,12 +31,19 @@ fn main() -> ExitCode {
         Command::Ping(args) => cmd::ping::run(args, cli.quiet),
         Command::Services { json } => cmd::services::run(json),
         Command::Completions { shell } => cmd::completions::run(shell),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Listen(args) => cmd::listen::run(args, cli.verbose > 0),
+        Command::Relay(args) => cmd::relay::run(args, cli.quiet),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS, // `socketkit ... | head`
         Err(error) => {
-            say(format_args!("socketkit: error: {error:#}"));
+            if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!("socketkit: error: {error:#}");
+            } else {
+                say(format_args!("socketkit: error: {error:#}"));
+            }
             ExitCode::from(exit_code(&error))
         }
     }
@@ -57,10 +64,17 @@ fn usage_error(error: clap::Error) -> ExitCode {
     ExitCode::from(ErrorKind::Usage.exit_code())
 }
 
+/// Whether `--log-format json` is on: then every stderr line is a JSON log line.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// One line on stderr. A closed stderr must not panic (eprintln! would): the line is lost, the
-/// work goes on.
+/// work goes on. With `--log-format json`, an info log line (JSON) instead.
 pub fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{line}");
+        return;
+    }
     let _ = writeln!(io::stderr(), "{line}");
 }
 
@@ -88,7 +102,9 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// Logs go to stderr; RUST_LOG wins over -v/-q; colour only on a terminal without NO_COLOR.
-fn init_logging(verbose: u8, quiet: bool) {
+/// `--log-format json`: one JSON object per line (tracing-subscriber's JSON layer), always
+/// with its timestamp, never coloured.
+fn init_logging(verbose: u8, quiet: bool, format: cli::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",
@@ -101,12 +117,14 @@ fn init_logging(verbose: u8, quiet: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(ansi)
         .with_target(false)
         .log_internal_errors(false); // a closed stderr must not panic the logging thread
-    if verbose > 0 {
-        builder.init();
-    } else {
-        builder.without_time().init();
+    match format {
+        cli::LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().with_ansi(false).init()
+        }
+        cli::LogFormat::Human if verbose > 0 => builder.with_ansi(ansi).init(),
+        cli::LogFormat::Human => builder.with_ansi(ansi).without_time().init(),
     }
 }

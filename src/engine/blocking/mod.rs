@@ -11,10 +11,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
-use super::datagram::{Datagrams, Received, check_reply, recv_datagram, reply_addr};
+use super::datagram::{
+    BATCH, Batch, Datagrams, Received, check_reply, recv_datagram, reply_addr, send_failure,
+};
 use super::listener::{Listener, unix_address};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
@@ -23,6 +26,7 @@ use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
 use crate::service::Address;
+use crate::stats::{DropReason, ListenerStats};
 use pool::{Job, Pool};
 pub(crate) use stream::Conn;
 use stream::serve_stream;
@@ -76,7 +80,7 @@ impl Runner {
             Runner::Inline | Runner::Thread => Box::new(move || {
                 let _permit = permit;
                 #[cfg(feature = "proxy")]
-                let Some(ctx) = proxied::proxied(&shared, &conn, ctx) else {
+                let Some(ctx) = proxied::proxied(&shared, &conn, ctx, &traffic) else {
                     return;
                 };
                 serve_stream(&shared, conn, ctx, traffic);
@@ -91,6 +95,8 @@ struct Loop {
     listener: Arc<Listener>,
     slots: Arc<Slots>,
     runner: Arc<Runner>,
+    /// The listener's counters.
+    stats: Arc<ListenerStats>,
 }
 
 pub(super) fn serve(
@@ -109,12 +115,13 @@ pub(super) fn serve(
     let slots = Slots::new(shared.limits.max_connections);
     let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
     let mut threads = Vec::new();
-    for listener in &listeners {
+    for (index, listener) in listeners.iter().enumerate() {
         let worker = Loop {
             shared: shared.clone(),
             listener: listener.clone(),
             slots: slots.clone(),
             runner: runner.clone(),
+            stats: shared.listener_stats(index),
         };
         let spawned = std::thread::Builder::new()
             .name("socketkit-listener".into())
@@ -138,12 +145,13 @@ pub(super) fn serve(
     // once, even where its thread is busy with a connection (sequential): later clients are
     // refused instead of waiting in a queue nobody will serve.
     let mut joined = Vec::new();
-    for (listener, thread) in listeners.iter().zip(threads) {
+    for (index, (listener, thread)) in listeners.iter().zip(threads).enumerate() {
         let queued = Loop {
             shared: shared.clone(),
             listener: listener.clone(),
             slots: slots.clone(),
             runner: runner.clone(),
+            stats: shared.listener_stats(index),
         }
         .take_queue();
         listener.stop_accepting();
@@ -240,7 +248,7 @@ impl Loop {
     fn accept_loop(&self, transport: Transport) {
         let shared = &self.shared;
         let local = self.listener.local();
-        let mut acceptor = AcceptLoop::new();
+        let mut acceptor = AcceptLoop::new(self.stats.clone());
         loop {
             if !self.wait_for("connections") {
                 return;
@@ -263,7 +271,7 @@ impl Loop {
                 Accepted::Serve(conn, peer) => {
                     let ctx = context(transport, peer, local.clone());
                     let shared = shared.clone();
-                    let traffic = Traffic::new(); // from the accept: a pool's queue counts
+                    let traffic = Traffic::new(&self.stats); // from the accept: a pool's queue counts
                     let job = self.runner.connection(shared, conn, ctx, traffic, permit);
                     self.runner.run(job);
                 }
@@ -288,11 +296,12 @@ impl Loop {
         let mut jobs: Vec<Job> = Vec::new();
         drain_queue(
             &self.shared,
+            &self.stats,
             || self.accept(),
             |conn, peer| {
                 let permit = self.slots.acquire_at_shutdown();
                 let ctx = context(transport, peer, local.clone());
-                let traffic = Traffic::new();
+                let traffic = Traffic::new(&self.stats);
                 jobs.push(
                     self.runner
                         .connection(self.shared.clone(), conn, ctx, traffic, permit),
@@ -304,7 +313,11 @@ impl Loop {
 
     fn datagram_loop(&self, transport: Transport) {
         let shared = &self.shared;
-        let mut datagrams = Datagrams::new(shared, transport, self.listener.local());
+        let mut datagrams =
+            Datagrams::new(shared, transport, self.listener.local(), self.stats.clone());
+        let Some(handler) = shared.app.datagram_handler.clone() else {
+            return self.batch_loop(&mut datagrams);
+        };
         let mut limit_log = LimitLog::default();
         loop {
             if !self.wait_for("datagrams") {
@@ -319,14 +332,7 @@ impl Loop {
                     continue;
                 }
             };
-            let Some(handler) = shared.app.datagram_handler.clone() else {
-                // A sans-IO service is quick: answer on this thread, whatever the engine.
-                if let Some(reply) = datagrams.answer(shared, &ctx, n) {
-                    let sent = send_to(&self.listener, reply, &ctx.peer);
-                    datagrams.sent(&ctx.peer, sent);
-                }
-                continue;
-            };
+            let handler = handler.clone();
             let Some(permit) = self.permit(&mut limit_log) else {
                 return;
             };
@@ -334,12 +340,28 @@ impl Loop {
             let shared = shared.clone();
             let listener = self.listener.clone();
             let reply_log = datagrams.reply_log();
+            let stats = self.stats.clone();
             self.runner.run(Box::new(move || {
                 let _permit = permit;
+                // The handler's replies, counted like a service's: the datagram answered once
+                // however many replies it got, each reply's bytes, each one not sent dropped.
+                let replied = AtomicU64::new(0);
+                let replied_bytes = AtomicU64::new(0);
                 let send = |bytes: &[u8]| {
-                    check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    if let Err(e) = check_reply(&shared.limits, &ctx.peer, bytes) {
+                        stats.dropped(DropReason::Oversize);
+                        return Err(e);
+                    }
                     reply_log.sending(&ctx.peer, bytes); // the loop guard sees handlers' replies
-                    send_to(&listener, bytes, &ctx.peer)
+                    let sent = send_to(&listener, bytes, &ctx.peer);
+                    match &sent {
+                        Ok(()) => {
+                            replied.fetch_add(1, Ordering::Relaxed);
+                            replied_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => stats.dropped(send_failure(e)),
+                    }
+                    sent
                 };
                 let mut request = DatagramRequest {
                     data: &data,
@@ -349,12 +371,45 @@ impl Loop {
                 let result = catch_unwind(AssertUnwindSafe(|| handler.handle(&mut request)));
                 let result = match result {
                     Ok(r) => r.map_err(SessionError::Io),
-                    Err(panic) => Err(SessionError::Panic(HandlerError::from_panic(panic))),
+                    Err(panic) => {
+                        stats.panicked();
+                        Err(SessionError::Panic(HandlerError::from_panic(panic)))
+                    }
                 };
+                if replied.load(Ordering::Relaxed) > 0 {
+                    let bytes = replied_bytes.load(Ordering::Relaxed);
+                    stats.datagram_answered(usize::try_from(bytes).unwrap_or(usize::MAX));
+                }
+                if let Err(SessionError::Io(_)) = result {
+                    stats.handler_error();
+                }
                 if result.is_err() {
                     shared.report(&ctx.peer, result);
                 }
             }));
+        }
+    }
+}
+
+impl Loop {
+    /// The datagram loop of a sans-IO service, which is quick: it answers on this thread,
+    /// whatever the engine, the datagrams queued a batch at a time ([`Batch`]: one system call
+    /// to receive them, one to send their replies). After a full batch more may be queued: it
+    /// receives again without waiting, once it has looked at the stop.
+    fn batch_loop(&self, datagrams: &mut Datagrams) {
+        let shared = &self.shared;
+        let mut batch = Batch::new();
+        let mut full = false;
+        loop {
+            if full && shared.stop.is_fired() || !full && !self.wait_for("datagrams") {
+                return;
+            }
+            let received = batch.recv(self.fd());
+            full = matches!(received, Ok(BATCH));
+            if let Some(delay) = batch.answer(self.fd(), datagrams, shared, received) {
+                full = false;
+                let _ = wait_readable(shared.stop.fd(), &shared.stop, Some(delay));
+            }
         }
     }
 }

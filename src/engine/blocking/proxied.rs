@@ -9,27 +9,29 @@ use nix::poll::PollFlags;
 
 use super::stream::Conn;
 use crate::engine::Shared;
-use crate::engine::proxied::{
-    PEEK_BYTES, Progress, ProxyHeaderError, admit, report_header_error, step,
-};
+use crate::engine::Traffic;
+use crate::engine::proxied::{PEEK_BYTES, Progress, ProxyHeaderError, admit, header_failed, step};
 use crate::engine::wait::{Woken, wait_until_ready};
 use crate::proxy::{Header, HeaderReader};
 use crate::service::Context;
 
 /// With `--proxy-protocol`: reads the connection's header and returns its context with the
 /// real client as the peer; `None` when the connection is over (a bad header, reported; a
-/// refused client). Without it: the context as it is.
-pub(crate) fn proxied(shared: &Shared, conn: &Conn, ctx: Context) -> Option<Context> {
+/// refused client), its end counted in `traffic`. Without it: the context as it is.
+pub(crate) fn proxied(
+    shared: &Shared,
+    conn: &Conn,
+    ctx: Context,
+    traffic: &Traffic,
+) -> Option<Context> {
     if !shared.proxy_protocol {
         return Some(ctx);
     }
-    match read_header(shared, conn) {
-        Ok(header) => admit(shared, conn, ctx, header),
-        Err(error) => {
-            report_header_error(&ctx, &error);
-            None
-        }
-    }
+    let admitted = match read_header(shared, conn) {
+        Ok(header) => admit(shared, traffic.stats(), conn, ctx, header),
+        Err(error) => Err(header_failed(&ctx, &error)),
+    };
+    admitted.map_err(|cause| traffic.ended(cause)).ok()
 }
 
 fn read_header(shared: &Shared, conn: &Conn) -> Result<Header, ProxyHeaderError> {

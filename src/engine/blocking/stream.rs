@@ -20,6 +20,7 @@ use crate::engine::{SessionError, Shared, Traffic};
 use crate::handler::{HandlerError, StreamRequest, run_stream_handler};
 use crate::service::{Context, StreamSession};
 use crate::shutdown::Trigger;
+use crate::stats::EndCause;
 
 /// An accepted stream connection on a blocking engine.
 #[derive(Debug)]
@@ -159,6 +160,20 @@ fn drive(
     traffic: &Traffic,
 ) -> Result<(), SessionError> {
     let mut machine = Connection::new(session, &shared.limits, Instant::now());
+    let result = run(&mut machine, conn, buf, shared, traffic);
+    // Counted whatever the end: a reply given before a reset was still given.
+    traffic.answered(machine.replies());
+    result
+}
+
+/// [`drive`]'s loop.
+fn run(
+    machine: &mut Connection,
+    conn: &Conn,
+    buf: &mut [u8],
+    shared: &Shared,
+    traffic: &Traffic,
+) -> Result<(), SessionError> {
     loop {
         let event = match machine.action() {
             Action::Write { bytes, deadline } => {
@@ -179,10 +194,32 @@ fn drive(
                     &*shared.stop
                 };
                 match read_until(conn, buf, deadline, trigger)? {
-                    Waited::Done(0) => Event::Eof,
+                    Waited::Done(0) => {
+                        traffic.eof();
+                        Event::Eof
+                    }
                     Waited::Done(n) => {
                         traffic.received(n);
-                        Event::Read(&buf[..n])
+                        let now = Instant::now();
+                        if machine.read_in_place(&mut buf[..n], now) {
+                            // The reply is the read buffer, transformed: sent from here, and
+                            // what does not go at once is left to the machine's writes.
+                            let wrote = match conn.send_now(&buf[..n]) {
+                                Ok(wrote) => wrote,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                    ) =>
+                                {
+                                    0
+                                }
+                                Err(e) => return Err(e.into()),
+                            };
+                            traffic.sent(wrote);
+                            machine.wrote_in_place(&buf[..n], wrote, now);
+                        }
+                        continue;
                     }
                     Waited::Deadline => Event::Deadline,
                     Waited::Triggered if stopping => Event::GraceOver,
@@ -231,14 +268,18 @@ impl Read for GuardedRead<'_> {
         let idle_ends = Instant::now() + idle;
         let deadline = self.deadline.map_or(idle_ends, |at| at.min(idle_ends));
         match read_until(self.conn, buf, deadline, &self.shared.force)? {
+            Waited::Done(0) if !buf.is_empty() => {
+                self.traffic.eof();
+                Ok(0)
+            }
             Waited::Done(n) => {
                 self.traffic.received(n);
                 Ok(n)
             }
             Waited::Triggered => Err(grace_over()),
-            Waited::Deadline if deadline < idle_ends => Err(io::Error::new(
+            Waited::Deadline if deadline < idle_ends => Err(EndCause::MessageTimeout.error(
                 io::ErrorKind::TimedOut,
-                "the message deadline passed",
+                "the message deadline passed".into(),
             )),
             Waited::Deadline => Err(idle_timed_out(idle)),
         }

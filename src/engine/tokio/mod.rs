@@ -1,15 +1,17 @@
 //! The async engine: tokio, one task per connection (the default engine).
 
-mod batch;
+mod exec;
 #[cfg(feature = "proxy")]
 mod proxied;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io;
 use std::sync::Arc;
 
-use batch::{BATCH, RecvBatch, SendBatch};
-use bytes::BytesMut;
+use std::os::fd::{AsFd, BorrowedFd};
+
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UdpSocket, UnixDatagram, UnixListener};
 use tokio::sync::Semaphore;
@@ -19,8 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::accept::{AcceptLoop, Accepted, drain_queue};
-use super::datagram::{self, Received};
-use super::guard::Admitted;
+use super::datagram::{self, BATCH, Batch};
 use super::listener::{Listener, unix_address};
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -29,7 +30,11 @@ use crate::service::Address;
 use stream::{Conn, Listening, serve_conn};
 
 pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if shared.limits.threads > 0 {
+        builder.worker_threads(shared.limits.threads);
+    }
+    let runtime = builder
         .enable_all()
         .thread_name("socketkit-async")
         .build()
@@ -43,9 +48,10 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     let mut loops = JoinSet::new();
     // Unix socket files are removed when their guard drops, after serving.
     let mut _socket_files = Vec::new();
-    for listener in listeners {
+    for (index, listener) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let (transport, local) = (listener.transport(), listener.local());
+        let stats = shared.listener_stats(index);
         let adopt = |e| Error::io("cannot adopt a listener into the async runtime", e);
         // Datagram listeners get their loop; stream listeners, adopted, an acceptor each.
         let accept = match listener {
@@ -59,20 +65,40 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
                 Accept::Seqpacket(crate::seqpacket::register(l).map_err(adopt)?)
             }
             Listener::Udp(s) => {
-                let s = UdpSocket::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Udp(s), shared, transport, local));
+                let s = Datagrams::Udp(UdpSocket::from_std(s).map_err(adopt)?);
+                spawn_datagrams(
+                    &mut loops,
+                    s,
+                    shared,
+                    (transport, local),
+                    (&tracker, &slots),
+                    stats,
+                );
                 continue;
             }
             Listener::UnixDatagram(s, file) => {
                 _socket_files.push(file);
-                let s = UnixDatagram::from_std(s).map_err(adopt)?;
-                loops.spawn(datagram_loop(Datagrams::Unix(s), shared, transport, local));
+                let s = Datagrams::Unix(UnixDatagram::from_std(s).map_err(adopt)?);
+                spawn_datagrams(
+                    &mut loops,
+                    s,
+                    shared,
+                    (transport, local),
+                    (&tracker, &slots),
+                    stats,
+                );
                 continue;
             }
         };
         let acceptor = Acceptor {
             listener: accept,
-            listening: Arc::new(Listening { transport, local }),
+            listening: Arc::new(Listening {
+                #[cfg(feature = "tls")]
+                tls: shared.tls_for(&local),
+                transport,
+                local,
+                stats,
+            }),
             shared,
             tracker: tracker.clone(),
             slots: slots.clone(),
@@ -93,6 +119,29 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
     Ok(())
 }
 
+/// A datagram listener's loop: a program's runs (`exec`), or the service's answers.
+fn spawn_datagrams(
+    loops: &mut JoinSet<()>,
+    socket: Datagrams,
+    shared: Arc<Shared>,
+    (transport, local): (Transport, Address),
+    (tracker, slots): (&TaskTracker, &Arc<Semaphore>),
+    stats: Arc<crate::stats::ListenerStats>,
+) {
+    match shared.app.exec.clone() {
+        Some(program) => loops.spawn(exec::exec_loop(
+            socket,
+            shared,
+            (transport, local),
+            program,
+            tracker.clone(),
+            slots.clone(),
+            stats,
+        )),
+        None => loops.spawn(datagram_loop(socket, shared, transport, local, stats)),
+    };
+}
+
 enum Accept {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -111,7 +160,7 @@ impl Acceptor {
     async fn run(self) {
         let shared = &self.shared;
         let listening = &self.listening;
-        let mut acceptor = AcceptLoop::new();
+        let mut acceptor = AcceptLoop::new(listening.stats.clone());
         'serving: loop {
             // The slot is taken before accept(): at the limit, clients stay in the kernel's queue.
             let permit = match self.slots.clone().try_acquire_owned() {
@@ -172,11 +221,16 @@ impl Acceptor {
                 .accept()
                 .and_then(|(s, a)| Ok((Conn::Seqpacket(PacketStream::new(s)?), unix_address(&a)))),
         };
-        drain_queue(&self.shared, accept_now, |stream, peer| {
-            let permit = self.slots.clone().try_acquire_owned().ok();
-            let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
-            self.tracker.spawn(conn);
-        });
+        drain_queue(
+            &self.shared,
+            &listening.stats,
+            accept_now,
+            |stream, peer| {
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let conn = serve_conn(stream, peer, listening, self.shared.clone(), permit);
+                self.tracker.spawn(conn);
+            },
+        );
     }
 }
 
@@ -209,16 +263,14 @@ async fn datagram_loop(
     shared: Arc<Shared>,
     transport: Transport,
     local: Address,
+    stats: Arc<crate::stats::ListenerStats>,
 ) {
-    let mut datagrams = datagram::Datagrams::new(&shared, transport, local);
+    let mut datagrams = datagram::Datagrams::new(&shared, transport, local, stats);
     // One stop future for the loop's life: a fresh one per datagram registered and removed a
     // waiter on the shared token (two mutexes) at each receive. Polled first, so that a flood
     // that keeps the socket readable cannot hide the stop.
     let mut stop = std::pin::pin!(shared.stop.fired());
-    let mut batch = match &socket {
-        Datagrams::Udp(_) => Some(Batch::new()),
-        Datagrams::Unix(_) => None,
-    };
+    let mut batch = Batch::new();
     loop {
         let readable = tokio::select! {
             biased;
@@ -231,169 +283,21 @@ async fn datagram_loop(
         // flood lasts (on a one-CPU host: every connection). One unit a wake-up makes it yield
         // once the budget is spent, as a budgeted receive would.
         tokio::task::coop::consume_budget().await;
-        // Then the datagrams already queued, without waiting between them: the wait (a poll of
-        // the stop and of the socket's readiness) cost about as much as the rules and the
-        // reply together, per datagram.
-        // An error of the wait goes to the rules as a receive error would.
-        let mut failed = readable.err();
-        if let (Datagrams::Udp(udp), Some(batch)) = (&socket, &mut batch) {
-            if let Some(delay) = batch.answer(udp, &mut datagrams, &shared, failed) {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-            }
-            continue;
-        }
-        for _ in 0..DATAGRAMS_PER_WAKE {
-            let received = match failed.take() {
-                Some(e) => Err(e),
-                None => socket.try_recv(datagrams.buffer(), transport),
-            };
-            let (n, ctx) = match received {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                received => match datagrams.received(&shared, received) {
-                    Received::Request(n, ctx) => (n, ctx),
-                    Received::Next => continue,
-                    Received::BackOff(delay) => {
-                        tokio::select! {
-                            () = &mut stop => return,
-                            () = tokio::time::sleep(delay) => {}
-                        }
-                        break;
-                    }
-                },
-            };
-            // Sent now or dropped: a peer that does not read must not hold the listener.
-            if let Some(reply) = datagrams.answer(&shared, &ctx, n) {
-                let sent = try_send_to(&socket, reply, &ctx.peer);
-                datagrams.sent(&ctx.peer, sent);
-            }
-        }
-    }
-}
-
-/// The batches of a UDP loop: the datagrams queued, received in one system call, and their
-/// replies, sent in one ([`batch`]).
-struct Batch {
-    recv: RecvBatch,
-    send: SendBatch,
-    /// The answered datagrams of the batch: their senders (and where the loop guard holds
-    /// them), replies, and the replies' addresses.
-    peers: Vec<(Address, Admitted)>,
-    replies: Vec<BytesMut>,
-    to: Vec<socket2::SockAddr>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            recv: RecvBatch::new(),
-            send: SendBatch::new(),
-            peers: Vec::with_capacity(BATCH),
-            replies: (0..BATCH).map(|_| BytesMut::new()).collect(),
-            to: Vec::with_capacity(BATCH),
-        }
-    }
-
-    /// One wake-up of a UDP loop: receives the datagrams queued (at most [`BATCH`], one
-    /// system call), answers them, and sends their replies (one system call, each reply now or
-    /// never). `failed` is an error of the wait. Returns how long to back off after an error
-    /// of the process or system (of the wait, or of a datagram of the batch).
-    fn answer(
-        &mut self,
-        socket: &UdpSocket,
-        datagrams: &mut datagram::Datagrams,
-        shared: &Shared,
-        failed: Option<io::Error>,
-    ) -> Option<std::time::Duration> {
-        use std::os::fd::AsFd;
-        let mut count = 0;
-        let received = match failed {
-            Some(e) => Err(e),
-            // Fewer datagrams than a batch means the queue is empty: the closure then says
-            // `WouldBlock`, so that tokio clears the readiness it saw (a datagram arriving
-            // since is a new readiness event), sparing the call that would find the queue
-            // empty. On this unconnected socket without IP_RECVERR no error can end a batch
-            // early with datagrams still queued (the kernel ignores ICMP errors for it).
-            None => socket.try_io(tokio::io::Interest::READABLE, || {
-                count = self.recv.recv(socket.as_fd())?;
-                match count {
-                    BATCH => Ok(()),
-                    _ => Err(io::ErrorKind::WouldBlock.into()),
-                }
-            }),
+        // Then the datagrams already queued, in one batch: the wait (a poll of the stop and of
+        // the socket's readiness) cost about as much as the rules and the reply together, per
+        // datagram. An error of the wait goes to the rules as a receive error would.
+        let received = match readable {
+            Err(e) => Err(e),
+            Ok(()) => socket.try_recv_batch(&mut batch),
         };
-        if let Err(e) = received
-            && count == 0
-        {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return None;
-            }
-            return match datagrams.received_in(shared, &[], Err(e), None) {
-                Received::BackOff(delay) => Some(delay),
-                _ => None,
-            };
-        }
-        // One reading of the clocks for the batch: its datagrams were received together.
-        let clock = (std::time::Instant::now(), std::time::SystemTime::now());
-        self.peers.clear();
-        self.to.clear();
-        let mut back_off = None;
-        for i in 0..count {
-            let (buf, got) = self.recv.get(i);
-            let got = got.map(|(n, from)| (n, Address::Inet(from)));
-            let (n, ctx) = match datagrams.received_in(shared, buf, got, Some(clock)) {
-                Received::Request(n, ctx) => (n, ctx),
-                Received::Next => continue,
-                // As the one-at-a-time loop does, after this batch's replies.
-                Received::BackOff(delay) => {
-                    back_off = Some(delay);
-                    continue;
-                }
-            };
-            let admitted = datagrams.admitted();
-            let at = self.peers.len();
-            if !datagram::answer(shared, &ctx, &buf[..n], &mut self.replies[at]) {
-                continue;
-            }
-            match datagram::reply_addr(&ctx.peer) {
-                Ok(to) => {
-                    self.to.push(to);
-                    self.peers.push((ctx.peer, admitted));
-                }
-                Err(e) => datagrams.sent_reply(&ctx.peer, &self.replies[at], admitted, Err(e)),
+        if let Some(delay) = batch.answer(socket.as_fd(), &mut datagrams, &shared, received) {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(delay) => {}
             }
         }
-        let replies: [&[u8]; BATCH] =
-            std::array::from_fn(|i| self.replies.get(i).map_or(&[][..], |r| &r[..]));
-        let (peers, replies) = (&self.peers, &replies[..self.peers.len()]);
-        self.send
-            .send(socket.as_fd(), replies, &self.to, |i, sent| {
-                let (peer, admitted) = &peers[i];
-                datagrams.sent_reply(peer, replies[i], *admitted, sent);
-            });
-        // A service that once wrote a reply over the limit (not sent) must not leave its
-        // buffer that big for the life of the loop. Cut back to the limit, not to nothing: a
-        // reply the limit allows may grow a buffer past it (doubling), and must not cost an
-        // allocation every time.
-        let limit = shared
-            .limits
-            .max_datagram
-            .min(crate::limits::MAX_DATAGRAM_BYTES_V6);
-        for reply in &mut self.replies {
-            if reply.capacity() > limit {
-                *reply = BytesMut::with_capacity(limit);
-            }
-        }
-        back_off
     }
 }
-
-/// Datagrams received at most per wake-up of the loop, before the stop is looked at again and
-/// one unit of the task's coop budget is spent: a flood delays the stop by no more than this
-/// many answers, and the other tasks on the thread by no more than a budget's worth of them.
-const DATAGRAMS_PER_WAKE: usize = 16;
 
 impl Datagrams {
     /// Waits until the socket may have a datagram.
@@ -404,9 +308,36 @@ impl Datagrams {
         }
     }
 
-    /// Receives one datagram without waiting (`WouldBlock` when none is queued).
+    /// Receives the datagrams queued into `batch` without waiting: how many (`WouldBlock`
+    /// when none is queued).
+    ///
+    /// Fewer datagrams than a batch means the queue is empty: the closure then says
+    /// `WouldBlock`, so that tokio clears the readiness it saw (a datagram arriving since is a
+    /// new readiness event), sparing the call that would find the queue empty. On these
+    /// unconnected sockets without IP_RECVERR no error can end a batch early with datagrams
+    /// still queued (the kernel ignores ICMP errors for them).
+    fn try_recv_batch(&self, batch: &mut Batch) -> io::Result<usize> {
+        let mut count = 0;
+        let mut recv = || {
+            count = batch.recv(self.as_fd())?;
+            match count {
+                BATCH => Ok(()),
+                _ => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            }
+        };
+        let received = match self {
+            Datagrams::Udp(s) => s.try_io(tokio::io::Interest::READABLE, &mut recv),
+            Datagrams::Unix(s) => s.try_io(tokio::io::Interest::READABLE, &mut recv),
+        };
+        match received {
+            Err(e) if count == 0 => Err(e),
+            _ => Ok(count),
+        }
+    }
+
+    /// Receives one queued datagram without waiting (the exec loop's, whose runs answer one
+    /// by one from their own tasks).
     fn try_recv(&self, buf: &mut [u8], transport: Transport) -> io::Result<(usize, Address)> {
-        use std::os::fd::AsFd;
         match self {
             Datagrams::Udp(s) => s.try_io(tokio::io::Interest::READABLE, || {
                 datagram::recv_datagram(s.as_fd(), buf, transport)
@@ -416,13 +347,16 @@ impl Datagrams {
             }),
         }
     }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Datagrams::Udp(s) => s.as_fd(),
+            Datagrams::Unix(s) => s.as_fd(),
+        }
+    }
 }
 
-/// Sends `reply` now or not at all: a full receive queue at the peer (a Unix datagram socket
-/// that does not read) or a full send buffer is `WouldBlock`, and the reply is dropped, as on
-/// the blocking engines. The system call is made directly on the non-blocking socket: tokio's
-/// `try_send_to` would trust its cached readiness, which a `WouldBlock` clears until the kernel
-/// next signals the socket writable, and could then drop replies to everyone without trying.
+/// Sends one reply now or not at all: a peer that does not read must not hold the listener.
 fn try_send_to(socket: &Datagrams, reply: &[u8], peer: &Address) -> io::Result<()> {
     let to = datagram::reply_addr(peer)?;
     match socket {

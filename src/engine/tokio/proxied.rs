@@ -9,11 +9,10 @@ use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::engine::Shared;
-use crate::engine::proxied::{
-    PEEK_BYTES, Progress, ProxyHeaderError, admit, report_header_error, step,
-};
+use crate::engine::proxied::{PEEK_BYTES, Progress, ProxyHeaderError, admit, header_failed, step};
 use crate::proxy::{Header, HeaderReader};
 use crate::service::{Address, Context};
+use crate::stats::{EndCause, ListenerStats};
 
 /// A byte stream that may carry a PROXY header.
 pub(crate) enum Stream<'a> {
@@ -30,10 +29,16 @@ impl AsFd for Stream<'_> {
     }
 }
 
-/// Reads the connection's PROXY header and returns the real client, verified; `None` when
-/// the connection is over (a bad header, reported; a refused client). `ctx` is the
-/// connection's context with the socket's peer.
-pub(crate) async fn proxied(shared: &Shared, conn: Stream<'_>, ctx: Context) -> Option<Address> {
+/// Reads the connection's PROXY header and returns the real client, verified; else the
+/// connection is over (a bad header, reported; a refused client, counted as refused), and
+/// the error is the cause its end is to be counted by. `ctx` is the connection's context
+/// with the socket's peer.
+pub(crate) async fn proxied(
+    shared: &Shared,
+    stats: &ListenerStats,
+    conn: Stream<'_>,
+    ctx: Context,
+) -> Result<Address, EndCause> {
     let conn = &conn;
     let limit = shared.limits.message_timeout;
     let read = tokio::select! {
@@ -44,11 +49,8 @@ pub(crate) async fn proxied(shared: &Shared, conn: Stream<'_>, ctx: Context) -> 
         _ = shared.force.fired() => Err(ProxyHeaderError::GraceOver),
     };
     match read {
-        Ok(header) => admit(shared, conn, ctx, header).map(|ctx| ctx.peer),
-        Err(error) => {
-            report_header_error(&ctx, &error);
-            None
-        }
+        Ok(header) => admit(shared, stats, conn, ctx, header).map(|ctx| ctx.peer),
+        Err(error) => Err(header_failed(&ctx, &error)),
     }
 }
 

@@ -16,8 +16,11 @@ use crate::Limits;
 use crate::endpoint::Transport;
 use crate::engine::conn::{Action, Connection, Event, Io, Linger, grace_over};
 use crate::engine::{SessionError, Shared, Traffic};
-use crate::handler::{AsyncStream, AsyncStreamRequest, CatchUnwind, DynAsyncHandler};
+use crate::handler::{
+    AsyncStream, AsyncStreamRequest, CatchUnwind, DynAsyncHandler, PeerCredentials,
+};
 use crate::service::{Address, Context, StreamSession};
+use crate::stats::ListenerStats;
 
 /// An accepted connection, kept concrete so the session path can wait for readiness without
 /// holding a buffer.
@@ -26,6 +29,9 @@ pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
     /// One record per read and per write (see [`crate::seqpacket`]).
     Seqpacket(crate::seqpacket::PacketStream),
+    /// A TCP connection after its TLS handshake (see `tls.rs`); boxed: the TLS state is large.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl std::os::fd::AsFd for Conn {
@@ -34,6 +40,8 @@ impl std::os::fd::AsFd for Conn {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Unix(s) => s.as_fd(),
             Conn::Seqpacket(s) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.tcp().as_fd(),
         }
     }
 }
@@ -72,6 +80,11 @@ thread_local! {
 pub(crate) struct Listening {
     pub(crate) transport: Transport,
     pub(crate) local: Address,
+    /// The listener's counters.
+    pub(crate) stats: Arc<ListenerStats>,
+    /// A `tls://` listener's settings: each connection's handshake comes first.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl Listening {
@@ -108,6 +121,8 @@ pub(crate) fn serve_conn(
     let listening = listening.clone();
     let accepted = SystemTime::now();
     async move {
+        // The PROXY header first, then the TLS handshake: a balancer (HAProxy's send-proxy-v2
+        // in front of a TLS backend) sends the header on the TCP connection, before TLS.
         // Boxed: rare, and inline its state would grow every idle connection's task.
         #[cfg(feature = "proxy")]
         let peer = match shared.proxy_protocol {
@@ -117,22 +132,48 @@ pub(crate) fn serve_conn(
                     Conn::Tcp(s) => Stream::Tcp(s),
                     Conn::Unix(s) => Stream::Unix(s),
                     Conn::Seqpacket(_) => unreachable!("refused by the builder"),
+                    #[cfg(feature = "tls")]
+                    Conn::Tls(_) => unreachable!("the handshake comes after the header"),
                 };
                 let ctx = listening.context(&peer, accepted);
-                match Box::pin(proxied(&shared, stream, ctx)).await {
-                    Some(client) => client,
-                    None => return drop(permit),
+                match Box::pin(proxied(&shared, &listening.stats, stream, ctx)).await {
+                    Ok(client) => client,
+                    Err(cause) => {
+                        // Counted as an end, so the accepted connections add up to their ends.
+                        let took = accepted.elapsed().unwrap_or_default();
+                        listening.stats.ended(cause, (0, 0), 0, took);
+                        return drop(permit);
+                    }
                 }
             }
             false => peer,
         };
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &listening.tls {
+            // Boxed: the handshake's state is large, and only TLS connections pay for it.
+            let handshake = match conn {
+                Conn::Tcp(tcp) => Box::pin(super::tls::handshake(tls, tcp, &peer, &shared)).await,
+                // Only TCP listeners are ever TLS listeners.
+                _ => Err(crate::stats::EndCause::TlsHandshake),
+            };
+            match handshake {
+                Ok(tls) => conn = Conn::Tls(Box::new(tls)),
+                Err(cause) => {
+                    // Counted as an end, so the accepted connections add up to their ends.
+                    let took = accepted.elapsed().unwrap_or_default();
+                    listening.stats.ended(cause, (0, 0), 0, took);
+                    return drop(permit);
+                }
+            }
+        }
         if let Some(handler) = &shared.app.async_handler {
             let ctx = listening.context(&peer, accepted);
-            Box::pin(serve_handler(handler, conn, ctx, &shared)).await;
+            let stats = &listening.stats;
+            Box::pin(serve_handler(handler, conn, ctx, &shared, stats)).await;
         } else {
             // A temporary, gone before the first wait: the task does not keep it.
             let session = shared.session(&listening.context(&peer, accepted));
-            let traffic = Traffic::new();
+            let traffic = Traffic::new(&listening.stats);
             // Set once the server stops accepting: a session between messages then closes.
             let stopping = AtomicBool::new(false);
             let limits = &shared.limits;
@@ -143,6 +184,11 @@ pub(crate) fn serve_conn(
                 }
                 Conn::Unix(s) => {
                     let driven = drive(session, s, limits, &stopping, &traffic);
+                    until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
+                }
+                #[cfg(feature = "tls")]
+                Conn::Tls(s) => {
+                    let driven = drive(session, s.as_mut(), limits, &stopping, &traffic);
                     until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
                 }
                 Conn::Seqpacket(s) => {
@@ -168,17 +214,49 @@ async fn serve_handler(
     conn: Conn,
     ctx: Context,
     shared: &Shared,
+    stats: &Arc<ListenerStats>,
 ) {
     let peer = ctx.peer.clone();
-    let traffic = Arc::new(Traffic::new());
+    let traffic = Arc::new(Traffic::new(stats));
     let stopping = AtomicBool::new(false); // handlers do not look at it
     let work = async {
+        let mut ctx = ctx;
+        let mut credentials = None;
         let stream: Box<dyn AsyncStream> = match conn {
-            Conn::Tcp(s) => Box::new(Counted::new(s, traffic.clone())),
-            Conn::Unix(s) => Box::new(Counted::new(s, traffic.clone())),
+            Conn::Tcp(s) => {
+                // A handler (exec's TCPLOCALIP) is told the address the peer reached, not the
+                // listener's wildcard: one getsockname, for handlers only.
+                if ctx.local.inet().is_some_and(|a| a.ip().is_unspecified())
+                    && let Ok(local) = s.local_addr()
+                {
+                    ctx.local = Address::Inet(local);
+                }
+                Box::new(Counted::new(s, traffic.clone()))
+            }
+            Conn::Unix(s) => {
+                // The peer process, for exec's UNIXREMOTE* variables: one getsockopt per Unix
+                // connection of a handler (services never pay it).
+                credentials = s.peer_cred().ok().map(|c| PeerCredentials {
+                    pid: c.pid(),
+                    uid: c.uid(),
+                    gid: c.gid(),
+                });
+                Box::new(Counted::new(s, traffic.clone()))
+            }
             Conn::Seqpacket(s) => Box::new(Counted::new(s, traffic.clone())),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => {
+                // As for TCP: the address the peer reached, for exec's TCPLOCALIP.
+                if ctx.local.inet().is_some_and(|a| a.ip().is_unspecified())
+                    && let Ok(local) = s.tcp().local_addr()
+                {
+                    ctx.local = Address::Inet(local);
+                }
+                Box::new(Counted::new(s, traffic.clone()))
+            }
         };
         let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
+        request.set_peer_credentials(credentials);
         let result = CatchUnwind(handler.run(&mut request)).await;
         match result {
             Ok(Ok(())) => {
@@ -219,10 +297,18 @@ fn until_forced<'a, F: Future<Output = Result<(), SessionError>> + Unpin + 'a>(
 ) -> impl Future<Output = Result<(), SessionError>> + 'a {
     async move {
         {
+            // Once the stop holds this task's waker (every waker of a tokio task wakes that
+            // task), a wake-up needs only its flag: polling the stop's future at every request
+            // cost more than the flag.
             let mut stop = std::pin::pin!(shared.stop.fired());
+            let mut registered = false;
             let ended = std::future::poll_fn(|cx| match Pin::new(&mut work).poll(cx) {
                 Poll::Ready(result) => Poll::Ready(Some(result)),
-                Poll::Pending => stop.as_mut().poll(cx).map(|()| None),
+                Poll::Pending if registered && !shared.stop.is_fired() => Poll::Pending,
+                Poll::Pending => {
+                    registered = true;
+                    stop.as_mut().poll(cx).map(|()| None)
+                }
             })
             .await;
             if let Some(result) = ended {
@@ -264,7 +350,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         if let std::task::Poll::Ready(Ok(())) = polled {
-            this.traffic.received(buf.filled().len() - before);
+            match buf.filled().len() - before {
+                0 if buf.remaining() > 0 => this.traffic.eof(),
+                n => this.traffic.received(n),
+            }
         }
         polled
     }
@@ -318,7 +407,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let mut watchdog = Watchdog::new(now + limits.idle_timeout);
     // Whether `now` predates this wake-up (it is read again at the first event that needs it).
     let mut stale = false;
-    std::future::poll_fn(|cx| {
+    let driven = std::future::poll_fn(|cx| {
         loop {
             match machine.io() {
                 Io::Write(bytes) => match std::pin::Pin::new(&mut *conn).poll_write(cx, bytes) {
@@ -359,14 +448,30 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         if stale {
                             (now, stale) = (Instant::now(), false);
                         }
-                        let event = match n {
-                            0 => Event::Eof,
-                            n => {
-                                traffic.received(n);
-                                Event::Read(&buf[..n])
+                        if n == 0 {
+                            traffic.eof();
+                            machine.handle(Event::Eof, now);
+                            return Poll::Ready(Ok(()));
+                        }
+                        traffic.received(n);
+                        let data = &mut buf[..n];
+                        if !machine.read_in_place(data, now) {
+                            return Poll::Ready(Ok(()));
+                        }
+                        // The reply is the read buffer, transformed: written from here, and
+                        // what does not go at once is copied to the machine's output.
+                        let wrote = match std::pin::Pin::new(&mut *conn).poll_write(cx, data) {
+                            Poll::Ready(Ok(0)) => {
+                                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                             }
+                            Poll::Ready(Ok(wrote)) => wrote,
+                            Poll::Ready(Err(e)) if e.kind() != io::ErrorKind::Interrupted => {
+                                return Poll::Ready(Err(e));
+                            }
+                            Poll::Ready(Err(_)) | Poll::Pending => 0,
                         };
-                        machine.handle(event, now);
+                        traffic.sent(wrote);
+                        machine.wrote_in_place(data, wrote, now);
                         Poll::Ready(Ok(()))
                     });
                     match read {
@@ -394,7 +499,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     })
-    .await?;
+    .await;
+    // Counted whatever the end: a reply given before a reset was still given.
+    traffic.answered(machine.replies());
+    driven?;
     match machine.action() {
         Action::Abort(ending) => Err(ending.error().into()),
         _ => {

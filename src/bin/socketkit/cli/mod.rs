@@ -7,18 +7,27 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use socketkit::{Endpoint, Engine};
 
+mod dump;
+mod limits;
+mod listen;
 mod ops;
+mod relay;
+mod tls;
 mod values;
 
+pub use dump::DumpArgs;
+pub use limits::ServerLimitArgs;
+pub use listen::ListenArgs;
 pub use ops::{ProxyClientArgs, ServeOpsArgs};
+pub use relay::RelayArgs;
+pub use tls::{TlsClientArgs, TlsServerArgs};
 pub use values::{PortQuery, ServiceSpec};
 use values::{
-    engine_parser, expect_parser, framing_parser, mode_parser, parse_backlog, parse_bind,
-    parse_budget, parse_bytes, parse_connect_endpoint, parse_duration, parse_grace,
-    parse_length_bytes, parse_max_connections, parse_message_size, parse_multicast_if,
-    parse_on_off, parse_ping_count, parse_ping_interval, parse_ping_size, parse_pipeline,
-    parse_port_query, parse_rate, parse_request_rate, parse_requests, parse_service_spec,
-    parse_workers, payload_parser,
+    engine_parser, expect_parser, framing_parser, mode_parser, parse_bind, parse_budget,
+    parse_bytes, parse_connect_endpoint, parse_duration, parse_length_bytes, parse_max_connections,
+    parse_message_size, parse_multicast_if, parse_on_off, parse_ping_count, parse_ping_interval,
+    parse_ping_size, parse_pipeline, parse_port_query, parse_rate, parse_request_rate,
+    parse_requests, parse_service_spec, parse_workers, payload_parser,
 };
 
 const EXIT_CODES: &str = "\
@@ -31,6 +40,7 @@ Exit codes (the same for every command):
   5    timed out
   6    name not found
   7    cannot bind (address in use, permission denied)
+  8    TLS handshake failed (unknown issuer, name mismatch, expired, not TLS)
   130  forced stop by a second SIGINT, SIGTERM or SIGHUP";
 
 const ENDPOINTS: &str = "\
@@ -41,14 +51,16 @@ PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
 unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
 unixpacket:///path is a Unix SOCK_SEQPACKET socket: connected like a stream, each record one
 message (no --framing); a record over 65,527 bytes closes its connection unanswered.
-udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.";
+udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.
+tls://HOST:PORT is TLS over TCP (serve: async engine only, with --tls-cert/--tls-key or
+--tls-self-signed; clients check the certificate against the system's roots or --tls-ca).";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
   DUR    500ms, 2s, 1m, or a bare number of seconds. Every time-out (-w, -i,
          --message-timeout, --write-timeout) and bench's -d are more than 0 and at most
          365d; 0 is refused, never \"no time-out\". --grace alone may be 0: close at once.
-  N      counts (-m, --workers, --backlog) are at least 1; --datagram-rate 0 means no limit.
+  N      counts (-m, --workers, --threads, --backlog) are at least 1; --datagram-rate 0 means no limit.
   BYTES  a number with an optional K, M or G suffix, powers of 1024 (64K = 65536), at
          least 1, at most 1G (--max-line, --max-frame, bench --size) or 1024G
          (bench --stream-bytes).";
@@ -60,9 +72,12 @@ Short flags mean one thing in every command, as in nc and ncat:
            resolve: nc's -w)
   -l ENDP  an endpoint to listen on (serve)
   -i DUR   the idle time-out (serve: ncat's -i, not nc's interval between lines)
-  -u       UDP (port --udp)
+  -u       UDP (port --udp; listen -u: a bare port is UDP, nc's -lu)
+  -p PORT  the port to listen on (listen: nc's -l -p)
+  -k       keep listening for the next peer (listen: nc's -k)
   -b       broadcast (send: nc's -b)
-  -e NAME  the engine (serve; not nc's -e PROGRAM)
+  -e NAME  the engine (serve; not nc's -e PROGRAM: a program goes after --,
+           serve -- PROGRAM ARGS...)
   -v, -q   more logs, errors only (every command; -q is not nc's -q SECS)
 One letter differs by command: -m is serve's --max-connections (ncat's -m) and bench's
 --mode. bench also takes the load generators' -c connections, -n requests, -d duration and
@@ -90,9 +105,29 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// The log lines' format on stderr: human, or json (one JSON object per line, for log
+    /// shippers: timestamp, level, fields, message).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The format of the log lines (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text for people.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The subcommands.
@@ -104,6 +139,13 @@ pub enum Command {
     /// lets connections in flight finish within --grace, closes the rest and exits 0; a second
     /// signal stops at once with 130. Unix socket files are removed on either path, each only
     /// if it is still the socket this server made.
+    ///
+    /// serve [OPTIONS] -- PROGRAM [ARGS...] serves a program instead of a service (inetd,
+    /// tcpserver, ncat -e, socat EXEC:): each connection runs PROGRAM with the connection on its
+    /// stdin and stdout, its stderr this server's; each datagram runs it once, the datagram on
+    /// its stdin, its stdout the reply. It serves the program to whoever may connect: the
+    /// default listen address is loopback; use --allow/--deny before listening elsewhere. No
+    /// shell runs unless you write one (-- sh -c '...').
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Serve(ServeArgs),
     /// Send one message (MESSAGE, or all of stdin) and print the reply on stdout.
@@ -146,6 +188,8 @@ pub enum Command {
     /// time (no coordinated omission), and "sched lag" shows how late requests actually left.
     /// Exit code 3 on a wrong reply, 5 on time-outs or losses, 4 when every error was a
     /// refusal (or a reset before any reply), 1 on other errors or when nothing was answered.
+    /// --plot draws the run as an SVG; --hdr-log keeps its histograms as an HdrHistogram log,
+    /// which `socketkit report` adds up across runs and machines.
     #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
     Bench(BenchArgs),
     /// Look up names and addresses with the system resolver, like Python's gethostbyname_ex,
@@ -200,6 +244,59 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Wait for a peer and talk to it over stdin and stdout, like nc -l.
+    ///
+    /// Streams (tcp, unix): wait for one peer, copy stdin to it and it to stdout, full duplex;
+    /// half-close after stdin ends (unless --no-shutdown); exit when both ends are done. -k
+    /// takes the next peer after it, one at a time. Datagrams (udp, unixgram): print each
+    /// datagram as it comes, and send each line of stdin (its newline kept) to whoever sent
+    /// the last one; runs until stopped, or until -i passes without a datagram (exit 5).
+    /// The "listening on" line gives the real port when 0 was asked for; -v names each peer.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Listen(ListenArgs),
+    /// Relay each peer of LISTEN to TARGET, both ways, like socat TCP-LISTEN:a,fork TCP:b.
+    ///
+    /// Every accepted peer gets its own connection to TARGET; bytes are copied both ways, and
+    /// a half-close on either side is carried to the other. Streams relay to streams across
+    /// kinds (tcp to unix, unix to tcp). It runs on the async engine with serve's limits:
+    /// --max-connections, the time-outs, --allow/--deny, and the same graceful stop on
+    /// SIGINT, SIGTERM or SIGHUP. A TARGET that refuses or does not answer within -w closes
+    /// that peer with one log line; the relay goes on. A TARGET that is the relay's own
+    /// listening address is refused at start (exit 2). udp:// relays to udp:// with one upstream
+    /// socket per client (so replies reach the client that asked), closed after -i without
+    /// traffic either way; -m caps the clients.
+    #[command(after_help = format!("{ENDPOINTS}\n\n{VALUES}\n\n{EXIT_CODES}"))]
+    Relay(RelayArgs),
+    /// Add up bench runs (from several machines, or one after another) into one report.
+    ///
+    /// Reads `bench --hdr-log` logs or `bench --json` outputs, adds their histograms (never
+    /// averaging percentiles), and prints the report as bench does (or --json), listing what was
+    /// merged. Runs whose parameters differ (mode, endpoint, connections, size, pipeline, rate)
+    /// are merged only with --force. Counts, connections and rates are summed; the elapsed
+    /// time is the longest run's, as for runs that went at the same time. Exit 2 for a file
+    /// that is not such a log (the error names its line) or runs that differ.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+}
+
+/// `socketkit report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The runs: `bench --hdr-log` files, or `bench --json` outputs (one run a line).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Merge runs whose parameters differ.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the merged report as one JSON object (bench's fields, and "merged": the runs).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Draw the merged runs as an SVG picture in FILE, as bench --plot does.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// `socketkit serve`.
@@ -213,6 +310,18 @@ pub struct ServeArgs {
     #[arg(value_name = "SERVICE[=ENDPOINTS]", value_parser = parse_service_spec)]
     pub services: Vec<ServiceSpec>,
 
+    /// After --: a program to run for each connection or datagram instead of a service, with
+    /// its arguments (no shell: write sh -c '...' for one). It listens on the -l endpoints or
+    /// the defaults; not with SERVICE names. Its environment names the peer as UCSPI does:
+    /// PROTO=TCP, TCPREMOTEIP, TCPREMOTEPORT, TCPLOCALIP, TCPLOCALPORT (tcp); PROTO=UDP and
+    /// UDP* alike (udp); PROTO=UNIX, UNIXLOCALPATH, UNIXLOCALPID/UID/GID, UNIXREMOTEPID/EUID/EGID
+    /// (unix streams), UNIXREMOTEPATH (a named peer). A datagram's run has --message-timeout
+    /// to write its reply (within the datagram limit) and exit, else no reply. --max-connections bounds
+    /// the programs running; at the end of --grace the rest get SIGTERM, and SIGKILL 1 s later.
+    /// The async engine only (the others refuse it, exit 2). A missing program: exit 2.
+    #[arg(last = true, value_name = "PROGRAM [ARGS]")]
+    pub program: Vec<std::ffi::OsString>,
+
     /// Where a service given without endpoints listens; repeat for several endpoints. Sockets
     /// passed by systemd (LISTEN_FDS; a LISTEN_FDNAMES name that is a service's picks it)
     /// replace the default, and -l adds to them.
@@ -222,45 +331,18 @@ pub struct ServeArgs {
 
     /// The engine: async (tokio tasks), sequential (one connection at a time per listener, the
     /// slides' iterative server), threaded (a thread per connection, the slides' concurrent
-    /// server) or pool (worker threads that serve connections with bytes to read, and a
-    /// poller that holds them in between; see --workers).
+    /// server), pool (worker threads that serve connections with bytes to read, and a
+    /// poller that holds them in between; see --workers) or uring (io_uring, a ring per
+    /// thread, see --threads). Where io_uring is refused (seccomp, kernel.io_uring_disabled,
+    /// Linux before 6.0, or SOCKETKIT_URING=refuse in the environment) uring falls back to
+    /// async with one warning line, and the `listening on` line names the engine that runs.
+    /// Not nc's -e PROGRAM: a program goes after -- (serve -- PROGRAM ARGS...), and runs on
+    /// async only. tls:// runs on async only too (the others refuse it, exit 2).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
-    /// After SIGINT/SIGTERM/SIGHUP, how long connections may take to finish: in line and length
-    /// framing those between messages are closed at once; raw streams run to the peer's EOF.
-    /// 0: close them all at once (the one duration that may be 0).
-    #[arg(long, default_value = "5s", value_parser = parse_grace, value_name = "DUR")]
-    pub grace: Duration,
-
-    /// Length of the queue of connections not yet accepted (listen's backlog); at least 1.
-    #[arg(long, default_value_t = 128, value_name = "N", value_parser = parse_backlog)]
-    pub backlog: u32,
-
-    /// Close a connection that sends nothing for this long (ncat's -i; not nc's line interval).
-    #[arg(short, long, default_value = "300s", value_parser = parse_duration, value_name = "DUR")]
-    pub idle_timeout: Duration,
-
-    /// A message begun (part of a line or frame) must be complete within this time, however
-    /// steadily its bytes trickle in.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
-    pub message_timeout: Duration,
-
-    /// Close a connection whose peer reads nothing of a reply for this long.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DUR")]
-    pub write_timeout: Duration,
-
-    /// Connections served at once, on every engine; beyond it, clients wait in the listen queue.
-    /// 1 to 1048576.
-    #[arg(
-        short,
-        long,
-        default_value_t = 10_000,
-        value_name = "N",
-        visible_alias = "max-conns",
-        value_parser = parse_max_connections
-    )]
-    pub max_connections: usize,
+    #[command(flatten)]
+    pub limits: ServerLimitArgs,
 
     /// Datagrams answered per second per source address while other sources wait (a burst of
     /// one second's worth); a source alone is never limited. 0: no limit (a rate, not a count).
@@ -278,16 +360,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 32, value_name = "N", value_parser = parse_workers)]
     pub workers: usize,
 
-    /// Serve only peers in this range (CIDR or one address); repeatable. IPv4-mapped IPv6
-    /// peers and ranges (::ffff:a.b.c.d/96+N) match as their IPv4 form. Checked before a byte
-    /// is read.
-    #[arg(long, value_name = "CIDR")]
-    pub allow: Vec<String>,
-
-    /// Refuse peers in this range (CIDR or one address); repeatable; wins over --allow. A
-    /// refused TCP connection is reset; refusals are logged at most once per 10 s.
-    #[arg(long, value_name = "CIDR")]
-    pub deny: Vec<String>,
+    /// Threads of the uring engine (a ring each) and of the async engine's runtime: 1 to
+    /// 65536. [default: the CPUs this process may run on]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub threads: Option<usize>,
 
     /// The interface on which udp://GROUP:PORT listeners (224.0.0.0/4, ff00::/8) join their
     /// multicast group: an address of it, or its name (eth0) [default: the system's choice; an
@@ -296,11 +372,24 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR|NAME", value_parser = parse_multicast_if)]
     pub multicast_if: Option<socketkit::multicast::MulticastInterface>,
 
+    /// Serve Prometheus metrics at http://ENDPOINT/metrics (a tcp:// endpoint, e.g.
+    /// tcp://127.0.0.1:9100): connections, datagrams, bytes, ends by cause, durations, per
+    /// service and listener, and process metrics. Only GET /metrics is answered (404
+    /// otherwise); scrapers are bounded in number and time and never slow serving.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub metrics: Option<Endpoint>,
+
     #[command(flatten)]
     pub ops: ServeOpsArgs,
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 /// `socketkit bench`.
@@ -361,11 +450,25 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Draw the run as an SVG picture in FILE: the latency percentile distribution, then
+    /// throughput and p99 (and the schedule lag's p99 with --rate) second by second.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+
+    /// Keep the run's latency histograms in FILE as an HdrHistogram V2 interval log (one
+    /// interval a second; schedule lags tagged "lag"), for `socketkit report` and
+    /// HdrHistogram's own tools.
+    #[arg(long, value_name = "FILE")]
+    pub hdr_log: Option<std::path::PathBuf>,
+
     #[command(flatten)]
     pub proxy: ProxyClientArgs,
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// Framing flags, shared by serve, send and client.
@@ -423,6 +526,12 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `socketkit send`.
@@ -483,6 +592,12 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 const RESOLVE_HELP: &str = "\

@@ -178,11 +178,46 @@ pub(super) fn framing_parser()
         .map(|name| name.parse().expect("a listed framing"))
 }
 
-pub(super) fn engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
-    use clap::builder::TypedValueParser;
-    let names: Vec<&'static str> = Engine::ALL.iter().map(|e| e.name()).collect();
-    clap::builder::PossibleValuesParser::new(names)
-        .map(|name| name.parse::<Engine>().expect("a listed engine name"))
+pub(super) fn engine_parser() -> EngineParser {
+    EngineParser
+}
+
+/// `-e/--engine`: an engine name, listed in `--help` and completions like any possible value;
+/// anything else gets the engines and, since nc and ncat users type `-e PROGRAM`, where a
+/// program goes instead.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EngineParser;
+
+impl clap::builder::TypedValueParser for EngineParser {
+    type Value = Engine;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Engine, clap::Error> {
+        let text = value.to_string_lossy();
+        text.parse::<Engine>().map_err(|unknown| {
+            cmd.clone().error(
+                clap::error::ErrorKind::InvalidValue,
+                format!(
+                    "-e/--engine: {unknown}. -e is the engine here, not nc's -e PROGRAM: to \
+                     serve a program, put it after --: socketkit serve -- {text} [ARGS...]"
+                ),
+            )
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            Engine::ALL
+                .into_iter()
+                .map(|e| clap::builder::PossibleValue::new(e.name())),
+        ))
+    }
 }
 
 /// A time-out (or a run's length): ncat's syntax (`500ms`, `2s`, `1m`, or a bare, possibly

@@ -19,6 +19,13 @@ pub fn run(args: ClientArgs) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "proxy"))]
     args.proxy.refuse()?;
+    #[cfg(feature = "tls")]
+    {
+        options.tls = super::tls::client(&args.tls, &args.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
+    options.dump = args.dump.open()?;
     let prompt =
         (io::stdin().is_terminal() && !args.endpoint.transport().is_connected()).then_some(PROMPT);
     let stdout = io::stdout();

@@ -21,6 +21,13 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "proxy"))]
     args.proxy.refuse()?;
+    #[cfg(feature = "tls")]
+    {
+        options.tls = super::tls::client(&args.tls, &args.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
+    options.dump = args.dump.open()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input: Box<dyn Read + Send> = match &args.message {

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
+use socketkit::exec::Program;
 use socketkit::{Endpoint, Server, ShutdownHandle, service};
 
 use crate::cli::{ServeArgs, ServiceSpec};
@@ -14,6 +15,7 @@ const DEFAULT_LISTEN: [&str; 2] = ["tcp://127.0.0.1:12000", "udp://127.0.0.1:120
 /// Several services in one process run as several servers, one per service, stopped together.
 pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     crate::malloc::return_large_buffers();
+    let program = program(&args)?;
     // Before any thread starts: taking the sockets unsets LISTEN_FDS and LISTEN_PID.
     let passed = super::activation::passed()?;
     let plan = plan(&args, !passed.is_empty())?;
@@ -23,40 +25,57 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         .find(|s| s.endpoints.is_empty())
         .map_or("upper", |s| s.name.as_str());
     let (plan, mut adopted) = super::activation::assign(plan, passed, default)?;
-    let mut access = socketkit::server::AccessList::default();
-    for cidr in &args.allow {
-        access.allow(cidr)?;
-    }
-    for cidr in &args.deny {
-        access.deny(cidr)?;
-    }
+    let access = args.limits.access()?;
+    let dump = args.dump.open()?;
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
-    let stoppers = stop_on_signals(args.grace)?;
+    let all: Vec<&Endpoint> = plan.iter().flat_map(|(_, e)| e).collect();
+    #[cfg(feature = "tls")]
+    let (tls, self_signed) = super::tls::server(&args.tls, &all)?.unzip();
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &all)?;
+    let stoppers = stop_on_signals(args.limits.grace)?;
+    let stats = socketkit::stats::Stats::new();
     let mut servers = Vec::new();
     for ((name, endpoints), has_group) in plan.into_iter().zip(groups) {
-        let service = service::by_name(&name).expect("checked by the argument parser");
-        let mut builder = Server::builder()
+        let mut builder = args
+            .limits
+            .apply(Server::builder(), &access)
             .engine(args.engine)
-            .backlog(args.backlog)
-            .grace(args.grace)
-            .idle_timeout(args.idle_timeout)
-            .message_timeout(args.message_timeout)
-            .write_timeout(args.write_timeout)
             .datagram_rate(args.datagram_rate)
-            .max_connections(args.max_connections)
             .workers(args.workers)
+            .threads(args.threads.unwrap_or(0))
             .framing(args.framing.framing())
             .max_line(args.framing.max_line)
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
-            .access(access.clone())
             .proxy_protocol(args.ops.proxy_protocol)
             .reuse_port(args.ops.reuse_port)
-            .service(service);
+            .stats(&stats);
         for socket in adopted.remove(&name).unwrap_or_default() {
             builder = builder.adopt(socket);
         }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls
+            .clone()
+            .filter(|_| endpoints.iter().any(Endpoint::is_tls))
+        {
+            builder = builder.tls(tls);
+        }
+        builder = match &program {
+            Some(program) => {
+                warn_if_reachable(program, &endpoints, &access);
+                builder.exec(program.clone())
+            }
+            None => {
+                let mut service = service::by_name(&name).expect("checked by the parser");
+                if let Some(dump) = &dump {
+                    // Wrapped only when asked for: without --dump the service runs as it is.
+                    service = service::AnyService::new(service::Dumped::new(service, dump.clone()));
+                }
+                builder.service(service)
+            }
+        };
         for endpoint in endpoints {
             builder = builder.listen(endpoint);
         }
@@ -75,6 +94,7 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         drop(stops);
         servers.push(server);
     }
+    let _exporter = start_metrics(args.metrics.as_ref(), stats, quiet)?;
     if !quiet {
         for server in &servers {
             for endpoint in server.local_endpoints() {
@@ -85,6 +105,10 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
                 ));
             }
         }
+    }
+    #[cfg(feature = "tls")]
+    if let Some(line) = self_signed.flatten() {
+        tracing::info!("{line}");
     }
     super::activation::ready();
     let last = servers.pop().expect("at least one service");
@@ -100,6 +124,93 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     result?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The program after `--`, if any: found now (a missing one is exit 2 before anything is
+/// bound), and refused beside SERVICE names or a framing, which it would silently replace.
+fn program(args: &ServeArgs) -> anyhow::Result<Option<Program>> {
+    if args.program.is_empty() {
+        return Ok(None);
+    }
+    if !args.services.is_empty() {
+        let names: Vec<&str> = args.services.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(socketkit::Error::Config(format!(
+            "serve runs a SERVICE ({}) or a program after --, not both: give the program's \
+             endpoints with -l",
+            names.join(", ")
+        )));
+    }
+    if args.dump.dump.is_some() {
+        anyhow::bail!(socketkit::Error::Config(
+            "--dump taps a service's bytes; it does not apply to a program after -- yet".into()
+        ));
+    }
+    if args.framing.framing() != socketkit::codec::Framing::Raw {
+        anyhow::bail!(socketkit::Error::Config(
+            "--framing does not apply to a program: it gets the connection's bytes as they come"
+                .into()
+        ));
+    }
+    Ok(Some(Program::new(args.program.iter().cloned())?))
+}
+
+/// One warning line when a program is served beyond this machine to anyone: a program is a
+/// shell's worth of power when it is one, and nc's `-e` has burnt people before.
+fn warn_if_reachable(
+    program: &Program,
+    endpoints: &[Endpoint],
+    access: &socketkit::server::AccessList,
+) {
+    let open: Vec<String> = endpoints
+        .iter()
+        .filter(|e| {
+            e.socket_addrs()
+                .is_ok_and(|addrs| addrs.iter().any(|a| !a.ip().is_loopback()))
+        })
+        .map(ToString::to_string)
+        .collect();
+    if !open.is_empty() && access.is_empty() {
+        tracing::warn!(
+            "serving {} to anyone who can reach {} (no --allow/--deny)",
+            program.argv()[0].to_string_lossy(),
+            open.join(", ")
+        );
+    }
+}
+
+/// `--metrics`: the exporter, on its own thread until it drops (after serving).
+#[cfg(feature = "metrics")]
+fn start_metrics(
+    endpoint: Option<&Endpoint>,
+    stats: socketkit::stats::Stats,
+    quiet: bool,
+) -> anyhow::Result<Option<socketkit::metrics::MetricsServer>> {
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
+    let exporter = socketkit::metrics::MetricsServer::start(endpoint, stats)?;
+    if !quiet {
+        crate::say(format_args!(
+            "metrics on http://{}/metrics",
+            exporter.local_addr()
+        ));
+    }
+    Ok(Some(exporter))
+}
+
+/// `--metrics` in a build without the `metrics` feature: a usage error.
+#[cfg(not(feature = "metrics"))]
+fn start_metrics(
+    endpoint: Option<&Endpoint>,
+    _stats: socketkit::stats::Stats,
+    _quiet: bool,
+) -> anyhow::Result<Option<()>> {
+    match endpoint {
+        None => Ok(None),
+        Some(_) => anyhow::bail!(socketkit::Error::Config(
+            "--metrics needs a socketkit built with the `metrics` feature".into()
+        )),
+    }
 }
 
 /// Which services listen on a multicast group, so `--multicast-if` goes to those; refused when
@@ -188,7 +299,9 @@ fn plan(args: &ServeArgs, passed: bool) -> anyhow::Result<Vec<(String, Vec<Endpo
 /// process at once (exit 130). Before any server is bound (while resolving names, say), a
 /// signal ends the process at once too. Ending at once skips destructors, so it goes through
 /// `socketkit::server::exit`, which removes the Unix socket files first.
-fn stop_on_signals(grace: std::time::Duration) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
+pub fn stop_on_signals(
+    grace: std::time::Duration,
+) -> anyhow::Result<Arc<Mutex<Vec<ShutdownHandle>>>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let handles: Arc<Mutex<Vec<ShutdownHandle>>> = Arc::default();
     let slot = handles.clone();

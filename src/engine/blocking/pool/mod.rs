@@ -101,7 +101,7 @@ impl Pool {
             return Box::new(move || {
                 let _permit = permit;
                 #[cfg(feature = "proxy")]
-                let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx) else {
+                let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx, &traffic) else {
                     return;
                 };
                 super::stream::serve_stream(&shared, conn, ctx, traffic);
@@ -110,7 +110,7 @@ impl Pool {
         let hub = self.hub.clone();
         Box::new(move || {
             #[cfg(feature = "proxy")]
-            let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx) else {
+            let Some(ctx) = super::proxied::proxied(&shared, &conn, ctx, &traffic) else {
                 return;
             };
             #[cfg(not(feature = "proxy"))]

@@ -131,6 +131,9 @@ pub(super) fn serve(hub: &Hub, mut conn: Box<Pooled>) {
     });
     if let Some((conn, result)) = ended {
         hub.release(conn.token);
+        if let Some(machine) = &conn.machine {
+            conn.traffic.answered(machine.replies()); // an abort: the replies given still count
+        }
         let Pooled { peer, traffic, .. } = *conn; // the socket closes here
         shared.report_stream(&peer, &traffic, result);
     }
@@ -174,13 +177,35 @@ impl Pooled {
                         false => Err(io::ErrorKind::WouldBlock.into()),
                     };
                     match read {
-                        Ok(0) => Event::Eof,
+                        Ok(0) => {
+                            self.traffic.eof();
+                            Event::Eof
+                        }
                         Ok(n) => {
                             // A record read leaves the records queued behind it, and no
                             // new edge comes for them: read until `EAGAIN`.
                             self.may_read = n == buf.len() || self.conn.is_record();
                             self.traffic.received(n);
-                            Event::Read(&buf[..n])
+                            if !machine.read_in_place(&mut buf[..n], now) {
+                                continue;
+                            }
+                            // The reply is the read buffer, transformed: sent from here, and
+                            // what does not go at once is left to the machine's writes.
+                            let wrote = match send_now(&self.conn, &buf[..n]) {
+                                Ok(wrote) => wrote,
+                                Err(e)
+                                    if matches!(
+                                        e.kind(),
+                                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                                    ) =>
+                                {
+                                    0
+                                }
+                                Err(e) => return Some(Err(e.into())),
+                            };
+                            self.traffic.sent(wrote);
+                            machine.wrote_in_place(&buf[..n], wrote, now);
+                            continue;
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             self.may_read = false;
@@ -197,6 +222,7 @@ impl Pooled {
                 Action::Close => {
                     // Lingering close, parked like any read: a peer slow to send its EOF
                     // holds no worker.
+                    self.traffic.answered(machine.replies());
                     self.machine = None;
                     if socket2::SockRef::from(&self.conn)
                         .shutdown(Shutdown::Write)

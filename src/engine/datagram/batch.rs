@@ -1,30 +1,38 @@
-//! Batched UDP receive and send for the async engine's datagram loop: `recvmmsg` takes every
-//! datagram queued (up to [`BATCH`]) in one system call and `sendmmsg` sends their replies in
-//! one, where a call per datagram and per reply, and one more to learn that the queue was empty,
-//! cost most of the server's time on ping-pong. Linux system calls with no safe binding in the
-//! crates used here (nix has no `recvmmsg` over our own buffers without copying, socket2 none);
-//! the only `unsafe` code of the engine.
+//! Batched datagrams for every engine's datagram loop (UDP and Unix datagram listeners that
+//! answer with a service): `recvmmsg` takes every datagram queued (up to [`BATCH`]) in one
+//! system call and `sendmmsg` sends their replies in one, where a call per datagram and per
+//! reply, and one more to learn that the queue was empty, cost most of the server's time on
+//! ping-pong. Linux system calls with no safe binding in the crates used here (nix has no
+//! `recvmmsg` over our own buffers without copying, socket2 none); the engines' only `unsafe`
+//! code besides the sequenced-packet records.
 //!
 //! Truncation is detected per message: `MSG_TRUNC` in the flags makes each message's length its
-//! real length, longer than its buffer when the datagram was cut.
+//! real length, longer than its buffer when the datagram was cut. The rules (loop guard, access
+//! list, rate limit, the datagram limit of replies) are [`Datagrams`]'s, applied to each
+//! datagram of a batch as to one received alone.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant, SystemTime};
 
+use bytes::BytesMut;
 use socket2::SockAddr;
 
-use crate::engine::datagram::DATAGRAM_BUFFER;
+use super::{DATAGRAM_BUFFER, Datagrams, Received, answer, reply_addr};
+use crate::engine::Shared;
+use crate::engine::guard::Admitted;
+use crate::service::Address;
 
 /// Datagrams received (and replies sent) at most per system call.
-pub(super) const BATCH: usize = 16;
+pub(crate) const BATCH: usize = 16;
 
 /// The receive side: [`BATCH`] buffers of [`DATAGRAM_BUFFER`] bytes and their headers. The
 /// buffers are one zeroed allocation the kernel maps lazily: only the pages datagrams touch
 /// become resident.
-pub(super) struct RecvBatch {
+pub(crate) struct RecvBatch {
     bufs: Vec<u8>,
     names: Box<[libc::sockaddr_storage; BATCH]>,
     /// Held for `hdrs`, which point into it; not read by this code.
@@ -38,7 +46,7 @@ pub(super) struct RecvBatch {
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    pub(super) fn new() -> RecvBatch {
+    pub(crate) fn new() -> RecvBatch {
         let mut bufs = vec![0u8; BATCH * DATAGRAM_BUFFER];
         // SAFETY: all-zero is a valid sockaddr_storage, iovec and mmsghdr (null pointers,
         // zero lengths); the pointers are set just below.
@@ -68,7 +76,7 @@ impl RecvBatch {
     /// Receives the datagrams queued on the non-blocking UDP socket `fd`, at most [`BATCH`],
     /// without waiting (`WouldBlock` when there is none). Returns how many; the `i`-th is
     /// [`RecvBatch::get`]`(i)`.
-    pub(super) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
         for hdr in self.hdrs.iter_mut() {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_flags = 0;
@@ -94,15 +102,36 @@ impl RecvBatch {
 
     /// The `i`-th datagram of the last [`RecvBatch::recv`]: its buffer (the request is its
     /// first `len` bytes), its real length (over the buffer's when it was cut) and its sender.
-    pub(super) fn get(&self, i: usize) -> (&[u8], io::Result<(usize, SocketAddr)>) {
+    pub(crate) fn get(&self, i: usize) -> (&[u8], io::Result<(usize, Address)>) {
         let buf = &self.bufs[i * DATAGRAM_BUFFER..(i + 1) * DATAGRAM_BUFFER];
         let hdr = &self.hdrs[i];
         let mut len = hdr.msg_len as usize;
         if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
             len = len.max(buf.len() + 1);
         }
-        let from = socket_addr(&self.names[i], hdr.msg_hdr.msg_namelen as usize)
-            .ok_or_else(|| io::Error::other("a datagram from an address of no known family"));
+        let (name, namelen) = (&self.names[i], hdr.msg_hdr.msg_namelen);
+        let from = match i32::from(name.ss_family) {
+            // An unbound Unix sender has an empty name (the family alone, or nothing).
+            _ if namelen as usize <= size_of::<libc::sa_family_t>() => Some(Address::Unix(None)),
+            libc::AF_UNIX => {
+                let mut storage = socket2::SockAddrStorage::zeroed();
+                // SAFETY: `sockaddr_storage` is one of this platform's socket address types,
+                // and the kernel wrote a sockaddr_un of `namelen` bytes (at most the storage's
+                // size) into `name`, so the copy holds a valid address of that length.
+                let addr = unsafe {
+                    *storage.view_as::<libc::sockaddr_storage>() = *name;
+                    SockAddr::new(storage, namelen)
+                };
+                Some(match (addr.as_pathname(), addr.as_abstract_namespace()) {
+                    (Some(path), _) => Address::Unix(Some(path.to_path_buf())),
+                    (None, Some(name)) => Address::Abstract(name.to_vec()),
+                    (None, None) => Address::Unix(None),
+                })
+            }
+            _ => socket_addr(name, namelen as usize).map(Address::Inet),
+        };
+        let from =
+            from.ok_or_else(|| io::Error::other("a datagram from an address of no known family"));
         (buf, from.map(|from| (len, from)))
     }
 }
@@ -129,7 +158,7 @@ fn socket_addr(name: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> 
 }
 
 /// The send side: up to [`BATCH`] replies, each to its own address.
-pub(super) struct SendBatch {
+pub(crate) struct SendBatch {
     iovs: Box<[libc::iovec; BATCH]>,
     hdrs: Box<[libc::mmsghdr; BATCH]>,
 }
@@ -139,7 +168,7 @@ pub(super) struct SendBatch {
 unsafe impl Send for SendBatch {}
 
 impl SendBatch {
-    pub(super) fn new() -> SendBatch {
+    pub(crate) fn new() -> SendBatch {
         // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
         SendBatch {
             iovs: Box::new(unsafe { MaybeUninit::zeroed().assume_init() }),
@@ -150,7 +179,7 @@ impl SendBatch {
     /// Sends `replies[i]` to `to[i]` for each `i`, now or not at all, in as few system calls
     /// as the kernel allows: `sendmmsg` stops at the first reply it cannot send, which gets that
     /// error, and the rest go in the next call. Calls `sent(i, result)` for each reply, in order.
-    pub(super) fn send(
+    pub(crate) fn send(
         &mut self,
         fd: BorrowedFd<'_>,
         replies: &[&[u8]],
@@ -197,11 +226,151 @@ impl SendBatch {
     }
 }
 
+/// The batches of a datagram loop that answers with a service: the datagrams queued, received
+/// in one system call, and their replies, sent in one.
+pub(crate) struct Batch {
+    recv: RecvBatch,
+    send: SendBatch,
+    /// The answered datagrams of the batch: their senders (and where the loop guard holds
+    /// them), replies, and the replies' addresses.
+    peers: Vec<(Address, Admitted)>,
+    replies: Vec<BytesMut>,
+    to: Vec<socket2::SockAddr>,
+}
+
+impl Batch {
+    /// Empty batches, [`BATCH`] datagrams each way.
+    pub(crate) fn new() -> Batch {
+        Batch {
+            recv: RecvBatch::new(),
+            send: SendBatch::new(),
+            peers: Vec::with_capacity(BATCH),
+            replies: (0..BATCH).map(|_| BytesMut::new()).collect(),
+            to: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Receives the datagrams queued on the non-blocking socket `fd`, at most [`BATCH`],
+    /// without waiting (`WouldBlock` when there is none); [`Batch::answer`] answers them.
+    pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        self.recv.recv(fd)
+    }
+
+    /// Answers the datagrams of a receive ([`Batch::recv`]: how many, or its error, which
+    /// goes to the rules as one datagram's would) and sends their replies on `fd` (one
+    /// system call, each reply now or never). Returns how long to back off after an error of
+    /// the process or system (of the receive, or of a datagram of the batch).
+    pub(crate) fn answer(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        datagrams: &mut Datagrams,
+        shared: &Shared,
+        received: io::Result<usize>,
+    ) -> Option<Duration> {
+        let count = match received {
+            Ok(count) => count,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => {
+                return match datagrams.received_in(shared, &[], Err(e), None) {
+                    Received::BackOff(delay) => Some(delay),
+                    _ => None,
+                };
+            }
+        };
+        // One reading of the clocks for the batch: its datagrams were received together.
+        let clock = (Instant::now(), SystemTime::now());
+        self.peers.clear();
+        self.to.clear();
+        let mut back_off = None;
+        for i in 0..count {
+            let (buf, got) = self.recv.get(i);
+            let (n, ctx) = match datagrams.received_in(shared, buf, got, Some(clock)) {
+                Received::Request(n, ctx) => (n, ctx),
+                Received::Next => continue,
+                // As the one-at-a-time loop does, after this batch's replies.
+                Received::BackOff(delay) => {
+                    back_off = Some(delay);
+                    continue;
+                }
+            };
+            let admitted = datagrams.admitted();
+            let at = self.peers.len();
+            let stats = datagrams.stats();
+            if !answer(shared, stats, &ctx, &buf[..n], &mut self.replies[at]) {
+                continue;
+            }
+            match reply_addr(&ctx.peer) {
+                Ok(to) => {
+                    self.to.push(to);
+                    self.peers.push((ctx.peer, admitted));
+                }
+                Err(e) => datagrams.sent_reply(&ctx.peer, &self.replies[at], admitted, Err(e)),
+            }
+        }
+        let replies: [&[u8]; BATCH] =
+            std::array::from_fn(|i| self.replies.get(i).map_or(&[][..], |r| &r[..]));
+        let (peers, replies) = (&self.peers, &replies[..self.peers.len()]);
+        self.send.send(fd, replies, &self.to, |i, sent| {
+            let (peer, admitted) = &peers[i];
+            datagrams.sent_reply(peer, replies[i], *admitted, sent);
+        });
+        // A service that once wrote a reply over the limit (not sent) must not leave its
+        // buffer that big for the life of the loop. Cut back to the limit, not to nothing: a
+        // reply the limit allows may grow a buffer past it (doubling), and must not cost an
+        // allocation every time.
+        let limit = shared
+            .limits
+            .max_datagram
+            .min(crate::limits::MAX_DATAGRAM_BYTES_V6);
+        for reply in &mut self.replies {
+            if reply.capacity() > limit {
+                *reply = BytesMut::with_capacity(limit);
+            }
+        }
+        back_off
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::UdpSocket;
     use std::os::fd::AsFd;
+
+    /// Unix datagram senders come back as what they are bound to (a path, an abstract name, or
+    /// nothing), and a datagram larger than a buffer is reported with its real length, so the
+    /// rules can drop it rather than answer a cut request.
+    #[test]
+    fn a_unix_batch_names_each_sender_and_reports_a_cut_datagram() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
+        let dir = tempfile::tempdir().unwrap();
+        let server = UnixDatagram::bind(dir.path().join("server")).unwrap();
+        let to = dir.path().join("server");
+        let by_path = UnixDatagram::bind(dir.path().join("client")).unwrap();
+        let name = format!("socketkit-batch-test-{}", std::process::id());
+        let by_name =
+            UnixDatagram::bind_addr(&UnixAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        let unnamed = UnixDatagram::unbound().unwrap();
+        by_path.send_to(b"one", &to).unwrap();
+        by_name.send_to(b"two", &to).unwrap();
+        unnamed.send_to(b"three", &to).unwrap();
+        let big = vec![b'x'; DATAGRAM_BUFFER + 100];
+        by_path.send_to(&big, &to).unwrap();
+        let mut batch = RecvBatch::new();
+        assert_eq!(batch.recv(server.as_fd()).unwrap(), 4);
+        let got: Vec<(usize, Address)> = (0..4).map(|i| batch.get(i).1.unwrap()).collect();
+        assert_eq!(got[0], (3, Address::Unix(Some(dir.path().join("client")))));
+        assert_eq!(got[1], (3, Address::Abstract(name.into_bytes())));
+        assert_eq!(got[2], (5, Address::Unix(None)));
+        assert!(
+            got[3].0 > DATAGRAM_BUFFER,
+            "a cut datagram looks whole: {}",
+            got[3].0
+        );
+        assert_eq!(&batch.get(2).0[..5], b"three");
+    }
 
     #[test]
     fn a_batch_takes_what_is_queued_with_each_sender_and_length_and_replies_to_each() {
@@ -222,7 +391,7 @@ mod tests {
             let (len, from) = got.unwrap();
             assert_eq!(len, i + 1);
             assert_eq!(&buf[..len], &vec![b'a'; i + 1][..]);
-            assert_eq!(from, clients[i % 3].local_addr().unwrap());
+            assert_eq!(from, Address::Inet(clients[i % 3].local_addr().unwrap()));
         }
         assert_eq!(batch.recv(server.as_fd()).unwrap(), 4, "the rest");
         assert_eq!(batch.get(3).1.unwrap().0, 20);

@@ -1,0 +1,110 @@
+//! A `bench --json` line read back into a [`Report`], histograms included, for
+//! `socketkit report`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::counters::Failure;
+use super::plan::Mode;
+use super::recording::{Recording, decode};
+use super::report::{CpuTime, Report};
+
+impl Report {
+    /// Reads what [`Report::to_json`] wrote. The percentiles are recomputed from the encoded
+    /// histograms (`latency_histogram`, `schedule_lag_histogram`), never taken from the text.
+    ///
+    /// # Errors
+    ///
+    /// A one-line reason naming the field that is missing or wrong; a run with latencies but
+    /// no `latency_histogram` (written by a socketkit without the `hdr-log` feature) is one.
+    pub fn from_json(value: &Value) -> Result<Report, String> {
+        Report::from_fields(value, true)
+    }
+
+    /// [`Report::from_json`]; an HDR log's run line has no histograms (its intervals do), so
+    /// `histograms` says whether they must be there.
+    pub(crate) fn from_fields(value: &Value, histograms: bool) -> Result<Report, String> {
+        let field = |name: &str| value.get(name).filter(|v| !v.is_null());
+        let text = |name: &str| {
+            field(name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("the field {name:?} is missing or not text"))
+        };
+        let count = |name: &str| {
+            field(name)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("the field {name:?} is missing or not a count"))
+        };
+        let seconds = |name: &str| {
+            field(name)
+                .and_then(Value::as_f64)
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e12)
+                .map(Duration::from_secs_f64)
+        };
+        let histogram = |name: &str| {
+            field(name)
+                .map(|v| {
+                    let text = v
+                        .as_str()
+                        .ok_or_else(|| format!("the field {name:?} is not text"))?;
+                    decode(text).map_err(|e| format!("{name}: {e}"))
+                })
+                .transpose()
+        };
+        let mode: Mode = text("mode")?.parse()?;
+        let mut error_kinds = Vec::new();
+        if let Some(kinds) = field("error_kinds").and_then(Value::as_object) {
+            for kind in Failure::ALL {
+                if let Some(n) = kinds.get(kind.name()).and_then(Value::as_u64) {
+                    error_kinds.push((kind, n));
+                }
+            }
+        }
+        let recording = Recording {
+            latency: histogram("latency_histogram")?.filter(|h| !h.is_empty()),
+            lag: histogram("schedule_lag_histogram")?.filter(|h| !h.is_empty()),
+            seconds: Vec::new(),
+        };
+        if histograms && recording.latency.is_none() && field("latency_us").is_some() {
+            return Err(
+                "the run has latencies but no \"latency_histogram\" to add up (percentiles \
+                 cannot be merged): rerun bench with the hdr-log feature"
+                    .into(),
+            );
+        }
+        let own_cpu = match (seconds("own_cpu_user_s"), seconds("own_cpu_system_s")) {
+            (Some(user), Some(system)) => Some(CpuTime { user, system }),
+            _ => None,
+        };
+        let to_usize = |n: u64| usize::try_from(n).map_err(|_| "a count is too large".to_string());
+        Ok(Report {
+            mode,
+            endpoint: text("endpoint")?.to_string(),
+            connections: to_usize(count("connections")?)?,
+            size: to_usize(count("size")?)?,
+            pipeline: to_usize(count("pipeline")?)?,
+            rate: field("rate").and_then(Value::as_f64),
+            elapsed: seconds("elapsed_s").ok_or("the field \"elapsed_s\" is missing or wrong")?,
+            ok: count("ok")?,
+            mismatches: count("mismatches")?,
+            errors: count("errors")?,
+            error_kinds,
+            first_error: field("first_error")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            timeouts: count("timeouts")?,
+            losses: count("losses")?,
+            bytes_sent: count("bytes_sent")?,
+            bytes_received: count("bytes_received")?,
+            held: count("held")?,
+            // Absent from a run written before TLS (or by a build without it): none.
+            tls_handshakes: field("tls_handshakes").and_then(Value::as_u64).unwrap_or(0),
+            latency: recording.latency_percentiles(),
+            schedule_lag: recording.lag_percentiles(),
+            hint: field("hint").and_then(Value::as_str).map(str::to_string),
+            own_cpu,
+            recording,
+        })
+    }
+}
