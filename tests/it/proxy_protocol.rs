@@ -5,13 +5,14 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use socketkit::handler::{StreamHandler, StreamRequest};
 use socketkit::proxy::{Version, encode, encode_local};
 use socketkit::server::AccessList;
 use socketkit::service::{Context, Next, Service, StreamSession};
+use socketkit::stats::{EndCause, Refusal, Snapshot, Stats};
 use socketkit::{Engine, Server, ServerBuilder};
 
 use super::common::{SAFETY_TIMEOUT, TestServer};
@@ -181,6 +182,122 @@ fn every_bad_header_closes_only_its_connection_on_every_engine() {
         // The server goes on.
         let good = talk(addr, &[&v2_header("192.0.2.9:9", addr)[..], b"ok"].concat());
         assert_eq!(good.unwrap(), b"192.0.2.9:9\nok", "{engine}");
+    }
+}
+
+/// The listener's counters once every connection accepted so far has ended and none is
+/// active (they are added as each connection's end is handled, a moment after its client
+/// sees the close), waited for within the safety time-out.
+fn settled(stats: &Stats, accepted: u64, engine: Engine) -> Snapshot {
+    let began = Instant::now();
+    loop {
+        let snap = stats.listeners()[0].snapshot();
+        let ended: u64 = snap.connection_ends.iter().sum();
+        if snap.connections_accepted == accepted
+            && ended == accepted
+            && snap.connections_active == 0
+        {
+            return snap;
+        }
+        assert!(
+            began.elapsed() < SAFETY_TIMEOUT,
+            "{engine}: {accepted} connections never all ended: {snap:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Connections that end in their header step are counted as their listener's ends, by cause,
+/// so the accepted connections add up to their ends on every engine: a bad header, one cut
+/// off by EOF and one too slow are `proxy_header`; a client the access list refuses once the
+/// header names it is `refused` (and among the refusals by the access list); a good one ends
+/// as any connection does.
+#[test]
+fn connections_ended_in_their_header_are_counted_on_every_engine() {
+    for engine in Engine::ALL {
+        let stats = Stats::new();
+        let server = TestServer::with(builder(engine).stats(&stats));
+        let addr = server.addr();
+        assert!(refused(talk(addr, b"hello, no header\r\n")), "{engine}");
+        assert!(
+            refused(talk(addr, b"PROXY TCP4 192.0.2.1 192.0")),
+            "{engine}"
+        );
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        slow.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+        let mut reply = Vec::new();
+        assert!(
+            refused(slow.read_to_end(&mut reply).map(|_| reply)),
+            "{engine}"
+        );
+        let denied = talk(addr, &[&v2_header("192.0.2.66:1", addr)[..], b"x"].concat());
+        assert!(refused(denied), "{engine}: a denied client was served");
+        let good = talk(addr, &[&v2_header("192.0.2.9:9", addr)[..], b"ok"].concat());
+        assert_eq!(good.unwrap(), b"192.0.2.9:9\nok", "{engine}");
+
+        let snap = settled(&stats, 5, engine);
+        let ends = |cause: EndCause| snap.connection_ends[cause as usize];
+        assert_eq!(ends(EndCause::ProxyHeader), 3, "{engine}: {snap:#?}");
+        assert_eq!(ends(EndCause::Refused), 1, "{engine}: {snap:#?}");
+        assert_eq!(ends(EndCause::Eof), 1, "{engine}: {snap:#?}");
+        assert_eq!(
+            snap.connections_refused[Refusal::AccessList as usize],
+            1,
+            "{engine}"
+        );
+        assert_eq!(
+            snap.requests, 1,
+            "{engine}: only the good connection was served"
+        );
+    }
+}
+
+/// A connection still waiting for its header when the server stops is closed at the end of
+/// the grace period (it never became a session to drain), counted as `grace_over`, and the
+/// server's stop waits for nothing more, on every engine.
+#[test]
+fn a_header_still_awaited_ends_with_the_grace_period_on_every_engine() {
+    for engine in Engine::ALL {
+        let stats = Stats::new();
+        let grace = Duration::from_millis(300);
+        let builder = builder(engine)
+            .message_timeout(Duration::from_secs(60))
+            .grace(grace)
+            .stats(&stats);
+        let server = TestServer::with(builder);
+        let mut waiting = TcpStream::connect(server.addr()).unwrap();
+        waiting.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        waiting.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+        // Accepted (counted) before the stop, so the stop finds it in its header.
+        let began = Instant::now();
+        while stats.listeners()[0].snapshot().connections_accepted == 0 {
+            assert!(began.elapsed() < SAFETY_TIMEOUT, "{engine}: never accepted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let stopping = Instant::now();
+        server.stop().unwrap();
+        let took = stopping.elapsed();
+        assert!(
+            took >= grace,
+            "{engine}: stopped after {took:?}, before the grace period"
+        );
+        assert!(
+            took < SAFETY_TIMEOUT / 2,
+            "{engine}: stopping took {took:?}"
+        );
+        let mut reply = Vec::new();
+        assert!(
+            refused(waiting.read_to_end(&mut reply).map(|_| reply)),
+            "{engine}"
+        );
+        let snap = stats.listeners()[0].snapshot();
+        assert_eq!(
+            snap.connection_ends[EndCause::GraceOver as usize],
+            1,
+            "{engine}: {snap:#?}"
+        );
+        assert_eq!(snap.connections_active, 0, "{engine}");
     }
 }
 

@@ -13,7 +13,9 @@
 //!   time-out at the earliest deadline of the connection machines;
 //! - **datagrams** (UDP, Unix datagram, multicast groups): each listener belongs to one thread,
 //!   whose ring watches it through an epoll instance ([`dgram`] says why); the datagrams queued
-//!   are then received and answered by the rules every engine shares ([`super::datagram`]).
+//!   are then received and answered by the rules every engine shares ([`super::datagram`]);
+//! - **PROXY header** (`--proxy-protocol`): a one-shot poll per waiting connection, then the
+//!   header step every engine shares (`proxied`); the connection's session begins after it.
 //!
 //! Async handlers ([`crate::handler::AsyncStreamHandler`]) run where the async engine runs
 //! them: a server with one is handed to the async engine whole. Where io_uring is refused
@@ -24,6 +26,8 @@ mod dgram;
 mod ops;
 mod permits;
 mod probe;
+#[cfg(feature = "proxy")]
+mod proxied;
 mod stream;
 mod worker;
 

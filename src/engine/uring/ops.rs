@@ -29,10 +29,12 @@ pub(super) enum Op {
     Wake,
     /// The poll on the datagram listener of this index.
     Datagram,
+    /// The poll on a connection waiting for its PROXY header (see `proxied`).
+    Header,
 }
 
 impl Op {
-    const ALL: [Op; 9] = [
+    const ALL: [Op; 10] = [
         Op::Accept,
         Op::Recv,
         Op::RecvPacket,
@@ -42,6 +44,7 @@ impl Op {
         Op::Force,
         Op::Wake,
         Op::Datagram,
+        Op::Header,
     ];
 }
 

@@ -179,6 +179,9 @@ pub(super) struct Streams {
     pub(super) stopping: bool,
     /// The clock, read once per loop turn by the worker.
     pub(super) now: Instant,
+    /// `--proxy-protocol`: connections waiting for their header, before their slot here.
+    #[cfg(feature = "proxy")]
+    headers: super::proxied::Headers,
 }
 
 impl Streams {
@@ -200,25 +203,69 @@ impl Streams {
             pending: Vec::new(),
             stopping: false,
             now: Instant::now(),
+            #[cfg(feature = "proxy")]
+            headers: super::proxied::Headers::new(),
         }
     }
 
-    /// Connections open (or closing).
+    /// Connections open (or closing), and those waiting for their PROXY header.
     pub(super) fn live(&self) -> usize {
+        #[cfg(feature = "proxy")]
+        return self.live + self.headers.live();
+        #[cfg(not(feature = "proxy"))]
         self.live
     }
 
-    /// The earliest deadline in the timer heap.
+    /// The earliest deadline in the timer heaps.
     pub(super) fn next_timer(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, ..))| *at)
+        let next = self.timers.peek().map(|Reverse((at, ..))| *at);
+        #[cfg(feature = "proxy")]
+        let next = next.into_iter().chain(self.headers.next_timer()).min();
+        next
     }
 
     fn push(&mut self, entry: squeue::Entry) {
         self.pending.push(entry);
     }
 
-    /// Serves a new connection in a free slot.
+    /// Serves a new connection: in a free slot, or, with `--proxy-protocol`, once its header
+    /// has named its client.
     pub(super) fn open(
+        &mut self,
+        fd: OwnedFd,
+        peer: Address,
+        (transport, local): (Transport, Address),
+        permit: Permit,
+        stats: &Arc<ListenerStats>,
+    ) {
+        #[cfg(feature = "proxy")]
+        if self.shared.proxy_protocol {
+            let (shared, now) = (&self.shared, self.now);
+            let endpoint = (transport, local);
+            let pending = &mut self.pending;
+            self.headers
+                .open(shared, fd, peer, endpoint, permit, stats, now, pending);
+            return;
+        }
+        self.serve(fd, peer, (transport, local), permit, stats);
+    }
+
+    /// The poll of a connection waiting for its PROXY header completed.
+    #[cfg(feature = "proxy")]
+    pub(super) fn header_ready(&mut self, slot: usize, generation: u32, result: i32) {
+        let (shared, pending) = (&self.shared, &mut self.pending);
+        if let Some(admitted) = self
+            .headers
+            .ready(shared, slot, generation, result, pending)
+        {
+            let endpoint = (admitted.transport, admitted.local);
+            let (fd, peer, permit) = (admitted.fd, admitted.peer, admitted.permit);
+            self.serve(fd, peer, endpoint, permit, &admitted.stats);
+        }
+    }
+
+    /// Serves a connection in a free slot.
+    fn serve(
         &mut self,
         fd: OwnedFd,
         peer: Address,
@@ -269,6 +316,8 @@ impl Streams {
 
     /// The grace period is over: every connection closes now.
     pub(super) fn force(&mut self) {
+        #[cfg(feature = "proxy")]
+        self.headers.force(&mut self.pending);
         for slot in 0..self.conns.len() {
             if self.conns[slot].is_some() {
                 self.grace_over(slot);
@@ -278,6 +327,9 @@ impl Streams {
 
     /// Pops the deadlines that have passed and tells their connections.
     pub(super) fn expire(&mut self) {
+        #[cfg(feature = "proxy")]
+        self.headers
+            .expire(&self.shared, self.now, &mut self.pending);
         while let Some(Reverse((at, slot, generation))) = self.timers.peek().copied() {
             if at > self.now {
                 return;

@@ -324,6 +324,10 @@ impl Worker {
                 }
             }
             Op::Datagram => self.datagrams_ready(flags),
+            #[cfg(feature = "proxy")]
+            Op::Header => self.streams.header_ready(index, generation, result),
+            #[cfg(not(feature = "proxy"))]
+            Op::Header => {}
             Op::Cancel => {} // the cancelled operation reports itself
         }
     }
