@@ -104,6 +104,65 @@ fn the_clients_proxy_headers_reach_serve_proxy_protocol() {
     assert_code(&udp, 2);
 }
 
+/// On a `tls://` listener the PROXY header comes first and the TLS handshake after it, as
+/// HAProxy sends them (`send-proxy-v2` with `ssl`): the clients send it so, `serve` reads it
+/// so, and the header's client is what the access list, the logs and a program after `--`
+/// (its UCSPI variables) see. A TLS client without the header is a header error.
+#[cfg(feature = "tls")]
+#[test]
+fn on_tls_the_proxy_header_comes_before_the_handshake() {
+    let mut command = socketkit();
+    command.args([
+        "-v",
+        "serve",
+        "-l",
+        "tls://127.0.0.1:0",
+        "--tls-self-signed",
+    ]);
+    command.args(["--proxy-protocol", "--deny", "192.0.2.66", "--"]);
+    command.args(["sh", "-c", "echo \"$TCPREMOTEIP:$TCPREMOTEPORT\""]);
+    let mut server = Spawned::start(command);
+    let endpoint = server.listening(1).remove(0).to_string();
+    let send = |args: &[&str]| {
+        socketkit()
+            .args(["send", &endpoint, "x", "--tls-insecure"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (version, source) in [("v2", "198.51.100.7:4000"), ("v1", "198.51.100.8:4001")] {
+        let out = send(&["--proxy-protocol", version, "--proxy-source", source]);
+        assert_code(&out, 0);
+        assert_eq!(stdout(&out), format!("{source}\n"), "{version}");
+    }
+    // Reset after its header: the client's handshake fails (exit 8), nothing served.
+    let denied = send(&["--proxy-protocol", "v2", "--proxy-source", "192.0.2.66:1"]);
+    assert_code(&denied, 8);
+    assert_eq!(stdout(&denied), "");
+    server.wait_for_line("refused by the access list (--allow/--deny) peer=192.0.2.66:1");
+    // The handshake's first record where the header should be.
+    let plain = send(&[]);
+    assert_code(&plain, 8);
+    server.wait_for_line("PROXY header error: no PROXY header");
+
+    // bench too: each connection's header, then its handshake.
+    let (_upper, endpoint) = serve(&[
+        "-l",
+        "tls://127.0.0.1:0",
+        "--tls-self-signed",
+        "--proxy-protocol",
+    ]);
+    let bench = socketkit()
+        .args(["bench", &endpoint, "-m", "connect", "-c", "2", "-n", "40"])
+        .args(["--json", "--tls-insecure", "--proxy-protocol", "v2"])
+        .output()
+        .unwrap();
+    assert_code(&bench, 0);
+    let report: serde_json::Value = serde_json::from_str(stdout(&bench).trim()).unwrap();
+    assert_eq!(report["ok"], 40, "{report}");
+    assert_eq!(report["tls_handshakes"], 40, "{report}");
+}
+
 #[test]
 fn reuse_port_lets_servers_share_a_port_and_the_kernel_spreads_connections() {
     let (mut first, endpoint) = serve(&["-l", "tcp://127.0.0.1:0", "--reuse-port"]);
