@@ -75,14 +75,14 @@ print(json.dumps({"status": status, "samples": samples}))
 "##;
 
 /// One scrape: the status and the samples.
-struct Scrape {
+pub(crate) struct Scrape {
     status: u64,
     samples: Vec<(String, serde_json::Map<String, Value>, f64)>,
 }
 
 impl Scrape {
     /// The sum of the samples named `name` whose labels include all of `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub(crate) fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|(n, l, _)| {
@@ -152,7 +152,11 @@ fn serve(args: &[&str], listeners: usize) -> (Spawned, SocketAddr, Vec<socketkit
 
 /// Scrapes until `done` holds (the counters move as the server's threads get to it), for at
 /// most the safety time-out; returns that scrape.
-fn scrape_until(metrics: SocketAddr, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+pub(crate) fn scrape_until(
+    metrics: SocketAddr,
+    what: &str,
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
     let began = Instant::now();
     loop {
         let scrape = scrape_with(&format!("http://{metrics}/metrics"), "GET");
