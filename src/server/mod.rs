@@ -319,7 +319,11 @@ impl ServerBuilder {
     /// `LOCAL` header (a balancer's health check) keeps the socket's own. The header must be
     /// whole within the message time-out, and at most 107 bytes (v1) or
     /// [`proxy::V2_MAX_BYTES`](crate::proxy::V2_MAX_BYTES) (v2); a missing, garbled or cut-off header closes that connection with
-    /// one log line, before the service sees a byte. Datagram listeners are not concerned.
+    /// one log line, before the service sees a byte, and is counted as an end of its
+    /// listener ([`EndCause::ProxyHeader`](crate::stats::EndCause::ProxyHeader), or
+    /// [`EndCause::Refused`](crate::stats::EndCause::Refused) for a client refused once the
+    /// header names it). On a `tls://` listener the header comes before the TLS handshake
+    /// (HAProxy's order). Every engine reads it. Datagram listeners are not concerned.
     /// Needs the `proxy` feature (in the default set).
     ///
     /// ```

@@ -13,7 +13,8 @@ pub struct ServeOpsArgs {
     /// balancer (HAProxy's send-proxy-v2): its client is the peer that --allow/--deny and the
     /// logs see. A missing, garbled or cut-off header (v1: at most 107 bytes; v2: at most
     /// 1040), or none within --message-timeout, closes that connection with one log line.
-    /// A v2 LOCAL header (a health check) keeps the balancer's address.
+    /// A v2 LOCAL header (a health check) keeps the balancer's address. On tls:// the
+    /// header comes before the TLS handshake, as HAProxy sends it (send-proxy-v2 with ssl).
     #[arg(long)]
     pub proxy_protocol: bool,
 
@@ -28,7 +29,7 @@ pub struct ServeOpsArgs {
 #[derive(Debug, Args)]
 pub struct ProxyClientArgs {
     /// Streams: send a PROXY protocol header first (v1: text, v2: binary), as a balancer
-    /// does, to talk to a `serve --proxy-protocol` directly.
+    /// does, to talk to a `serve --proxy-protocol` directly (on tls://, before the handshake).
     #[arg(long, value_name = "v1|v2")]
     pub proxy_protocol: Option<ProxyVersion>,
 
