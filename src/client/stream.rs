@@ -610,7 +610,8 @@ fn tls_outcome(
     })
 }
 
-/// The local and peer addresses of a TCP connection.
+/// The local and peer addresses of a TCP connection (for a `tls://` one's bridge).
+#[cfg(feature = "tls")]
 pub(super) fn tcp_addresses(s: &TcpStream) -> Result<(Address, Address), Error> {
     Ok((
         Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
