@@ -291,13 +291,13 @@ fn a_header_still_awaited_ends_with_the_grace_period_on_every_engine() {
             refused(waiting.read_to_end(&mut reply).map(|_| reply)),
             "{engine}"
         );
-        let snap = stats.listeners()[0].snapshot();
+        // A thread engine's connection thread may still be letting go of it.
+        let snap = settled(&stats, 1, engine);
         assert_eq!(
             snap.connection_ends[EndCause::GraceOver as usize],
             1,
             "{engine}: {snap:#?}"
         );
-        assert_eq!(snap.connections_active, 0, "{engine}");
     }
 }
 
