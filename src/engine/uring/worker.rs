@@ -184,8 +184,14 @@ impl Worker {
         }
     }
 
-    /// Serves until the server stops and every connection of this thread is closed.
-    pub(super) fn run(mut self) {
+    /// Arms the thread's polls and accepts and hands them to the kernel, which puts each
+    /// accept in its listener's queue of waiters at once: from then on this thread takes its
+    /// turn at the listeners' connections.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel takes no submission.
+    pub(super) fn arm(mut self) -> io::Result<Worker> {
         let stop = self.shared.stop.fd().as_raw_fd();
         let force = self.shared.force.fd().as_raw_fd();
         let poll_in = libc::POLLIN as u32;
@@ -206,6 +212,14 @@ impl Worker {
                 .build()
                 .user_data(user_data(Op::Wake, 0, 0)),
         );
+        self.end_turn();
+        self.flush();
+        self.ring.submit()?;
+        Ok(self)
+    }
+
+    /// Serves until the server stops and every connection of this thread is closed.
+    pub(super) fn run(mut self) {
         loop {
             self.end_turn();
             if self.stopping && self.streams.live() == 0 {
