@@ -65,7 +65,8 @@ pub enum Engine {
     Pool,
     /// io_uring, thread-per-core ([`Limits::threads`](crate::Limits::threads) threads, each
     /// with its own ring): multishot accept, multishot receive over a provided-buffer ring (an
-    /// idle connection holds no buffer), one system call per loop turn for every send and
+    /// idle connection holds no buffer; a peer that sends ahead of its replies is read one
+    /// buffer at a time, so TCP holds it back), one system call per loop turn for every send and
     /// receive. Runs services and async handlers (a server with an async handler is handed to
     /// the async engine whole). Where io_uring is refused (a container's seccomp profile,
     /// `kernel.io_uring_disabled`, a kernel older than 6.0, a build without the `uring`

@@ -7,7 +7,8 @@
 //!   one-shot where rings share the listener (a multishot one would take every connection);
 //! - **receive**: a multishot receive per connection over the thread's registered
 //!   provided-buffer ring ([`bufring`]): the kernel picks a buffer only when bytes arrive, so an
-//!   idle connection holds none;
+//!   idle connection holds none; one-shot, armed only while the connection reads, for a peer
+//!   that sends ahead of its replies ([`stream`] says why);
 //! - **send**: a send operation for each pending reply; all the operations of a loop turn go
 //!   to the kernel in one `io_uring_enter`, which also waits for the next completions, with a
 //!   time-out at the earliest deadline of the connection machines;

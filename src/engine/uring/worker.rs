@@ -303,6 +303,14 @@ impl Worker {
             }
             for cqe in &batch {
                 self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+                if std::mem::take(&mut self.streams.submit_now) {
+                    // A multishot receive to stop: every completion it adds is input copied
+                    // and held (see `stream`), so it goes to the kernel now.
+                    self.flush();
+                    if let Err(e) = self.ring.submit() {
+                        tracing::warn!("io_uring_enter failed: {e}");
+                    }
+                }
             }
             self.flush();
         }
