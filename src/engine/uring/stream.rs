@@ -9,8 +9,9 @@
 //!   read only when they can write), so TCP holds it back. A multishot receive cannot be held
 //!   to a budget: once bytes wait in the socket, the kernel drains it into the thread's free
 //!   buffers before the first completion is seen (up to all 256, 4 MiB), and every one the
-//!   machine cannot take while it writes is copied into held input (measured: 3.3-4.0 MiB per
-//!   peer that sends without reading, when it was the only receive). So a connection starts
+//!   machine cannot take while it writes is copied into held input (measured, four peers that
+//!   send without reading on one thread: 2.8-4.0 MiB each; read one-shot, 14 KiB). So a
+//!   connection starts
 //!   one-shot and turns multishot once a receive leaves its socket empty (the peer waits);
 //!   held input plus unsent output past [`HELD_BYTES`] cancel the multishot receive at once
 //!   (before the next completion is looked at) and turn it one-shot again;
