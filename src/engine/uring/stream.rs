@@ -11,10 +11,9 @@
 //!   buffers before the first completion is seen (up to all 256, 4 MiB), and every one the
 //!   machine cannot take while it writes is copied into held input (measured, four peers that
 //!   send without reading on one thread: 2.8-4.0 MiB each; read one-shot, 14 KiB). So a
-//!   connection starts
-//!   one-shot and turns multishot once a receive leaves its socket empty (the peer waits);
-//!   held input plus unsent output past [`HELD_BYTES`] cancel the multishot receive at once
-//!   (before the next completion is looked at) and turn it one-shot again;
+//!   connection starts one-shot and turns multishot once a receive leaves its socket empty
+//!   (the peer waits); held input plus unsent output past [`HELD_BYTES`] cancel the multishot
+//!   receive at once (before the next completion is looked at) and turn it one-shot again;
 //! - one send at a time, of the machine's pending output, which stays unchanged until the
 //!   send completes (the machine changes its output only on `Wrote`);
 //! - a timer at the deadline the machine names, checked when it fires;
