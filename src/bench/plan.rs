@@ -112,6 +112,11 @@ pub struct Plan {
     pub payload: Payload,
     /// Reply check.
     pub expect: Expect,
+    /// The load generator's engine: [`Engine::Async`](crate::Engine::Async) (tokio tasks, every
+    /// mode) or [`Engine::Uring`](crate::Engine::Uring) (io_uring, one ring per thread:
+    /// `pingpong` on TCP and Unix streams, and `udp`, without `rate`). Where io_uring is
+    /// refused, [`run`](super::run) falls back to the async engine with one warning line.
+    pub engine: crate::Engine,
 }
 
 impl Plan {
@@ -131,6 +136,7 @@ impl Plan {
             framing: Framing::Raw,
             payload: Payload::Ascii,
             expect: Expect::Upper,
+            engine: crate::Engine::Async,
         }
     }
 

@@ -430,8 +430,15 @@ pub struct BenchArgs {
     #[arg(long, default_value = "upper", value_parser = expect_parser())]
     pub expect: socketkit::bench::Expect,
 
+    /// The load generator's engine: async (tokio tasks, every mode) or uring (io_uring, one
+    /// ring per thread, so the load generator costs less CPU per request: pingpong on tcp://
+    /// and unix://, and udp; no --rate). Where io_uring is refused (or SOCKETKIT_URING=refuse
+    /// is set) the load runs on async, with one warning line; the report names the engine.
+    #[arg(short, long, default_value = "async", value_parser = bench_engine_parser())]
+    pub engine: Engine,
+
     /// Print the report as one JSON object (with the load generator's own CPU time: own_cpu_s,
-    /// own_cpu_per_request_us).
+    /// own_cpu_per_request_us; and "engine", the engine the load ran on).
     #[arg(long)]
     pub json: bool,
 
@@ -448,6 +455,13 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+}
+
+/// bench's `-e/--engine`: async or uring.
+fn bench_engine_parser() -> impl clap::builder::TypedValueParser<Value = Engine> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new([Engine::Async.name(), Engine::Uring.name()])
+        .map(|name: String| name.parse::<Engine>().expect("a listed engine"))
 }
 
 /// Framing flags, shared by serve, send and client.

@@ -32,6 +32,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     plan.framing = args.framing.framing();
     plan.payload = args.payload;
     plan.expect = args.expect;
+    plan.engine = args.engine;
 
     if plan.mode == Mode::Stream && (args.plot.is_some() || args.hdr_log.is_some()) {
         return Err(socketkit::Error::Config(

@@ -1,0 +1,468 @@
+//! The load loops on io_uring (`bench --engine uring`): one ring per thread, many connections
+//! per ring. Each loop turn hands every connection's send and receive to the kernel in one
+//! `io_uring_enter`, which also waits for the next completions, so a request costs the load
+//! generator no readiness bookkeeping and a fraction of a system call. Replies are checked, and
+//! latencies and failures counted, by the same code as the async workers ([`Run`], [`Tally`],
+//! [`super::converse`]'s failure kinds). Pingpong (TCP and Unix streams) and udp only; no
+//! `--rate` (the pacing lives in the async workers).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use io_uring::{IoUring, opcode, squeue, types};
+use tokio::time::Instant;
+
+use super::converse::{count_pattern, ended, kind_of};
+use super::counters::Failure;
+use super::plan::Mode;
+use super::run::{Run, Tally, describe};
+use super::target::Target;
+
+/// The largest datagram a reply can be.
+const DATAGRAM: usize = 65_536;
+
+/// How long a wait for completions lasts at most, so the run's deadline and reconnections are
+/// looked at even when nothing completes.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Runs the plan on `threads` threads, each with its own ring and its share of the
+/// connections (connection `i` on thread `i % threads`).
+pub(super) fn run(run: &Run, threads: usize) -> io::Result<()> {
+    let connections = run.plan.connections.max(1);
+    let threads = threads.clamp(1, connections);
+    std::thread::scope(|scope| {
+        let loops: Vec<_> = (0..threads)
+            .map(|t| {
+                let slots = (t..connections).step_by(threads).count();
+                std::thread::Builder::new()
+                    .name("socketkit-bench".into())
+                    .spawn_scoped(scope, move || Loop::new(run, slots)?.go())
+            })
+            .collect::<io::Result<_>>()?;
+        for handle in loops {
+            handle
+                .join()
+                .map_err(|_| io::Error::other("a bench thread panicked"))??;
+        }
+        Ok(())
+    })
+}
+
+/// One connection (or UDP socket) of a ring.
+struct Slot {
+    fd: Option<OwnedFd>,
+    /// The reply being read (streams: one reply's length; udp: the largest datagram).
+    buf: Vec<u8>,
+    /// Bytes of the current reply read so far (streams).
+    got: usize,
+    /// Bytes of requests claimed and not yet written.
+    to_write: usize,
+    sending: bool,
+    receiving: bool,
+    /// Per request in flight: when its latency counts from, and its deadline.
+    in_flight: VecDeque<(Instant, Instant)>,
+    /// Whole replies on this connection.
+    answered: u64,
+    /// Failed (already counted): waiting for its operations before it is closed.
+    failed: bool,
+    /// No more requests to claim.
+    exhausted: bool,
+    /// Finished: closed, nothing more to do.
+    done: bool,
+}
+
+/// What a completion is for: the low bit of its user data, the slot above it.
+const SEND: u64 = 0;
+const RECV: u64 = 1;
+
+struct Loop<'a> {
+    run: &'a Run,
+    ring: IoUring,
+    slots: Vec<Slot>,
+    tally: Tally,
+    udp: bool,
+    /// Requests back to back, so one send can carry every request a connection has claimed.
+    batch: Vec<u8>,
+}
+
+impl<'a> Loop<'a> {
+    fn new(run: &'a Run, slots: usize) -> io::Result<Loop<'a>> {
+        let udp = run.plan.mode == Mode::Udp;
+        let entries = (2 * slots as u32 + 4).next_power_of_two().min(4096);
+        let pipeline = if udp { 1 } else { run.plan.pipeline.max(1) };
+        let buf_len = if udp { DATAGRAM } else { run.reply.len() };
+        let slots = (0..slots)
+            .map(|_| Slot {
+                fd: None,
+                buf: vec![0; buf_len],
+                got: 0,
+                to_write: 0,
+                sending: false,
+                receiving: false,
+                in_flight: VecDeque::with_capacity(pipeline),
+                answered: 0,
+                failed: false,
+                exhausted: false,
+                done: false,
+            })
+            .collect();
+        Ok(Loop {
+            run,
+            ring: IoUring::builder().build(entries)?,
+            slots,
+            tally: Tally::new(run),
+            udp,
+            batch: run.request.repeat(pipeline),
+        })
+    }
+
+    fn go(mut self) -> io::Result<()> {
+        while !self.slots.iter().all(|s| s.done) {
+            for index in 0..self.slots.len() {
+                self.step(index)?;
+            }
+            self.wait()?;
+            self.reap();
+            self.expire();
+        }
+        self.tally.finish();
+        Ok(())
+    }
+
+    /// Moves one slot on: (re)connects it, claims requests, queues its send and receive.
+    fn step(&mut self, index: usize) -> io::Result<()> {
+        let run = self.run;
+        let slot = &mut self.slots[index];
+        if slot.done {
+            return Ok(());
+        }
+        if slot.sending || slot.receiving {
+            if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
+                return Ok(()); // its operations are ending
+            }
+        } else if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
+            // A failed connection is replaced, as the async workers do; a finished one closes.
+            let failed = slot.failed;
+            *slot = Slot {
+                buf: std::mem::take(&mut slot.buf),
+                ..Slot::closed(slot.in_flight.capacity())
+            };
+            slot.done = !failed || self.udp || run.out_of_time();
+            return Ok(());
+        }
+        if slot.fd.is_none() {
+            match open(run) {
+                Ok(fd) => slot.fd = Some(fd),
+                Err(e) => {
+                    // A failed connection costs a request, so a request-bounded run against a
+                    // server that refuses still ends.
+                    if self.udp || run.claim().is_none() {
+                        slot.done = true;
+                    }
+                    if self.udp {
+                        run.counters
+                            .fail(Failure::Other, || format!("cannot open a UDP socket: {e}"));
+                    } else {
+                        run.connect_failed(&e);
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        let pipeline = if self.udp {
+            1
+        } else {
+            run.plan.pipeline.max(1)
+        };
+        while !slot.exhausted && slot.in_flight.len() < pipeline && !(self.udp && slot.sending) {
+            match run.claim() {
+                Some(_) => {
+                    let now = Instant::now();
+                    slot.in_flight.push_back((now, now + run.plan.timeout));
+                    slot.to_write += run.request.len();
+                }
+                None => slot.exhausted = true,
+            }
+        }
+        let fd = types::Fd(slot.fd.as_ref().expect("open").as_raw_fd());
+        let mut entries = Vec::with_capacity(2);
+        if slot.to_write > 0 && !slot.sending {
+            let bytes = &self.batch[self.batch.len() - slot.to_write..];
+            entries.push(
+                opcode::Send::new(fd, bytes.as_ptr(), bytes.len() as u32)
+                    .build()
+                    .user_data(user_data(index, SEND)),
+            );
+            slot.sending = true;
+        }
+        // A UDP socket always has a receive posted, so a late reply is drained, not taken for
+        // the next request's.
+        if !slot.receiving && (self.udp || !slot.in_flight.is_empty()) {
+            let room = &mut slot.buf[slot.got..];
+            entries.push(
+                opcode::Recv::new(fd, room.as_mut_ptr(), room.len() as u32)
+                    .build()
+                    .user_data(user_data(index, RECV)),
+            );
+            slot.receiving = true;
+        }
+        if self.udp && slot.exhausted && slot.in_flight.is_empty() && slot.receiving {
+            slot.failed = true; // ending: the cancelled receive completes it
+            entries.push(
+                opcode::AsyncCancel::new(user_data(index, RECV))
+                    .build()
+                    .user_data(u64::MAX),
+            );
+        }
+        for entry in entries {
+            self.push(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Queues an operation, submitting what is queued first if the queue is full.
+    #[allow(unsafe_code)] // the io_uring API's: the kernel writes into our buffers
+    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: every buffer an operation points into is a slot's `buf` or the loop's
+            // `batch`, neither of which is moved, resized or freed while an operation on it is
+            // in the kernel: a slot is rebuilt only once `sending` and `receiving` are both
+            // clear, and the loop ends only when every slot is done, so with none pending.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    /// Submits the turn's operations and waits for a completion, at most until the earliest
+    /// deadline of a request in flight.
+    fn wait(&mut self) -> io::Result<()> {
+        if self.slots.iter().all(|s| s.done) {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let next = self
+            .slots
+            .iter()
+            .filter_map(|s| s.in_flight.front().map(|&(_, deadline)| deadline))
+            .min()
+            .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
+        let ts = types::Timespec::from(next.max(Duration::from_micros(1)));
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reap(&mut self) {
+        let done: Vec<(u64, i32)> = self
+            .ring
+            .completion()
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        for (data, result) in done {
+            if data == u64::MAX {
+                continue; // a cancellation: the cancelled receive reports itself
+            }
+            let index = (data >> 1) as usize;
+            match data & 1 {
+                SEND => self.sent(index, result),
+                _ => self.received(index, result),
+            }
+        }
+    }
+
+    fn sent(&mut self, index: usize, result: i32) {
+        let run = self.run;
+        let slot = &mut self.slots[index];
+        slot.sending = false;
+        if slot.failed {
+            return;
+        }
+        match result {
+            n if n > 0 => {
+                run.counters.add(&run.counters.bytes_sent, n as u64);
+                // A datagram goes whole or not at all.
+                slot.to_write = if self.udp {
+                    0
+                } else {
+                    slot.to_write - n as usize
+                };
+            }
+            0 => self.fail(index, |slot| ended(run, Failure::Other, slot.answered)),
+            e => {
+                let error = io::Error::from_raw_os_error(-e);
+                if self.udp {
+                    run.datagram_failed(&error);
+                    slot.to_write = 0;
+                    slot.in_flight.pop_front();
+                    std::thread::sleep(Duration::from_millis(10));
+                } else {
+                    self.fail(index, |slot| broke(run, slot, &error));
+                }
+            }
+        }
+    }
+
+    fn received(&mut self, index: usize, result: i32) {
+        let run = self.run;
+        let slot = &mut self.slots[index];
+        slot.receiving = false;
+        if slot.failed {
+            return;
+        }
+        if self.udp {
+            match result {
+                n if n >= 0 => {
+                    let n = n as usize;
+                    let Some((since, _)) = slot.in_flight.pop_front() else {
+                        return; // the late reply of a request counted lost
+                    };
+                    run.counters.add(&run.counters.bytes_received, n as u64);
+                    if slot.buf[..n] == run.reply[..] {
+                        run.record(&mut self.tally, since);
+                    } else {
+                        run.mismatch(&slot.buf[..n]);
+                    }
+                }
+                // The cancellation at the end of the run.
+                e if -e == libc::ECANCELED => {}
+                e => {
+                    if slot.in_flight.pop_front().is_some() {
+                        run.datagram_failed(&io::Error::from_raw_os_error(-e));
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+            return;
+        }
+        match result {
+            0 => {
+                let kind = if slot.got == 0 {
+                    Failure::Closed
+                } else {
+                    Failure::Truncated
+                };
+                self.fail(index, |slot| ended(run, kind, slot.answered));
+            }
+            n if n > 0 => {
+                run.counters.add(&run.counters.bytes_received, n as u64);
+                slot.got += n as usize;
+                if slot.got < slot.buf.len() {
+                    return;
+                }
+                slot.got = 0;
+                if slot.buf != run.reply {
+                    run.mismatch(&slot.buf);
+                    return self.fail(index, |_| {});
+                }
+                let (since, _) = slot.in_flight.pop_front().expect("a request in flight");
+                run.record(&mut self.tally, since);
+                slot.answered += 1;
+            }
+            e => {
+                let error = io::Error::from_raw_os_error(-e);
+                self.fail(index, |slot| broke(run, slot, &error));
+            }
+        }
+    }
+
+    /// Requests whose reply is overdue: a time-out ends a stream connection (it is out of step
+    /// then), a lost datagram only itself.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.slots.len() {
+            let slot = &mut self.slots[index];
+            if slot.failed || slot.in_flight.front().is_none_or(|&(_, at)| now < at) {
+                continue;
+            }
+            if self.udp {
+                slot.in_flight.pop_front();
+                self.run.count(&self.run.counters.losses);
+            } else {
+                let run = self.run;
+                self.fail(index, |_| run.count(&run.counters.timeouts));
+            }
+        }
+    }
+
+    /// Ends a stream connection after a failure (counted by `count`): shuts it down so its
+    /// operations complete, and replaces it once they have.
+    fn fail(&mut self, index: usize, count: impl FnOnce(&Slot)) {
+        let slot = &mut self.slots[index];
+        count(slot);
+        slot.failed = true;
+        if let Some(fd) = &slot.fd {
+            let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
+    }
+}
+
+impl Slot {
+    fn closed(pipeline: usize) -> Slot {
+        Slot {
+            fd: None,
+            buf: Vec::new(),
+            got: 0,
+            to_write: 0,
+            sending: false,
+            receiving: false,
+            in_flight: VecDeque::with_capacity(pipeline),
+            answered: 0,
+            failed: false,
+            exhausted: false,
+            done: false,
+        }
+    }
+}
+
+/// Counts an I/O error on a stream connection, as the async workers do.
+fn broke(run: &Run, slot: &Slot, error: &io::Error) {
+    let kind = kind_of(error, slot.answered, slot.got);
+    run.counters.fail(kind, || describe(kind, error));
+    count_pattern(run, slot.answered);
+}
+
+fn user_data(index: usize, op: u64) -> u64 {
+    (index as u64) << 1 | op
+}
+
+/// A new connection (streams) or connected socket (udp) to the target, blocking.
+fn open(run: &Run) -> io::Result<OwnedFd> {
+    match &run.target {
+        Target::Inet(addr) if run.plan.mode == Mode::Udp => {
+            let local: SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = UdpSocket::bind(local)?;
+            socket.connect(addr)?;
+            Ok(socket.into())
+        }
+        Target::Inet(addr) => {
+            let stream = TcpStream::connect_timeout(addr, run.plan.timeout)?;
+            stream.set_nodelay(true)?;
+            Ok(stream.into())
+        }
+        Target::Unix(path) => {
+            use std::os::linux::net::SocketAddrExt;
+            use std::os::unix::ffi::OsStrExt;
+            let bytes = path.as_os_str().as_bytes();
+            let addr = match bytes.strip_prefix(b"\0") {
+                Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
+                None => std::os::unix::net::SocketAddr::from_pathname(path)?,
+            };
+            Ok(UnixStream::connect_addr(&addr)?.into())
+        }
+        Target::Seqpacket(_) => Err(io::Error::other("unixpacket:// is not run on io_uring")),
+    }
+}
