@@ -52,6 +52,16 @@ pub(super) fn run(run: &Run, threads: usize) -> io::Result<()> {
     })
 }
 
+/// A ring for one thread: only that thread submits, and completions are run when it waits for
+/// them (`DEFER_TASKRUN`, Linux 6.1), not by interrupting it; a plain ring on older kernels.
+fn ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(entries)
+        .or_else(|_| IoUring::builder().build(entries))
+}
+
 /// One connection (or UDP socket) of a ring.
 struct Slot {
     fd: Option<OwnedFd>,
@@ -112,7 +122,7 @@ impl<'a> Loop<'a> {
             .collect();
         Ok(Loop {
             run,
-            ring: IoUring::builder().build(entries)?,
+            ring: ring(entries)?,
             slots,
             tally: Tally::new(run),
             udp,
