@@ -13,7 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use io_uring::{IoUring, opcode, squeue, types};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tokio::time::Instant;
 
 use super::converse::{count_pattern, ended, kind_of};
@@ -21,9 +21,13 @@ use super::counters::Failure;
 use super::plan::Mode;
 use super::run::{Run, Tally, describe};
 use super::target::Target;
+use crate::engine::BufRing;
 
 /// The largest datagram a reply can be.
 const DATAGRAM: usize = 65_536;
+
+/// The size of a receive buffer of the streams' provided-buffer ring.
+const STREAM_BUF: usize = 4096;
 
 /// How long a wait for completions lasts at most, so the run's deadline and reconnections are
 /// looked at even when nothing completes.
@@ -79,6 +83,8 @@ struct Slot {
     answered: u64,
     /// Failed (already counted): waiting for its operations before it is closed.
     failed: bool,
+    /// Shut down after its last reply: waiting for its receive to end.
+    closing: bool,
     /// No more requests to claim.
     exhausted: bool,
     /// Finished: closed, nothing more to do.
@@ -97,6 +103,9 @@ struct Loop<'a> {
     udp: bool,
     /// Requests back to back, so one send can carry every request a connection has claimed.
     batch: Vec<u8>,
+    /// Streams: the receive buffers the kernel picks from (declared after `ring`, so dropped
+    /// after it).
+    bufs: Option<BufRing>,
 }
 
 impl<'a> Loop<'a> {
@@ -105,7 +114,7 @@ impl<'a> Loop<'a> {
         let entries = (2 * slots as u32 + 4).next_power_of_two().min(4096);
         let pipeline = if udp { 1 } else { run.plan.pipeline.max(1) };
         let buf_len = if udp { DATAGRAM } else { run.reply.len() };
-        let slots = (0..slots)
+        let slots: Vec<Slot> = (0..slots)
             .map(|_| Slot {
                 fd: None,
                 buf: vec![0; buf_len],
@@ -116,13 +125,24 @@ impl<'a> Loop<'a> {
                 in_flight: VecDeque::with_capacity(pipeline),
                 answered: 0,
                 failed: false,
+                closing: false,
                 exhausted: false,
                 done: false,
             })
             .collect();
+        let ring = ring(entries)?;
+        // Streams receive with one multishot receive per connection, armed once, over buffers
+        // the kernel picks: no poll to arm again for each reply.
+        let bufs = if udp {
+            None
+        } else {
+            let count = (slots.len() * 4).next_power_of_two().clamp(16, 32_768) as u16;
+            Some(BufRing::new(&ring, 0, count, STREAM_BUF)?)
+        };
         Ok(Loop {
             run,
-            ring: ring(entries)?,
+            ring,
+            bufs,
             slots,
             tally: Tally::new(run),
             udp,
@@ -152,7 +172,17 @@ impl<'a> Loop<'a> {
         }
         if slot.sending || slot.receiving {
             if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
-                return Ok(()); // its operations are ending
+                // Its operations are ending; a stream's receive ends with a shutdown.
+                if !self.udp && !slot.failed && !slot.sending && !slot.closing {
+                    slot.closing = true;
+                    if let Some(fd) = &slot.fd {
+                        let _ = nix::sys::socket::shutdown(
+                            fd.as_raw_fd(),
+                            nix::sys::socket::Shutdown::Both,
+                        );
+                    }
+                }
+                return Ok(());
             }
         } else if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
             // A failed connection is replaced, as the async workers do; a finished one closes.
@@ -210,12 +240,19 @@ impl<'a> Loop<'a> {
             );
             slot.sending = true;
         }
-        // A UDP socket always has a receive posted, so a late reply is drained, not taken for
-        // the next request's.
-        if !slot.receiving && (self.udp || !slot.in_flight.is_empty()) {
-            let room = &mut slot.buf[slot.got..];
+        // A socket always has a receive posted: a UDP socket's late reply is drained, not
+        // taken for the next request's.
+        if !slot.receiving && self.udp {
+            let room = &mut slot.buf[..];
             entries.push(
                 opcode::Recv::new(fd, room.as_mut_ptr(), room.len() as u32)
+                    .build()
+                    .user_data(user_data(index, RECV)),
+            );
+            slot.receiving = true;
+        } else if !slot.receiving {
+            entries.push(
+                opcode::RecvMulti::new(fd, 0)
                     .build()
                     .user_data(user_data(index, RECV)),
             );
@@ -273,19 +310,20 @@ impl<'a> Loop<'a> {
     }
 
     fn reap(&mut self) {
-        let done: Vec<(u64, i32)> = self
+        let done: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
-            .map(|c| (c.user_data(), c.result()))
+            .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
-        for (data, result) in done {
+        for (data, result, flags) in done {
             if data == u64::MAX {
                 continue; // a cancellation: the cancelled receive reports itself
             }
             let index = (data >> 1) as usize;
             match data & 1 {
                 SEND => self.sent(index, result),
-                _ => self.received(index, result),
+                _ if self.udp => self.received(index, result),
+                _ => self.streamed(index, result, flags),
             }
         }
     }
@@ -322,6 +360,7 @@ impl<'a> Loop<'a> {
         }
     }
 
+    /// A UDP socket's receive completed: the reply of the request in flight, or a late one.
     fn received(&mut self, index: usize, result: i32) {
         let run = self.run;
         let slot = &mut self.slots[index];
@@ -329,59 +368,87 @@ impl<'a> Loop<'a> {
         if slot.failed {
             return;
         }
-        if self.udp {
-            match result {
-                n if n >= 0 => {
-                    let n = n as usize;
-                    let Some((since, _)) = slot.in_flight.pop_front() else {
-                        return; // the late reply of a request counted lost
-                    };
-                    run.counters.add(&run.counters.bytes_received, n as u64);
-                    if slot.buf[..n] == run.reply[..] {
-                        run.record(&mut self.tally, since);
-                    } else {
-                        run.mismatch(&slot.buf[..n]);
-                    }
+        match result {
+            n if n >= 0 => {
+                let n = n as usize;
+                let Some((since, _)) = slot.in_flight.pop_front() else {
+                    return; // the late reply of a request counted lost
+                };
+                run.counters.add(&run.counters.bytes_received, n as u64);
+                if slot.buf[..n] == run.reply[..] {
+                    run.record(&mut self.tally, since);
+                } else {
+                    run.mismatch(&slot.buf[..n]);
                 }
-                // The cancellation at the end of the run.
-                e if -e == libc::ECANCELED => {}
-                e => {
-                    if slot.in_flight.pop_front().is_some() {
-                        run.datagram_failed(&io::Error::from_raw_os_error(-e));
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+            }
+            // The cancellation at the end of the run.
+            e if -e == libc::ECANCELED => {}
+            e => {
+                if slot.in_flight.pop_front().is_some() {
+                    run.datagram_failed(&io::Error::from_raw_os_error(-e));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
+            }
+        }
+    }
+
+    /// A stream's multishot receive completed: the bytes in the buffer the kernel picked are
+    /// checked against the replies expected, a whole reply at a time.
+    fn streamed(&mut self, index: usize, result: i32, flags: u32) {
+        let run = self.run;
+        let slot = &mut self.slots[index];
+        slot.receiving = cqueue::more(flags);
+        let bufs = self.bufs.as_mut().expect("streams have buffers");
+        let picked = cqueue::buffer_select(flags);
+        if slot.failed || slot.closing || result == -libc::ENOBUFS {
+            // Ended, or out of buffers for a moment: armed again at the next turn.
+            if let Some(bid) = picked {
+                bufs.recycle(bid);
             }
             return;
         }
-        match result {
-            0 => {
-                let kind = if slot.got == 0 {
-                    Failure::Closed
-                } else {
-                    Failure::Truncated
-                };
-                self.fail(index, |slot| ended(run, kind, slot.answered));
+        if result == 0 {
+            let kind = if slot.got == 0 {
+                Failure::Closed
+            } else {
+                Failure::Truncated
+            };
+            return self.fail(index, |slot| ended(run, kind, slot.answered));
+        }
+        if result < 0 {
+            let error = io::Error::from_raw_os_error(-result);
+            return self.fail(index, |slot| broke(run, slot, &error));
+        }
+        let bid = picked.expect("a receive with bytes names its buffer");
+        run.counters
+            .add(&run.counters.bytes_received, result as u64);
+        let mut chunk = bufs.get(bid, result as usize);
+        let mut wrong = false;
+        while !chunk.is_empty() {
+            let take = chunk.len().min(slot.buf.len() - slot.got);
+            slot.buf[slot.got..slot.got + take].copy_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            slot.got += take;
+            if slot.got < slot.buf.len() {
+                break;
             }
-            n if n > 0 => {
-                run.counters.add(&run.counters.bytes_received, n as u64);
-                slot.got += n as usize;
-                if slot.got < slot.buf.len() {
-                    return;
+            slot.got = 0;
+            // A reply with no request in flight is one the server made up.
+            match slot.in_flight.pop_front() {
+                Some((since, _)) if slot.buf == run.reply => {
+                    run.record(&mut self.tally, since);
+                    slot.answered += 1;
                 }
-                slot.got = 0;
-                if slot.buf != run.reply {
+                _ => {
                     run.mismatch(&slot.buf);
-                    return self.fail(index, |_| {});
+                    wrong = true;
+                    break;
                 }
-                let (since, _) = slot.in_flight.pop_front().expect("a request in flight");
-                run.record(&mut self.tally, since);
-                slot.answered += 1;
             }
-            e => {
-                let error = io::Error::from_raw_os_error(-e);
-                self.fail(index, |slot| broke(run, slot, &error));
-            }
+        }
+        bufs.recycle(bid);
+        if wrong {
+            self.fail(index, |_| {});
         }
     }
 
@@ -428,6 +495,7 @@ impl Slot {
             in_flight: VecDeque::with_capacity(pipeline),
             answered: 0,
             failed: false,
+            closing: false,
             exhausted: false,
             done: false,
         }

@@ -19,6 +19,8 @@ mod sources;
 mod tokio;
 #[cfg(feature = "uring")]
 mod uring;
+#[cfg(feature = "uring")]
+pub(crate) use uring::BufRing;
 mod wait;
 
 use std::fmt;
