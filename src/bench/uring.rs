@@ -131,6 +131,8 @@ impl<'a> Loop<'a> {
             })
             .collect();
         let ring = ring(entries)?;
+        // Each slot's socket is a registered file: no descriptor look-up per operation.
+        ring.submitter().register_files_sparse(slots.len() as u32)?;
         // Streams receive with one multishot receive per connection, armed once, over buffers
         // the kernel picks: no poll to arm again for each reply.
         let bufs = if udp {
@@ -186,6 +188,11 @@ impl<'a> Loop<'a> {
             }
         } else if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
             // A failed connection is replaced, as the async workers do; a finished one closes.
+            if slot.fd.is_some() {
+                self.ring
+                    .submitter()
+                    .register_files_update(index as u32, &[-1])?;
+            }
             let failed = slot.failed;
             *slot = Slot {
                 buf: std::mem::take(&mut slot.buf),
@@ -196,7 +203,12 @@ impl<'a> Loop<'a> {
         }
         if slot.fd.is_none() {
             match open(run) {
-                Ok(fd) => slot.fd = Some(fd),
+                Ok(fd) => {
+                    self.ring
+                        .submitter()
+                        .register_files_update(index as u32, &[fd.as_raw_fd()])?;
+                    slot.fd = Some(fd);
+                }
                 Err(e) => {
                     // A failed connection costs a request, so a request-bounded run against a
                     // server that refuses still ends.
@@ -229,7 +241,7 @@ impl<'a> Loop<'a> {
                 None => slot.exhausted = true,
             }
         }
-        let fd = types::Fd(slot.fd.as_ref().expect("open").as_raw_fd());
+        let fd = types::Fixed(index as u32);
         let mut entries = Vec::with_capacity(2);
         if slot.to_write > 0 && !slot.sending {
             let bytes = &self.batch[self.batch.len() - slot.to_write..];
