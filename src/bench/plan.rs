@@ -115,7 +115,7 @@ pub struct Plan {
     /// The load generator's engine: [`Engine::Async`](crate::Engine::Async) (tokio tasks, every
     /// mode) or [`Engine::Uring`](crate::Engine::Uring) (io_uring, one ring per thread:
     /// `pingpong` on TCP and Unix streams, and `udp`, without `rate`). Where io_uring is
-    /// refused, [`run`](super::run) falls back to the async engine with one warning line.
+    /// refused, [`run`](fn@super::run) falls back to the async engine with one warning line.
     pub engine: crate::Engine,
 }
 

@@ -85,6 +85,9 @@ struct Slot {
     failed: bool,
     /// Shut down after its last reply: waiting for its receive to end.
     closing: bool,
+    /// The server closed the connection between requests: the next request fails, as it
+    /// would on the async engine, which learns of it by writing that request.
+    eof: bool,
     /// No more requests to claim.
     exhausted: bool,
     /// Finished: closed, nothing more to do.
@@ -126,6 +129,7 @@ impl<'a> Loop<'a> {
                 answered: 0,
                 failed: false,
                 closing: false,
+                eof: false,
                 exhausted: false,
                 done: false,
             })
@@ -210,14 +214,14 @@ impl<'a> Loop<'a> {
                     slot.fd = Some(fd);
                 }
                 Err(e) => {
-                    // A failed connection costs a request, so a request-bounded run against a
-                    // server that refuses still ends.
-                    if self.udp || run.claim().is_none() {
-                        slot.done = true;
-                    }
                     if self.udp {
+                        slot.done = true;
                         run.counters
                             .fail(Failure::Other, || format!("cannot open a UDP socket: {e}"));
+                    } else if run.claim().is_none() {
+                        // A failed connection costs a request, so a request-bounded run
+                        // against a server that refuses still ends.
+                        slot.done = true;
                     } else {
                         run.connect_failed(&e);
                         std::thread::sleep(Duration::from_millis(10));
@@ -225,6 +229,16 @@ impl<'a> Loop<'a> {
                     return Ok(());
                 }
             }
+        }
+        if slot.eof {
+            match run.claim() {
+                Some(_) => {
+                    ended(run, Failure::Closed, slot.answered);
+                    slot.failed = true;
+                }
+                None => slot.exhausted = true,
+            }
+            return Ok(());
         }
         let pipeline = if self.udp {
             1
@@ -419,6 +433,10 @@ impl<'a> Loop<'a> {
             }
             return;
         }
+        if result == 0 && slot.got == 0 && slot.in_flight.is_empty() {
+            slot.eof = true;
+            return;
+        }
         if result == 0 {
             let kind = if slot.got == 0 {
                 Failure::Closed
@@ -508,6 +526,7 @@ impl Slot {
             answered: 0,
             failed: false,
             closing: false,
+            eof: false,
             exhausted: false,
             done: false,
         }

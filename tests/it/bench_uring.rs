@@ -153,3 +153,67 @@ fn modes_uring_does_not_run_are_a_usage_error_naming_those_it_does() {
     let output = bench(&[&endpoints[0], "-n", "10", "-e", "pool"], None);
     assert_code(&output, 2);
 }
+
+#[cfg(feature = "uring")]
+#[test]
+fn failures_are_counted_by_kind_on_uring_as_on_async() {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    // Refused: every connection attempt costs a request, so the run ends.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = bench(
+        &[
+            &format!("tcp://{closed}"),
+            "-n",
+            "3",
+            "-e",
+            "uring",
+            "--json",
+        ],
+        None,
+    );
+    assert_code(&output, 4);
+    let report = json(&output);
+    assert_eq!(report["engine"], "uring");
+    assert_eq!(report["error_kinds"]["refused"], 3, "{report}");
+
+    // A server that answers one request per connection and closes: the same hint.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+    let closing = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            conn.read_exact(&mut buf).unwrap();
+            conn.write_all(&buf.to_ascii_uppercase()).unwrap();
+        }
+    });
+    let output = bench(&[&endpoint, "-n", "6", "-e", "uring", "--json"], None);
+    assert_code(&output, 1);
+    let report = json(&output);
+    assert_eq!(report["ok"], 3, "{report}");
+    assert!(
+        report["hint"].as_str().unwrap().contains("-m connect"),
+        "{report}"
+    );
+    closing.join().unwrap();
+
+    // A server that never answers: the time-out bounds the wait (exit 5).
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", silent.local_addr().unwrap());
+    let output = bench(
+        &[
+            &endpoint, "-c", "2", "-n", "4", "-w", "200ms", "-e", "uring", "--json",
+        ],
+        None,
+    );
+    assert_code(&output, 5);
+    let report = json(&output);
+    assert!(report["timeouts"].as_u64().unwrap() >= 1, "{report}");
+    assert_eq!(report["ok"], 0, "{report}");
+    drop(silent);
+}
