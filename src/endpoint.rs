@@ -6,6 +6,7 @@
 //! | text                     | meaning                                  |
 //! |--------------------------|------------------------------------------|
 //! | `tcp://HOST:PORT`        | TCP over IPv4 or IPv6                    |
+//! | `tls://HOST:PORT`        | TLS over TCP (the `tls` feature: [`crate::tls`]) |
 //! | `udp://HOST:PORT`        | UDP over IPv4 or IPv6                    |
 //! | `unix:///path`           | Unix stream socket at `/path`            |
 //! | `unixgram:///path`       | Unix datagram socket at `/path`          |
@@ -152,6 +153,15 @@ pub enum Endpoint {
         /// Port number; 0 asks the system for a free one.
         port: u16,
     },
+    /// A TLS endpoint: TLS over TCP (its [`transport`](Endpoint::transport) is
+    /// [`Transport::Tcp`]; [`Endpoint::is_tls`] tells it apart). Served and reached with the
+    /// `tls` feature's [`crate::tls`] settings.
+    Tls {
+        /// Address or name (a client's name is also the TLS server name it checks).
+        host: Host,
+        /// Port number; 0 asks the system for a free one.
+        port: u16,
+    },
     /// A UDP endpoint.
     Udp {
         /// Address or name.
@@ -197,15 +207,17 @@ impl Endpoint {
                 (None, text)
             }
         };
-        let transport = match scheme.map(str::to_ascii_lowercase).as_deref() {
-            None | Some("tcp") => Transport::Tcp,
+        let scheme = scheme.map(str::to_ascii_lowercase);
+        let tls = scheme.as_deref() == Some("tls");
+        let transport = match scheme.as_deref() {
+            None | Some("tcp") | Some("tls") => Transport::Tcp,
             Some("udp") => Transport::Udp,
             Some("unix") => Transport::Unix,
             Some("unixgram") => Transport::UnixDatagram,
             Some("unixpacket") => Transport::UnixSeqpacket,
             Some(other) => {
                 return Err(bad(format!(
-                    "unknown scheme {other:?} (expected tcp, udp, unix, unixgram or unixpacket)"
+                    "unknown scheme {other:?} (expected tcp, tls, udp, unix, unixgram or unixpacket)"
                 )));
             }
         };
@@ -250,7 +262,9 @@ impl Endpoint {
                 } else {
                     parse_host_port(rest, transport).map_err(bad)?
                 };
-                Ok(if transport == Transport::Tcp {
+                Ok(if tls {
+                    Endpoint::Tls { host, port }
+                } else if transport == Transport::Tcp {
                     Endpoint::Tcp { host, port }
                 } else {
                     Endpoint::Udp { host, port }
@@ -275,10 +289,32 @@ impl Endpoint {
         }
     }
 
-    /// The transport this endpoint uses.
+    /// A TLS endpoint for a socket address.
+    pub fn tls(addr: SocketAddr) -> Endpoint {
+        Endpoint::Tls {
+            host: Host::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+
+    /// Whether this is a `tls://` endpoint (TLS over TCP).
+    ///
+    /// ```
+    /// use socketkit::{Endpoint, Transport};
+    /// let ep: Endpoint = "tls://localhost:8443".parse()?;
+    /// assert!(ep.is_tls());
+    /// assert_eq!(ep.transport(), Transport::Tcp);
+    /// assert_eq!(ep.to_string(), "tls://localhost:8443");
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Endpoint::Tls { .. })
+    }
+
+    /// The transport this endpoint uses (TLS runs over [`Transport::Tcp`]).
     pub fn transport(&self) -> Transport {
         match self {
-            Endpoint::Tcp { .. } => Transport::Tcp,
+            Endpoint::Tcp { .. } | Endpoint::Tls { .. } => Transport::Tcp,
             Endpoint::Udp { .. } => Transport::Udp,
             Endpoint::Unix(_) => Transport::Unix,
             Endpoint::UnixDatagram(_) => Transport::UnixDatagram,
@@ -337,7 +373,9 @@ impl Endpoint {
     /// Host and port of a TCP or UDP endpoint, `None` for Unix endpoints.
     pub fn host_port(&self) -> Option<(&Host, u16)> {
         match self {
-            Endpoint::Tcp { host, port } | Endpoint::Udp { host, port } => Some((host, *port)),
+            Endpoint::Tcp { host, port }
+            | Endpoint::Tls { host, port }
+            | Endpoint::Udp { host, port } => Some((host, *port)),
             _ => None,
         }
     }
@@ -417,6 +455,7 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            Endpoint::Tls { host, port } => write!(f, "tls://{host}:{port}"),
             Endpoint::Udp { host, port } => write!(f, "udp://{host}:{port}"),
             Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
             Endpoint::UnixDatagram(path) => write!(f, "unixgram://{}", path.display()),
@@ -440,7 +479,7 @@ fn check_scheme_slashes(text: &str) -> Result<(), String> {
     let Some((scheme, tail)) = text.split_once(':') else {
         return Ok(());
     };
-    let known = ["tcp", "udp", "unix", "unixgram", "unixpacket"]
+    let known = ["tcp", "tls", "udp", "unix", "unixgram", "unixpacket"]
         .iter()
         .any(|s| s.eq_ignore_ascii_case(scheme));
     let looks_like_more = tail.starts_with('/') || tail.contains(':') || tail.is_empty();
@@ -564,6 +603,8 @@ mod tests {
             "udp://[::1]:0",
             "tcp://[::]:80",
             "tcp://localhost:8080",
+            "tls://localhost:8443",
+            "tls://[::1]:0",
             "unix:///tmp/a.sock",
             "unixgram:///tmp/b.sock",
             "unixpacket:///tmp/c.sock",
@@ -573,6 +614,21 @@ mod tests {
         ] {
             assert_eq!(parse(text).unwrap().to_string(), text);
         }
+    }
+
+    #[test]
+    fn tls_is_tcp_told_apart() {
+        let ep = parse("TLS://127.0.0.1:https").unwrap();
+        assert!(ep.is_tls());
+        assert_eq!(ep.transport(), Transport::Tcp);
+        assert_eq!(ep.to_string(), "tls://127.0.0.1:443");
+        assert!(!parse("tcp://127.0.0.1:443").unwrap().is_tls());
+        assert_eq!(
+            Endpoint::parse("8443", Role::Connect).unwrap().to_string(),
+            "tcp://localhost:8443",
+            "a bare port stays plain TCP"
+        );
+        assert!(parse("tls:/127.0.0.1:1").unwrap_err().contains("'//'"));
     }
 
     #[test]
@@ -725,6 +781,8 @@ mod tests {
         #[test]
         fn display_parses_back(a in proptest::prelude::any::<std::net::IpAddr>(), port: u16) {
             let ep = Endpoint::udp(SocketAddr::new(a, port));
+            proptest::prop_assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
+            let ep = Endpoint::tls(SocketAddr::new(a, port));
             proptest::prop_assert_eq!(ep.to_string().parse::<Endpoint>().unwrap(), ep);
         }
     }

@@ -109,6 +109,15 @@ pub enum Error {
     /// A setting is invalid or missing (for example a server with no endpoint).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A TLS handshake failed. `cause` names why, in one phrase that starts with the class of
+    /// failure (`unknown issuer`, `name mismatch`, `expired`, `protocol`, ...).
+    #[error("TLS handshake with {peer} failed: {cause}")]
+    Tls {
+        /// The peer: the endpoint connected to, or the address of a client.
+        peer: String,
+        /// Why, naming the class of failure first.
+        cause: String,
+    },
     /// Any other I/O failure.
     #[error("{context}")]
     Io {
@@ -144,6 +153,9 @@ pub enum ErrorKind {
     NameNotFound,
     /// A listening socket could not be bound: address in use, permission denied (7).
     CannotBind,
+    /// A TLS handshake failed: an untrusted or expired certificate, a name mismatch, a peer
+    /// that does not speak TLS (8).
+    Tls,
     /// Any other failure (1).
     Other,
 }
@@ -165,6 +177,7 @@ impl ErrorKind {
             ErrorKind::TimedOut => 5,
             ErrorKind::NameNotFound => 6,
             ErrorKind::CannotBind => 7,
+            ErrorKind::Tls => 8,
         }
     }
 
@@ -208,6 +221,7 @@ impl Error {
             Error::RequestsFailed { .. } => ErrorKind::Other,
             Error::TimedOut { .. } => ErrorKind::TimedOut,
             Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Tls { .. } => ErrorKind::Tls,
             Error::Io { source, .. } => match ErrorKind::of_io(source) {
                 ErrorKind::CannotBind => ErrorKind::Other,
                 kind => kind,

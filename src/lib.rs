@@ -9,7 +9,7 @@
 //! | module            | concept                                                            |
 //! |-------------------|--------------------------------------------------------------------|
 //! | [`error`]         | [`Error`] and its [`ErrorKind`]s, which are the CLI's exit codes    |
-//! | [`endpoint`]      | `tcp://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
+//! | [`endpoint`]      | `tcp://`, `tls://`, `udp://`, `unix://`, `unixgram://`, `unixpacket://`: one parser |
 //! | `seqpacket`       | a leaf: Unix `SOCK_SEQPACKET` record I/O (`MSG_TRUNC`), for engines, clients and `bench` |
 //! | [`names`]         | `inet_aton`, byte order, `gethostbyname_ex`, `getfqdn`, ports       |
 //! | [`multicast`]     | groups (224.0.0.0/4, ff00::/8): the interface to join on, the join  |
@@ -22,10 +22,11 @@
 //! | [`server`]        | [`ServerBuilder`], [`Server`]: the only caller of the engines       |
 //! | [`client`]        | the clients behind `socketkit send` and `socketkit client`; inside it `options`, `stream`, `datagram`, `broadcast`, `multicast`, `input` and `output` (the framing of stdin and stdout), `errors` |
 //! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
-//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried
+//! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried; a `tls://` target's handshake after the connect (feature `tls`)
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
 //! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
 //! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |
+//! | `tls` (feature `tls`) | TLS on rustls (ring): `ServerTls`, `ClientTls`, the handshake's one-phrase causes, and `Bridge` (TLS for blocking code over a socket pair); the async engine, the clients and `bench` wrap their byte streams with it |
 //! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `uring` (the load loops on io_uring, `--engine uring`, feature `uring`), `counters` (what the workers add up), `report`, `recording` (the raw histograms, whole and per second), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
@@ -85,6 +86,8 @@ pub mod server;
 pub mod service;
 pub(crate) mod shutdown;
 pub mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use endpoint::{Endpoint, Host, Transport};
 pub use engine::Engine;

@@ -95,6 +95,8 @@ pub enum EndCause {
     GraceOver,
     /// A missing, garbled or late PROXY protocol header (`--proxy-protocol`).
     ProxyHeader,
+    /// A failed TLS handshake on a `tls://` listener (or one cut short by the time-out).
+    TlsHandshake,
     /// Any other I/O error, reported to `handle_error`.
     Error,
     /// The handler or service panicked.
@@ -103,7 +105,7 @@ pub enum EndCause {
 
 impl EndCause {
     /// Every cause, in label order.
-    pub const ALL: [EndCause; 10] = [
+    pub const ALL: [EndCause; 11] = [
         EndCause::Eof,
         EndCause::Closed,
         EndCause::Idle,
@@ -112,6 +114,7 @@ impl EndCause {
         EndCause::Reset,
         EndCause::GraceOver,
         EndCause::ProxyHeader,
+        EndCause::TlsHandshake,
         EndCause::Error,
         EndCause::Panic,
     ];
@@ -127,6 +130,7 @@ impl EndCause {
             EndCause::Reset => "reset",
             EndCause::GraceOver => "grace_over",
             EndCause::ProxyHeader => "proxy_header",
+            EndCause::TlsHandshake => "tls_handshake",
             EndCause::Error => "error",
             EndCause::Panic => "panic",
         }

@@ -20,18 +20,21 @@ pub enum Failure {
     Truncated,
     /// No route to the host or network.
     Unreachable,
+    /// The TLS handshake failed (`tls://`).
+    Tls,
     /// Any other I/O error.
     Other,
 }
 
 impl Failure {
     /// Every kind, in the order reports list them.
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 7] = [
         Failure::Refused,
         Failure::Reset,
         Failure::Closed,
         Failure::Truncated,
         Failure::Unreachable,
+        Failure::Tls,
         Failure::Other,
     ];
 
@@ -43,6 +46,7 @@ impl Failure {
             Failure::Closed => "closed",
             Failure::Truncated => "truncated",
             Failure::Unreachable => "unreachable",
+            Failure::Tls => "tls",
             Failure::Other => "other",
         }
     }
@@ -55,6 +59,7 @@ impl Failure {
             Failure::Closed => "closed by the server with a request unanswered",
             Failure::Truncated => "ended by the server in the middle of a reply",
             Failure::Unreachable => "unreachable",
+            Failure::Tls => "TLS handshakes failed",
             Failure::Other => "other errors",
         }
     }
@@ -92,6 +97,8 @@ pub struct Counters {
     pub bytes_received: AtomicU64,
     /// Connections open now (`idle`).
     pub open: AtomicU64,
+    /// TLS handshakes completed (`tls://`).
+    pub tls_handshakes: AtomicU64,
     /// Latencies and schedule lags (`--rate` only) by second of the run, from its start: what
     /// the workers flush as each of their seconds ends. The run's whole histograms are their
     /// sum, so the per-second figures (`--plot`, `--hdr-log`) cost no second copy per worker.

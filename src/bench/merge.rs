@@ -85,6 +85,7 @@ impl Report {
             all.bytes_sent += run.bytes_sent;
             all.bytes_received += run.bytes_received;
             all.held += run.held;
+            all.tls_handshakes += run.tls_handshakes;
             all.own_cpu = match (all.own_cpu, run.own_cpu) {
                 (Some(a), Some(b)) => Some(super::report::CpuTime {
                     user: a.user + b.user,

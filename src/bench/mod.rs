@@ -83,6 +83,22 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         return run_uring(&plan, counters, target);
     }
     let plan = &plan;
+    #[cfg(feature = "tls")]
+    let tls = match plan.endpoint.is_tls() {
+        true => {
+            let tls = crate::tls::ClientTls::new(&plan.tls)?;
+            let name = tls.server_name(&plan.endpoint)?;
+            Some((tls, name))
+        }
+        false => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    if plan.endpoint.is_tls() {
+        return Err(Error::Config(format!(
+            "{}: this socketkit was built without the `tls` feature",
+            plan.endpoint
+        )));
+    }
     // With a fixed rate, each task waits on a timerfd of its own.
     raise_descriptor_limit(plan.connections * if plan.rate.is_some() { 2 } else { 1 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -92,7 +108,13 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let cpu_before = report::CpuTime::now();
     let elapsed = runtime.block_on(async {
-        let run = Arc::new(Run::new(plan.clone(), counters.clone(), target));
+        #[allow(unused_mut)] // mut for the tls feature
+        let mut run = Run::new(plan.clone(), counters.clone(), target);
+        #[cfg(feature = "tls")]
+        {
+            run.tls = tls;
+        }
+        let run = Arc::new(run);
         let tasks: Vec<_> = (0..plan.connections.max(1))
             .map(|index| tokio::spawn(worker::task(run.clone(), index)))
             .collect();
@@ -160,6 +182,11 @@ fn check(plan: &Plan) -> Result<(), Error> {
                      --engine async",
                     plan.mode.name()
                 )));
+            }
+            if plan.endpoint.is_tls() {
+                return Err(Error::Config(
+                    "bench --engine uring runs plain tcp://, not tls://: use --engine async".into(),
+                ));
             }
             if plan.rate.is_some() {
                 return Err(Error::Config(

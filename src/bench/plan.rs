@@ -117,6 +117,9 @@ pub struct Plan {
     /// `pingpong` on TCP and Unix streams, and `udp`, without `rate`). Where io_uring is
     /// refused, [`run`](fn@super::run) falls back to the async engine with one warning line.
     pub engine: crate::Engine,
+    /// `tls://` only: what the load generator trusts and says (the `tls` feature).
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
 }
 
 impl Plan {
@@ -137,6 +140,8 @@ impl Plan {
             payload: Payload::Ascii,
             expect: Expect::Upper,
             engine: crate::Engine::Async,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
         }
     }
 

@@ -103,6 +103,8 @@ impl Report {
             bytes_sent: count("bytes_sent")?,
             bytes_received: count("bytes_received")?,
             held: count("held")?,
+            // Absent from a run written before TLS (or by a build without it): none.
+            tls_handshakes: field("tls_handshakes").and_then(Value::as_u64).unwrap_or(0),
             latency: recording.latency_percentiles(),
             schedule_lag: recording.lag_percentiles(),
             hint: field("hint").and_then(Value::as_str).map(str::to_string),

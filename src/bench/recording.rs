@@ -8,6 +8,8 @@ use base64::Engine as _;
 #[cfg(feature = "hdr-log")]
 use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
+
+use super::counters::histogram;
 #[cfg(feature = "hdr-log")]
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
@@ -66,6 +68,16 @@ impl Recording {
         seconds: Vec<(Histogram<u64>, Histogram<u64>)>,
         elapsed: Duration,
     ) -> Recording {
+        let mut seconds = seconds;
+        // Seconds with no reply at the end of the run (a server that stalled, every request
+        // timing out) are seconds of the run all the same: kept empty, so the plot and the log
+        // show the stall rather than a shorter run. A run that timed nothing keeps none.
+        if !seconds.is_empty() {
+            let whole = usize::try_from(elapsed.as_secs()).unwrap_or(usize::MAX);
+            while seconds.len() < whole {
+                seconds.push((histogram(), histogram()));
+            }
+        }
         let count = seconds.len();
         let seconds: Vec<Second> = seconds
             .into_iter()
@@ -195,4 +207,28 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("the histogram cannot be decoded ({e:?})"))?;
     h.auto(true);
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_without_a_reply_at_the_end_of_a_run_are_kept_empty() {
+        let mut h = histogram();
+        h.record(5_000).unwrap();
+        // Replies in the first 2 s of a 5.0004 s run, none after: the server stalled.
+        let seconds = vec![(h.clone(), histogram()), (h, histogram())];
+        let recording = Recording::of_seconds(seconds, Duration::from_micros(5_000_400));
+        assert_eq!(recording.seconds.len(), 5, "the stalled seconds are shown");
+        assert!(recording.seconds[2..].iter().all(|s| s.latency.is_empty()));
+        assert_eq!(recording.seconds[4].length, Duration::from_secs(1));
+        assert_eq!(recording.latency.unwrap().len(), 2);
+        // A run that timed nothing (stream mode) has no seconds to show.
+        assert!(
+            Recording::of_seconds(Vec::new(), Duration::from_secs(5))
+                .seconds
+                .is_empty()
+        );
+    }
 }

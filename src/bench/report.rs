@@ -136,6 +136,8 @@ pub struct Report {
     pub bytes_received: u64,
     /// Connections held at the end (`idle`).
     pub held: u64,
+    /// TLS handshakes completed (`tls://`; in `connect` mode, one per request).
+    pub tls_handshakes: u64,
     /// Latency, when requests were timed (not `stream`).
     pub latency: Option<Latency>,
     /// How late the load generator itself sent requests against their intended send times
@@ -152,7 +154,8 @@ pub struct Report {
 
 impl Report {
     /// The run's verdict, the worst failure first: a wrong reply ([`Error::Protocol`], exit 3),
-    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then connection errors
+    /// then a time-out or a lost datagram ([`Error::TimedOut`], 5), then failed TLS handshakes
+    /// when they are every failure (`Error::Tls`, 8, with the first one's cause), then connection errors
     /// ([`Error::RequestsFailed`]: 4 when every one was a refusal or a reset before any reply,
     /// else 1), each with its cause and the hint; a run that answered nothing fails too.
     /// `timeout` is the run's `-w`, named in the time-out error.
@@ -185,6 +188,17 @@ impl Report {
             return Err(crate::Error::TimedOut {
                 what,
                 after: timeout,
+            });
+        }
+        if self.errors > 0
+            && self
+                .error_kinds
+                .iter()
+                .all(|(kind, _)| *kind == Failure::Tls)
+        {
+            return Err(crate::Error::Tls {
+                peer: self.endpoint.clone(),
+                cause: self.first_error.clone().unwrap_or_default(),
             });
         }
         if self.errors > 0 {
@@ -270,6 +284,7 @@ impl Report {
             bytes_sent: load(&counters.bytes_sent),
             bytes_received: load(&counters.bytes_received),
             held: load(&counters.open),
+            tls_handshakes: load(&counters.tls_handshakes),
             latency: recording.latency_percentiles(),
             schedule_lag: recording.lag_percentiles(),
             hint,
@@ -312,6 +327,11 @@ impl Report {
     /// Good replies per second.
     pub fn requests_per_second(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// TLS handshakes completed per second (`tls://`).
+    pub fn tls_handshakes_per_second(&self) -> f64 {
+        self.tls_handshakes as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     /// Bytes read per second.
@@ -359,6 +379,8 @@ impl Report {
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "held": self.held,
+            "tls_handshakes": self.tls_handshakes,
+            "tls_handshakes_per_s": self.tls_handshakes_per_second(),
             "requests_per_s": self.requests_per_second(),
             "received_bytes_per_s": self.received_per_second(),
             "latency_us": percentiles(self.latency),
@@ -496,6 +518,15 @@ impl fmt::Display for Report {
                 self.requests_per_second(),
                 si_bytes(self.received_per_second())
             )?,
+        }
+        if self.tls_handshakes > 0 {
+            writeln!(
+                f,
+                "{:<10} {:.0} handshakes/s ({})",
+                "tls",
+                self.tls_handshakes_per_second(),
+                count(self.tls_handshakes, "handshake")
+            )?;
         }
         if let Some(l) = &self.latency {
             writeln!(f, "{:<10} {}", "latency", percentile_line(l))?;

@@ -28,6 +28,9 @@ pub(crate) struct Run {
     pub(super) reply: Vec<u8>,
     /// The reply the other `--expect` wants: a mismatch equal to it earns a hint.
     other_reply: Vec<u8>,
+    /// A `tls://` target's client settings and server name, made once before the clock starts.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ClientTls, rustls_pki_types::ServerName<'static>)>,
 }
 
 impl Run {
@@ -52,6 +55,8 @@ impl Run {
             request,
             reply,
             other_reply,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -98,6 +103,15 @@ impl Run {
                 Target::Inet(addr) => {
                     let stream = tokio::net::TcpStream::connect(addr).await?;
                     stream.set_nodelay(true)?;
+                    #[cfg(feature = "tls")]
+                    if let Some((tls, name)) = &self.tls {
+                        let stream = tls
+                            .connect(name.clone(), stream)
+                            .await
+                            .map_err(|e| io::Error::other(TlsFailed(crate::tls::cause(&e))))?;
+                        self.count(&self.counters.tls_handshakes);
+                        return Ok(Box::new(stream) as Box<dyn AsyncStream>);
+                    }
                     Ok::<Box<dyn AsyncStream>, io::Error>(Box::new(stream))
                 }
                 Target::Unix(path) => {
@@ -128,6 +142,11 @@ impl Run {
     pub(super) fn connect_failed(&self, error: &io::Error) {
         if error.kind() == io::ErrorKind::TimedOut {
             return self.count(&self.counters.timeouts);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(TlsFailed(cause)) = error.get_ref().and_then(|e| e.downcast_ref()) {
+            // The cause alone: a run whose every failure is this becomes `Error::Tls`.
+            return self.counters.fail(Failure::Tls, || cause.clone());
         }
         let kind = match error.kind() {
             io::ErrorKind::ConnectionRefused => Failure::Refused,
@@ -193,6 +212,12 @@ impl Run {
         self.count(&self.counters.ok);
     }
 }
+
+/// A failed TLS handshake, with its one-phrase cause, told apart from other connect errors.
+#[cfg(feature = "tls")]
+#[derive(Debug, thiserror::Error)]
+#[error("TLS handshake failed: {0}")]
+struct TlsFailed(String);
 
 /// The histograms' top (60 s, in ns): a larger value is recorded as this.
 const MAX_NS: u64 = 60_000_000_000;

@@ -23,7 +23,7 @@ impl Target {
                 Some(name) => std::ffi::OsString::from_vec([b"\0", name].concat()).into(),
                 None => path.clone(),
             })),
-            Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
+            Endpoint::Tcp { .. } | Endpoint::Tls { .. } | Endpoint::Udp { .. } => {
                 Ok(Target::Inet(endpoint.socket_addrs()?[0]))
             }
             Endpoint::UnixSeqpacket(_) => Ok(Target::Seqpacket(endpoint.clone())),

@@ -8,6 +8,10 @@
 //!
 //! The listening socket is the servers' own ([`Listener`]): the same SO_REUSEADDR rule, the
 //! same stale-socket-file rule, the file removed at the end.
+//!
+//! On `tls://` (the `tls` feature, [`ListenOptions::tls`]) each permitted peer's handshake
+//! comes first, through a [`Bridge`](crate::tls::Bridge): the exchange then runs on its
+//! plaintext end, so `--dump` shows the plaintext.
 
 use std::io::{self, BufRead, Read, Write};
 use std::net::UdpSocket;
@@ -45,7 +49,15 @@ pub struct ListenOptions {
     pub access: AccessList,
     /// `--dump`: every chunk each way. Default: none.
     pub dump: Option<Dump>,
+    /// `tls://` only: the certificate each peer's handshake shows (the `tls` feature). The
+    /// handshake is bounded by `idle_timeout`, else by [`TLS_HANDSHAKE_TIMEOUT`].
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::ServerTls>,
 }
+
+/// How long a `tls://` peer's handshake may take when no idle time-out is given.
+#[cfg(feature = "tls")]
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What `listen` tells its caller as it goes (the CLI logs these).
 pub trait ListenEvents {
@@ -92,7 +104,9 @@ pub trait ListenEvents {
 ///
 /// [`Error::Bind`] when the endpoint cannot be bound, [`Error::TimedOut`] when the idle
 /// time-out passes, [`Error::Config`] for a `unixpacket://` endpoint or a multicast group (not
-/// supported here), and the errors of the exchange as [`talk`](super::talk) has them.
+/// supported here) or a `tls://` endpoint without [`ListenOptions::tls`], [`Error::Tls`] for
+/// the peer's failed handshake (without `keep_open`), and the errors of the exchange as
+/// [`talk`](super::talk) has them.
 pub fn listen(
     endpoint: &Endpoint,
     input: impl BufRead + Send + 'static,
@@ -107,10 +121,27 @@ pub fn listen(
             "listen takes tcp://, unix://, udp:// and unixgram:// endpoints, not {endpoint}"
         )));
     }
+    #[cfg(feature = "tls")]
+    let has_tls = options.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    let has_tls = false;
+    if endpoint.is_tls() != has_tls {
+        return Err(Error::Config(match endpoint.is_tls() {
+            true if cfg!(feature = "tls") => format!(
+                "{endpoint} needs a certificate: --tls-cert FILE --tls-key FILE, or \
+                 --tls-self-signed"
+            ),
+            true => format!("{endpoint}: this socketkit was built without the `tls` feature"),
+            false => "TLS settings are for a tls:// endpoint".into(),
+        }));
+    }
     let listener = Listener::bind(endpoint, &Limits::default(), None)?;
-    let bound = listener
+    let mut bound = listener
         .local_endpoint()
         .map_err(|e| io_err("getsockname", e))?;
+    if let (true, Ok([addr])) = (endpoint.is_tls(), bound.socket_addrs().as_deref()) {
+        bound = Endpoint::tls(*addr);
+    }
     events.listening(&bound);
     match listener {
         Listener::Tcp(l) => {
@@ -174,6 +205,23 @@ fn serve_streams(
             continue;
         }
         events.peer(&peer);
+        #[cfg(feature = "tls")]
+        let stream = match (stream, &options.tls) {
+            (StreamClient::Tcp(tcp), Some(tls)) => {
+                let timeout = options.idle_timeout.unwrap_or(TLS_HANDSHAKE_TIMEOUT);
+                let addresses = super::stream::tcp_addresses(&tcp)?;
+                match crate::tls::Bridge::accept(tcp, tls, &peer, timeout) {
+                    Ok((plain, bridge)) => StreamClient::Tls(plain, addresses, bridge),
+                    // With -k one peer's failed handshake is that peer's, as its exchange is.
+                    Err(e) if options.keep_open => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            (stream, _) => stream,
+        };
         let waits = Waits {
             idle: options.idle_timeout,
             quit_after: None,

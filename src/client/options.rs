@@ -46,6 +46,10 @@ pub struct SendOptions {
     /// Multicast only: whether members on this host get the request too
     /// (`IP_MULTICAST_LOOP`, `IPV6_MULTICAST_LOOP`). Default: none, the system's (on).
     pub multicast_loop: Option<bool>,
+    /// `tls://` only: what the client trusts and says (the `tls` feature). Default: the
+    /// system's roots, the endpoint's host as the server name.
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::ClientTlsOptions,
     /// `--dump`: every chunk each way, shown as `hexdump -C` or escaped text. Default: none.
     pub dump: Option<Dump>,
 }
@@ -64,6 +68,8 @@ impl Default for SendOptions {
             max_time: None,
             multicast_ttl: None,
             multicast_loop: None,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::ClientTlsOptions::default(),
             dump: None,
         }
     }

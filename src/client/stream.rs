@@ -28,6 +28,10 @@ pub(super) enum StreamClient {
     Tcp(TcpStream),
     /// The stream and the server's address (a path or an abstract name).
     Unix(UnixStream, Address),
+    /// A `tls://` connection: the plaintext end of its [`Bridge`](crate::tls::Bridge), and the
+    /// TCP connection's local and peer addresses.
+    #[cfg(feature = "tls")]
+    Tls(UnixStream, (Address, Address), crate::tls::Bridge),
 }
 
 impl StreamClient {
@@ -46,6 +50,17 @@ impl StreamClient {
                     endpoint: endpoint.clone(),
                     source,
                 });
+        }
+        #[cfg(feature = "tls")]
+        let tls = match endpoint.is_tls() {
+            true => Some(crate::tls::ClientTls::new(&options.tls)?),
+            false => None,
+        };
+        #[cfg(not(feature = "tls"))]
+        if endpoint.is_tls() {
+            return Err(Error::Config(format!(
+                "{endpoint}: this socketkit was built without the `tls` feature"
+            )));
         }
         // Every address in turn, as Python's `create_connection` does.
         let mut last = None;
@@ -75,6 +90,14 @@ impl StreamClient {
                 })?;
             }
             match socket.connect_timeout(&addr.into(), wait) {
+                #[cfg(feature = "tls")]
+                Ok(()) if tls.is_some() => {
+                    let tcp = TcpStream::from(socket);
+                    let addresses = tcp_addresses(&tcp)?;
+                    let tls = tls.as_ref().expect("checked");
+                    let (plain, bridge) = crate::tls::Bridge::connect(tcp, tls, endpoint, wait)?;
+                    return Ok(StreamClient::Tls(plain, addresses, bridge));
+                }
                 Ok(()) => return Ok(StreamClient::Tcp(TcpStream::from(socket))),
                 Err(e) => {
                     tracing::debug!("connecting to {addr} failed: {e}");
@@ -107,11 +130,10 @@ impl StreamClient {
 
     fn addresses(&self) -> Result<(Address, Address), Error> {
         match self {
-            StreamClient::Tcp(s) => Ok((
-                Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
-                Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
-            )),
+            StreamClient::Tcp(s) => tcp_addresses(s),
             StreamClient::Unix(_, server) => Ok((Address::Unix(None), server.clone())),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(_, addresses, _) => Ok(addresses.clone()),
         }
     }
 
@@ -119,6 +141,10 @@ impl StreamClient {
         Ok(match self {
             StreamClient::Tcp(s) => StreamClient::Tcp(s.try_clone()?),
             StreamClient::Unix(s, server) => StreamClient::Unix(s.try_clone()?, server.clone()),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, addresses, bridge) => {
+                StreamClient::Tls(s.try_clone()?, addresses.clone(), bridge.clone())
+            }
         })
     }
 
@@ -126,6 +152,8 @@ impl StreamClient {
         match self {
             StreamClient::Tcp(s) => s.shutdown(how),
             StreamClient::Unix(s, _) => s.shutdown(how),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.shutdown(how),
         }
     }
 
@@ -133,6 +161,8 @@ impl StreamClient {
         match self {
             StreamClient::Tcp(s) => s.as_fd(),
             StreamClient::Unix(s, _) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.as_fd(),
         }
     }
 
@@ -148,6 +178,11 @@ impl StreamClient {
     ) -> Result<SendReport, Error> {
         let (local, peer) = self.addresses()?;
         tracing::debug!("connected from {local} to {peer}");
+        #[cfg(feature = "tls")]
+        let bridge = match &self {
+            StreamClient::Tls(_, _, bridge) => Some(bridge.clone()),
+            _ => None,
+        };
         let tap = options.dump.clone().map(|dump| (dump, peer.clone()));
         let (sent, received) = match (options.codec(), options.codec()) {
             (Some(encoder), Some(decoder)) => {
@@ -182,6 +217,10 @@ impl StreamClient {
                 (sent, received)
             }
         };
+        #[cfg(feature = "tls")]
+        if let Some(bridge) = bridge {
+            tls_outcome(&bridge, endpoint, received)?;
+        }
         Ok(SendReport {
             local,
             peer,
@@ -490,6 +529,8 @@ impl Read for StreamClient {
         match self {
             StreamClient::Tcp(s) => s.read(buf),
             StreamClient::Unix(s, _) => s.read(buf),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.read(buf),
         }
     }
 }
@@ -499,11 +540,38 @@ impl Write for StreamClient {
         match self {
             StreamClient::Tcp(s) => s.write(buf),
             StreamClient::Unix(s, _) => s.write(buf),
+            #[cfg(feature = "tls")]
+            StreamClient::Tls(s, ..) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// After the exchange: a failure of the TLS side (its bridge's), which the plain end saw only
+/// as an EOF. `received`: the reply's bytes, for a reset.
+#[cfg(feature = "tls")]
+fn tls_outcome(
+    bridge: &crate::tls::Bridge,
+    endpoint: &Endpoint,
+    received: u64,
+) -> Result<(), Error> {
+    bridge.finish().map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionReset => Error::Reset {
+            endpoint: endpoint.clone(),
+            received,
+        },
+        _ => Error::io(format!("the TLS connection with {endpoint} failed"), e),
+    })
+}
+
+/// The local and peer addresses of a TCP connection.
+pub(super) fn tcp_addresses(s: &TcpStream) -> Result<(Address, Address), Error> {
+    Ok((
+        Address::Inet(s.local_addr().map_err(|e| io_err("getsockname", e))?),
+        Address::Inet(s.peer_addr().map_err(|e| io_err("getpeername", e))?),
+    ))
 }
 
 /// The address of a Unix endpoint's server as logs show it: its path, or `@name`.

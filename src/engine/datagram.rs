@@ -262,7 +262,7 @@ impl Datagrams {
 }
 
 /// The drop reason of a reply that could not be sent.
-fn send_failure(e: &io::Error) -> DropReason {
+pub(crate) fn send_failure(e: &io::Error) -> DropReason {
     match e.kind() {
         io::ErrorKind::WouldBlock => DropReason::SendWouldBlock,
         _ => DropReason::SendError,

@@ -71,7 +71,7 @@ impl Listener {
             source,
         };
         match endpoint {
-            Endpoint::Tcp { .. } | Endpoint::Udp { .. } => {
+            Endpoint::Tcp { .. } | Endpoint::Tls { .. } | Endpoint::Udp { .. } => {
                 let addr = endpoint.socket_addrs()?[0];
                 let stream = endpoint.transport() == Transport::Tcp;
                 if !stream && addr.ip().is_multicast() {

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) refusals: RefusalLog,
     /// Each listener's counters, in the order of the listeners handed to the engine.
     pub(crate) listener_stats: Vec<Arc<ListenerStats>>,
+    /// The TLS settings of the `tls://` listeners, and their bound addresses.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<(crate::tls::ServerTls, Vec<std::net::SocketAddr>)>,
 }
 
 impl Shared {
@@ -81,12 +84,22 @@ impl Shared {
             force: Trigger::new()?,
             refusals: RefusalLog::default(),
             listener_stats,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
     }
 
     /// The counters of the listener at `index` in the engine's list of listeners.
     pub(crate) fn listener_stats(&self, index: usize) -> Arc<ListenerStats> {
         self.listener_stats[index].clone()
+    }
+
+    /// The TLS settings of the listener bound to `local`, if it is a `tls://` listener.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_for(&self, local: &Address) -> Option<crate::tls::ServerTls> {
+        let (tls, addrs) = self.tls.as_ref()?;
+        let local = local.inet()?;
+        addrs.contains(&local).then(|| tls.clone())
     }
 
     /// A session for a new stream: the service's own in `raw` framing, else the service's

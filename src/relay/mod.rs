@@ -9,6 +9,11 @@
 //!
 //! UDP relays to UDP with [`DatagramRelay`] (`datagram.rs`): one upstream socket per client,
 //! closed after an idle time-out.
+//!
+//! TLS (the `tls` feature) on either side: a `tls://` listener's handshake is the server's
+//! ([`ServerBuilder::tls`](crate::ServerBuilder::tls)), and a `tls://` target's is made here
+//! after the TCP connect, within the connect time-out, with [`Relay::tls`]'s settings. The
+//! relay copies plaintext, so its `--dump` shows plaintext.
 
 mod datagram;
 
@@ -71,16 +76,25 @@ pub struct Relay {
     connect_timeout: Duration,
     idle_timeout: Option<Duration>,
     dump: Option<Dump>,
+    /// A `tls://` target's client settings and the name its handshake asks for.
+    #[cfg(feature = "tls")]
+    tls: Option<(crate::tls::ClientTls, rustls_pki_types::ServerName<'static>)>,
 }
 
 impl Relay {
-    /// A relay to `target` (`tcp://` or `unix://`), its name resolved now.
+    /// A relay to `target` (`tcp://`, `unix://`, or `tls://` with [`Relay::tls`]), its name
+    /// resolved now.
     ///
     /// # Errors
     ///
-    /// [`Error::Config`] for a target that is not a stream, [`Error::NameNotFound`] for a name
-    /// that does not resolve.
+    /// [`Error::Config`] for a target that is not a stream (or `tls://` in a build without
+    /// the `tls` feature), [`Error::NameNotFound`] for a name that does not resolve.
     pub fn new(target: Endpoint) -> Result<Relay, Error> {
+        if target.is_tls() && !cfg!(feature = "tls") {
+            return Err(Error::Config(format!(
+                "{target}: this socketkit was built without the `tls` feature"
+            )));
+        }
         let addrs = match target.transport() {
             Transport::Tcp => target.socket_addrs()?,
             Transport::Unix => Vec::new(),
@@ -96,7 +110,29 @@ impl Relay {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: None,
             dump: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// The client's TLS settings for a `tls://` target (required for one): the handshake
+    /// follows each TCP connect, within the connect time-out.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for a target that is not `tls://`, or whose host a certificate cannot
+    /// carry (see [`ClientTls::server_name`](crate::tls::ClientTls::server_name)).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Result<Relay, Error> {
+        if !self.target.is_tls() {
+            return Err(Error::Config(format!(
+                "TLS settings are for a tls:// target, not {}",
+                self.target
+            )));
+        }
+        let name = tls.server_name(&self.target)?;
+        self.tls = Some((tls, name));
+        Ok(self)
     }
 
     /// How long connecting to the target may take (default 5 s); past it, that client is
@@ -129,7 +165,10 @@ impl Relay {
     pub fn refuse_loop(&self, bound: &[Endpoint]) -> Result<(), Error> {
         for listening in bound {
             let same = match (listening, &self.target) {
-                (Endpoint::Tcp { .. }, Endpoint::Tcp { .. }) => {
+                // tcp:// and tls:// alike: the same port is the same socket.
+                (own, to)
+                    if own.transport() == Transport::Tcp && to.transport() == Transport::Tcp =>
+                {
                     let ours = listening.socket_addrs()?;
                     ours.iter().any(|own| {
                         self.addrs.iter().any(|to| {
@@ -162,6 +201,20 @@ impl Relay {
             }
             let stream = tokio::net::TcpStream::connect(&self.addrs[..]).await?;
             stream.set_nodelay(true)?;
+            #[cfg(feature = "tls")]
+            if let Some((tls, name)) = &self.tls {
+                // Kind `Other`: a reset or abort kind would be taken for the client gone
+                // and logged at debug level only.
+                let stream = tls.connect(name.clone(), stream).await.map_err(|e| {
+                    io::Error::other(format!("TLS handshake failed: {}", crate::tls::cause(&e)))
+                })?;
+                return Ok(Box::new(stream) as Box<dyn Upstream>);
+            }
+            if self.target.is_tls() {
+                return Err(io::Error::other(
+                    "a tls:// target needs Relay::tls's settings",
+                ));
+            }
             Ok(Box::new(stream) as Box<dyn Upstream>)
         };
         match tokio::time::timeout(self.connect_timeout, connecting).await {

@@ -1,5 +1,7 @@
 //! The server: a builder, then `bind()`, then `serve_forever()` (socketserver's shape).
 
+mod tls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +56,8 @@ pub struct ServerBuilder {
     handle_error: Option<ErrorHook>,
     access: AccessList,
     multicast_if: Option<MulticastInterface>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ServerTls>,
     stats: Option<Stats>,
 }
 
@@ -305,6 +309,26 @@ impl ServerBuilder {
         self
     }
 
+    /// The certificate and key of the `tls://` endpoints (the `tls` feature): each of their
+    /// connections begins with a TLS handshake, bounded by [`Limits::message_timeout`] and
+    /// holding a slot of [`Limits::max_connections`]. The async engine alone carries TLS;
+    /// [`bind`](Self::bind) refuses `tls://` on the others.
+    ///
+    /// ```
+    /// use socketkit::{Server, tls::ServerTls};
+    /// let server = Server::builder()
+    ///     .listen("tls://127.0.0.1:0".parse()?)
+    ///     .tls(ServerTls::self_signed(&["127.0.0.1".into()], &[])?)
+    ///     .bind()?;
+    /// assert!(server.local_endpoints()[0].is_tls());
+    /// # Ok::<(), socketkit::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> ServerBuilder {
+        self.tls = Some(tls);
+        self
+    }
+
     /// socketserver's `handle_error`: called when a connection or datagram fails with an error
     /// or a panic. Only that connection closes; the server goes on. Default: one log line with
     /// the peer's address.
@@ -343,15 +367,21 @@ impl ServerBuilder {
             return Err(Error::Config("a server needs at least one endpoint".into()));
         }
         self.check_handlers()?;
+        #[cfg(feature = "tls")]
+        let has_tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let has_tls = false;
+        tls::check(&self.endpoints, self.engine, has_tls)?;
         self.limits.check().map_err(Error::Config)?;
         let mut listeners = Vec::with_capacity(self.endpoints.len());
         let mut endpoints = Vec::with_capacity(self.endpoints.len());
         for endpoint in &self.endpoints {
             let listener = Listener::bind(endpoint, &self.limits, self.multicast_if.as_ref())?;
-            endpoints.push(listener.local_endpoint().map_err(|source| Error::Bind {
+            let bound = listener.local_endpoint().map_err(|source| Error::Bind {
                 endpoint: endpoint.clone(),
                 source,
-            })?);
+            })?;
+            endpoints.push(tls::as_bound(endpoint, bound));
             listeners.push(listener);
         }
         if let Some(interface) = &self.multicast_if
@@ -384,7 +414,8 @@ impl ServerBuilder {
                 stats.add(listener.clone());
             }
         }
-        let shared = Shared::new(
+        #[allow(unused_mut)] // mut for the tls feature
+        let mut shared = Shared::new(
             app,
             self.framing,
             self.limits,
@@ -394,6 +425,10 @@ impl ServerBuilder {
             listener_stats,
         )
         .map_err(|e| Error::io("cannot create a wake-up pipe", e))?;
+        #[cfg(feature = "tls")]
+        {
+            shared.tls = self.tls.map(|t| (t, tls::addresses(&endpoints)));
+        }
         Ok(Server {
             listeners,
             endpoints,
@@ -538,6 +573,8 @@ impl Server {
             handle_error: None,
             access: AccessList::default(),
             multicast_if: None,
+            #[cfg(feature = "tls")]
+            tls: None,
             stats: None,
         }
     }

@@ -146,6 +146,7 @@ pub fn exchange(endpoint: &Endpoint, request: &[u8]) -> Vec<u8> {
             (&conn).read_to_end(&mut reply).unwrap();
             reply
         }
+        Endpoint::Tls { .. } => panic!("exchange() speaks plain sockets, not {endpoint}"),
         Endpoint::UnixDatagram(_) => {
             let dir = tempfile::tempdir().unwrap();
             let own = dir.path().join("client.sock");

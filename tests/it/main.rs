@@ -34,5 +34,9 @@ mod report;
 mod resources;
 mod seqpacket;
 mod services;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tls")]
+mod tls_adopters;
 mod unicode;
 mod uring;

@@ -492,3 +492,104 @@ fn a_bad_metrics_endpoint_is_a_clear_error() {
         .unwrap();
     crate::common::assert_code(&output, 7);
 }
+
+/// Replies a `DatagramHandler` sends itself (through `DatagramRequest::reply`, on the thread
+/// engines) count like a service's: the datagram as answered (once, however many replies),
+/// the bytes as sent, and a reply over the datagram limit as dropped (oversize).
+#[test]
+fn a_datagram_handlers_own_replies_are_counted() {
+    use socketkit::handler::{DatagramHandler, DatagramRequest};
+    use socketkit::stats::{DropReason, Stats};
+
+    struct Twice;
+    impl DatagramHandler for Twice {
+        fn handle(&self, request: &mut DatagramRequest<'_>) -> std::io::Result<()> {
+            let data = request.data().to_vec();
+            if data == b"big" {
+                return request.reply(&[b'x'; 100]); // over the limit below: not sent
+            }
+            request.reply(&data)?;
+            request.reply(&data)
+        }
+    }
+    for engine in [Engine::Sequential, Engine::Threaded, Engine::Pool] {
+        let stats = Stats::new();
+        let mut limits = socketkit::Limits::default();
+        limits.max_datagram = 64;
+        let server = crate::common::TestServer::with(
+            socketkit::Server::builder()
+                .engine(engine)
+                .limits(limits)
+                .listen("udp://127.0.0.1:0".parse().unwrap())
+                .datagram_handler(Twice)
+                .stats(&stats),
+        );
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+        let mut buf = [0u8; 128];
+        for _ in 0..3 {
+            client.send_to(b"hello", server.addr()).unwrap();
+            for _ in 0..2 {
+                let (n, _) = client.recv_from(&mut buf).unwrap();
+                assert_eq!(&buf[..n], b"hello", "{engine}");
+            }
+        }
+        client.send_to(b"big", server.addr()).unwrap();
+        // The oversize reply is not sent: a last datagram answered shows the handler got past it.
+        client.send_to(b"last", server.addr()).unwrap();
+        for _ in 0..2 {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"last", "{engine}");
+        }
+        server.stop().unwrap(); // waits for the handlers: the counts are final
+        let snap = stats.listeners()[0].snapshot();
+        assert_eq!(snap.datagrams_received, 5, "{engine}");
+        assert_eq!(
+            snap.datagrams_answered, 4,
+            "{engine}: one per datagram answered"
+        );
+        assert_eq!(snap.bytes_out, 3 * 2 * 5 + 2 * 4, "{engine}");
+        assert_eq!(
+            snap.datagrams_dropped[DropReason::Oversize as usize],
+            1,
+            "{engine}"
+        );
+    }
+}
+
+/// A failed TLS handshake is a connection end of its own cause (`tls_handshake`), so the
+/// accepted connections still add up to their ends; a good one ends as any connection does.
+#[cfg(feature = "tls")]
+#[test]
+fn a_failed_tls_handshake_is_counted_as_its_own_end() {
+    let (_server, metrics, endpoints) = serve(&["-l", "tls://127.0.0.1:0", "--tls-self-signed"], 1);
+    let addr = endpoints[0].socket_addrs().unwrap()[0];
+    let mut plain = connect_from("127.0.0.1", addr).unwrap();
+    plain.write_all(b"hello in plain text\n").unwrap();
+    read_to_close(&mut plain); // the alert, then the close
+    let s = scrape_until(metrics, "the failed handshake", |s| {
+        s.value(
+            "socketkit_connection_ends_total",
+            &[("cause", "tls_handshake")],
+        ) == 1.0
+    });
+    assert_eq!(s.value("socketkit_connections_accepted_total", &[]), 1.0);
+    assert_eq!(s.value("socketkit_connections_active", &[]), 0.0);
+    let output = socketkit()
+        .args(["send", &endpoints[0].to_string(), "hello", "--tls-insecure"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"HELLO");
+    let s = scrape_until(metrics, "the good connection's end", |s| {
+        s.value("socketkit_connection_ends_total", &[("cause", "eof")]) == 1.0
+    });
+    assert_eq!(s.value("socketkit_connections_accepted_total", &[]), 2.0);
+    assert_eq!(
+        s.value(
+            "socketkit_connection_ends_total",
+            &[("cause", "tls_handshake")]
+        ),
+        1.0
+    );
+}

@@ -168,3 +168,70 @@ fn threads_sets_the_rings_and_a_second_server_on_the_port_cannot_bind() {
     server.signal(SIGTERM);
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+/// The receives armed in each of a process's rings (`IORING_OP_RECV`, 27, in the kernel's
+/// list of a ring's armed polls, `/proc/PID/fdinfo`): how many idle connections each holds.
+fn receives_per_ring(pid: u32) -> Vec<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| {
+            let fd = fd.ok()?;
+            let target = std::fs::read_link(fd.path()).ok()?;
+            target
+                .to_str()?
+                .contains("io_uring")
+                .then_some(fd.file_name())
+        })
+        .map(|fd| {
+            let info =
+                std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_str().unwrap()))
+                    .unwrap();
+            info.lines()
+                .filter(|l| l.trim_start().starts_with("op=27,"))
+                .count()
+        })
+        .collect()
+}
+
+/// Threads that share a listening socket share its connections: a multishot accept stays
+/// first in the socket's queue of exclusive waiters, so its ring took every connection and
+/// `--threads 2` served on one thread (20 of 20 on one ring). One-shot accepts, each armed
+/// again behind the other rings', take turns.
+#[test]
+fn threads_sharing_a_listener_take_turns_at_its_connections() {
+    let mut command = socketkit();
+    command.args(["serve", "upper", "-e", "uring", "--threads", "2"]);
+    command.args(["-l", "tcp://127.0.0.1:0"]);
+    let mut server = Spawned::start(command);
+    let addr = server.listening(1)[0].socket_addrs().unwrap()[0];
+    let pid = server.child.id();
+    // One at a time, each answered (so accepted and its receive armed) before the next.
+    let conns: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut conn = TcpStream::connect(addr).unwrap();
+            conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+            conn.write_all(b"x\n").unwrap();
+            let mut reply = [0; 2];
+            conn.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b"X\n");
+            conn
+        })
+        .collect();
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    let per_ring = loop {
+        let per_ring = receives_per_ring(pid);
+        if per_ring.iter().sum::<usize>() == conns.len() || Instant::now() > deadline {
+            break per_ring;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(per_ring.len(), 2, "two rings: {per_ring:?}");
+    assert_eq!(per_ring.iter().sum::<usize>(), conns.len(), "{per_ring:?}");
+    assert!(
+        per_ring.iter().all(|&n| n >= 5),
+        "the connections of one listener on two threads, by ring: {per_ring:?}"
+    );
+    drop(conns);
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0));
+}

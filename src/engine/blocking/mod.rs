@@ -9,10 +9,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::accept::{AcceptLoop, Accepted, LimitLog, drain_queue};
-use super::datagram::{BATCH, Batch, Datagrams, Received, check_reply, recv_datagram, reply_addr};
+use super::datagram::{
+    BATCH, Batch, Datagrams, Received, check_reply, recv_datagram, reply_addr, send_failure,
+};
 use super::listener::{Listener, unix_address};
 use super::slots::{Permit, Slots};
 use super::wait::{Woken, wait_readable};
@@ -21,7 +24,7 @@ use crate::endpoint::Transport;
 use crate::error::Error;
 use crate::handler::{DatagramRequest, HandlerError};
 use crate::service::Address;
-use crate::stats::ListenerStats;
+use crate::stats::{DropReason, ListenerStats};
 use pool::{Job, Pool};
 pub(crate) use stream::Conn;
 use stream::serve_stream;
@@ -334,10 +337,25 @@ impl Loop {
             let stats = self.stats.clone();
             self.runner.run(Box::new(move || {
                 let _permit = permit;
+                // The handler's replies, counted like a service's: the datagram answered once
+                // however many replies it got, each reply's bytes, each one not sent dropped.
+                let replied = AtomicU64::new(0);
+                let replied_bytes = AtomicU64::new(0);
                 let send = |bytes: &[u8]| {
-                    check_reply(&shared.limits, &ctx.peer, bytes)?;
+                    if let Err(e) = check_reply(&shared.limits, &ctx.peer, bytes) {
+                        stats.dropped(DropReason::Oversize);
+                        return Err(e);
+                    }
                     reply_log.sending(&ctx.peer, bytes); // the loop guard sees handlers' replies
-                    send_to(&listener, bytes, &ctx.peer)
+                    let sent = send_to(&listener, bytes, &ctx.peer);
+                    match &sent {
+                        Ok(()) => {
+                            replied.fetch_add(1, Ordering::Relaxed);
+                            replied_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => stats.dropped(send_failure(e)),
+                    }
+                    sent
                 };
                 let mut request = DatagramRequest {
                     data: &data,
@@ -352,6 +370,10 @@ impl Loop {
                         Err(SessionError::Panic(HandlerError::from_panic(panic)))
                     }
                 };
+                if replied.load(Ordering::Relaxed) > 0 {
+                    let bytes = replied_bytes.load(Ordering::Relaxed);
+                    stats.datagram_answered(usize::try_from(bytes).unwrap_or(usize::MAX));
+                }
                 if let Err(SessionError::Io(_)) = result {
                     stats.handler_error();
                 }

@@ -2,6 +2,8 @@
 
 mod exec;
 mod stream;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::io;
 use std::sync::Arc;
@@ -89,6 +91,8 @@ async fn serve_all(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), 
         let acceptor = Acceptor {
             listener: accept,
             listening: Arc::new(Listening {
+                #[cfg(feature = "tls")]
+                tls: shared.tls_for(&local),
                 transport,
                 local,
                 stats,

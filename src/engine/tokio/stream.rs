@@ -29,6 +29,9 @@ pub(crate) enum Conn {
     Unix(tokio::net::UnixStream),
     /// One record per read and per write (see [`crate::seqpacket`]).
     Seqpacket(crate::seqpacket::PacketStream),
+    /// A TCP connection after its TLS handshake (see `tls.rs`); boxed: the TLS state is large.
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::TlsConn>),
 }
 
 impl std::os::fd::AsFd for Conn {
@@ -37,6 +40,8 @@ impl std::os::fd::AsFd for Conn {
             Conn::Tcp(s) => s.as_fd(),
             Conn::Unix(s) => s.as_fd(),
             Conn::Seqpacket(s) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => s.tcp().as_fd(),
         }
     }
 }
@@ -77,6 +82,9 @@ pub(crate) struct Listening {
     pub(crate) local: Address,
     /// The listener's counters.
     pub(crate) stats: Arc<ListenerStats>,
+    /// A `tls://` listener's settings: each connection's handshake comes first.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::ServerTls>,
 }
 
 impl Listening {
@@ -113,6 +121,24 @@ pub(crate) fn serve_conn(
     let listening = listening.clone();
     let accepted = SystemTime::now();
     async move {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &listening.tls {
+            // Boxed: the handshake's state is large, and only TLS connections pay for it.
+            let handshake = match conn {
+                Conn::Tcp(tcp) => Box::pin(super::tls::handshake(tls, tcp, &peer, &shared)).await,
+                // Only TCP listeners are ever TLS listeners.
+                _ => Err(crate::stats::EndCause::TlsHandshake),
+            };
+            match handshake {
+                Ok(tls) => conn = Conn::Tls(Box::new(tls)),
+                Err(cause) => {
+                    // Counted as an end, so the accepted connections add up to their ends.
+                    let took = accepted.elapsed().unwrap_or_default();
+                    listening.stats.ended(cause, (0, 0), 0, took);
+                    return drop(permit);
+                }
+            }
+        }
         if let Some(handler) = &shared.app.async_handler {
             let ctx = listening.context(&peer, accepted);
             let stats = &listening.stats;
@@ -131,6 +157,11 @@ pub(crate) fn serve_conn(
                 }
                 Conn::Unix(s) => {
                     let driven = drive(session, s, limits, &stopping, &traffic);
+                    until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
+                }
+                #[cfg(feature = "tls")]
+                Conn::Tls(s) => {
+                    let driven = drive(session, s.as_mut(), limits, &stopping, &traffic);
                     until_forced(&shared, &stopping, caught(std::pin::pin!(driven))).await
                 }
                 Conn::Seqpacket(s) => {
@@ -186,6 +217,16 @@ async fn serve_handler(
                 Box::new(Counted::new(s, traffic.clone()))
             }
             Conn::Seqpacket(s) => Box::new(Counted::new(s, traffic.clone())),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => {
+                // As for TCP: the address the peer reached, for exec's TCPLOCALIP.
+                if ctx.local.inet().is_some_and(|a| a.ip().is_unspecified())
+                    && let Ok(local) = s.tcp().local_addr()
+                {
+                    ctx.local = Address::Inet(local);
+                }
+                Box::new(Counted::new(s, traffic.clone()))
+            }
         };
         let mut request = AsyncStreamRequest::new(ctx, stream, &shared.limits);
         request.set_peer_credentials(credentials);

@@ -1,9 +1,10 @@
 //! The uring engine: io_uring, thread-per-core. Each thread has its own ring and drives its
 //! connections through the same connection machine as every engine ([`super::conn`]):
 //!
-//! - **accept**: one multishot accept per stream listener per thread, all on the *same*
-//!   listening socket (no `SO_REUSEPORT`), so a second server on the port still fails to bind
-//!   (exit 7) and the kernel hands each connection to one waiting ring;
+//! - **accept**: an accept per stream listener per thread, all on the *same* listening
+//!   socket (no `SO_REUSEPORT`), so a second server on the port still fails to bind (exit 7)
+//!   and the kernel hands each connection to one waiting ring: multishot for a ring alone,
+//!   one-shot where rings share the listener (a multishot one would take every connection);
 //! - **receive**: a multishot receive per connection over the thread's registered
 //!   provided-buffer ring ([`bufring`]): the kernel picks a buffer only when bytes arrive, so an
 //!   idle connection holds none;

@@ -450,10 +450,20 @@ impl Worker {
             };
             let fd = types::Fd(listener_fd(&listener.listener));
             let entry = if self.common.free() >= self.headroom {
-                acceptor.multishot = true;
-                opcode::AcceptMulti::new(fd)
-                    .flags(libc::SOCK_CLOEXEC)
-                    .build()
+                // A multishot accept stays first in the listener's queue of exclusive waiters:
+                // where rings share the listener, it would take every connection (20 of 20 on
+                // one of two threads). So they take one-shot accepts, each armed again behind
+                // the other rings', and take turns; a ring alone keeps the multishot one.
+                acceptor.multishot = self.common.wakers.len() == 1;
+                if acceptor.multishot {
+                    opcode::AcceptMulti::new(fd)
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                } else {
+                    opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build()
+                }
             } else if let Some(permit) = self.common.try_acquire() {
                 // Near the limit, the other engines' rule: the permit before the accept.
                 acceptor.multishot = false;

@@ -6,13 +6,15 @@ use clap::Args;
 use socketkit::Endpoint;
 
 use super::dump::DumpArgs;
+use super::tls::TlsServerArgs;
 use super::values::parse_duration;
 
 /// `socketkit listen`.
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    /// Where to listen: tcp://HOST:PORT, unix:///path, udp://HOST:PORT, unixgram:///path, or a
-    /// bare PORT (tcp://127.0.0.1:PORT; with -u, udp://127.0.0.1:PORT).
+    /// Where to listen: tcp://HOST:PORT, tls://HOST:PORT (with --tls-cert/--tls-key or
+    /// --tls-self-signed), unix:///path, udp://HOST:PORT, unixgram:///path, or a bare PORT
+    /// (tcp://127.0.0.1:PORT; with -u, udp://127.0.0.1:PORT).
     #[arg(
         value_name = "ENDPOINT",
         required_unless_present = "port",
@@ -52,6 +54,9 @@ pub struct ListenArgs {
 
     #[command(flatten)]
     pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 impl ListenArgs {

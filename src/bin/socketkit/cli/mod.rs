@@ -11,12 +11,14 @@ mod dump;
 mod limits;
 mod listen;
 mod relay;
+mod tls;
 mod values;
 
 pub use dump::DumpArgs;
 pub use limits::ServerLimitArgs;
 pub use listen::ListenArgs;
 pub use relay::RelayArgs;
+pub use tls::{TlsClientArgs, TlsServerArgs};
 pub use values::{PortQuery, ServiceSpec};
 use values::{
     engine_parser, expect_parser, framing_parser, mode_parser, parse_bind, parse_budget,
@@ -36,6 +38,7 @@ Exit codes (the same for every command):
   5    timed out
   6    name not found
   7    cannot bind (address in use, permission denied)
+  8    TLS handshake failed (unknown issuer, name mismatch, expired, not TLS)
   130  forced stop by a second SIGINT, SIGTERM or SIGHUP";
 
 const ENDPOINTS: &str = "\
@@ -46,7 +49,9 @@ PORT may be a service name (localhost:http, udp://127.0.0.1:echo).
 unix://@name and unixgram://@name are Linux abstract sockets (no file; ./@name is a file).
 unixpacket:///path is a Unix SOCK_SEQPACKET socket: connected like a stream, each record one
 message (no --framing); a record over 65,527 bytes closes its connection unanswered.
-udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.";
+udp://GROUP:PORT with GROUP in 224.0.0.0/4 or ff00::/8 is a multicast group: serve joins it.
+tls://HOST:PORT is TLS over TCP (serve: async engine only, with --tls-cert/--tls-key or
+--tls-self-signed; clients check the certificate against the system's roots or --tls-ca).";
 
 const VALUES: &str = "\
 Values, the same rule for every flag of a kind (anything else is a usage error, exit 2):
@@ -328,7 +333,7 @@ pub struct ServeArgs {
     /// Linux before 6.0, or SOCKETKIT_URING=refuse in the environment) uring falls back to
     /// async with one warning line, and the `listening on` line names the engine that runs.
     /// Not nc's -e PROGRAM: a program goes after -- (serve -- PROGRAM ARGS...), and runs on
-    /// async only.
+    /// async only. tls:// runs on async only too (the others refuse it, exit 2).
     #[arg(short, long, default_value = "async", value_parser = engine_parser())]
     pub engine: Engine,
 
@@ -375,6 +380,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 /// `socketkit bench`.
@@ -455,6 +463,9 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub framing: FramingArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// bench's `-e/--engine`: async or uring.
@@ -519,6 +530,9 @@ pub struct ClientArgs {
 
     #[command(flatten)]
     pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `socketkit send`.
@@ -579,6 +593,9 @@ pub struct SendArgs {
 
     #[command(flatten)]
     pub dump: DumpArgs,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 const RESOLVE_HELP: &str = "\

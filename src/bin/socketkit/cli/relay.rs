@@ -7,16 +7,19 @@ use socketkit::Endpoint;
 
 use super::dump::DumpArgs;
 use super::limits::ServerLimitArgs;
+use super::tls::{TlsServerArgs, TlsTargetArgs};
 use super::values::{parse_connect_endpoint, parse_duration};
 
 /// `socketkit relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Where to listen (a bare PORT is tcp://127.0.0.1:PORT).
+    /// Where to listen (a bare PORT is tcp://127.0.0.1:PORT); tls://HOST:PORT with
+    /// --tls-cert/--tls-key or --tls-self-signed.
     #[arg(value_name = "LISTEN")]
     pub listen: Endpoint,
 
-    /// Where each peer is relayed to (a bare PORT is localhost:PORT).
+    /// Where each peer is relayed to (a bare PORT is localhost:PORT); tls://HOST:PORT is
+    /// checked against the system's roots, or --tls-ca.
     #[arg(value_name = "TARGET", value_parser = parse_connect_endpoint)]
     pub target: Endpoint,
 
@@ -30,4 +33,11 @@ pub struct RelayArgs {
 
     #[command(flatten)]
     pub dump: DumpArgs,
+
+    /// LISTEN's TLS flags (when it is tls://); --tls-alpn serves every tls:// side.
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
+
+    #[command(flatten)]
+    pub tls_target: TlsTargetArgs,
 }

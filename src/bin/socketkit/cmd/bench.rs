@@ -33,6 +33,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     plan.payload = args.payload;
     plan.expect = args.expect;
     plan.engine = args.engine;
+    #[cfg(feature = "tls")]
+    {
+        plan.tls = super::tls::client(&args.tls, &plan.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&plan.endpoint])?;
 
     if plan.mode == Mode::Stream && (args.plot.is_some() || args.hdr_log.is_some()) {
         return Err(socketkit::Error::Config(

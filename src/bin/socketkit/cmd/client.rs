@@ -13,6 +13,12 @@ const PROMPT: &str = "Input a lowercase sentence:";
 pub fn run(args: ClientArgs) -> anyhow::Result<()> {
     let mut options = super::send::options(args.bind, args.timeout, &args.framing);
     options.quit_after = args.quit_after;
+    #[cfg(feature = "tls")]
+    {
+        options.tls = super::tls::client(&args.tls, &args.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
     options.dump = args.dump.open()?;
     let prompt =
         (io::stdin().is_terminal() && !args.endpoint.transport().is_connected()).then_some(PROMPT);

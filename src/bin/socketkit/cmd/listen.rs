@@ -37,6 +37,20 @@ pub fn run(args: ListenArgs, verbose: bool) -> anyhow::Result<()> {
         options.access.deny(cidr)?;
     }
     options.dump = args.dump.open()?;
+    #[cfg(feature = "tls")]
+    let self_signed = match super::tls::server(&args.tls, &[&endpoint])? {
+        Some((tls, line)) => {
+            options.tls = Some(tls);
+            line
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&endpoint])?;
+    #[cfg(feature = "tls")]
+    if let Some(line) = self_signed {
+        tracing::info!("{line}");
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let input = io::BufReader::new(io::stdin());

@@ -13,3 +13,4 @@ pub mod resolve;
 pub mod send;
 pub mod serve;
 pub mod services;
+pub mod tls;

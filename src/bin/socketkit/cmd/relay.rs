@@ -30,10 +30,37 @@ pub fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<()> {
         tracing::info!("stopped");
         return Ok(());
     }
-    let relay = Relay::new(args.target.clone())?
+    #[allow(unused_mut)] // mut for the tls feature
+    let mut relay = Relay::new(args.target.clone())?
         .connect_timeout(args.timeout)
         .idle_timeout(args.limits.idle_timeout)
         .dump(dump);
+    // --tls-alpn goes to each tls:// side; the other flags to their own side.
+    let alpn = |side: &socketkit::Endpoint| match side.is_tls() {
+        true => args.tls.tls_alpn.clone(),
+        false => Vec::new(),
+    };
+    if !args.listen.is_tls() && !args.target.is_tls() && !args.tls.tls_alpn.is_empty() {
+        anyhow::bail!(socketkit::Error::Config(
+            "--tls-alpn is for tls:// endpoints, and neither LISTEN nor TARGET is one".into()
+        ));
+    }
+    let listen_tls = args.tls.with_alpn(alpn(&args.listen));
+    let target_tls = args.tls_target.with_alpn(alpn(&args.target));
+    #[cfg(feature = "tls")]
+    let (server_tls, self_signed) = super::tls::server(&listen_tls, &[&args.listen])?.unzip();
+    #[cfg(feature = "tls")]
+    if args.target.is_tls() {
+        let options = super::tls::client(&target_tls, &args.target)?;
+        relay = relay.tls(socketkit::tls::ClientTls::new(&options)?)?;
+    } else {
+        super::tls::client(&target_tls, &args.target)?; // flags without a tls:// TARGET
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(
+        listen_tls.any() || target_tls.any(),
+        &[&args.listen, &args.target],
+    )?;
     if !matches!(args.listen.transport(), Transport::Tcp | Transport::Unix) {
         anyhow::bail!(socketkit::Error::Config(format!(
             "relay listens on tcp://, unix:// or udp://, not {}",
@@ -43,15 +70,24 @@ pub fn run(args: RelayArgs, quiet: bool) -> anyhow::Result<()> {
     // Before binding too, so an address in use is not mistaken for the loop.
     relay.refuse_loop(std::slice::from_ref(&args.listen))?;
     let stoppers = super::serve::stop_on_signals(args.limits.grace)?;
-    let server = args
+    #[allow(unused_mut)] // mut for the tls feature
+    let mut builder = args
         .limits
         .apply(Server::builder(), &access)
         .engine(Engine::Async)
         .listen(args.listen.clone())
-        .async_handler(relay.clone())
-        .bind()?;
+        .async_handler(relay.clone());
+    #[cfg(feature = "tls")]
+    if let Some(tls) = server_tls {
+        builder = builder.tls(tls);
+    }
+    let server = builder.bind()?;
     relay.refuse_loop(server.local_endpoints())?;
     register(&stoppers, server.shutdown_handle());
+    #[cfg(feature = "tls")]
+    if let Some(line) = self_signed.flatten() {
+        tracing::info!("{line}");
+    }
     if !quiet {
         for endpoint in server.local_endpoints() {
             crate::say(format_args!(

@@ -15,6 +15,12 @@ pub fn run(args: SendArgs) -> anyhow::Result<()> {
     options.max_time = args.max_time;
     options.multicast_ttl = args.ttl;
     options.multicast_loop = args.multicast_loop;
+    #[cfg(feature = "tls")]
+    {
+        options.tls = super::tls::client(&args.tls, &args.endpoint)?;
+    }
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &[&args.endpoint])?;
     options.dump = args.dump.open()?;
     let stdout = io::stdout();
     let mut out = stdout.lock();

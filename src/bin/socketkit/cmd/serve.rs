@@ -21,6 +21,11 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
     let dump = args.dump.open()?;
     // Handlers first: a signal that arrives once a server is bound must stop it gracefully.
     let groups = group_plans(&plan, args.multicast_if.as_ref())?;
+    let all: Vec<&Endpoint> = plan.iter().flat_map(|(_, e)| e).collect();
+    #[cfg(feature = "tls")]
+    let (tls, self_signed) = super::tls::server(&args.tls, &all)?.unzip();
+    #[cfg(not(feature = "tls"))]
+    super::tls::refuse(args.tls.any(), &all)?;
     let stoppers = stop_on_signals(args.limits.grace)?;
     let stats = socketkit::stats::Stats::new();
     let mut servers = Vec::new();
@@ -37,6 +42,13 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
             .max_frame(args.framing.max_frame)
             .max_buffered(usize::try_from(args.max_buffered).unwrap_or(usize::MAX))
             .stats(&stats);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls
+            .clone()
+            .filter(|_| endpoints.iter().any(Endpoint::is_tls))
+        {
+            builder = builder.tls(tls);
+        }
         builder = match &program {
             Some(program) => {
                 warn_if_reachable(program, &endpoints, &access);
@@ -80,6 +92,10 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
                 ));
             }
         }
+    }
+    #[cfg(feature = "tls")]
+    if let Some(line) = self_signed.flatten() {
+        tracing::info!("{line}");
     }
     let last = servers.pop().expect("at least one service");
     let others: Vec<_> = servers
