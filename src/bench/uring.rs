@@ -5,13 +5,19 @@
 //! latencies and failures counted, by the same code as the async workers ([`Run`], [`Tally`],
 //! [`super::converse`]'s failure kinds). Pingpong (TCP and Unix streams) and udp only; no
 //! `--rate` (the pacing lives in the async workers).
+//!
+//! Nothing here blocks the ring's thread, so one slow connection cannot delay the timing of the
+//! others: connections are made by the ring (`connect` with the run's time-out, cancelled when
+//! it passes), and the pause after a failure (the async workers' back-off) is a time before
+//! which that slot alone is left alone.
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tokio::time::Instant;
@@ -29,9 +35,13 @@ const DATAGRAM: usize = 65_536;
 /// The size of a receive buffer of the streams' provided-buffer ring.
 const STREAM_BUF: usize = 4096;
 
-/// How long a wait for completions lasts at most, so the run's deadline and reconnections are
-/// looked at even when nothing completes.
+/// How long a wait for completions lasts at most, so the run's deadline is looked at even when
+/// nothing completes.
 const TICK: Duration = Duration::from_millis(50);
+
+/// The pause after a failed connection attempt or datagram, as the async workers' back-off:
+/// a refusing server is not hammered.
+const BACK_OFF: Duration = Duration::from_millis(10);
 
 /// Runs the plan on `threads` threads, each with its own ring and its share of the
 /// connections (connection `i` on thread `i % threads`).
@@ -69,6 +79,11 @@ fn ring(entries: u32) -> io::Result<IoUring> {
 /// One connection (or UDP socket) of a ring.
 struct Slot {
     fd: Option<OwnedFd>,
+    /// Streams: a connect is in the kernel; until when it may take (`None` once cancelled).
+    connecting: bool,
+    connect_by: Option<Instant>,
+    /// After a failure: nothing is started on this slot before then.
+    retry_at: Option<Instant>,
     /// The reply being read (streams: one reply's length; udp: the largest datagram).
     buf: Vec<u8>,
     /// Bytes of the current reply read so far (streams).
@@ -85,18 +100,22 @@ struct Slot {
     failed: bool,
     /// Shut down after its last reply: waiting for its receive to end.
     closing: bool,
-    /// The server closed the connection between requests: the next request fails, as it
-    /// would on the async engine, which learns of it by writing that request.
-    eof: bool,
+    /// The connection ended between requests (0: the server closed it; else the error
+    /// number): the next request fails, as it would on the async engine, which learns of it
+    /// by writing that request. With no next request, nothing failed.
+    gone: Option<i32>,
     /// No more requests to claim.
     exhausted: bool,
     /// Finished: closed, nothing more to do.
     done: bool,
 }
 
-/// What a completion is for: the low bit of its user data, the slot above it.
+/// What a completion is for: the low two bits of its user data, the slot above them.
 const SEND: u64 = 0;
 const RECV: u64 = 1;
+const CONNECT: u64 = 2;
+/// The user data of cancellations, whose cancelled operations report themselves.
+const CANCEL: u64 = u64::MAX;
 
 struct Loop<'a> {
     run: &'a Run,
@@ -109,6 +128,8 @@ struct Loop<'a> {
     /// Streams: the receive buffers the kernel picks from (declared after `ring`, so dropped
     /// after it).
     bufs: Option<BufRing>,
+    /// Streams: the target's address, which every connect points to.
+    addr: Box<SockAddr>,
 }
 
 impl<'a> Loop<'a> {
@@ -119,21 +140,17 @@ impl<'a> Loop<'a> {
         let buf_len = if udp { DATAGRAM } else { run.reply.len() };
         let slots: Vec<Slot> = (0..slots)
             .map(|_| Slot {
-                fd: None,
                 buf: vec![0; buf_len],
-                got: 0,
-                to_write: 0,
-                sending: false,
-                receiving: false,
-                in_flight: VecDeque::with_capacity(pipeline),
-                answered: 0,
-                failed: false,
-                closing: false,
-                eof: false,
-                exhausted: false,
-                done: false,
+                ..Slot::closed(pipeline)
             })
             .collect();
+        let addr = Box::new(match &run.target {
+            Target::Inet(addr) => SockAddr::from(*addr),
+            Target::Unix(path) => SockAddr::unix(path)?,
+            Target::Seqpacket(_) => {
+                return Err(io::Error::other("unixpacket:// is not run on io_uring"));
+            }
+        });
         let ring = ring(entries)?;
         // Each slot's socket is a registered file: no descriptor look-up per operation.
         ring.submitter().register_files_sparse(slots.len() as u32)?;
@@ -153,29 +170,35 @@ impl<'a> Loop<'a> {
             tally: Tally::new(run),
             udp,
             batch: run.request.repeat(pipeline),
+            addr,
         })
     }
 
     fn go(mut self) -> io::Result<()> {
         while !self.slots.iter().all(|s| s.done) {
             for index in 0..self.slots.len() {
-                self.step(index)?;
+                while self.step(index)? {}
             }
             self.wait()?;
-            self.reap();
-            self.expire();
+            self.reap()?;
+            self.expire()?;
         }
         self.tally.finish();
         Ok(())
     }
 
     /// Moves one slot on: (re)connects it, claims requests, queues its send and receive.
-    fn step(&mut self, index: usize) -> io::Result<()> {
+    /// Returns whether the slot changed state without an operation to wait for, so it is to be
+    /// stepped again at once (a replaced connection is made in the same turn, as the async
+    /// workers reconnect at once).
+    fn step(&mut self, index: usize) -> io::Result<bool> {
         let run = self.run;
+        let now = Instant::now();
         let slot = &mut self.slots[index];
-        if slot.done {
-            return Ok(());
+        if slot.done || slot.connecting || slot.retry_at.is_some_and(|at| now < at) {
+            return Ok(false);
         }
+        slot.retry_at = None;
         if slot.sending || slot.receiving {
             if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
                 // Its operations are ending; a stream's receive ends with a shutdown.
@@ -188,57 +211,34 @@ impl<'a> Loop<'a> {
                         );
                     }
                 }
-                return Ok(());
+                return Ok(false);
             }
         } else if slot.failed || slot.exhausted && slot.in_flight.is_empty() {
             // A failed connection is replaced, as the async workers do; a finished one closes.
-            if slot.fd.is_some() {
-                self.ring
-                    .submitter()
-                    .register_files_update(index as u32, &[-1])?;
-            }
+            self.close(index)?;
+            let slot = &mut self.slots[index];
             let failed = slot.failed;
             *slot = Slot {
                 buf: std::mem::take(&mut slot.buf),
                 ..Slot::closed(slot.in_flight.capacity())
             };
             slot.done = !failed || self.udp || run.out_of_time();
-            return Ok(());
+            return Ok(!slot.done);
         }
         if slot.fd.is_none() {
-            match open(run) {
-                Ok(fd) => {
-                    self.ring
-                        .submitter()
-                        .register_files_update(index as u32, &[fd.as_raw_fd()])?;
-                    slot.fd = Some(fd);
-                }
-                Err(e) => {
-                    if self.udp {
-                        slot.done = true;
-                        run.counters
-                            .fail(Failure::Other, || format!("cannot open a UDP socket: {e}"));
-                    } else if run.claim().is_none() {
-                        // A failed connection costs a request, so a request-bounded run
-                        // against a server that refuses still ends.
-                        slot.done = true;
-                    } else {
-                        run.connect_failed(&e);
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    return Ok(());
-                }
-            }
+            self.open(index)?;
+            // A UDP socket is ready at once; a stream waits for its connect.
+            let slot = &self.slots[index];
+            return Ok(slot.fd.is_some() && !slot.connecting);
         }
-        if slot.eof {
+        if let Some(gone) = slot.gone {
             match run.claim() {
-                Some(_) => {
-                    ended(run, Failure::Closed, slot.answered);
-                    slot.failed = true;
-                }
+                Some(_) if gone == 0 => ended(run, Failure::Closed, slot.answered),
+                Some(_) => broke(run, slot, &io::Error::from_raw_os_error(gone)),
                 None => slot.exhausted = true,
             }
-            return Ok(());
+            slot.failed = !slot.exhausted;
+            return Ok(true);
         }
         let pipeline = if self.udp {
             1
@@ -254,6 +254,10 @@ impl<'a> Loop<'a> {
                 }
                 None => slot.exhausted = true,
             }
+        }
+        if !self.udp && slot.exhausted && slot.in_flight.is_empty() {
+            // Nothing to ask on this connection: closed by the next step.
+            return Ok(!slot.receiving);
         }
         let fd = types::Fixed(index as u32);
         let mut entries = Vec::with_capacity(2);
@@ -289,11 +293,118 @@ impl<'a> Loop<'a> {
             entries.push(
                 opcode::AsyncCancel::new(user_data(index, RECV))
                     .build()
-                    .user_data(u64::MAX),
+                    .user_data(CANCEL),
             );
         }
         for entry in entries {
             self.push(entry)?;
+        }
+        Ok(false)
+    }
+
+    /// Gives an idle slot its socket: a UDP socket connected at once, or a stream socket whose
+    /// connect the ring makes. A failure counts as the async workers count it.
+    fn open(&mut self, index: usize) -> io::Result<()> {
+        let run = self.run;
+        if run.out_of_time() {
+            self.slots[index].done = true;
+            return Ok(());
+        }
+        if self.udp {
+            let Target::Inet(addr) = run.target else {
+                unreachable!("udp runs on an inet target")
+            };
+            let local: SocketAddr = if addr.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let socket = match UdpSocket::bind(local) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    self.slots[index].done = true;
+                    run.counters
+                        .fail(Failure::Other, || format!("cannot open a UDP socket: {e}"));
+                    return Ok(());
+                }
+            };
+            if let Err(e) = socket.connect(addr) {
+                self.slots[index].done = true;
+                run.connect_failed(&e);
+                return Ok(());
+            }
+            return self.adopt(index, socket.into());
+        }
+        let domain = Domain::from(i32::from(self.addr.family()));
+        let socket = match Socket::new(domain, Type::STREAM, None) {
+            Ok(socket) => socket,
+            Err(e) => return self.connect_failed(index, e),
+        };
+        if matches!(run.target, Target::Inet(_)) {
+            socket.set_tcp_nodelay(true)?;
+        }
+        self.adopt(index, socket.into())?;
+        let slot = &mut self.slots[index];
+        slot.connecting = true;
+        slot.connect_by = Some(Instant::now() + run.plan.timeout);
+        let entry = opcode::Connect::new(
+            types::Fixed(index as u32),
+            self.addr.as_ptr().cast(),
+            self.addr.len(),
+        )
+        .build()
+        .user_data(user_data(index, CONNECT));
+        self.push(entry)
+    }
+
+    /// Makes `fd` the slot's socket, a registered file at the slot's index.
+    fn adopt(&mut self, index: usize, fd: OwnedFd) -> io::Result<()> {
+        self.ring
+            .submitter()
+            .register_files_update(index as u32, &[fd.as_raw_fd()])?;
+        self.slots[index].fd = Some(fd);
+        Ok(())
+    }
+
+    /// Closes the slot's socket (none of its operations is in the kernel).
+    fn close(&mut self, index: usize) -> io::Result<()> {
+        if self.slots[index].fd.take().is_some() {
+            self.ring
+                .submitter()
+                .register_files_update(index as u32, &[-1])?;
+        }
+        Ok(())
+    }
+
+    /// A connect completed: the slot goes on to its requests, or counts the failure as the
+    /// async workers do and backs off.
+    fn connected(&mut self, index: usize, result: i32) -> io::Result<()> {
+        let slot = &mut self.slots[index];
+        slot.connecting = false;
+        let timed_out = slot.connect_by.take().is_none();
+        match result {
+            0.. => Ok(()),
+            // Cancelled at its time-out: ECANCELED, or EINTR from a connect that was waiting
+            // in the kernel's worker (a Unix connect waiting for room in the listen queue).
+            e if timed_out && (-e == libc::ECANCELED || -e == libc::EINTR) => self.connect_failed(
+                index,
+                io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+            ),
+            e => self.connect_failed(index, io::Error::from_raw_os_error(-e)),
+        }
+    }
+
+    /// A connection attempt failed: it costs a request, so a request-bounded run against a
+    /// server that refuses still ends; the slot tries again after the back-off.
+    fn connect_failed(&mut self, index: usize, error: io::Error) -> io::Result<()> {
+        let run = self.run;
+        self.close(index)?;
+        let slot = &mut self.slots[index];
+        if run.claim().is_none() {
+            slot.done = true;
+        } else {
+            run.connect_failed(&error);
+            slot.retry_at = Some(Instant::now() + BACK_OFF);
         }
         Ok(())
     }
@@ -302,10 +413,11 @@ impl<'a> Loop<'a> {
     #[allow(unsafe_code)] // the io_uring API's: the kernel writes into our buffers
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
         loop {
-            // SAFETY: every buffer an operation points into is a slot's `buf` or the loop's
-            // `batch`, neither of which is moved, resized or freed while an operation on it is
-            // in the kernel: a slot is rebuilt only once `sending` and `receiving` are both
-            // clear, and the loop ends only when every slot is done, so with none pending.
+            // SAFETY: every buffer an operation points into is a slot's `buf`, the loop's
+            // `batch` or its boxed `addr`, none of which is moved, resized or freed while an
+            // operation on it is in the kernel: a slot is rebuilt only once `sending`,
+            // `receiving` and `connecting` are all clear, `batch` and `addr` live as long as
+            // the loop, and the loop ends only when every slot is done, so with none pending.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
@@ -314,7 +426,7 @@ impl<'a> Loop<'a> {
     }
 
     /// Submits the turn's operations and waits for a completion, at most until the earliest
-    /// deadline of a request in flight.
+    /// deadline of a request in flight or of a connect, or the end of a slot's back-off.
     fn wait(&mut self) -> io::Result<()> {
         if self.slots.iter().all(|s| s.done) {
             return Ok(());
@@ -323,7 +435,11 @@ impl<'a> Loop<'a> {
         let next = self
             .slots
             .iter()
-            .filter_map(|s| s.in_flight.front().map(|&(_, deadline)| deadline))
+            .flat_map(|s| {
+                let request = s.in_flight.front().map(|&(_, deadline)| deadline);
+                [request, s.connect_by, s.retry_at]
+            })
+            .flatten()
             .min()
             .map_or(TICK, |at| at.saturating_duration_since(now).min(TICK));
         let ts = types::Timespec::from(next.max(Duration::from_micros(1)));
@@ -335,23 +451,25 @@ impl<'a> Loop<'a> {
         }
     }
 
-    fn reap(&mut self) {
+    fn reap(&mut self) -> io::Result<()> {
         let done: Vec<(u64, i32, u32)> = self
             .ring
             .completion()
             .map(|c| (c.user_data(), c.result(), c.flags()))
             .collect();
         for (data, result, flags) in done {
-            if data == u64::MAX {
-                continue; // a cancellation: the cancelled receive reports itself
+            if data == CANCEL {
+                continue; // the cancelled operation reports itself
             }
-            let index = (data >> 1) as usize;
-            match data & 1 {
+            let index = (data >> 2) as usize;
+            match data & 3 {
                 SEND => self.sent(index, result),
+                CONNECT => self.connected(index, result)?,
                 _ if self.udp => self.received(index, result),
                 _ => self.streamed(index, result, flags),
             }
         }
+        Ok(())
     }
 
     fn sent(&mut self, index: usize, result: i32) {
@@ -378,7 +496,7 @@ impl<'a> Loop<'a> {
                     run.datagram_failed(&error);
                     slot.to_write = 0;
                     slot.in_flight.pop_front();
-                    std::thread::sleep(Duration::from_millis(10));
+                    slot.retry_at = Some(Instant::now() + BACK_OFF);
                 } else {
                     self.fail(index, |slot| broke(run, slot, &error));
                 }
@@ -412,7 +530,7 @@ impl<'a> Loop<'a> {
             e => {
                 if slot.in_flight.pop_front().is_some() {
                     run.datagram_failed(&io::Error::from_raw_os_error(-e));
-                    std::thread::sleep(Duration::from_millis(10));
+                    slot.retry_at = Some(Instant::now() + BACK_OFF);
                 }
             }
         }
@@ -433,8 +551,8 @@ impl<'a> Loop<'a> {
             }
             return;
         }
-        if result == 0 && slot.got == 0 && slot.in_flight.is_empty() {
-            slot.eof = true;
+        if result <= 0 && slot.got == 0 && slot.in_flight.is_empty() {
+            slot.gone = Some(-result);
             return;
         }
         if result == 0 {
@@ -482,12 +600,22 @@ impl<'a> Loop<'a> {
         }
     }
 
-    /// Requests whose reply is overdue: a time-out ends a stream connection (it is out of step
-    /// then), a lost datagram only itself.
-    fn expire(&mut self) {
+    /// Connects and requests whose time is up: a connect is cancelled (its completion counts
+    /// the time-out); a request's time-out ends a stream connection (it is out of step then),
+    /// a lost datagram only itself.
+    fn expire(&mut self) -> io::Result<()> {
         let now = Instant::now();
         for index in 0..self.slots.len() {
             let slot = &mut self.slots[index];
+            if slot.connect_by.is_some_and(|at| at <= now) {
+                slot.connect_by = None;
+                self.push(
+                    opcode::AsyncCancel::new(user_data(index, CONNECT))
+                        .build()
+                        .user_data(CANCEL),
+                )?;
+                continue;
+            }
             if slot.failed || slot.in_flight.front().is_none_or(|&(_, at)| now < at) {
                 continue;
             }
@@ -499,6 +627,7 @@ impl<'a> Loop<'a> {
                 self.fail(index, |_| run.count(&run.counters.timeouts));
             }
         }
+        Ok(())
     }
 
     /// Ends a stream connection after a failure (counted by `count`): shuts it down so its
@@ -514,9 +643,13 @@ impl<'a> Loop<'a> {
 }
 
 impl Slot {
+    /// A slot with no socket and nothing to do yet.
     fn closed(pipeline: usize) -> Slot {
         Slot {
             fd: None,
+            connecting: false,
+            connect_by: None,
+            retry_at: None,
             buf: Vec::new(),
             got: 0,
             to_write: 0,
@@ -526,7 +659,7 @@ impl Slot {
             answered: 0,
             failed: false,
             closing: false,
-            eof: false,
+            gone: None,
             exhausted: false,
             done: false,
         }
@@ -541,37 +674,5 @@ fn broke(run: &Run, slot: &Slot, error: &io::Error) {
 }
 
 fn user_data(index: usize, op: u64) -> u64 {
-    (index as u64) << 1 | op
-}
-
-/// A new connection (streams) or connected socket (udp) to the target, blocking.
-fn open(run: &Run) -> io::Result<OwnedFd> {
-    match &run.target {
-        Target::Inet(addr) if run.plan.mode == Mode::Udp => {
-            let local: SocketAddr = if addr.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            let socket = UdpSocket::bind(local)?;
-            socket.connect(addr)?;
-            Ok(socket.into())
-        }
-        Target::Inet(addr) => {
-            let stream = TcpStream::connect_timeout(addr, run.plan.timeout)?;
-            stream.set_nodelay(true)?;
-            Ok(stream.into())
-        }
-        Target::Unix(path) => {
-            use std::os::linux::net::SocketAddrExt;
-            use std::os::unix::ffi::OsStrExt;
-            let bytes = path.as_os_str().as_bytes();
-            let addr = match bytes.strip_prefix(b"\0") {
-                Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)?,
-                None => std::os::unix::net::SocketAddr::from_pathname(path)?,
-            };
-            Ok(UnixStream::connect_addr(&addr)?.into())
-        }
-        Target::Seqpacket(_) => Err(io::Error::other("unixpacket:// is not run on io_uring")),
-    }
+    (index as u64) << 2 | op
 }

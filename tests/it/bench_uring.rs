@@ -1,10 +1,16 @@
-//! `socketkit bench --engine uring` against `socketkit serve`: the io_uring load loops verify
-//! every reply, say which engine ran, refuse the modes they do not run, and fall back to the
-//! async engine where io_uring is refused.
+//! `socketkit bench --engine uring` against `socketkit serve` and plain Python socket servers:
+//! the io_uring load loops verify every reply, count every request and every failure as the
+//! async workers do, record the same histograms, stop at their bound by themselves, say which
+//! engine ran, refuse the modes they do not run, and fall back to the async engine where
+//! io_uring is refused.
 
-use std::process::Output;
+// Without the uring feature only the refusal tests run.
+#![cfg_attr(not(feature = "uring"), allow(dead_code, unused_imports))]
 
-use crate::common::{Spawned, assert_code, socketkit, stderr, stdout};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{Spawned, assert_code, first_stdout_line, peer, socketkit, stderr, stdout};
 
 /// A `socketkit serve` process running `service` on `endpoints`.
 fn serve(service: &str, endpoints: &[&str]) -> (Spawned, Vec<String>) {
@@ -152,6 +158,11 @@ fn modes_uring_does_not_run_are_a_usage_error_naming_those_it_does() {
     }
     let output = bench(&[&endpoints[0], "-n", "10", "-e", "pool"], None);
     assert_code(&output, 2);
+    // TLS stays on the async engine, which has the handshake.
+    let tls = endpoints[0].replace("tcp://", "tls://");
+    let output = bench(&[&tls, "-n", "10", "-e", "uring"], None);
+    assert_code(&output, 2);
+    assert!(stderr(&output).contains("tls://"), "{}", stderr(&output));
 }
 
 #[cfg(feature = "uring")]
@@ -216,4 +227,271 @@ fn failures_are_counted_by_kind_on_uring_as_on_async() {
     assert!(report["timeouts"].as_u64().unwrap() >= 1, "{report}");
     assert_eq!(report["ok"], 0, "{report}");
     drop(silent);
+}
+
+/// A Python server from `tests/peers`, killed (by its own handle) when dropped.
+struct Python {
+    child: Child,
+    port: u16,
+}
+
+impl Python {
+    /// Starts `script ARGS` and reads its port, the last word of its first stdout line.
+    fn start(script: &str, args: &[&str]) -> Python {
+        let child = Command::new("python3")
+            .arg(peer(script))
+            .args(args)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python3");
+        let mut server = Python { child, port: 0 };
+        let line = first_stdout_line(&mut server.child, script);
+        server.port = line
+            .split_whitespace()
+            .last()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("{script}: no port in {line:?}"));
+        server
+    }
+
+    fn endpoint(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The figures two engines must agree on: exit code and every count.
+fn counts(output: &Output) -> (Option<i32>, serde_json::Value) {
+    let report = json(output);
+    let fields = [
+        "ok",
+        "errors",
+        "error_kinds",
+        "timeouts",
+        "losses",
+        "mismatches",
+        "hint",
+    ];
+    let picked = fields
+        .iter()
+        .map(|f| (f.to_string(), report[*f].clone()))
+        .collect::<serde_json::Map<_, _>>();
+    (output.status.code(), serde_json::Value::Object(picked))
+}
+
+/// Every request of a request-bounded run ends exactly once: answered, failed, timed out,
+/// lost or mismatched.
+fn assert_every_request_counted(report: &serde_json::Value, requests: u64) {
+    let sum: u64 = ["ok", "errors", "timeouts", "losses", "mismatches"]
+        .iter()
+        .map(|f| report[*f].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, requests, "{report}");
+}
+
+#[cfg(feature = "uring")]
+#[test]
+fn uring_bench_counts_every_request_exactly_against_python_servers() {
+    let tcp = Python::start("bench_target.py", &["upper"]);
+    let udp = Python::start("udp_server.py", &["0"]);
+    for (endpoint, connections, requests) in [
+        (tcp.endpoint("tcp"), "4", 1000),
+        (udp.endpoint("udp"), "4", 600),
+    ] {
+        let n = requests.to_string();
+        let output = bench(
+            &[
+                &endpoint,
+                "-c",
+                connections,
+                "-n",
+                &n,
+                "-e",
+                "uring",
+                "--json",
+            ],
+            None,
+        );
+        assert_code(&output, 0);
+        let report = json(&output);
+        assert_eq!(report["engine"], "uring", "{report}");
+        assert_eq!(report["ok"], requests, "{report}");
+        assert_every_request_counted(&report, requests);
+        // Every request went out once and every reply came back whole.
+        assert_eq!(report["bytes_sent"], requests * 64, "{report}");
+        assert_eq!(report["bytes_received"], requests * 64, "{report}");
+    }
+}
+
+#[cfg(feature = "uring")]
+#[test]
+fn uring_counts_failures_exactly_as_async_does() {
+    let one_reply = Python::start("tcp_server_threaded.py", &["0"]);
+    let truncate = Python::start("bench_target.py", &["truncate"]);
+    let reset = Python::start("bench_target.py", &["reset"]);
+    // Ports bound and closed again: nothing listens there.
+    let refused_tcp = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("tcp://{}", listener.local_addr().unwrap())
+    };
+    let refused_udp = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        format!("udp://{}", socket.local_addr().unwrap())
+    };
+    // (server, exit code, ok, failures by kind); one connection, so each count is exact.
+    let cases = [
+        (one_reply.endpoint("tcp"), 1, 3, ("closed", 3)),
+        (truncate.endpoint("tcp"), 1, 0, ("truncated", 6)),
+        (reset.endpoint("tcp"), 4, 0, ("reset", 6)),
+        (refused_tcp, 4, 0, ("refused", 6)),
+        (refused_udp, 4, 0, ("refused", 6)),
+    ];
+    for (endpoint, code, ok, (kind, failed)) in cases {
+        let mut seen = Vec::new();
+        for engine in ["async", "uring"] {
+            let output = bench(
+                &[
+                    &endpoint, "-c", "1", "-n", "6", "-w", "5s", "-e", engine, "--json",
+                ],
+                None,
+            );
+            assert_code(&output, code);
+            let report = json(&output);
+            assert_eq!(report["engine"], engine, "{report}");
+            assert_eq!(report["ok"], ok, "{engine} {endpoint}: {report}");
+            assert_eq!(
+                report["error_kinds"][kind], failed,
+                "{engine} {endpoint}: {report}"
+            );
+            assert_every_request_counted(&report, 6);
+            seen.push(counts(&output));
+        }
+        assert_eq!(seen[0], seen[1], "{endpoint}: async, then uring");
+    }
+    // The server that answers one request per connection earns the hint on both.
+    let output = bench(
+        &[
+            &one_reply.endpoint("tcp"),
+            "-c",
+            "1",
+            "-n",
+            "4",
+            "-e",
+            "uring",
+            "--json",
+        ],
+        None,
+    );
+    let report = json(&output);
+    assert!(
+        report["hint"].as_str().unwrap().contains("-m connect"),
+        "{report}"
+    );
+}
+
+#[cfg(feature = "uring")]
+#[test]
+fn a_uring_connect_waits_no_longer_than_the_time_out() {
+    // A Unix listener with a backlog of 0 that never accepts: the first connection is queued
+    // (and never answered), every other connect waits for room that never comes.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stalled");
+    let listener =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(&socket2::SockAddr::unix(&path).unwrap())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let endpoint = format!("unix://{}", path.display());
+    let started = Instant::now();
+    let output = bench(
+        &[
+            &endpoint, "-c", "3", "-n", "6", "-w", "300ms", "-e", "uring", "--json",
+        ],
+        None,
+    );
+    let took = started.elapsed();
+    assert_code(&output, 5);
+    let report = json(&output);
+    assert_eq!(report["engine"], "uring");
+    assert_eq!(report["timeouts"], 6, "{report}");
+    assert_every_request_counted(&report, 6);
+    // Six waits of 300 ms, three at a time.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    drop(listener);
+}
+
+#[cfg(feature = "uring")]
+#[test]
+fn a_duration_bounds_a_uring_run_and_it_stops_by_itself() {
+    let (_server, endpoints) = serve("upper", &["tcp://127.0.0.1:0", "udp://127.0.0.1:0"]);
+    for endpoint in &endpoints {
+        let started = Instant::now();
+        let output = bench(
+            &[endpoint, "-c", "3", "-d", "700ms", "-e", "uring", "--json"],
+            None,
+        );
+        let took = started.elapsed();
+        assert_code(&output, 0);
+        let report = json(&output);
+        assert_eq!(report["engine"], "uring");
+        assert!(report["ok"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(report["errors"], 0, "{report}");
+        let elapsed = report["elapsed_s"].as_f64().unwrap();
+        assert!((0.7..3.0).contains(&elapsed), "{endpoint}: {elapsed} s");
+        assert!(took < Duration::from_secs(10), "{endpoint}: {took:?}");
+    }
+}
+
+#[cfg(all(feature = "uring", feature = "plot", feature = "hdr-log"))]
+#[test]
+fn uring_runs_record_the_same_histograms_for_plot_and_hdr_log() {
+    let (_server, endpoints) = serve("upper", &["tcp://127.0.0.1:0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.hdr");
+    let svg = dir.path().join("run.svg");
+    // 1.5 s: two seconds of figures, so the per-second series are lines.
+    let output = bench(
+        &[
+            &endpoints[0],
+            "-c",
+            "2",
+            "-d",
+            "1.5s",
+            "-e",
+            "uring",
+            "--json",
+            "--hdr-log",
+            log.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_code(&output, 0);
+    let report = json(&output);
+    assert_eq!(report["engine"], "uring");
+    let all = crate::report::crate_reads(&log);
+    assert_eq!(all.len(), report["ok"].as_u64().unwrap(), "{report}");
+    let p99_us = all.value_at_quantile(0.99) as f64 / 1000.0;
+    assert_eq!(report["latency_us"]["p99"].as_f64().unwrap(), p99_us);
+    let (texts, lines) = crate::report::svg_texts_and_lines(&svg);
+    for series in [
+        "latency by percentile",
+        "good replies per second",
+        "p99 latency per second",
+    ] {
+        assert!(texts.contains(series), "no {series:?} in {texts}");
+    }
+    // Three series, each drawn once and once more in its legend.
+    assert!(lines >= 6, "{lines} lines");
 }
