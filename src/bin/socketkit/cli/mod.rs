@@ -440,8 +440,10 @@ pub struct BenchArgs {
 
     /// The load generator's engine: async (tokio tasks, every mode) or uring (io_uring, one
     /// ring per thread, so the load generator costs less CPU per request: pingpong on tcp://
-    /// and unix://, and udp; no --rate). Where io_uring is refused (or SOCKETKIT_URING=refuse
-    /// is set) the load runs on async, with one warning line; the report names the engine.
+    /// and unix://, and udp; not tls://, no --rate). Both count, time and record every request
+    /// the same way. Where io_uring is refused (or SOCKETKIT_URING=refuse is set) the load
+    /// runs on async, with one warning line, as serve -e uring does; the report names the
+    /// engine that ran.
     #[arg(short, long, default_value = "async", value_parser = bench_engine_parser())]
     pub engine: Engine,
 
