@@ -186,6 +186,43 @@ fn a_wrong_name_an_unknown_ca_and_an_expired_certificate_each_fail_in_one_line_w
 }
 
 #[test]
+fn a_self_signed_certificate_made_by_openssl_req_x509_is_refused_in_a_line_that_says_why() {
+    // The self-signed certificate most people make first: Debian's openssl.cnf gives
+    // `req -x509` basicConstraints CA:TRUE, and webpki takes no CA's certificate for a
+    // server's own, even the trusted one (openssl and ncat do). The line must say so, not
+    // `Other(OtherError(CaUsedAsEndEntity))`.
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    let made = run_peer(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost", "-addext"])
+            .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+            .arg("-keyout")
+            .arg(dir.join("req.key"))
+            .arg("-out")
+            .arg(dir.join("req.pem")),
+        b"",
+    );
+    assert_code(&made, 0);
+    let (_server, endpoint) = serve_tls(&certs, "req.pem", "req.key", &[]);
+    let trusted = certs.path("req.pem");
+    let output = send(&endpoint, "hello", &["--tls-ca", trusted.to_str().unwrap()]);
+    assert_code(&output, 8);
+    let line = one_line(&output);
+    assert!(
+        line.contains("bad certificate:") && line.contains("CA:TRUE"),
+        "{line}"
+    );
+    assert!(!line.contains("OtherError"), "{line}");
+    // The certificate is good for a client that checks nothing.
+    let output = send(&endpoint, "hello", &["--tls-insecure"]);
+    assert_code(&output, 0);
+    assert_eq!(common::stdout(&output), "HELLO");
+}
+
+#[test]
 fn plain_text_to_a_tls_port_gets_an_alert_and_one_log_line_and_the_server_goes_on() {
     let certs = Certs::new();
     let (mut server, endpoint) = serve_tls(&certs, "leaf.pem", "leaf.key", &[]);
