@@ -254,6 +254,19 @@ impl StreamClient {
                 .inner
                 .shutdown(Shutdown::Write)
                 .map_err(|e| send_error(endpoint, 0, e))?;
+            // Over TLS the bridge's thread still has the records to write: gone with the
+            // process if it exits now (TCP's kernel would deliver them).
+            #[cfg(feature = "tls")]
+            if let StreamClient::Tls(_, _, bridge) = &writer.inner {
+                let wait = waits.idle.unwrap_or(Duration::MAX);
+                bridge.wait_sent(wait).map_err(|e| match e.kind() {
+                    io::ErrorKind::TimedOut => Error::TimedOut {
+                        what: "sending over TLS",
+                        after: wait,
+                    },
+                    _ => send_error(endpoint, 0, e),
+                })?;
+            }
             return Ok((sent, 0, false));
         }
         let mut writer = Tapped {
