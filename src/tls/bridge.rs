@@ -113,7 +113,9 @@ impl Bridge {
     /// `shutdown(Write)` has gone out over TLS, with `close_notify` and the FIN after it. The
     /// bridge's thread writes the records: a process that exits straight after its shutdown
     /// (as `send --no-wait` does, where TCP's kernel would still deliver the bytes) must wait
-    /// for it, or the peer gets a truncated stream.
+    /// for it, or the peer gets a truncated stream. It must then read the plain end to its EOF
+    /// (the peer's close) before it exits, too: a TCP socket closed with bytes unread (a TLS
+    /// 1.3 server's session tickets) is reset, and the reset drops what was not sent yet.
     ///
     /// # Errors
     ///
