@@ -299,6 +299,13 @@ impl StreamClient {
                     let result = copied.and_then(|()| {
                         if half_close {
                             writer.inner.shutdown(Shutdown::Write)?; // the server reads EOF
+                            // Over TLS the input is sent once the bridge has written it: a
+                            // caller that exits when both ends are done (listen, after the
+                            // peer's EOF) would otherwise cut it short.
+                            #[cfg(feature = "tls")]
+                            if let StreamClient::Tls(_, _, bridge) = &writer.inner {
+                                bridge.wait_sent(Duration::MAX)?;
+                            }
                         }
                         Ok(())
                     });
