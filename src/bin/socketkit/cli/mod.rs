@@ -564,7 +564,9 @@ pub struct SendArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub quit_after: Option<Duration>,
 
-    /// Send the message and exit 0 at once, reading no reply (discard-like services).
+    /// Send the message and exit 0 at once, reading no reply (discard-like services). On
+    /// tls:// it first waits, within -w, for the records to go out and the server to close,
+    /// its bytes dropped: exiting sooner would cut the stream short.
     #[arg(long, conflicts_with_all = ["quit_after", "broadcast"])]
     pub no_wait: bool,
 
