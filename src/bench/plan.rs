@@ -116,6 +116,11 @@ pub struct Plan {
     /// its first request (see [`crate::proxy::Announce`]). Default: none.
     #[cfg(feature = "proxy")]
     pub proxy: Option<crate::proxy::Announce>,
+    /// The load generator's engine: [`Engine::Async`](crate::Engine::Async) (tokio tasks, every
+    /// mode) or [`Engine::Uring`](crate::Engine::Uring) (io_uring, one ring per thread:
+    /// `pingpong` on TCP and Unix streams, and `udp`, without `rate`). Where io_uring is
+    /// refused, [`run`](fn@super::run) falls back to the async engine with one warning line.
+    pub engine: crate::Engine,
     /// `tls://` only: what the load generator trusts and says (the `tls` feature).
     #[cfg(feature = "tls")]
     pub tls: crate::tls::ClientTlsOptions,
@@ -140,6 +145,7 @@ impl Plan {
             expect: Expect::Upper,
             #[cfg(feature = "proxy")]
             proxy: None,
+            engine: crate::Engine::Async,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }

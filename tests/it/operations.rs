@@ -96,6 +96,14 @@ fn the_clients_proxy_headers_reach_serve_proxy_protocol() {
     assert_eq!(report["ok"], 40, "{report}");
     assert_eq!(report["errors"], 0, "{report}");
 
+    // bench's io_uring loops send no header: refused as usage, not run without one.
+    let uring = socketkit()
+        .args(["bench", &endpoint, "-e", "uring", "--proxy-protocol", "v2"])
+        .output()
+        .unwrap();
+    assert_code(&uring, 2);
+    assert!(stderr(&uring).contains("--proxy-protocol needs --engine async"));
+
     // Datagrams have no header: refused as usage.
     let udp = socketkit()
         .args(["send", "udp://127.0.0.1:9", "x", "--proxy-protocol", "v1"])

@@ -38,6 +38,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     #[cfg(not(feature = "proxy"))]
     args.proxy.refuse()?;
+    plan.engine = args.engine;
     #[cfg(feature = "tls")]
     {
         plan.tls = super::tls::client(&args.tls, &plan.endpoint)?;
