@@ -24,17 +24,19 @@ mod recording;
 mod report;
 mod run;
 mod target;
+mod timeline;
 mod worker;
 
 use std::sync::Arc;
 
 #[cfg(feature = "hdr-log")]
-pub use hdrlog::LogError;
+pub use hdrlog::{HdrLogWriter, LogError};
 pub use plan::{Expect, Mode, Payload, Plan};
 pub use recording::{Recording, Second};
 #[cfg(feature = "hdr-log")]
 pub use recording::{decode, encode};
 pub use report::{Counters, CpuTime, Failure, Latency, Report};
+pub use timeline::MAX_POINTS;
 
 use crate::endpoint::Transport;
 use crate::error::Error;
@@ -97,14 +99,25 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let cpu_before = report::CpuTime::now();
+    #[allow(unused_mut)] // mut for the tls feature
+    let mut run = Run::new(plan.clone(), counters.clone(), target);
+    #[cfg(feature = "tls")]
+    {
+        run.tls = tls;
+    }
+    let run = Arc::new(run);
+    // A run kept second by second has each second closed as it ends, by a thread of its own
+    // (the sink may write a file), until the run is over.
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let closer = counters.keeps_seconds().then(|| {
+        let (counters, start) = (counters.clone(), run.start.into_std());
+        std::thread::Builder::new()
+            .name("socketkit-bench-seconds".into())
+            .spawn(move || close_seconds(&counters, start, &stopped))
+            .map_err(|e| Error::io("cannot start a thread", e))
+    });
+    let closer = closer.transpose()?;
     let elapsed = runtime.block_on(async {
-        #[allow(unused_mut)] // mut for the tls feature
-        let mut run = Run::new(plan.clone(), counters.clone(), target);
-        #[cfg(feature = "tls")]
-        {
-            run.tls = tls;
-        }
-        let run = Arc::new(run);
         let tasks: Vec<_> = (0..plan.connections.max(1))
             .map(|index| tokio::spawn(worker::task(run.clone(), index)))
             .collect();
@@ -113,10 +126,38 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         }
         run.start.elapsed()
     });
+    drop(stop);
+    if let Some(closer) = closer {
+        let _ = closer.join();
+    }
     let own_cpu = report::CpuTime::now()
         .zip(cpu_before)
         .map(|(after, before)| after.since(before));
     Ok(Report::new(plan, &counters, elapsed, own_cpu))
+}
+
+/// Closes each second of the run as it ends, until `stopped` says the run is over (then the
+/// report closes the rest).
+fn close_seconds(
+    counters: &Counters,
+    start: std::time::Instant,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
+    let mut next = 1u64;
+    loop {
+        let at = start + std::time::Duration::from_secs(next);
+        let wait = at.saturating_duration_since(std::time::Instant::now());
+        match stopped.recv_timeout(wait) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Read before the tasks' figures are taken: a task records later, into a
+                // later second.
+                let now = start.elapsed().as_secs();
+                counters.close_before(now);
+                next = now + 1;
+            }
+            _ => return,
+        }
+    }
 }
 
 fn check(plan: &Plan) -> Result<(), Error> {
