@@ -11,11 +11,11 @@ use hdrhistogram::Histogram;
 
 /// The most points a timeline keeps: `--plot`'s per-second panels, and `socketkit report`'s
 /// reading of an HDR log. A run of up to 10 minutes keeps one point a second; a longer one has
-/// its adjacent seconds merged (2, 4, 8 ... s a point), so it keeps between 300 and 600. At
-/// 16 KB a histogram for sub-millisecond latencies (up to 147 KB for latencies up to 60 s),
-/// twice that with a rate, this bounds a plot's memory to about 10 MB (at most 180 MB) for a
-/// run of any length, against 16 KB (to 294 KB) more every second of the run before. 600
-/// points are more than the plot's 1000-pixel-wide panels draw apart.
+/// its adjacent seconds merged (2, 4, 8 ... s a point), so it keeps between 300 and 600. A
+/// point is two histograms (latencies, lags), 16 KB each for sub-millisecond values and up to
+/// 147 KB for values up to 60 s: this bounds a plot's memory to about 20 MB (at most 180 MB)
+/// for a run of any length, where every second of the run took 32 KB (to 294 KB) more before.
+/// 600 points are more than the plot's 1000-pixel-wide panels draw apart.
 pub const MAX_POINTS: usize = 600;
 
 /// A new latency histogram in nanoseconds, three significant digits, from 1 µs and growing as

@@ -447,7 +447,7 @@ pub struct BenchArgs {
     /// throughput and p99 (and the schedule lag's p99 with --rate) second by second. A run
     /// longer than 10 minutes is drawn by intervals of 2, 4, 8 ... seconds (adjacent seconds
     /// added, no reply lost), at most 600 points, so memory stays bounded however long the
-    /// run: about 10 MB for sub-millisecond latencies, at most 180 MB. The summary's
+    /// run: about 20 MB for sub-millisecond latencies, at most 180 MB. The summary's
     /// percentiles stay exact.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,

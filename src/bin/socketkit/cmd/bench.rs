@@ -51,7 +51,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The run over time only for the outputs that show it, each in bounded memory: the plot
     // keeps at most MAX_POINTS points, the log is written as each second ends. --json and
     // the summary need only the whole histograms.
-    let started = std::time::SystemTime::now();
     let mut counters = Counters::default();
     if args.plot.is_some() {
         counters = counters.with_timeline(bench::MAX_POINTS);
@@ -59,7 +58,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     #[cfg(feature = "hdr-log")]
     let log = match &args.hdr_log {
         Some(path) => {
-            let log = HdrLog::create(path, &plan, started)?;
+            let log = HdrLog::create(path, &plan, std::time::SystemTime::now())?;
             counters = counters.each_second(log.sink());
             Some(log)
         }
