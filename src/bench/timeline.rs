@@ -12,10 +12,12 @@ use hdrhistogram::Histogram;
 /// The most points a timeline keeps: `--plot`'s per-second panels, and `socketkit report`'s
 /// reading of an HDR log. A run of up to 10 minutes keeps one point a second; a longer one has
 /// its adjacent seconds merged (2, 4, 8 ... s a point), so it keeps between 300 and 600. A
-/// point is two histograms (latencies, lags), 16 KB each for sub-millisecond values and up to
-/// 147 KB for values up to 60 s: this bounds a plot's memory to about 20 MB (at most 180 MB)
-/// for a run of any length, where every second of the run took 32 KB (to 294 KB) more before.
-/// 600 points are more than the plot's 1000-pixel-wide panels draw apart.
+/// point is two histograms (latencies, lags), each as large as its largest value needs: 16 KB
+/// below 1 ms, 8 KB more each time the largest doubles, 147 KB at 60 s. So a plot takes from
+/// 20 MB to at most 180 MB however long the run, where each second took as much more before
+/// (a loopback run of a debug build, with outliers of a few milliseconds, measured about
+/// 140 KB a second: 12 GB a day). 600 points are more than the plot's 1000-pixel-wide panels
+/// draw apart.
 pub const MAX_POINTS: usize = 600;
 
 /// A new latency histogram in nanoseconds, three significant digits, from 1 µs and growing as

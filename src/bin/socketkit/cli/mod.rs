@@ -446,9 +446,9 @@ pub struct BenchArgs {
     /// Draw the run as an SVG picture in FILE: the latency percentile distribution, then
     /// throughput and p99 (and the schedule lag's p99 with --rate) second by second. A run
     /// longer than 10 minutes is drawn by intervals of 2, 4, 8 ... seconds (adjacent seconds
-    /// added, no reply lost), at most 600 points, so memory stays bounded however long the
-    /// run: about 20 MB for sub-millisecond latencies, at most 180 MB. The summary's
-    /// percentiles stay exact.
+    /// added, no reply lost), at most 600 points, so its memory stays bounded however long
+    /// the run: from 20 MB (sub-millisecond latencies) to at most 180 MB (latencies up to
+    /// 60 s). The summary's percentiles stay exact.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<std::path::PathBuf>,
 
