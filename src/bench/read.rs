@@ -70,6 +70,11 @@ impl Report {
         };
         Ok(Report {
             mode: parameters.mode,
+            // Runs from before the field were all on the async engine.
+            engine: field("engine")
+                .and_then(Value::as_str)
+                .and_then(|name| name.parse().ok())
+                .unwrap_or_default(),
             endpoint: parameters.endpoint,
             connections: parameters.connections,
             size: parameters.size,
