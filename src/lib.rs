@@ -24,12 +24,12 @@
 //! | [`dump`]          | `--dump hex\|text`: `hexdump -C`'s layout of each chunk (sans-IO `format`), and the shared writer
 //! | [`relay`]         | `socketkit relay`: an async handler that connects each peer to a target and copies both ways, half-closes carried; a `tls://` target's handshake after the connect (feature `tls`)
 //! | [`ping`]          | ICMP echo (`SOCK_RAW`, or the unprivileged ICMP datagram socket): `icmp` (header, checksum, reply parser), the statistics as iputils computes them |
+//! | `proxy`           | the PROXY protocol header (HAProxy's v1 and v2, feature `proxy`): how much of a connection is header, what it says, the header a client sends; sans-IO, over the `ppp` parser |
+//! | `activation`      | systemd (feature `systemd`): the sockets a service manager passes (`LISTEN_FDS`, `LISTEN_FDNAMES`), `READY=1` and `STOPPING=1` |
 //! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
 //! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |
 //! | `tls` (feature `tls`) | TLS on rustls (ring): `ServerTls`, `ClientTls`, the handshake's one-phrase causes, and `Bridge` (TLS for blocking code over a socket pair); the async engine, the clients and `bench` wrap their byte streams with it |
-//! | `proxy`           | the PROXY protocol header (HAProxy's v1 and v2, feature `proxy`): how much of a connection is header, what it says, the header a client sends; sans-IO, over the `ppp` parser |
-//! | `activation`      | systemd (feature `systemd`): the sockets a service manager passes (`LISTEN_FDS`, `LISTEN_FDNAMES`), `READY=1` and `STOPPING=1` |
-//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `uring` (the load loops on io_uring, `--engine uring`, feature `uring`), `counters` (what the workers add up), `report`, `recording` (the raw histograms, whole and per second), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
+//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `uring` (the load loops on io_uring, `--engine uring`, feature `uring`), `counters` (what the workers add up, and each second closed as it ends), `report`, `recording` (the raw histograms, whole and over time), `timeline` (the run over time in at most `MAX_POINTS` points), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
 //! the leaves → `endpoint` → `error` (`error` naming the `Endpoint` that failed is the one
