@@ -156,7 +156,12 @@ pub(crate) fn quick_bytes(bytes: &[u8]) -> u64 {
         h = quick_mix(h, u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
     }
     let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    let rest = chunks.remainder();
+    // An empty rest (a request of whole words) copies nothing, but the copy of a length only
+    // known at run time is a `memcpy` call: about 15 instructions a fingerprint, two a datagram.
+    if !rest.is_empty() {
+        tail[..rest.len()].copy_from_slice(rest);
+    }
     quick_mix(h, u64::from_le_bytes(tail))
 }
 

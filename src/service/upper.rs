@@ -153,7 +153,11 @@ impl StreamSession for UpperSession {
 /// ```
 pub fn upper_message(input: &[u8], out: &mut BytesMut) {
     let used = upper_prefix(input, out);
-    out.extend_from_slice(&input[used..]);
+    // Checked first: most messages are used whole, and an empty copy still costs a `memcpy`
+    // call.
+    if used < input.len() {
+        out.extend_from_slice(&input[used..]);
+    }
 }
 
 /// Upper-cases the longest prefix of `input` that does not end inside a character, appending
