@@ -65,7 +65,8 @@ pub enum Engine {
     Pool,
     /// io_uring, thread-per-core ([`Limits::threads`](crate::Limits::threads) threads, each
     /// with its own ring): multishot accept, multishot receive over a provided-buffer ring (an
-    /// idle connection holds no buffer), one system call per loop turn for every send and
+    /// idle connection holds no buffer; a peer that sends ahead of its replies is read one
+    /// buffer at a time, so TCP holds it back), one system call per loop turn for every send and
     /// receive. Runs services and async handlers (a server with an async handler is handed to
     /// the async engine whole). Where io_uring is refused (a container's seccomp profile,
     /// `kernel.io_uring_disabled`, a kernel older than 6.0, a build without the `uring`
@@ -154,23 +155,34 @@ impl FromStr for Engine {
     }
 }
 
-/// Runs `listeners` on `engine` until `shared.stop` fires and the drain is done.
+/// Told once an engine serves: every connection to its listeners is taken at once (see
+/// [`crate::Server::serve_forever_with_ready`]).
+pub(crate) type Ready = Box<dyn FnOnce() + Send>;
+
+/// Runs `listeners` on `engine` until `shared.stop` fires and the drain is done; calls `ready`
+/// once it serves.
 pub(crate) fn serve(
     engine: Engine,
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
+    ready: Ready,
 ) -> Result<(), crate::Error> {
     // Every listener is this process's own before any of them answers a datagram.
     let _own = guard::Listening::all(&listeners);
+    #[cfg(feature = "uring")]
+    if engine == Engine::Uring {
+        // Ready only once every thread has made its ring and armed its accepts.
+        return uring::serve(shared, listeners, ready);
+    }
+    // The other engines accept from the bound listeners as soon as they run: a connection
+    // waits in the listen queue for the moment it takes them to start.
+    ready();
     match engine {
         Engine::Async => self::tokio::serve(shared, listeners),
         Engine::Sequential => blocking::serve(shared, listeners, blocking::Mode::Inline),
         Engine::Threaded => blocking::serve(shared, listeners, blocking::Mode::Thread),
         Engine::Pool => blocking::serve(shared, listeners, blocking::Mode::Pool),
-        #[cfg(feature = "uring")]
-        Engine::Uring => uring::serve(shared, listeners),
-        // `resolve` never keeps the uring engine without the feature.
-        #[cfg(not(feature = "uring"))]
+        // Served above; `resolve` never keeps the uring engine without the feature.
         Engine::Uring => self::tokio::serve(shared, listeners),
     }
 }

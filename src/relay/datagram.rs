@@ -92,7 +92,7 @@ impl DatagramRelay {
         let own = socket
             .local_addr()
             .map_err(|e| Error::io("getsockname", e))?;
-        if addr.port() == own.port() && (addr.ip() == own.ip() || own.ip().is_unspecified()) {
+        if super::reaches(addr, own) {
             return Err(Error::Config(format!(
                 "the target {target} is the relay's own listening address {local}"
             )));

@@ -18,7 +18,7 @@
 mod datagram;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -170,12 +170,8 @@ impl Relay {
                     if own.transport() == Transport::Tcp && to.transport() == Transport::Tcp =>
                 {
                     let ours = listening.socket_addrs()?;
-                    ours.iter().any(|own| {
-                        self.addrs.iter().any(|to| {
-                            to.port() == own.port()
-                                && (to.ip() == own.ip() || own.ip().is_unspecified())
-                        })
-                    })
+                    ours.iter()
+                        .any(|own| self.addrs.iter().any(|to| reaches(*to, *own)))
                 }
                 (Endpoint::Unix(own), Endpoint::Unix(to)) => own == to,
                 _ => false,
@@ -289,4 +285,16 @@ async fn copy(
     }
     to.shutdown().await?;
     Ok(copied)
+}
+
+/// Whether connecting to `to` reaches the socket bound to `own`: the same port, and the same
+/// address or `own` the wildcard (a socket bound to 0.0.0.0 takes every local address). A
+/// connection to 0.0.0.0 or `::` goes to the loopback (Linux), so it counts as one to it.
+fn reaches(to: SocketAddr, own: SocketAddr) -> bool {
+    let to_ip = match to.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    to.port() == own.port() && (to_ip == own.ip() || own.ip().is_unspecified())
 }

@@ -628,7 +628,47 @@ impl Server {
     /// Only when the engine cannot start (no thread or runtime could be made). Errors on one
     /// connection close that connection and are logged; they never end serving.
     pub fn serve_forever(self) -> Result<(), Error> {
-        let served = engine::serve(self.engine, self.shared, self.listeners);
+        self.serve_forever_with_ready(|| {})
+    }
+
+    /// Serves as [`Server::serve_forever`] does, and calls `ready` once the engine serves:
+    /// from then on every connection is taken at once. On [`Engine::Uring`] that is once every
+    /// thread has made its ring and armed its accepts (before it, a connection waits in the
+    /// listen queue for a thread, and threads that start late take none of the first ones);
+    /// the other engines are ready as they start. `ready` is not called when the engine
+    /// cannot start (then this returns the error).
+    ///
+    /// `socketkit serve` prints its `listening on` lines from here, so a line means ready.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketkit::{Engine, Server};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .listen("tcp://127.0.0.1:0".parse()?)
+    ///     .engine(Engine::Uring)
+    ///     .bind()?;
+    /// let stop = server.shutdown_handle();
+    /// let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    /// let serving = std::thread::spawn(move || {
+    ///     server.serve_forever_with_ready(move || ready_tx.send(()).unwrap())
+    /// });
+    /// ready_rx.recv()?; // every thread accepts now
+    /// stop.shutdown();
+    /// serving.join().unwrap()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::serve_forever`].
+    pub fn serve_forever_with_ready(
+        self,
+        ready: impl FnOnce() + Send + 'static,
+    ) -> Result<(), Error> {
+        let served = engine::serve(self.engine, self.shared, self.listeners, Box::new(ready));
         // Programs whose connections the grace period's end closed got SIGTERM; they get a
         // moment, then SIGKILL, and are reaped before serving is said to be over.
         if let Some(exec) = self.exec {

@@ -191,6 +191,14 @@ fn a_target_that_is_the_relays_own_address_is_refused_at_start() {
     );
     common::assert_code(&output, 2);
     assert!(common::stderr(&output).contains("own listening address"));
+    // Connecting to 0.0.0.0 reaches the loopback: the same loop, on streams and datagrams.
+    for scheme in ["tcp", "udp"] {
+        let listen = format!("{scheme}://127.0.0.1:{port}");
+        let target = format!("{scheme}://0.0.0.0:{port}");
+        let output = common::run_peer(socketkit().args(["relay", &listen, &target]), b"");
+        common::assert_code(&output, 2);
+        assert!(common::stderr(&output).contains("own listening address"));
+    }
     let output = common::run_peer(
         socketkit().args([
             "relay",

@@ -235,3 +235,42 @@ fn threads_sharing_a_listener_take_turns_at_its_connections() {
     server.signal(SIGTERM);
     assert_eq!(server.wait_exit(), Some(0));
 }
+
+/// One permit shared by two threads: each connection's end gives it back, and the thread that
+/// found none (blocked, its accepts stopped) must hear of it, or connections wait in the
+/// listen queue for a wake-up that never comes. Two clients take turns at the one permit,
+/// each connection served within the safety time-out.
+#[test]
+fn threads_sharing_one_permit_serve_every_connection_in_turn() {
+    let mut command = socketkit();
+    command.args(["serve", "upper", "-e", "uring", "--threads", "2"]);
+    command.args(["--max-connections", "1", "-l", "tcp://127.0.0.1:0"]);
+    let mut server = Spawned::start(command);
+    let addr = server.listening(1)[0].socket_addrs().unwrap()[0];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let clients: Vec<_> = (0..2)
+        .map(|client| {
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    assert!(
+                        Instant::now() < deadline,
+                        "client {client}: too slow at {i}"
+                    );
+                    let mut conn = TcpStream::connect(addr).unwrap();
+                    conn.set_read_timeout(Some(SAFETY_TIMEOUT)).unwrap();
+                    conn.write_all(b"turn").unwrap();
+                    conn.shutdown(Shutdown::Write).unwrap();
+                    let mut reply = Vec::new();
+                    conn.read_to_end(&mut reply)
+                        .unwrap_or_else(|e| panic!("client {client}, connection {i}: {e}"));
+                    assert_eq!(reply, b"TURN", "client {client}, connection {i}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+    server.signal(SIGTERM);
+    assert_eq!(server.wait_exit(), Some(0));
+}

@@ -1,5 +1,5 @@
 //! A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): the thread's receive buffers, lent to
-//! the kernel, which picks one for each multishot receive completion. A connection holds a
+//! the kernel, which picks one for each receive completion (multishot or one-shot). A connection holds a
 //! buffer only from the completion that names it until its bytes are handed to the connection
 //! machine (the same loop turn), so an idle connection holds none.
 //!
@@ -93,6 +93,11 @@ impl BufRing {
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed back.
+    /// The size of each buffer.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
     pub(crate) fn get(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.entries && len <= self.size);
         // SAFETY: `bid` is in range, so the slice lies within the allocation; the kernel

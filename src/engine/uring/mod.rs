@@ -7,7 +7,8 @@
 //!   one-shot where rings share the listener (a multishot one would take every connection);
 //! - **receive**: a multishot receive per connection over the thread's registered
 //!   provided-buffer ring ([`bufring`]): the kernel picks a buffer only when bytes arrive, so an
-//!   idle connection holds none;
+//!   idle connection holds none; one-shot, armed only while the connection reads, for a peer
+//!   that sends ahead of its replies ([`stream`] says why);
 //! - **send**: a send operation for each pending reply; all the operations of a loop turn go
 //!   to the kernel in one `io_uring_enter`, which also waits for the next completions, with a
 //!   time-out at the earliest deadline of the connection machines;
@@ -50,8 +51,16 @@ pub(super) fn threads(requested: usize) -> usize {
     }
 }
 
-pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(), Error> {
+/// Serves; `ready` is called once every thread has made its ring and armed its accepts, so
+/// that each thread takes its turn at a shared listener's connections from the first one
+/// (a thread that starts late finds the first connections taken by the others).
+pub(super) fn serve(
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    ready: super::Ready,
+) -> Result<(), Error> {
     if shared.app.async_handler.is_some() {
+        ready();
         return super::tokio::serve(shared, listeners);
     }
     let threads = threads(shared.limits.threads);
@@ -103,7 +112,7 @@ pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(),
             .spawn(move || {
                 let worker = Worker::new(&shared, &common, &streams, own, wake);
                 drop(streams);
-                match worker {
+                match worker.and_then(Worker::arm) {
                     Ok(worker) => {
                         let _ = started.send(Ok(()));
                         worker.run();
@@ -134,6 +143,7 @@ pub(super) fn serve(shared: Arc<Shared>, listeners: Vec<Listener>) -> Result<(),
         }
         return Err(Error::io("cannot start the uring engine", e));
     }
+    ready();
     drop(done_tx);
     // The threads serve until `stop`; then connections in flight get the grace period.
     wait_for(&shared.stop);

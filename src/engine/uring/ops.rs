@@ -13,9 +13,9 @@ pub(super) const PACKET_GROUP: u16 = 1;
 pub(super) enum Op {
     /// An accept on the acceptor of this index.
     Accept = 1,
-    /// A stream connection's multishot receive (stream buffer group).
+    /// A stream connection's receive, multishot or one-shot (stream buffer group).
     Recv,
-    /// A sequenced-packet connection's multishot receive (packet buffer group).
+    /// A sequenced-packet connection's receive, multishot or one-shot (packet buffer group).
     RecvPacket,
     /// A connection's send.
     Send,

@@ -2,10 +2,18 @@
 //! connection machine's actions turned into io_uring operations, and completions into its
 //! events. The rules are the machine's ([`crate::engine::conn`]); here is only the I/O:
 //!
-//! - one multishot receive while the connection reads; bytes that arrive while a reply is
-//!   still being written are held (the machine takes no read while it writes) and handed on
-//!   after it; past [`HELD`] bytes the receive is cancelled, so a peer that sends without
-//!   reading is held back by TCP, as on the other engines;
+//! - a multishot receive while the connection reads, for a peer that waits for its replies;
+//!   bytes that arrive while a reply is still being written are held (the machine takes no
+//!   read while it writes) and handed on after it. A peer that sends ahead is read one buffer
+//!   at a time instead, each receive armed only while the machine reads (as the other engines
+//!   read only when they can write), so TCP holds it back. A multishot receive cannot be held
+//!   to a budget: once bytes wait in the socket, the kernel drains it into the thread's free
+//!   buffers before the first completion is seen (up to all 256, 4 MiB), and every one the
+//!   machine cannot take while it writes is copied into held input (measured, four peers that
+//!   send without reading on one thread: 2.8-4.0 MiB each; read one-shot, 14 KiB). So a
+//!   connection starts one-shot and turns multishot once a receive leaves its socket empty
+//!   (the peer waits); held input plus unsent output past [`HELD_BYTES`] cancel the multishot
+//!   receive at once (before the next completion is looked at) and turn it one-shot again;
 //! - one send at a time, of the machine's pending output, which stays unchanged until the
 //!   send completes (the machine changes its output only on `Wrote`);
 //! - a timer at the deadline the machine names, checked when it fires;
@@ -32,8 +40,10 @@ use crate::handler::HandlerError;
 use crate::service::Address;
 use crate::stats::ListenerStats;
 
-/// Input held for a connection that is writing, beyond which its receive is cancelled.
-const HELD: usize = 64 * 1024;
+/// Held input plus unsent output beyond which a connection's multishot receive stops (see
+/// the module docs): two read buffers' worth (default 16 KiB each), so a few small requests
+/// sent ahead of their replies keep it going.
+const HELD_BYTES: usize = 32 * 1024;
 
 pub(super) struct Conn {
     fd: OwnedFd,
@@ -51,6 +61,13 @@ pub(super) struct Conn {
     held: VecDeque<Vec<u8>>,
     held_bytes: usize,
     eof: bool,
+    /// Receives are one-shot, armed only while the machine reads: at first, and once the
+    /// peer sent ahead of its replies past [`HELD_BYTES`]; until one leaves the socket empty.
+    one_shot: bool,
+    /// The receive in place is one-shot.
+    recv_one_shot: bool,
+    /// A cancellation of the multishot receive is on its way.
+    recv_stopping: bool,
     /// After the FIN of a graceful close: draining the peer's last bytes.
     linger: Option<Linger>,
     /// The earliest deadline this connection has in the timer heap.
@@ -104,6 +121,10 @@ impl Conn {
             held: VecDeque::new(),
             held_bytes: 0,
             eof: false,
+            // Until the peer shows it waits for its replies (see the module docs).
+            one_shot: true,
+            recv_one_shot: false,
+            recv_stopping: false,
             linger: None,
             armed: None,
             done: failed,
@@ -130,15 +151,46 @@ impl Conn {
         }
     }
 
-    fn recv_entry(&self, slot: usize) -> squeue::Entry {
-        let (op, group) = if self.packet {
-            (Op::RecvPacket, PACKET_GROUP)
+    /// The user data of this connection's receive.
+    fn recv_data(&self, slot: usize) -> u64 {
+        let op = if self.packet {
+            Op::RecvPacket
         } else {
-            (Op::Recv, STREAM_GROUP)
+            Op::Recv
         };
-        opcode::RecvMulti::new(types::Fd(self.fd.as_raw_fd()), group)
-            .build()
-            .user_data(user_data(op, slot, self.generation))
+        user_data(op, slot, self.generation)
+    }
+
+    /// Arms a receive, multishot unless the peer sends ahead (see the module docs); lingering
+    /// after a close, always multishot.
+    fn arm_recv(&mut self, slot: usize) -> squeue::Entry {
+        let group = if self.packet {
+            PACKET_GROUP
+        } else {
+            STREAM_GROUP
+        };
+        let fd = types::Fd(self.fd.as_raw_fd());
+        self.recv_armed = true;
+        self.recv_stopping = false;
+        self.recv_one_shot = self.one_shot && self.linger.is_none();
+        let entry = if self.recv_one_shot {
+            // Length 0: the whole of the buffer the kernel picks.
+            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                .buf_group(group)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, group).build()
+        };
+        entry.user_data(self.recv_data(slot))
+    }
+
+    /// Output written by the machine and not yet on the wire.
+    fn unsent(&self) -> usize {
+        match self.machine.io() {
+            Io::Write(bytes) => bytes.len(),
+            _ => 0,
+        }
     }
 
     fn is_reading(&self) -> bool {
@@ -175,6 +227,9 @@ pub(super) struct Streams {
     starved: Vec<(usize, u32)>,
     /// Operations to submit; the worker hands them to the ring, in this order.
     pub(super) pending: Vec<squeue::Entry>,
+    /// `pending` holds the cancellation of a multishot receive that fills buffers for input
+    /// that must wait: the worker submits it before it looks at the next completion.
+    pub(super) submit_now: bool,
     /// Whether the server has stopped accepting.
     pub(super) stopping: bool,
     /// The clock, read once per loop turn by the worker.
@@ -198,6 +253,7 @@ impl Streams {
             timers: BinaryHeap::new(),
             starved: Vec::new(),
             pending: Vec::new(),
+            submit_now: false,
             stopping: false,
             now: Instant::now(),
         }
@@ -314,7 +370,13 @@ impl Streams {
             return;
         }
         if conn.linger.is_some() {
-            return; // the receives and the timer finish it
+            // The receives and the timer finish it; a one-shot receive in place as the
+            // machine closed is followed by a multishot one.
+            if !conn.recv_armed {
+                let entry = conn.arm_recv(slot);
+                self.push(entry);
+            }
+            return;
         }
         let mut entry = None;
         let deadline = loop {
@@ -345,8 +407,7 @@ impl Streams {
                         conn.handle(Event::ShutdownBegun, now)
                     } else {
                         if !conn.recv_armed {
-                            conn.recv_armed = true;
-                            entry = Some(conn.recv_entry(slot));
+                            entry = Some(conn.arm_recv(slot));
                         }
                         break Some(action_deadline(&conn.machine));
                     }
@@ -362,8 +423,7 @@ impl Streams {
                         let linger = Linger::new(now);
                         conn.linger = Some(linger);
                         if !conn.recv_armed {
-                            conn.recv_armed = true;
-                            entry = Some(conn.recv_entry(slot));
+                            entry = Some(conn.arm_recv(slot));
                         }
                         break Some(linger.deadline());
                     }
@@ -403,7 +463,7 @@ impl Streams {
         conn.done = true;
         let mut targets = Vec::new();
         if conn.recv_armed {
-            targets.push(conn.recv_entry(slot).get_user_data());
+            targets.push(conn.recv_data(slot));
         }
         if conn.send_inflight {
             targets.push(user_data(Op::Send, slot, conn.generation));
@@ -456,10 +516,15 @@ impl Streams {
             }
             return;
         };
+        let one_shot = conn.recv_one_shot;
         if !more {
             conn.recv_armed = false;
         }
         let n = usize::try_from(result).unwrap_or(0);
+        if one_shot && result > 0 && n < bufs.size() && !cqueue::sock_nonempty(flags) {
+            // The socket is empty after it: the peer waits for its replies; multishot again.
+            conn.one_shot = false;
+        }
         let bytes = match buffer {
             Some(bid) if result > 0 => bufs.get(bid, n),
             _ => &[][..],
@@ -482,9 +547,13 @@ impl Streams {
             } else {
                 conn.held.push_back(bytes.to_vec());
                 conn.held_bytes += n;
-                if conn.held_bytes > HELD && conn.recv_armed && more {
-                    // Held back: the receive is armed again once the held input is handed on.
-                    stop_receiving = Some(conn.recv_entry(slot).get_user_data());
+                if conn.held_bytes + conn.unsent() > HELD_BYTES {
+                    // The peer sends ahead of its replies: held back (see the module docs).
+                    conn.one_shot = true;
+                    if conn.recv_armed && !conn.recv_one_shot && !conn.recv_stopping {
+                        conn.recv_stopping = true;
+                        stop_receiving = Some(conn.recv_data(slot));
+                    }
                 }
             }
         } else if result == 0 {
@@ -502,6 +571,7 @@ impl Streams {
         }
         if let Some(target) = stop_receiving {
             self.push(cancel(target));
+            self.submit_now = true;
         }
         let conn = self.conns[slot].as_mut().expect("checked above");
         if !go_on {
@@ -612,8 +682,7 @@ impl Streams {
             return;
         }
         if conn.linger.is_some() {
-            conn.recv_armed = true;
-            let entry = conn.recv_entry(slot);
+            let entry = conn.arm_recv(slot);
             self.push(entry);
         } else {
             self.drive(slot);

@@ -184,8 +184,14 @@ impl Worker {
         }
     }
 
-    /// Serves until the server stops and every connection of this thread is closed.
-    pub(super) fn run(mut self) {
+    /// Arms the thread's polls and accepts and hands them to the kernel, which puts each
+    /// accept in its listener's queue of waiters at once: from then on this thread takes its
+    /// turn at the listeners' connections.
+    ///
+    /// # Errors
+    ///
+    /// When the kernel takes no submission.
+    pub(super) fn arm(mut self) -> io::Result<Worker> {
         let stop = self.shared.stop.fd().as_raw_fd();
         let force = self.shared.force.fd().as_raw_fd();
         let poll_in = libc::POLLIN as u32;
@@ -206,6 +212,14 @@ impl Worker {
                 .build()
                 .user_data(user_data(Op::Wake, 0, 0)),
         );
+        self.end_turn();
+        self.flush();
+        self.ring.submit()?;
+        Ok(self)
+    }
+
+    /// Serves until the server stops and every connection of this thread is closed.
+    pub(super) fn run(mut self) {
         loop {
             self.end_turn();
             if self.stopping && self.streams.live() == 0 {
@@ -289,6 +303,14 @@ impl Worker {
             }
             for cqe in &batch {
                 self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+                if std::mem::take(&mut self.streams.submit_now) {
+                    // A multishot receive to stop: every completion it adds is input copied
+                    // and held (see `stream`), so it goes to the kernel now.
+                    self.flush();
+                    if let Err(e) = self.ring.submit() {
+                        tracing::warn!("io_uring_enter failed: {e}");
+                    }
+                }
             }
             self.flush();
         }
@@ -359,7 +381,8 @@ impl Worker {
                 _ => {
                     self.acceptors[index].rules.at_limit(self.common.max);
                     self.waiting.push_back((fd, peer, index));
-                    self.block();
+                    // A permit free already is taken by the end of this turn, before any sleep.
+                    let _ = self.block();
                 }
             },
             Accepted::Next => {}
@@ -391,22 +414,28 @@ impl Worker {
         }
     }
 
-    /// Holds accepted connections for a permit: this thread stops accepting until one is free.
-    fn block(&mut self) {
-        if !self.blocked {
+    /// Holds accepted connections for a permit: this thread stops accepting until one is
+    /// free, and is woken when one comes back. Returns whether one is free already (then the
+    /// caller must take it rather than sleep: the drop that freed it may not have seen this
+    /// thread blocked; see [`super::permits`]).
+    fn block(&mut self) -> bool {
+        let free = if self.blocked {
+            self.common.has_free()
+        } else {
             self.blocked = true;
-            self.common.blocked.fetch_add(1, Ordering::AcqRel);
-        }
+            self.common.block()
+        };
         for index in 0..self.acceptors.len() {
             if self.acceptors[index].armed && self.acceptors[index].multishot {
                 self.push(cancel(user_data(Op::Accept, index, 0)));
             }
         }
+        free
     }
 
-    /// The end of a loop turn: serves connections held for a permit, arms the accepts and
-    /// receives that must be, and the datagram loops' polls.
-    fn end_turn(&mut self) {
+    /// Serves the connections held for a permit while there are permits, and stops being
+    /// blocked once none is held and a permit is free.
+    fn take_permits(&mut self) {
         while let Some(permit) = (!self.waiting.is_empty())
             .then(|| self.common.try_acquire())
             .flatten()
@@ -416,8 +445,14 @@ impl Worker {
         }
         if self.blocked && self.waiting.is_empty() && self.common.has_free() {
             self.blocked = false;
-            self.common.blocked.fetch_sub(1, Ordering::AcqRel);
+            self.common.unblock();
         }
+    }
+
+    /// The end of a loop turn: serves connections held for a permit, arms the accepts and
+    /// receives that must be, and the datagram loops' polls.
+    fn end_turn(&mut self) {
+        self.take_permits();
         self.streams.rearm_starved();
         for i in 0..self.datagrams.len() {
             let now = self.now;
@@ -437,8 +472,18 @@ impl Worker {
                 .user_data(user_data(Op::Datagram, 0, 0));
             self.push(entry);
         }
+        // A permit that came back as this thread blocked is taken now, not after a sleep that
+        // no wake-up might end.
+        while self.arm_accepts() {
+            self.take_permits();
+        }
+    }
+
+    /// Arms the accepts that must be; returns `true` when it found no permit but one came
+    /// back as it blocked (see [`Worker::block`]), so the turn must try again.
+    fn arm_accepts(&mut self) -> bool {
         if self.stopping || self.blocked {
-            return;
+            return false;
         }
         for index in 0..self.acceptors.len() {
             let acceptor = &mut self.acceptors[index];
@@ -473,13 +518,13 @@ impl Worker {
                     .build()
             } else {
                 acceptor.rules.at_limit(self.common.max);
-                self.block();
-                return;
+                return self.block();
             };
             acceptor.resume_at = None;
             acceptor.armed = true;
             self.push(entry.user_data(user_data(Op::Accept, index, 0)));
         }
+        false
     }
 
     /// A new connection, accepted by acceptor `index`.

@@ -82,29 +82,55 @@ pub fn run(args: ServeArgs, quiet: bool) -> anyhow::Result<()> {
         servers.push(server);
     }
     let _exporter = start_metrics(args.metrics.as_ref(), stats, quiet)?;
-    if !quiet {
-        for server in &servers {
-            for endpoint in server.local_endpoints() {
-                crate::say(format_args!(
-                    "listening on {endpoint} ({}, {})",
-                    server.service_name(),
-                    server.engine()
-                ));
-            }
+    let mut lines = Vec::new();
+    for server in &servers {
+        for endpoint in server.local_endpoints() {
+            lines.push(format!(
+                "listening on {endpoint} ({}, {})",
+                server.service_name(),
+                server.engine()
+            ));
         }
     }
-    #[cfg(feature = "tls")]
-    if let Some(line) = self_signed.flatten() {
-        tracing::info!("{line}");
-    }
-    let last = servers.pop().expect("at least one service");
-    let others: Vec<_> = servers
+    // Every server serves on a thread of its own; the lines come once every one is ready (on
+    // the uring engine: each thread has its ring and its accepts armed), so a script or test
+    // that waits for them finds every thread taking its turn at the connections.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let count = servers.len();
+    let serving: Vec<_> = servers
         .into_iter()
-        .map(|server| std::thread::spawn(move || server.serve_forever()))
+        .map(|server| {
+            let ready = ready_tx.clone();
+            std::thread::spawn(move || {
+                server.serve_forever_with_ready(move || {
+                    let _ = ready.send(());
+                })
+            })
+        })
         .collect();
-    let mut result = last.serve_forever();
-    for other in others {
-        let outcome = other.join().expect("a server thread panicked");
+    drop(ready_tx);
+    // A server that cannot start drops its sender unused: the others are stopped, and its
+    // error is the result.
+    let all_ready = (0..count).all(|_| ready_rx.recv().is_ok());
+    if all_ready {
+        if !quiet {
+            for line in &lines {
+                crate::say(format_args!("{line}"));
+            }
+        }
+        #[cfg(feature = "tls")]
+        if let Some(line) = self_signed.flatten() {
+            tracing::info!("{line}");
+        }
+    } else {
+        let stops = stoppers.lock().unwrap_or_else(|e| e.into_inner());
+        for stop in stops.iter() {
+            stop.shutdown();
+        }
+    }
+    let mut result = Ok(());
+    for server in serving {
+        let outcome = server.join().expect("a server thread panicked");
         result = result.and(outcome);
     }
     result?;
