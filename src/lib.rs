@@ -27,7 +27,7 @@
 //! | [`stats`]         | a leaf: each listener's counters (connections, datagrams, bytes, ends by cause, durations), which every engine adds to |
 //! | `metrics`         | (feature `metrics`) `serve --metrics`: the counters in the Prometheus text format over HTTP (prometheus-client, hyper), with build and process metrics |
 //! | `tls` (feature `tls`) | TLS on rustls (ring): `ServerTls`, `ClientTls`, the handshake's one-phrase causes, and `Bridge` (TLS for blocking code over a socket pair); the async engine, the clients and `bench` wrap their byte streams with it |
-//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `counters` (what the workers add up), `report`, `recording` (the raw histograms, whole and per second), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
+//! | [`bench`](mod@bench) | the load generator behind `socketkit bench`; inside it `plan`, `target`, `run` (what every task shares), `converse` (one connection's exchange), `pace`, `worker` (the load loops), `uring` (the load loops on io_uring, `--engine uring`, feature `uring`), `counters` (what the workers add up), `report`, `recording` (the raw histograms, whole and per second), `merge` (runs added up), `hdrlog` and `read` (HdrHistogram interval logs and `--json` lines, feature `hdr-log`), `plot` (the SVG, feature `plot`) |
 //!
 //! Imports run one way, up this table: `server` → `engine` → `handler`, `codec`, `service` →
 //! the leaves → `endpoint` → `error` (`error` naming the `Endpoint` that failed is the one

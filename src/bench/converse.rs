@@ -44,9 +44,27 @@ pub(super) fn kind_of(error: &io::Error, answered: u64, got: usize) -> Failure {
     }
 }
 
+/// Counts a connection that ended without an I/O error after `answered` replies: the server
+/// closed it (`Closed`, or `Truncated` in the middle of a reply), or it accepted no more bytes.
+pub(super) fn ended(run: &Run, kind: Failure, answered: u64) {
+    run.counters.fail(kind, || match kind {
+        Failure::Closed if answered == 0 => {
+            "the server closed the connection before any reply".to_string()
+        }
+        Failure::Closed => format!(
+            "the server closed the connection after {answered} replies, with a request unanswered"
+        ),
+        Failure::Truncated => {
+            "the server closed the connection in the middle of a reply".to_string()
+        }
+        _ => "the connection accepted no more bytes".to_string(),
+    });
+    count_pattern(run, answered);
+}
+
 /// Notes a connection that failed after exactly one reply: the mark of a server that closes
 /// after one reply (pingpong's hint).
-fn count_pattern(run: &Run, answered: u64) {
+pub(super) fn count_pattern(run: &Run, answered: u64) {
     if answered == 1 {
         run.count(&run.counters.after_one_reply);
     }
@@ -165,17 +183,7 @@ pub(super) async fn converse(
             }
         };
         if let Some(kind) = failure {
-            run.counters.fail(kind, || match kind {
-                Failure::Closed if answered == 0 => {
-                    "the server closed the connection before any reply".to_string()
-                }
-                Failure::Closed => format!(
-                    "the server closed the connection after {answered} replies, with a request unanswered"
-                ),
-                Failure::Truncated => "the server closed the connection in the middle of a reply".to_string(),
-                _ => "the connection accepted no more bytes".to_string(),
-            });
-            count_pattern(run, answered);
+            ended(run, kind, answered);
             return Err(Ended);
         }
     }

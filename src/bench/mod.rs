@@ -24,6 +24,8 @@ mod recording;
 mod report;
 mod run;
 mod target;
+#[cfg(feature = "uring")]
+mod uring;
 mod worker;
 
 use std::sync::Arc;
@@ -36,6 +38,7 @@ pub use recording::{Recording, Second};
 pub use recording::{decode, encode};
 pub use report::{Counters, CpuTime, Failure, Latency, Report};
 
+use crate::Engine;
 use crate::endpoint::Transport;
 use crate::error::Error;
 use run::Run;
@@ -73,6 +76,13 @@ use target::Target;
 pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
     check(plan)?;
     let target = Target::of(&plan.endpoint)?;
+    let mut plan = plan.clone();
+    plan.engine = resolve(plan.engine);
+    #[cfg(feature = "uring")]
+    if plan.engine == Engine::Uring {
+        return run_uring(&plan, counters, target);
+    }
+    let plan = &plan;
     #[cfg(feature = "tls")]
     let tls = match plan.endpoint.is_tls() {
         true => {
@@ -119,7 +129,79 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
     Ok(Report::new(plan, &counters, elapsed, own_cpu))
 }
 
+/// [`run`] on io_uring: one ring per thread, as many threads as this process may use CPUs.
+#[cfg(feature = "uring")]
+fn run_uring(plan: &Plan, counters: Arc<Counters>, target: Target) -> Result<Report, Error> {
+    raise_descriptor_limit(plan.connections);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpu_before = report::CpuTime::now();
+    let run = Run::new(plan.clone(), counters.clone(), target);
+    uring::run(&run, threads).map_err(|e| Error::io("cannot run the load on io_uring", e))?;
+    let elapsed = run.start.elapsed();
+    let own_cpu = report::CpuTime::now()
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(before));
+    Ok(Report::new(plan, &counters, elapsed, own_cpu))
+}
+
+/// The engine the load really runs on: io_uring where asked for and the kernel allows it (the
+/// uring engine's probe, `SOCKETKIT_URING=refuse` included), else the async engine, with one
+/// warning line naming the cause and the fix.
+fn resolve(engine: Engine) -> Engine {
+    if engine != Engine::Uring {
+        return engine;
+    }
+    match crate::engine::uring_refusal() {
+        None => Engine::Uring,
+        Some((cause, fix)) => {
+            tracing::warn!(
+                "bench cannot use io_uring ({cause}); running the load on the async engine \
+                 instead. To use io_uring: {fix}"
+            );
+            Engine::Async
+        }
+    }
+}
+
+/// The modes `--engine uring` runs, for its usage error.
+const URING_MODES: &str = "pingpong (tcp:// and unix://) and udp";
+
 fn check(plan: &Plan) -> Result<(), Error> {
+    match plan.engine {
+        Engine::Async => {}
+        Engine::Uring => {
+            let transport = plan.endpoint.transport();
+            let fits = match plan.mode {
+                Mode::Pingpong => matches!(transport, Transport::Tcp | Transport::Unix),
+                Mode::Udp => true,
+                _ => false,
+            };
+            if !fits {
+                return Err(Error::Config(format!(
+                    "bench --engine uring runs {URING_MODES}, not {} on {transport}: use \
+                     --engine async",
+                    plan.mode.name()
+                )));
+            }
+            if plan.endpoint.is_tls() {
+                return Err(Error::Config(
+                    "bench --engine uring runs plain tcp://, not tls://: use --engine async".into(),
+                ));
+            }
+            if plan.rate.is_some() {
+                return Err(Error::Config(
+                    "bench --engine uring runs as fast as replies come: --rate needs --engine \
+                     async"
+                        .into(),
+                ));
+            }
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "bench runs on the async or uring engine, not {other}"
+            )));
+        }
+    }
     let transport = plan.endpoint.transport();
     let fits = match plan.mode {
         Mode::Udp => transport == Transport::Udp,

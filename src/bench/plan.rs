@@ -112,6 +112,11 @@ pub struct Plan {
     pub payload: Payload,
     /// Reply check.
     pub expect: Expect,
+    /// The load generator's engine: [`Engine::Async`](crate::Engine::Async) (tokio tasks, every
+    /// mode) or [`Engine::Uring`](crate::Engine::Uring) (io_uring, one ring per thread:
+    /// `pingpong` on TCP and Unix streams, and `udp`, without `rate`). Where io_uring is
+    /// refused, [`run`](fn@super::run) falls back to the async engine with one warning line.
+    pub engine: crate::Engine,
     /// `tls://` only: what the load generator trusts and says (the `tls` feature).
     #[cfg(feature = "tls")]
     pub tls: crate::tls::ClientTlsOptions,
@@ -134,6 +139,7 @@ impl Plan {
             framing: Framing::Raw,
             payload: Payload::Ascii,
             expect: Expect::Upper,
+            engine: crate::Engine::Async,
             #[cfg(feature = "tls")]
             tls: crate::tls::ClientTlsOptions::default(),
         }

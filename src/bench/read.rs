@@ -80,6 +80,11 @@ impl Report {
         let to_usize = |n: u64| usize::try_from(n).map_err(|_| "a count is too large".to_string());
         Ok(Report {
             mode,
+            // Runs from before the field were all on the async engine.
+            engine: field("engine")
+                .and_then(Value::as_str)
+                .and_then(|name| name.parse().ok())
+                .unwrap_or_default(),
             endpoint: text("endpoint")?.to_string(),
             connections: to_usize(count("connections")?)?,
             size: to_usize(count("size")?)?,

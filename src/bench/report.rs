@@ -102,6 +102,8 @@ impl CpuTime {
 pub struct Report {
     /// The mode run.
     pub mode: Mode,
+    /// The engine the load generator really ran on (async where io_uring was refused).
+    pub engine: crate::Engine,
     /// The endpoint, as text.
     pub endpoint: String,
     /// Connections (or sockets, or workers).
@@ -261,6 +263,7 @@ impl Report {
         };
         Report {
             mode: plan.mode,
+            engine: plan.engine,
             endpoint: plan.endpoint.to_string(),
             connections: plan.connections,
             size: plan.size,
@@ -359,6 +362,7 @@ impl Report {
         #[cfg_attr(not(feature = "hdr-log"), allow(unused_mut))]
         let mut json = serde_json::json!({
             "mode": self.mode.name(),
+            "engine": self.engine.name(),
             "endpoint": self.endpoint,
             "connections": self.connections,
             "size": self.size,
@@ -470,6 +474,7 @@ fn percentile_line(l: &Latency) -> String {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:<10} {}", "run", self.parameters())?;
+        writeln!(f, "{:<10} {}", "engine", self.engine)?;
         let what = match self.mode {
             Mode::Stream => "messages",
             _ => "requests",

@@ -166,6 +166,25 @@ impl Run {
         });
     }
 
+    /// Counts a datagram whose send or receive failed.
+    pub(super) fn datagram_failed(&self, error: &io::Error) {
+        // A refusal here is the ICMP port unreachable of an earlier datagram.
+        let kind = match error.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::Refused,
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                Failure::Unreachable
+            }
+            _ => Failure::Other,
+        };
+        self.counters.fail(kind, || {
+            format!(
+                "datagram to {}: {}",
+                self.plan.endpoint,
+                describe(kind, error)
+            )
+        });
+    }
+
     /// Counts a mismatched reply, and whether it is what the other `--expect` wants.
     pub(super) fn mismatch(&self, reply: &[u8]) {
         self.count(&self.counters.mismatches);

@@ -123,17 +123,7 @@ async fn udp(run: &Run, tally: &mut Tally) {
         };
         match received {
             Err(e) => {
-                // A refusal here is the ICMP port unreachable of an earlier datagram.
-                let kind = match e.kind() {
-                    io::ErrorKind::ConnectionRefused => Failure::Refused,
-                    io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                        Failure::Unreachable
-                    }
-                    _ => Failure::Other,
-                };
-                run.counters.fail(kind, || {
-                    format!("datagram to {}: {}", run.plan.endpoint, describe(kind, &e))
-                });
+                run.datagram_failed(&e);
                 run.back_off().await;
             }
             Ok(n) => {

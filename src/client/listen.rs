@@ -367,13 +367,15 @@ fn serve_datagrams(
             events.peer(&peer);
             previous = Some(peer.clone());
         }
+        // The sender is recorded before the datagram is printed: a line typed in answer to
+        // what was printed goes to this sender, not the one before.
+        let (slot, wake) = &*last;
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        wake.notify_all();
         if let Some(dump) = &options.dump {
             dump.chunk(&peer, Direction::Received, &buf[..n]);
         }
         write_out(output, &buf[..n])?;
-        let (slot, wake) = &*last;
-        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
-        wake.notify_all();
     }
 }
 

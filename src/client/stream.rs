@@ -254,6 +254,10 @@ impl StreamClient {
                 .inner
                 .shutdown(Shutdown::Write)
                 .map_err(|e| send_error(endpoint, 0, e))?;
+            #[cfg(feature = "tls")]
+            if let StreamClient::Tls(plain, _, bridge) = &writer.inner {
+                tls_sent(plain, bridge, endpoint, waits.idle.unwrap_or(Duration::MAX))?;
+            }
             return Ok((sent, 0, false));
         }
         let mut writer = Tapped {
@@ -295,6 +299,13 @@ impl StreamClient {
                     let result = copied.and_then(|()| {
                         if half_close {
                             writer.inner.shutdown(Shutdown::Write)?; // the server reads EOF
+                            // Over TLS the input is sent once the bridge has written it: a
+                            // caller that exits when both ends are done (listen, after the
+                            // peer's EOF) would otherwise cut it short.
+                            #[cfg(feature = "tls")]
+                            if let StreamClient::Tls(_, _, bridge) = &writer.inner {
+                                bridge.wait_sent(Duration::MAX)?;
+                            }
                         }
                         Ok(())
                     });
@@ -547,6 +558,38 @@ impl Write for StreamClient {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// `--no-wait` over TLS, once the plain end is shut down: the bridge's thread still has the
+/// records to write, gone with the process if it exits now (TCP's kernel would deliver them),
+/// so wait for them, then for the peer's close, its bytes read and dropped: a socket closed
+/// with bytes unread (a TLS 1.3 server's session tickets) is reset, and the reset throws away
+/// what the kernel had not sent yet. Both within `wait`; a peer that has not closed by then is
+/// left, as over TCP.
+#[cfg(feature = "tls")]
+fn tls_sent(
+    plain: &UnixStream,
+    bridge: &crate::tls::Bridge,
+    endpoint: &Endpoint,
+    wait: Duration,
+) -> Result<(), Error> {
+    let began = Instant::now();
+    bridge.wait_sent(wait).map_err(|e| match e.kind() {
+        io::ErrorKind::TimedOut => Error::TimedOut {
+            what: "sending over TLS",
+            after: wait,
+        },
+        _ => send_error(endpoint, 0, e),
+    })?;
+    let left = wait.saturating_sub(began.elapsed());
+    if plain
+        .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+        .is_ok()
+    {
+        let mut buf = [0u8; 16 * 1024];
+        while matches!((&*plain).read(&mut buf), Ok(n) if n > 0) {}
+    }
+    Ok(())
 }
 
 /// After the exchange: a failure of the TLS side (its bridge's), which the plain end saw only

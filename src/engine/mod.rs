@@ -19,6 +19,8 @@ mod sources;
 mod tokio;
 #[cfg(feature = "uring")]
 mod uring;
+#[cfg(feature = "uring")]
+pub(crate) use uring::BufRing;
 mod wait;
 
 use std::fmt;
@@ -110,14 +112,7 @@ impl Engine {
         if self != Engine::Uring {
             return self;
         }
-        #[cfg(feature = "uring")]
-        let refused = uring::probe().err().map(|r| (r.cause, r.fix));
-        #[cfg(not(feature = "uring"))]
-        let refused = Some((
-            "this socketkit was built without the `uring` feature".to_string(),
-            "build it with the default features",
-        ));
-        match refused {
+        match uring_refusal() {
             None => Engine::Uring,
             Some((cause, fix)) => {
                 tracing::warn!(
@@ -128,6 +123,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// Why io_uring cannot run here and how to make it run (`None` when it can): the uring
+/// engine's probe, with its `SOCKETKIT_URING=refuse` rule; also asked by `bench --engine uring`.
+#[cfg(feature = "uring")]
+pub(crate) fn uring_refusal() -> Option<(String, &'static str)> {
+    uring::probe().err().map(|r| (r.cause, r.fix))
+}
+
+/// Without the `uring` feature io_uring never runs.
+#[cfg(not(feature = "uring"))]
+pub(crate) fn uring_refusal() -> Option<(String, &'static str)> {
+    Some((
+        "this socketkit was built without the `uring` feature".to_string(),
+        "build it with the default features",
+    ))
 }
 
 impl fmt::Display for Engine {

@@ -28,7 +28,7 @@
 
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -41,7 +41,24 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct Bridge {
     failed: Arc<Mutex<Option<io::Error>>>,
+    sent: Arc<Sent>,
     alpn: Option<Vec<u8>>,
+}
+
+/// How the outbound direction ended (see [`Bridge::wait_sent`]): `None` while it runs.
+#[derive(Debug, Default)]
+struct Sent {
+    outcome: Mutex<Option<Result<(), io::ErrorKind>>>,
+    ended: Condvar,
+}
+
+impl Sent {
+    fn end(&self, outcome: &io::Result<()>) {
+        if let Ok(mut slot) = self.outcome.lock() {
+            *slot = Some(outcome.as_ref().map(|_| ()).map_err(io::Error::kind));
+            self.ended.notify_all();
+        }
+    }
 }
 
 impl Bridge {
@@ -92,6 +109,39 @@ impl Bridge {
         self.alpn.as_deref()
     }
 
+    /// Waits, at most `timeout`, until what was written to the plain end before its
+    /// `shutdown(Write)` has gone out over TLS, with `close_notify` and the FIN after it. The
+    /// bridge's thread writes the records: a process that exits straight after its shutdown
+    /// (as `send --no-wait` does, where TCP's kernel would still deliver the bytes) must wait
+    /// for it, or the peer gets a truncated stream. It must then read the plain end to its EOF
+    /// (the peer's close) before it exits, too: a TCP socket closed with bytes unread (a TLS
+    /// 1.3 server's session tickets) is reset, and the reset drops what was not sent yet.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` when they have not gone within `timeout` (a peer that does not read), or
+    /// the kind of the TLS side's failure (a reset: the bytes did not all go).
+    pub fn wait_sent(&self, timeout: Duration) -> io::Result<()> {
+        let slot = self
+            .sent
+            .outcome
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?;
+        let (slot, _) = self
+            .sent
+            .ended
+            .wait_timeout_while(slot, timeout, |outcome| outcome.is_none())
+            .map_err(|_| io::Error::other("poisoned"))?;
+        match *slot {
+            Some(Ok(())) => Ok(()),
+            Some(Err(kind)) => Err(kind.into()),
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the TLS records were not all sent within {timeout:?}"),
+            )),
+        }
+    }
+
     /// The TLS side's failure since the handshake, if it had one (taken: a second call returns
     /// `Ok`). Call it once the plain end has read EOF: a failure ends the plain end with one.
     ///
@@ -121,6 +171,8 @@ where
 {
     let (plain, inner) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
     let failed = Arc::new(Mutex::new(None));
+    let sent = Arc::new(Sent::default());
+    let ended = sent.clone();
     let (done, outcome) = mpsc::channel::<Result<Option<Vec<u8>>, Error>>();
     let keep = failed.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +210,7 @@ where
                 if done.send(Ok(alpn)).is_err() {
                     return;
                 }
-                if let Err(e) = carry(stream, inner).await {
+                if let Err(e) = carry(stream, inner, &ended).await {
                     tracing::debug!("TLS connection with {peer}: {e}");
                     if let Ok(mut failed) = keep.lock() {
                         *failed = Some(e);
@@ -170,20 +222,27 @@ where
     let alpn = outcome
         .recv()
         .map_err(|_| Error::io("the TLS thread ended", io::ErrorKind::Other.into()))??;
-    Ok((plain, Bridge { failed, alpn }))
+    Ok((plain, Bridge { failed, sent, alpn }))
 }
 
 /// Copies both ways until both directions are done; half-closes carried (see the module's
-/// docs). The inbound direction's error is the bridge's; the plain end then reads EOF.
+/// docs). The inbound direction's error is the bridge's; the plain end then reads EOF. The
+/// outbound direction's end is told to `sent` as it comes.
 async fn carry<S: AsyncRead + AsyncWrite + Unpin>(
     tls: S,
     plain: tokio::net::UnixStream,
+    sent: &Sent,
 ) -> io::Result<()> {
     let (mut tls_in, mut tls_out) = tokio::io::split(tls);
     let (mut plain_in, mut plain_out) = plain.into_split();
     let outbound = async {
-        tokio::io::copy(&mut plain_in, &mut tls_out).await?;
-        tls_out.shutdown().await // close_notify, then FIN
+        let outcome = async {
+            tokio::io::copy(&mut plain_in, &mut tls_out).await?;
+            tls_out.shutdown().await // close_notify, then FIN
+        }
+        .await;
+        sent.end(&outcome);
+        outcome
     };
     let inbound = async {
         let copied = match tokio::io::copy(&mut tls_in, &mut plain_out).await {

@@ -80,6 +80,14 @@ fn of_certificate(e: &CertificateError) -> String {
         C::NotValidYet | C::NotValidYetContext { .. } => {
             format!("not yet valid: the certificate is not valid yet ({e})")
         }
+        // webpki's error, behind rustls' `Other` (rustls does not name it): the certificate
+        // `openssl req -x509` makes by default, whose CA:TRUE webpki refuses for a server's.
+        C::Other(other) if other.to_string() == "CaUsedAsEndEntity" => {
+            "bad certificate: the server's certificate is a CA's (basicConstraints CA:TRUE, as \
+             openssl req -x509 makes it), which is never taken for a server's own: serve one \
+             signed by that CA, or make it with -addext basicConstraints=critical,CA:FALSE"
+                .into()
+        }
         e => format!("bad certificate: {e}"),
     }
 }

@@ -5,6 +5,7 @@ mod common;
 
 mod abstract_names;
 mod bench;
+mod bench_uring;
 mod broadcast;
 mod cli;
 mod client;

@@ -25,7 +25,7 @@ fn json(output: &Output) -> serde_json::Value {
 }
 
 /// The SVG's `<text>` contents and how many lines (`polyline`) it draws.
-fn svg_texts_and_lines(path: &Path) -> (String, usize) {
+pub(crate) fn svg_texts_and_lines(path: &Path) -> (String, usize) {
     let script = "import sys, xml.etree.ElementTree as E\n\
                   root = E.parse(sys.argv[1]).getroot()\n\
                   assert root.tag == '{http://www.w3.org/2000/svg}svg', root.tag\n\
@@ -128,7 +128,7 @@ fn stream_mode_has_nothing_to_plot_or_log() {
 }
 
 /// The log's untagged (latency) histograms added, by the hdrhistogram crate's own reader.
-fn crate_reads(log: &Path) -> Histogram<u64> {
+pub(crate) fn crate_reads(log: &Path) -> Histogram<u64> {
     let text = std::fs::read(log).unwrap();
     let mut all: Histogram<u64> = Histogram::new_with_bounds(1_000, 60_000_000_000, 3).unwrap();
     let mut intervals = 0;

@@ -186,6 +186,113 @@ fn a_wrong_name_an_unknown_ca_and_an_expired_certificate_each_fail_in_one_line_w
 }
 
 #[test]
+fn a_self_signed_certificate_made_by_openssl_req_x509_is_refused_in_a_line_that_says_why() {
+    // The self-signed certificate most people make first: Debian's openssl.cnf gives
+    // `req -x509` basicConstraints CA:TRUE, and webpki takes no CA's certificate for a
+    // server's own, even the trusted one (openssl and ncat do). The line must say so, not
+    // `Other(OtherError(CaUsedAsEndEntity))`.
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    let made = run_peer(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=localhost", "-addext"])
+            .arg("subjectAltName=DNS:localhost,IP:127.0.0.1")
+            .arg("-keyout")
+            .arg(dir.join("req.key"))
+            .arg("-out")
+            .arg(dir.join("req.pem")),
+        b"",
+    );
+    assert_code(&made, 0);
+    let (_server, endpoint) = serve_tls(&certs, "req.pem", "req.key", &[]);
+    let trusted = certs.path("req.pem");
+    let output = send(&endpoint, "hello", &["--tls-ca", trusted.to_str().unwrap()]);
+    assert_code(&output, 8);
+    let line = one_line(&output);
+    assert!(
+        line.contains("bad certificate:") && line.contains("CA:TRUE"),
+        "{line}"
+    );
+    assert!(!line.contains("OtherError"), "{line}");
+    // The certificate is good for a client that checks nothing.
+    let output = send(&endpoint, "hello", &["--tls-insecure"]);
+    assert_code(&output, 0);
+    assert_eq!(common::stdout(&output), "HELLO");
+}
+
+/// A Python `ssl` server that takes `connections` clients one after another and prints, for
+/// each, the bytes it received and how the stream ended: `N close_notify`, or `N truncated`
+/// (a close without close_notify, or a reset). Its port is the first line. With `ack`, it
+/// reads 4 KiB at a time and answers each read with one byte.
+const TLS_RECEIVER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+listener = socket.create_server(("127.0.0.1", 0))
+listener.settimeout(30)
+print(listener.getsockname()[1], flush=True)
+for _ in range(int(sys.argv[3])):
+    conn, _ = listener.accept()
+    tls = ctx.wrap_socket(conn, server_side=True, suppress_ragged_eofs=False)
+    tls.settimeout(10)
+    got = 0
+    try:
+        while True:
+            data = tls.recv(4096 if sys.argv[4] == "ack" else 65536)
+            if not data:
+                print(got, "close_notify", flush=True)
+                break
+            got += len(data)
+            if sys.argv[4] == "ack":
+                tls.sendall(b"!")
+    except (ssl.SSLError, OSError) as e:
+        print(got, "truncated", type(e).__name__, flush=True)
+    tls.close()
+"#;
+
+#[test]
+fn send_no_wait_on_tls_delivers_the_whole_message_and_close_notify_before_it_exits() {
+    // With --no-wait, send exits once the message is written; over TCP the kernel still
+    // delivers it, over TLS the records are the bridge thread's to write, and an exit before
+    // it has lost them with exit 0. Even once they are all in the kernel, the peer's bytes
+    // (here one per read; a TLS 1.3 server's session tickets) reaching the closed socket
+    // reset it, and the reset drops what the kernel had not sent yet.
+    let certs = Certs::new();
+    let mut receiver = Killed(
+        Command::new("python3")
+            .args(["-c", TLS_RECEIVER])
+            .arg(certs.path("leaf.pem"))
+            .arg(certs.path("leaf.key"))
+            .args(["2", "ack"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Bounded: the receiver's accept and reads time out.
+    let mut lines = BufReader::new(receiver.0.stdout.take().unwrap()).lines();
+    let port = lines.next().unwrap().unwrap();
+    let ca = certs.path("ca.pem");
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    for (message, stdin) in [(Some("hello"), &[][..]), (None, &big[..])] {
+        let mut command = socketkit();
+        command
+            .args(["send", &format!("tls://localhost:{port}"), "--no-wait"])
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(message);
+        let output = run_peer(&mut command, stdin);
+        assert_code(&output, 0);
+        let sent = message.map_or(stdin.len(), str::len);
+        let line = lines.next().unwrap().unwrap();
+        assert_eq!(line, format!("{sent} close_notify"));
+    }
+}
+
+#[test]
 fn plain_text_to_a_tls_port_gets_an_alert_and_one_log_line_and_the_server_goes_on() {
     let certs = Certs::new();
     let (mut server, endpoint) = serve_tls(&certs, "leaf.pem", "leaf.key", &[]);

@@ -80,6 +80,89 @@ fn listen_on_tls_talks_to_openssl_s_client_both_ways_and_dumps_the_plaintext() {
     assert_eq!(joined(&chunks, Direction::Sent), b"from listen\n");
 }
 
+/// A Python `ssl` client (a memory BIO, for the half-close the socket API lacks) that sends
+/// `close_notify` straight after its handshake, as `nc host port < /dev/null` sends nothing,
+/// then reads to the end and prints `N close_notify`, or `N truncated` (a close without one).
+const HALF_CLOSING_RECEIVER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+def flush():
+    data = outgoing.read()
+    if data:
+        sock.sendall(data)
+def feed():
+    data = sock.recv(65536)
+    if data:
+        incoming.write(data)
+    else:
+        incoming.write_eof()
+while True:
+    try:
+        tls.do_handshake()
+        break
+    except ssl.SSLWantReadError:
+        flush()
+        feed()
+flush()
+try:
+    tls.unwrap()
+except ssl.SSLWantReadError:
+    pass
+flush()
+got = 0
+while True:
+    try:
+        data = tls.read(65536)
+    except ssl.SSLWantReadError:
+        feed()
+        continue
+    except ssl.SSLZeroReturnError:  # the peer's close_notify, after ours
+        data = b""
+    except (ssl.SSLError, OSError) as e:
+        print(got, "truncated", type(e).__name__, flush=True)
+        break
+    if not data:
+        print(got, "close_notify", flush=True)
+        break
+    got += len(data)
+"#;
+
+#[test]
+fn listen_on_tls_sends_all_of_its_input_to_a_peer_that_half_closed_first() {
+    // nc's file transfer, `listen < FILE` and a peer with nothing to say: the peer's EOF
+    // comes first, then listen's input ends and it exits. Over TCP what it wrote is the
+    // kernel's to deliver; over TLS the bridge's thread still had records to write, and the
+    // exit cut the file short, with exit 0 on both sides.
+    let certs = Certs::new();
+    let mut command = socketkit();
+    command
+        .args(["listen", "tls://127.0.0.1:0", "--tls-cert"])
+        .arg(certs.path("leaf.pem"))
+        .arg("--tls-key")
+        .arg(certs.path("leaf.key"));
+    let mut listen = Spawned::start(command);
+    let endpoint = listen.listening(1).remove(0);
+    let port = endpoint.host_port().unwrap().1.to_string();
+    let file: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut stdin = listen.stdin.take().unwrap();
+    let feeding = std::thread::spawn(move || {
+        let _ = stdin.write_all(&file); // then dropped: listen's input ends
+    });
+    let output = common::run_peer(
+        Command::new("python3")
+            .args(["-c", HALF_CLOSING_RECEIVER, &port])
+            .arg(certs.path("ca.pem")),
+        b"",
+    );
+    feeding.join().unwrap();
+    assert_code(&output, 0);
+    assert_eq!(common::stdout(&output).trim(), "4000000 close_notify");
+    assert_eq!(listen.wait_exit(), Some(0), "{:#?}", listen.seen);
+}
+
 #[test]
 fn listen_on_tls_without_a_certificate_is_a_usage_error() {
     let output = run_peer(socketkit().args(["listen", "tls://127.0.0.1:0"]), b"");

@@ -702,6 +702,64 @@ mod tests {
         assert!(size <= 848, "serve_conn's future is {size} bytes");
     }
 
+    /// What a TLS write leaves in rustls' buffer, because the socket was full when it was
+    /// written, goes out once the socket has room, although the driver then waits to read:
+    /// tokio-rustls' `poll_write` takes the plaintext and returns, and only a flush (or the
+    /// next write) sends the rest. Without it the end of an echo stayed in the server until
+    /// the peer sent again or the idle time-out closed the connection.
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn a_tls_reply_written_into_a_full_socket_reaches_a_peer_that_only_reads() {
+        use crate::service::Service as _;
+        use tokio::io::AsyncReadExt;
+        const SENT: usize = 48 * 1024;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tls = crate::tls::ServerTls::self_signed(&["127.0.0.1".to_string()], &[]).unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, peer) = listener.accept().await.unwrap();
+            // A small send buffer (fixed: no autotuning) makes the socket full well before
+            // the reply ends, and rustls keeps the rest (up to 64 KiB).
+            socket2::SockRef::from(&tcp)
+                .set_send_buffer_size(4096)
+                .unwrap();
+            let mut conn = super::super::tls::TlsConn(tls.accept(tcp).await.unwrap());
+            let session = crate::service::by_name("echo")
+                .unwrap()
+                .session(&crate::service::Context::new(Transport::Tcp, peer));
+            let stats = Arc::new(ListenerStats::new("echo", "tls", true));
+            let traffic = Traffic::new(&stats);
+            let (limits, stopping) = (Limits::default(), AtomicBool::new(false));
+            let _ = drive(session, &mut conn, &limits, &stopping, &traffic).await;
+        });
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let options = crate::tls::ClientTlsOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        let client = crate::tls::ClientTls::new(&options).unwrap();
+        let name = rustls_pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = client.connect(name, tcp).await.unwrap();
+        // The whole request first (the server echoes into its buffers: nothing is read here
+        // yet), then only reads: the peer sends nothing more, and keeps its side open.
+        tls.write_all(&[b'x'; SENT]).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut echoed = vec![0u8; SENT];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tls.read_exact(&mut echoed),
+        )
+        .await;
+        assert!(
+            matches!(read, Ok(Ok(_))),
+            "the echo stopped short of {SENT} bytes: {read:?}"
+        );
+        assert!(echoed.iter().all(|&b| b == b'x'));
+        server.abort();
+    }
+
     /// A read that does not fill the buffer must forget the readiness it used: otherwise the
     /// next wait returns at once, and a `recv` that fails with `EAGAIN` follows every request.
     #[tokio::test]

@@ -55,6 +55,12 @@ pub(super) async fn handshake(
 /// A server's TLS stream whose peer's close without `close_notify` (rustls' `UnexpectedEof`)
 /// reads as the EOF it is in practice: openssl's `s_client -quiet`, ncat and many clients close
 /// that way, and a session must see its EOF (and answer it) rather than fail.
+///
+/// A read first sends what earlier writes left in rustls' buffer. tokio-rustls' `poll_write`
+/// takes the plaintext and returns as soon as the socket is full, keeping the rest of the
+/// records; only a flush or another write sends them, and the driver, which never flushes (a
+/// TCP stream has nothing to flush), waits to read after its reply. Woken when the socket has
+/// room, it reads, and so the rest goes out.
 pub(crate) struct TlsConn(pub(super) crate::tls::ServerStream<tokio::net::TcpStream>);
 
 impl TlsConn {
@@ -69,7 +75,13 @@ impl tokio::io::AsyncRead for TlsConn {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf) {
+        let this = self.get_mut();
+        if this.0.get_ref().1.wants_write() {
+            // Pending: the socket's writability wakes this task, which reads again. An
+            // error is the next write's to report; the read goes on (an EOF is still one).
+            let _ = tokio::io::AsyncWrite::poll_flush(std::pin::Pin::new(&mut this.0), cx);
+        }
+        match std::pin::Pin::new(&mut this.0).poll_read(cx, buf) {
             std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 tracing::debug!("the TLS peer closed without close_notify");
                 std::task::Poll::Ready(Ok(()))

@@ -92,12 +92,12 @@ impl BufRing {
         Ok(this)
     }
 
-    /// The first `len` bytes of buffer `bid`, which a completion just handed back.
     /// The size of each buffer.
     pub(crate) fn size(&self) -> usize {
         self.size
     }
 
+    /// The first `len` bytes of buffer `bid`, which a completion just handed back.
     pub(crate) fn get(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.entries && len <= self.size);
         // SAFETY: `bid` is in range, so the slice lies within the allocation; the kernel

@@ -34,6 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
+pub(crate) use bufring::BufRing;
 pub(crate) use probe::probe;
 
 use super::Shared;

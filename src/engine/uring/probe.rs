@@ -29,9 +29,10 @@ const ALLOW: &str = "allow io_uring (sysctl kernel.io_uring_disabled=0; in Docke
 /// The fix when the kernel is too old for an operation.
 const NEWER: &str = "run on Linux 6.0 or later (multishot receive, provided-buffer rings)";
 
-/// Asks the kernel for everything the engine uses: a ring, the wait with a time-out
-/// (`IORING_FEAT_EXT_ARG`), the opcodes, multishot receive (Linux 6.0, probed through an
-/// opcode of the same release) and the registration of a provided-buffer ring.
+/// Asks the kernel for everything the engine (and `bench --engine uring`) uses: a ring, the
+/// wait with a time-out (`IORING_FEAT_EXT_ARG`), the opcodes, multishot receive (Linux 6.0,
+/// probed through an opcode of the same release) and the registration of a provided-buffer
+/// ring.
 pub(crate) fn probe() -> Result<(), Refused> {
     if std::env::var_os(ENV).is_some_and(|v| v == "refuse") {
         return Err(Refused {
@@ -80,6 +81,8 @@ fn probe_kernel() -> Result<(), Refused> {
         (opcode::Send::CODE, "send"),
         (opcode::PollAdd::CODE, "poll"),
         (opcode::AsyncCancel::CODE, "cancel"),
+        // `bench --engine uring` makes its connections on the ring.
+        (opcode::Connect::CODE, "connect"),
         // Multishot receive came with Linux 6.0, as did this opcode; a probe cannot ask for a
         // flag, only for an opcode.
         (

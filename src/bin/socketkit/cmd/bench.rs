@@ -32,6 +32,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     plan.framing = args.framing.framing();
     plan.payload = args.payload;
     plan.expect = args.expect;
+    plan.engine = args.engine;
     #[cfg(feature = "tls")]
     {
         plan.tls = super::tls::client(&args.tls, &plan.endpoint)?;
