@@ -24,6 +24,7 @@ mod recording;
 mod report;
 mod run;
 mod target;
+mod timeline;
 #[cfg(feature = "uring")]
 mod uring;
 mod worker;
@@ -31,12 +32,13 @@ mod worker;
 use std::sync::Arc;
 
 #[cfg(feature = "hdr-log")]
-pub use hdrlog::LogError;
+pub use hdrlog::{HdrLogWriter, LogError};
 pub use plan::{Expect, Mode, Payload, Plan};
 pub use recording::{Recording, Second};
 #[cfg(feature = "hdr-log")]
 pub use recording::{decode, encode};
 pub use report::{Counters, CpuTime, Failure, Latency, Report};
+pub use timeline::MAX_POINTS;
 
 use crate::Engine;
 use crate::endpoint::Transport;
@@ -107,26 +109,71 @@ pub fn run(plan: &Plan, counters: Arc<Counters>) -> Result<Report, Error> {
         .build()
         .map_err(|e| Error::io("cannot start the async runtime", e))?;
     let cpu_before = report::CpuTime::now();
-    let elapsed = runtime.block_on(async {
-        #[allow(unused_mut)] // mut for the tls feature
-        let mut run = Run::new(plan.clone(), counters.clone(), target);
-        #[cfg(feature = "tls")]
-        {
-            run.tls = tls;
-        }
-        let run = Arc::new(run);
-        let tasks: Vec<_> = (0..plan.connections.max(1))
-            .map(|index| tokio::spawn(worker::task(run.clone(), index)))
-            .collect();
-        for task in tasks {
-            let _ = task.await;
-        }
-        run.start.elapsed()
-    });
+    #[allow(unused_mut)] // mut for the tls feature
+    let mut run = Run::new(plan.clone(), counters.clone(), target);
+    #[cfg(feature = "tls")]
+    {
+        run.tls = tls;
+    }
+    let run = Arc::new(run);
+    let elapsed = closing_seconds(&run, || {
+        runtime.block_on(async {
+            let tasks: Vec<_> = (0..plan.connections.max(1))
+                .map(|index| tokio::spawn(worker::task(run.clone(), index)))
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+            run.start.elapsed()
+        })
+    })?;
     let own_cpu = report::CpuTime::now()
         .zip(cpu_before)
         .map(|(after, before)| after.since(before));
     Ok(Report::new(plan, &counters, elapsed, own_cpu))
+}
+
+/// Runs `load`, the run's seconds closed as they end when the run keeps them (`--plot`,
+/// `--hdr-log`), by a thread of its own (the sink may write a file), until the load is over
+/// (then the report closes the rest).
+fn closing_seconds<T>(run: &Run, load: impl FnOnce() -> T) -> Result<T, Error> {
+    if !run.counters.keeps_seconds() {
+        return Ok(load());
+    }
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (counters, start) = (run.counters.clone(), run.start.into_std());
+    let closer = std::thread::Builder::new()
+        .name("socketkit-bench-seconds".into())
+        .spawn(move || close_seconds(&counters, start, &stopped))
+        .map_err(|e| Error::io("cannot start a thread", e))?;
+    let done = load();
+    drop(stop);
+    let _ = closer.join();
+    Ok(done)
+}
+
+/// Closes each second of the run as it ends, until `stopped` says the run is over (then the
+/// report closes the rest).
+fn close_seconds(
+    counters: &Counters,
+    start: std::time::Instant,
+    stopped: &std::sync::mpsc::Receiver<()>,
+) {
+    let mut next = 1u64;
+    loop {
+        let at = start + std::time::Duration::from_secs(next);
+        let wait = at.saturating_duration_since(std::time::Instant::now());
+        match stopped.recv_timeout(wait) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Read before the tasks' figures are taken: a task records later, into a
+                // later second.
+                let now = start.elapsed().as_secs();
+                counters.close_before(now);
+                next = now + 1;
+            }
+            _ => return,
+        }
+    }
 }
 
 /// [`run`] on io_uring: one ring per thread, as many threads as this process may use CPUs.
@@ -136,7 +183,8 @@ fn run_uring(plan: &Plan, counters: Arc<Counters>, target: Target) -> Result<Rep
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let cpu_before = report::CpuTime::now();
     let run = Run::new(plan.clone(), counters.clone(), target);
-    uring::run(&run, threads).map_err(|e| Error::io("cannot run the load on io_uring", e))?;
+    closing_seconds(&run, || uring::run(&run, threads))?
+        .map_err(|e| Error::io("cannot run the load on io_uring", e))?;
     let elapsed = run.start.elapsed();
     let own_cpu = report::CpuTime::now()
         .zip(cpu_before)

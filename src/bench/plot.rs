@@ -1,11 +1,13 @@
 //! A run as one SVG picture (`--plot`): the latency percentile distribution on HdrHistogram's
 //! log-scale percentile axis, then throughput and p99 (and, with `--rate`, the schedule lag's
-//! p99) second by second. Drawn with plotters into a string: no file, no clock.
+//! p99) second by second (a run longer than [`MAX_POINTS`](super::MAX_POINTS) seconds: by
+//! intervals of adjacent seconds). Drawn with plotters into a string: no file, no clock.
 
 use hdrhistogram::Histogram;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::recording::Second;
 use super::report::Report;
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -62,16 +64,38 @@ impl Report {
         Ok(svg)
     }
 
-    fn throughput(&self, area: &Area<'_>) -> Result<(), String> {
-        let points: Vec<(f64, f64)> = self
+    /// Each of the recording's seconds (or merged intervals) with the middle of its time span,
+    /// in seconds from the run's start, and where the last ends.
+    fn over_time(&self) -> (Vec<(f64, &Second)>, f64) {
+        let every = self.recording.interval.as_secs_f64();
+        let points = self
             .recording
             .seconds
             .iter()
             .enumerate()
-            .map(|(i, s)| (i as f64 + 0.5, s.requests_per_second()))
+            .map(|(i, s)| (i as f64 * every + s.length.as_secs_f64() / 2.0, s))
+            .collect();
+        let end = self.recording.seconds.last().map_or(1.0, |s| {
+            (self.recording.seconds.len() - 1) as f64 * every + s.length.as_secs_f64()
+        });
+        (points, end.max(1.0))
+    }
+
+    /// The x axis' name: seconds, or the merged intervals of a long run.
+    fn x_desc(&self) -> String {
+        match self.recording.interval.as_secs() {
+            0 | 1 => "second of the run".into(),
+            n => format!("second of the run ({n} s a point)"),
+        }
+    }
+
+    fn throughput(&self, area: &Area<'_>) -> Result<(), String> {
+        let (over_time, seconds) = self.over_time();
+        let points: Vec<(f64, f64)> = over_time
+            .iter()
+            .map(|(x, s)| (*x, s.requests_per_second()))
             .collect();
         let top = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-        let seconds = self.recording.seconds.len() as f64;
         let mut chart = ChartBuilder::on(area)
             .margin(10)
             .x_label_area_size(30)
@@ -80,7 +104,7 @@ impl Report {
             .map_err(text)?;
         chart
             .configure_mesh()
-            .x_desc("second of the run")
+            .x_desc(self.x_desc())
             .y_desc("replies/s")
             .draw()
             .map_err(text)?;
@@ -94,18 +118,16 @@ impl Report {
 
     fn p99(&self, area: &Area<'_>) -> Result<(), String> {
         let ms = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1e6;
-        let seconds = &self.recording.seconds;
-        let latency: Vec<(f64, f64)> = seconds
+        let (over_time, seconds) = self.over_time();
+        let latency: Vec<(f64, f64)> = over_time
             .iter()
-            .enumerate()
             .filter(|(_, s)| !s.latency.is_empty())
-            .map(|(i, s)| (i as f64 + 0.5, ms(&s.latency)))
+            .map(|(x, s)| (*x, ms(&s.latency)))
             .collect();
-        let lag: Vec<(f64, f64)> = seconds
+        let lag: Vec<(f64, f64)> = over_time
             .iter()
-            .enumerate()
             .filter(|(_, s)| self.rate.is_some() && !s.lag.is_empty())
-            .map(|(i, s)| (i as f64 + 0.5, ms(&s.lag)))
+            .map(|(x, s)| (*x, ms(&s.lag)))
             .collect();
         let top = latency
             .iter()
@@ -117,11 +139,11 @@ impl Report {
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
-            .build_cartesian_2d(0f64..seconds.len() as f64, 0f64..top)
+            .build_cartesian_2d(0f64..seconds, 0f64..top)
             .map_err(text)?;
         chart
             .configure_mesh()
-            .x_desc("second of the run")
+            .x_desc(self.x_desc())
             .y_desc("ms")
             .draw()
             .map_err(text)?;

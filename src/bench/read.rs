@@ -25,17 +25,9 @@ impl Report {
     /// [`Report::from_json`]; an HDR log's run line has no histograms (its intervals do), so
     /// `histograms` says whether they must be there.
     pub(crate) fn from_fields(value: &Value, histograms: bool) -> Result<Report, String> {
-        let field = |name: &str| value.get(name).filter(|v| !v.is_null());
-        let text = |name: &str| {
-            field(name)
-                .and_then(Value::as_str)
-                .ok_or_else(|| format!("the field {name:?} is missing or not text"))
-        };
-        let count = |name: &str| {
-            field(name)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| format!("the field {name:?} is missing or not a count"))
-        };
+        let field = |name: &str| field(value, name);
+        let count = |name: &str| count(value, name);
+        let parameters = Parameters::of(value)?;
         let seconds = |name: &str| {
             field(name)
                 .and_then(Value::as_f64)
@@ -52,7 +44,6 @@ impl Report {
                 })
                 .transpose()
         };
-        let mode: Mode = text("mode")?.parse()?;
         let mut error_kinds = Vec::new();
         if let Some(kinds) = field("error_kinds").and_then(Value::as_object) {
             for kind in Failure::ALL {
@@ -61,11 +52,11 @@ impl Report {
                 }
             }
         }
-        let recording = Recording {
-            latency: histogram("latency_histogram")?.filter(|h| !h.is_empty()),
-            lag: histogram("schedule_lag_histogram")?.filter(|h| !h.is_empty()),
-            seconds: Vec::new(),
-        };
+        let recording = Recording::of(
+            histogram("latency_histogram")?,
+            histogram("schedule_lag_histogram")?,
+            None,
+        );
         if histograms && recording.latency.is_none() && field("latency_us").is_some() {
             return Err(
                 "the run has latencies but no \"latency_histogram\" to add up (percentiles \
@@ -77,19 +68,18 @@ impl Report {
             (Some(user), Some(system)) => Some(CpuTime { user, system }),
             _ => None,
         };
-        let to_usize = |n: u64| usize::try_from(n).map_err(|_| "a count is too large".to_string());
         Ok(Report {
-            mode,
+            mode: parameters.mode,
             // Runs from before the field were all on the async engine.
             engine: field("engine")
                 .and_then(Value::as_str)
                 .and_then(|name| name.parse().ok())
                 .unwrap_or_default(),
-            endpoint: text("endpoint")?.to_string(),
-            connections: to_usize(count("connections")?)?,
-            size: to_usize(count("size")?)?,
-            pipeline: to_usize(count("pipeline")?)?,
-            rate: field("rate").and_then(Value::as_f64),
+            endpoint: parameters.endpoint,
+            connections: parameters.connections,
+            size: parameters.size,
+            pipeline: parameters.pipeline,
+            rate: parameters.rate,
             elapsed: seconds("elapsed_s").ok_or("the field \"elapsed_s\" is missing or wrong")?,
             ok: count("ok")?,
             mismatches: count("mismatches")?,
@@ -112,4 +102,52 @@ impl Report {
             recording,
         })
     }
+}
+
+/// A run's parameters: the fields of a report that say how it ran (an HDR log's first line).
+pub(crate) struct Parameters {
+    mode: Mode,
+    endpoint: String,
+    connections: usize,
+    size: usize,
+    pipeline: usize,
+    rate: Option<f64>,
+}
+
+impl Parameters {
+    /// Reads them from a report's fields.
+    ///
+    /// # Errors
+    ///
+    /// A one-line reason naming the field that is missing or wrong.
+    pub(crate) fn of(value: &Value) -> Result<Parameters, String> {
+        let text = |name: &str| {
+            field(value, name)
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("the field {name:?} is missing or not text"))
+        };
+        let size = |name: &str| {
+            usize::try_from(count(value, name)?).map_err(|_| "a count is too large".to_string())
+        };
+        Ok(Parameters {
+            mode: text("mode")?.parse()?,
+            endpoint: text("endpoint")?.to_string(),
+            connections: size("connections")?,
+            size: size("size")?,
+            pipeline: size("pipeline")?,
+            rate: field(value, "rate").and_then(Value::as_f64),
+        })
+    }
+}
+
+/// The field `name`, unless it is missing or null.
+fn field<'a>(value: &'a Value, name: &str) -> Option<&'a Value> {
+    value.get(name).filter(|v| !v.is_null())
+}
+
+/// The count `name`.
+fn count(value: &Value, name: &str) -> Result<u64, String> {
+    field(value, name)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("the field {name:?} is missing or not a count"))
 }

@@ -1,5 +1,5 @@
-//! A run's raw latency histograms, whole and second by second: what `--plot` draws, what
-//! `--hdr-log` keeps, and what `socketkit report` adds up across runs. Sans-IO.
+//! A run's raw latency histograms, whole and over time: what `--plot` draws, what `--hdr-log`
+//! keeps, and what `socketkit report` adds up across runs. Sans-IO.
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
 
-use super::counters::histogram;
+use super::timeline::{MAX_POINTS, Timeline};
 #[cfg(feature = "hdr-log")]
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
@@ -30,7 +30,8 @@ pub struct Latency {
     pub mean: f64,
 }
 
-/// One second of a run (from its start): the requests completed in it.
+/// One second of a run (from its start), or one point of a long run's timeline (adjacent
+/// seconds added, [`Recording::interval`]): the requests completed in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Second {
     /// Latencies in nanoseconds of the requests answered in this second.
@@ -38,87 +39,93 @@ pub struct Second {
     /// How late the requests sent in this second left, in nanoseconds (`--rate` only; empty
     /// otherwise).
     pub lag: Histogram<u64>,
-    /// The second's length: a whole second but for the run's last, which may be cut short.
+    /// The second's length: a whole second (or interval) but for the run's last, which may be
+    /// cut short.
     pub length: Duration,
 }
 
 impl Second {
-    /// Good replies per second in this second.
+    /// Good replies per second in this second (or interval).
     pub fn requests_per_second(&self) -> f64 {
         self.latency.len() as f64 / self.length.as_secs_f64().max(1e-3)
     }
 }
 
 /// A run's histograms (nanoseconds, 1 µs to 60 s, three significant digits).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Recording {
     /// Every latency of the run; `None` when no request was timed (`stream`).
     pub latency: Option<Histogram<u64>>,
     /// Every schedule lag of the run; `None` without `--rate`.
     pub lag: Option<Histogram<u64>>,
-    /// Second by second, from the run's start; empty where only the whole was kept (a
-    /// `bench --json` output read back).
+    /// The run over time, from its start, one entry per [`Recording::interval`]; empty where
+    /// only the whole was kept (a run without `--plot`, a `bench --json` output read back).
     pub seconds: Vec<Second>,
+    /// How long each of `seconds` is (the last may be cut short): one second, or for a run
+    /// longer than [`MAX_POINTS`] seconds, a power of two seconds, adjacent seconds added so
+    /// that at most `MAX_POINTS` are kept.
+    ///
+    /// [`MAX_POINTS`]: super::MAX_POINTS
+    pub interval: Duration,
+}
+
+impl Default for Recording {
+    fn default() -> Recording {
+        Recording {
+            latency: None,
+            lag: None,
+            seconds: Vec::new(),
+            interval: Duration::from_secs(1),
+        }
+    }
 }
 
 impl Recording {
-    /// The recording of a run that lasted `elapsed`, from its seconds' histograms (latencies,
-    /// lags), the whole being their sum.
-    pub(crate) fn of_seconds(
-        seconds: Vec<(Histogram<u64>, Histogram<u64>)>,
-        elapsed: Duration,
+    /// The recording of the whole histograms (latencies, lags) and, where it was kept, the
+    /// run over time.
+    pub(crate) fn of(
+        latency: Option<Histogram<u64>>,
+        lag: Option<Histogram<u64>>,
+        timeline: Option<Timeline>,
     ) -> Recording {
-        let mut seconds = seconds;
-        // Seconds with no reply at the end of the run (a server that stalled, every request
-        // timing out) are seconds of the run all the same: kept empty, so the plot and the log
-        // show the stall rather than a shorter run. A run that timed nothing keeps none.
-        if !seconds.is_empty() {
-            let whole = usize::try_from(elapsed.as_secs()).unwrap_or(usize::MAX);
-            while seconds.len() < whole {
-                seconds.push((histogram(), histogram()));
-            }
-        }
-        let count = seconds.len();
-        let seconds: Vec<Second> = seconds
+        let interval = Duration::from_secs(timeline.as_ref().map_or(1, Timeline::span));
+        let seconds = timeline
             .into_iter()
-            .enumerate()
-            .map(|(i, (latency, lag))| {
-                let from = Duration::from_secs(i as u64);
-                let length = if i + 1 == count {
-                    elapsed
-                        .saturating_sub(from)
-                        .clamp(Duration::from_millis(1), Duration::from_secs(1))
-                } else {
-                    Duration::from_secs(1)
-                };
-                Second {
-                    latency,
-                    lag,
-                    length,
-                }
+            .flat_map(Timeline::into_points)
+            .map(|((latency, lag), length)| Second {
+                latency,
+                lag,
+                length,
             })
             .collect();
-        Recording::of(seconds)
-    }
-
-    /// The recording made of `seconds`, the whole being their sum.
-    pub(crate) fn of(seconds: Vec<Second>) -> Recording {
-        let sum = |pick: fn(&Second) -> &Histogram<u64>| {
-            let mut all: Option<Histogram<u64>> = None;
-            for second in &seconds {
-                add_into(&mut all, pick(second));
-            }
-            all.filter(|h| !h.is_empty())
-        };
         Recording {
-            latency: sum(|s| &s.latency),
-            lag: sum(|s| &s.lag),
+            latency: latency.filter(|h| !h.is_empty()),
+            lag: lag.filter(|h| !h.is_empty()),
             seconds,
+            interval,
         }
     }
 
-    /// Adds `other` into this one: the whole histograms, and each second to the same second
-    /// (runs from several machines are taken to have started together).
+    /// `seconds` as a timeline to add to.
+    fn timeline(&self) -> Timeline {
+        let mut timeline = Timeline::new(MAX_POINTS);
+        let span = self.interval.as_secs().max(1);
+        for (i, second) in self.seconds.iter().enumerate() {
+            let start = i as u64 * span;
+            timeline.add(
+                start,
+                span,
+                Some(&second.latency),
+                Some(&second.lag),
+                second.length,
+            );
+        }
+        timeline
+    }
+
+    /// Adds `other` into this one: the whole histograms, and the runs over time second by
+    /// second (runs from several machines are taken to have started together; where one kept
+    /// longer intervals than the other, the sum has the longer).
     pub fn add(&mut self, other: &Recording) {
         if let Some(h) = &other.latency {
             add_into(&mut self.latency, h);
@@ -126,18 +133,23 @@ impl Recording {
         if let Some(h) = &other.lag {
             add_into(&mut self.lag, h);
         }
-        for (i, theirs) in other.seconds.iter().enumerate() {
-            match self.seconds.get_mut(i) {
-                Some(ours) => {
-                    ours.latency.auto(true);
-                    ours.lag.auto(true);
-                    let _ = ours.latency.add(&theirs.latency);
-                    let _ = ours.lag.add(&theirs.lag);
-                    ours.length = ours.length.max(theirs.length);
-                }
-                None => self.seconds.push(theirs.clone()),
-            }
+        if other.seconds.is_empty() {
+            return;
         }
+        let mut timeline = self.timeline();
+        let span = other.interval.as_secs().max(1);
+        for (i, theirs) in other.seconds.iter().enumerate() {
+            timeline.add(
+                i as u64 * span,
+                span,
+                Some(&theirs.latency),
+                Some(&theirs.lag),
+                theirs.length,
+            );
+        }
+        let whole = Recording::of(None, None, Some(timeline));
+        self.seconds = whole.seconds;
+        self.interval = whole.interval;
     }
 
     /// The latency percentiles, in microseconds.
@@ -212,23 +224,36 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::timeline::histogram;
+
+    fn seconds(n: usize, value: u64) -> Recording {
+        let mut timeline = Timeline::new(MAX_POINTS);
+        let mut h = histogram();
+        h.record(value).unwrap();
+        for second in 0..n as u64 {
+            timeline.add(second, 1, Some(&h), None, Duration::from_secs(1));
+        }
+        Recording::of(Some(h), None, Some(timeline))
+    }
 
     #[test]
-    fn seconds_without_a_reply_at_the_end_of_a_run_are_kept_empty() {
-        let mut h = histogram();
-        h.record(5_000).unwrap();
-        // Replies in the first 2 s of a 5.0004 s run, none after: the server stalled.
-        let seconds = vec![(h.clone(), histogram()), (h, histogram())];
-        let recording = Recording::of_seconds(seconds, Duration::from_micros(5_000_400));
-        assert_eq!(recording.seconds.len(), 5, "the stalled seconds are shown");
-        assert!(recording.seconds[2..].iter().all(|s| s.latency.is_empty()));
-        assert_eq!(recording.seconds[4].length, Duration::from_secs(1));
-        assert_eq!(recording.latency.unwrap().len(), 2);
-        // A run that timed nothing (stream mode) has no seconds to show.
-        assert!(
-            Recording::of_seconds(Vec::new(), Duration::from_secs(5))
-                .seconds
-                .is_empty()
+    fn runs_are_added_second_by_second_at_the_longer_interval() {
+        // 10 s at one point a second, and 1500 s kept as 4-second points (past 600 and 1200 s).
+        let mut short = seconds(10, 5_000);
+        let long = seconds(1_500, 7_000);
+        assert_eq!(long.interval, Duration::from_secs(4));
+        short.add(&long);
+        assert_eq!(short.interval, Duration::from_secs(4));
+        assert_eq!(short.seconds.len(), 375);
+        assert_eq!(short.seconds[0].latency.len(), 4 + 4);
+        assert_eq!(
+            short.seconds[2].latency.len(),
+            2 + 4,
+            "seconds 8 and 9, and 8 to 11"
         );
+        assert_eq!(short.seconds[3].latency.len(), 4);
+        let total: u64 = short.seconds.iter().map(|s| s.latency.len()).sum();
+        assert_eq!(total, 1_510);
+        assert_eq!(short.seconds[374].length, Duration::from_secs(4));
     }
 }

@@ -230,9 +230,7 @@ impl Report {
         own_cpu: Option<CpuTime>,
     ) -> Report {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let seconds =
-            std::mem::take(&mut *counters.seconds.lock().unwrap_or_else(|e| e.into_inner()));
-        let recording = Recording::of_seconds(seconds, elapsed);
+        let recording = counters.finish(elapsed);
         let error_kinds: Vec<(Failure, u64)> = Failure::ALL
             .into_iter()
             .map(|kind| (kind, load(&counters.kinds[kind.index()])))

@@ -2,14 +2,13 @@
 //! and how one task tallies its latencies and failures.
 
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use tokio::time::{Instant, sleep, timeout};
 
-use super::counters::{Counters, Failure, histogram};
+use super::counters::{Counters, Failure, Slot};
 use super::pace::Pacer;
 use super::plan::{Expect, Mode, Plan};
 use super::target::Target;
@@ -203,12 +202,7 @@ impl Run {
     }
 
     pub(super) fn record(&self, tally: &mut Tally, since: Instant) {
-        let now = Instant::now();
-        tally.turn_to(now);
-        let ns = now.saturating_duration_since(since).as_nanos();
-        let _ = tally
-            .latencies
-            .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
+        tally.latency(since);
         self.count(&self.counters.ok);
     }
 }
@@ -223,14 +217,11 @@ struct TlsFailed(String);
 const MAX_NS: u64 = 60_000_000_000;
 
 /// One task's figures of the current second of the run, merged into the run's when the second
-/// ends (and at the task's end, [`Tally::finish`]).
+/// ends: by the task as it records in a later second (and at its end, [`Tally::finish`]), or
+/// by whoever closes the second ([`Counters::close_before`]) while the task waits. The lock is
+/// the task's own: the closer takes it once a second.
 pub(super) struct Tally {
-    /// Latencies in ns.
-    pub(super) latencies: Histogram<u64>,
-    /// How late requests left against their intended send time, in ns (`--rate` only).
-    pub(super) lags: Histogram<u64>,
-    /// The second of the run (from its start) the histograms hold.
-    second: usize,
+    slot: Arc<Mutex<Slot>>,
     start: Instant,
     counters: Arc<Counters>,
 }
@@ -238,42 +229,50 @@ pub(super) struct Tally {
 impl Tally {
     pub(super) fn new(run: &Run) -> Tally {
         Tally {
-            latencies: histogram(),
-            lags: histogram(),
-            second: 0,
+            slot: run.counters.slot(),
             start: run.start,
             counters: run.counters.clone(),
         }
     }
 
+    /// Records a latency: from `since` to now.
+    fn latency(&mut self, since: Instant) {
+        self.at(|slot, now| {
+            let ns = now.saturating_duration_since(since).as_nanos();
+            let _ = slot
+                .latencies
+                .record(u64::try_from(ns).unwrap_or(u64::MAX).clamp(1_000, MAX_NS));
+        });
+    }
+
+    /// Records a schedule lag: from the intended send time `at` to now.
     pub(super) fn lag(&mut self, at: Instant) {
+        self.at(|slot, now| {
+            let ns = now.saturating_duration_since(at).as_nanos();
+            let _ = slot
+                .lags
+                .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
+        });
+    }
+
+    /// Runs `record` on the slot at the current time, read with the slot locked (so after any
+    /// closing of a second that took the slot's figures: a later time, a later second), first
+    /// handing the figures of an ended second to the run.
+    fn at(&mut self, record: impl FnOnce(&mut Slot, Instant)) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        self.turn_to(now);
-        let ns = now.saturating_duration_since(at).as_nanos();
-        let _ = self
-            .lags
-            .record(u64::try_from(ns).unwrap_or(u64::MAX).min(MAX_NS));
-    }
-
-    /// Before recording at `now`: hands the figures of an ended second to the run.
-    fn turn_to(&mut self, now: Instant) {
-        let second = now.saturating_duration_since(self.start).as_secs() as usize;
-        if second != self.second {
-            self.flush();
-            self.second = second;
+        let second = now.saturating_duration_since(self.start).as_secs();
+        if second != slot.second {
+            self.counters.flush(&mut slot);
+            slot.second = second;
         }
-    }
-
-    fn flush(&mut self) {
-        self.counters
-            .merge(self.second, &self.latencies, &self.lags);
-        self.latencies.reset();
-        self.lags.reset();
+        record(&mut slot, now);
     }
 
     /// At the task's end: hands the last second's figures to the run.
-    pub(super) fn finish(mut self) {
-        self.flush();
+    pub(super) fn finish(self) {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        self.counters.flush(&mut slot);
     }
 }
 

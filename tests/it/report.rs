@@ -245,6 +245,90 @@ fn the_hdr_log_reads_back_in_the_hdrhistogram_crate_and_in_python_with_the_same_
         assert_eq!(count, 1500);
         assert_eq!(values, quantiles(&all));
     }
+
+    // The log, written as the run went, reads back in `socketkit report` as the run's own
+    // report: the same counts and the same percentiles, latencies and schedule lags.
+    let back = json(&run("report", &["--json", log.to_str().unwrap()]));
+    for field in [
+        "ok",
+        "errors",
+        "connections",
+        "rate",
+        "elapsed_s",
+        "latency_us",
+        "schedule_lag_us",
+    ] {
+        assert_eq!(back[field], report[field], "{field}");
+    }
+    // The same values in the histograms (their encodings may size the arrays differently).
+    let recorded = |value: &serde_json::Value| -> Vec<(u64, u64)> {
+        let bytes = base64_decode(value.as_str().unwrap());
+        let h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .unwrap();
+        h.iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    };
+    for field in ["latency_histogram", "schedule_lag_histogram"] {
+        assert_eq!(recorded(&back[field]), recorded(&report[field]), "{field}");
+    }
+    // One interval a second (latencies, lags), from 0 on, in order.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let starts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(",HISTF") && !l.starts_with("Tag="))
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    let seconds = report["elapsed_s"].as_f64().unwrap().ceil() as usize;
+    assert_eq!(starts.len(), seconds, "{text}");
+    assert!(
+        starts
+            .iter()
+            .enumerate()
+            .all(|(i, s)| *s == format!("{i}.000"))
+    );
+}
+
+#[test]
+fn the_hdr_log_is_written_as_the_run_goes_so_a_killed_run_leaves_a_log_cut_short() {
+    let server = TestServer::start(Engine::Async, &["tcp://127.0.0.1:0"]);
+    let tcp = server.endpoint(0).to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.hdr");
+    let mut bench = socketkit()
+        .args(["bench", &tcp, "-r", "200", "-d", "60s", "--hdr-log"])
+        .arg(&log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The event: the first second's interval on disk while the run goes on (a file offers
+    // nothing to wait on but its content; looked at every 50 ms, for at most 30 s).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.starts_with("0.000,1.000,")) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no interval after 30 s: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    assert!(text.starts_with("#[socketkit bench: {"), "{text}");
+    assert!(text.contains(&format!("\"endpoint\":\"{tcp}\"")), "{text}");
+
+    let output = run("report", &[log.to_str().unwrap()]);
+    assert_code(&output, 2);
+    let error = stderr(&output);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(error.contains("cut short"), "{error}");
+    // HdrHistogram's own readers take what was written.
+    assert!(!crate_reads(&log).is_empty());
 }
 
 #[test]

@@ -49,24 +49,46 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     check_plot(args.plot.as_deref())?;
     check_hdr_log(args.hdr_log.as_deref())?;
 
-    let counters = Arc::new(Counters::default());
+    // The run over time only for the outputs that show it, each in bounded memory: the plot
+    // keeps at most MAX_POINTS points, the log is written as each second ends. --json and
+    // the summary need only the whole histograms.
+    let mut counters = Counters::default();
+    if args.plot.is_some() {
+        counters = counters.with_timeline(bench::MAX_POINTS);
+    }
+    #[cfg(feature = "hdr-log")]
+    let log = match &args.hdr_log {
+        Some(path) => {
+            let log = HdrLog::create(path, &plan, std::time::SystemTime::now())?;
+            counters = counters.each_second(log.sink());
+            Some(log)
+        }
+        None => None,
+    };
+    let counters = Arc::new(counters);
     let done = Arc::new(AtomicBool::new(false));
     let progress = (std::io::stderr().is_terminal() && !args.json)
         .then(|| show_progress(&plan, counters.clone(), done.clone()));
-    let started = std::time::SystemTime::now();
     let report = bench::run(&plan, counters);
     done.store(true, Ordering::Relaxed);
     if let Some(progress) = progress {
         let _ = progress.join();
     }
+    #[cfg(feature = "hdr-log")]
+    let report = report.inspect_err(|_| {
+        if let Some(log) = &log {
+            log.discard();
+        }
+    });
     let report = report?;
 
     print(&report, args.json, None)?;
     if let Some(path) = &args.plot {
         write_plot(&report, &report.parameters(), path)?;
     }
-    if let Some(path) = &args.hdr_log {
-        write_hdr_log(&report, started, path)?;
+    #[cfg(feature = "hdr-log")]
+    if let Some(log) = log {
+        log.finish(&report)?;
     }
     report.verdict(plan.timeout)?;
     Ok(())
@@ -133,21 +155,57 @@ pub fn write_plot(report: &bench::Report, title: &str, path: &Path) -> anyhow::R
     }
 }
 
-/// Writes `report`'s histograms as an HdrHistogram interval log into `path`.
-fn write_hdr_log(
-    report: &bench::Report,
-    started: std::time::SystemTime,
-    path: &Path,
-) -> anyhow::Result<()> {
-    #[cfg(feature = "hdr-log")]
-    {
-        std::fs::write(path, report.to_hdr_log(started))
-            .with_context(|| format!("cannot write {}", path.display()))
+/// `--hdr-log FILE`: the interval log, written as the run goes (each second as it ends, from
+/// the run's closing thread), so a long run holds none of it in memory.
+#[cfg(feature = "hdr-log")]
+struct HdrLog {
+    path: std::path::PathBuf,
+    writer: Arc<std::sync::Mutex<Option<bench::HdrLogWriter<std::io::BufWriter<std::fs::File>>>>>,
+}
+
+#[cfg(feature = "hdr-log")]
+impl HdrLog {
+    /// Creates FILE and writes the log's head, before the run: a path that cannot be written
+    /// fails at once, not after a long run.
+    fn create(path: &Path, plan: &Plan, started: std::time::SystemTime) -> anyhow::Result<HdrLog> {
+        let cannot = || format!("cannot write {}", path.display());
+        let file = std::fs::File::create(path).with_context(cannot)?;
+        let writer = bench::HdrLogWriter::new(std::io::BufWriter::new(file), plan, started)
+            .with_context(cannot)?;
+        Ok(HdrLog {
+            path: path.to_path_buf(),
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
     }
-    #[cfg(not(feature = "hdr-log"))]
-    {
-        let _ = (report, started);
-        check_hdr_log(Some(path))
+
+    /// What [`Counters::each_second`] calls.
+    fn sink(&self) -> impl FnMut(u64, &bench::Second) + Send + 'static {
+        let writer = self.writer.clone();
+        move |number, second| {
+            if let Some(writer) = writer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                writer.write(number, second);
+            }
+        }
+    }
+
+    /// Ends the log with the run's results.
+    fn finish(self, report: &bench::Report) -> anyhow::Result<()> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let out = writer
+                .finish(report)
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the log of a run that could not start.
+    fn discard(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
