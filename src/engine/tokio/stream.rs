@@ -113,7 +113,7 @@ impl Listening {
 /// boxed.
 pub(crate) fn serve_conn(
     mut conn: Conn,
-    peer: Address,
+    #[cfg_attr(not(feature = "proxy"), allow(unused_mut))] mut peer: Address,
     listening: &Arc<Listening>,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
@@ -124,30 +124,29 @@ pub(crate) fn serve_conn(
         // The PROXY header first, then the TLS handshake: a balancer (HAProxy's send-proxy-v2
         // in front of a TLS backend) sends the header on the TCP connection, before TLS.
         // Boxed: rare, and inline its state would grow every idle connection's task.
+        // The header's client replaces the socket's peer in place: a new binding would be a
+        // second address beside the captured one for the task's whole life (24 bytes a task).
         #[cfg(feature = "proxy")]
-        let peer = match shared.proxy_protocol {
-            true => {
-                use super::proxied::{Stream, proxied};
-                let stream = match &conn {
-                    Conn::Tcp(s) => Stream::Tcp(s),
-                    Conn::Unix(s) => Stream::Unix(s),
-                    Conn::Seqpacket(_) => unreachable!("refused by the builder"),
-                    #[cfg(feature = "tls")]
-                    Conn::Tls(_) => unreachable!("the handshake comes after the header"),
-                };
-                let ctx = listening.context(&peer, accepted);
-                match Box::pin(proxied(&shared, &listening.stats, stream, ctx)).await {
-                    Ok(client) => client,
-                    Err(cause) => {
-                        // Counted as an end, so the accepted connections add up to their ends.
-                        let took = accepted.elapsed().unwrap_or_default();
-                        listening.stats.ended(cause, (0, 0), 0, took);
-                        return drop(permit);
-                    }
+        if shared.proxy_protocol {
+            use super::proxied::{Stream, proxied};
+            let stream = match &conn {
+                Conn::Tcp(s) => Stream::Tcp(s),
+                Conn::Unix(s) => Stream::Unix(s),
+                Conn::Seqpacket(_) => unreachable!("refused by the builder"),
+                #[cfg(feature = "tls")]
+                Conn::Tls(_) => unreachable!("the handshake comes after the header"),
+            };
+            let ctx = listening.context(&peer, accepted);
+            match Box::pin(proxied(&shared, &listening.stats, stream, ctx)).await {
+                Ok(client) => peer = client,
+                Err(cause) => {
+                    // Counted as an end, so the accepted connections add up to their ends.
+                    let took = accepted.elapsed().unwrap_or_default();
+                    listening.stats.ended(cause, (0, 0), 0, took);
+                    return drop(permit);
                 }
             }
-            false => peer,
-        };
+        }
         #[cfg(feature = "tls")]
         if let Some(tls) = &listening.tls {
             // Boxed: the handshake's state is large, and only TLS connections pay for it.
