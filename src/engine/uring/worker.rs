@@ -97,7 +97,16 @@ impl Worker {
         datagrams: Vec<(Listener, Arc<ListenerStats>)>,
         wake: UnixStream,
     ) -> io::Result<Worker> {
-        let ring = IoUring::builder().build(RING_ENTRIES)?;
+        // Cooperative task work on a single-issuer ring: the kernel runs a completion's task
+        // work when this thread next enters it, not by interrupting it (an IPI and a forced
+        // kernel entry each time). Measured on 50-connection ping-pong, server pinned: 11-14
+        // µs of CPU a request without, 5.3-5.6 with (perf: 30% of the thread was task work,
+        // 11% spinning in lock_sock). Kernels before 6.0 refuse the flags: a plain ring then.
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .build(RING_ENTRIES)
+            .or_else(|_| IoUring::new(RING_ENTRIES))?;
         let limits = &shared.limits;
         let bufs = BufRing::new(
             &ring,
