@@ -166,9 +166,10 @@ report_tool=$bin/examples/bench_report
 # register or prune: a directory, reused while its .bench-ab-commit names the commit, replaced
 # otherwise, and written under a temporary name first so an interrupted copy is never used).
 # It builds into target/bench-ab/target, shared by every REV, so a second run (or another REV
-# with the same dependencies) is warm. The build is this tree's: same profile, and the same
-# targets where REV has them, since building an example unifies the dev-dependencies' features
-# into the binary's.
+# with the same dependencies) is warm. Same profile and features as this tree's, the binary
+# alone: the example this tree builds beside it brings in every dev-dependency (criterion,
+# proptest: minutes on a fresh machine) and unifies their features into the binary's, but those
+# (tokio's signal, nix's signal and process) only add API, not code the servers run.
 rev_sk='' ab_root=target/bench-ab ab_tmp=''
 if [ -n "$rev_full" ]; then
   rev_src=$ab_root/$rev_short ab_target=$PWD/$ab_root/target
@@ -191,7 +192,6 @@ if [ -n "$rev_full" ]; then
   fi
   rev_build=(--bin socketkit)
   grep -q '^plot = ' "$rev_src/Cargo.toml" && rev_build+=(--features plot)
-  grep -q '^name = "tokio_baseline"' "$rev_src/Cargo.toml" && rev_build+=(--example tokio_baseline)
   say "building ($profile): socketkit at $rev_short in $rev_src"
   # In its own directory, so that cargo reads REV's configuration and lock file.
   if ! (cd "$rev_src" && CARGO_TARGET_DIR=$ab_target cargo build --profile "$profile" "${rev_build[@]}"); then
