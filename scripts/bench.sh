@@ -105,6 +105,7 @@ if [ -n "$against" ]; then
     usage_error "--against: '$against' is not a commit git knows here"
   rev_short=$(git rev-parse --short "$rev_full")
   rev_subject=$(git log -1 --format=%s "$rev_full")
+  [ ${#rev_subject} -le 80 ] || rev_subject="${rev_subject:0:77}..." # for the report's lines
   has_engine=0
   for name in async uring sequential threaded pool; do
     ! wanted_server "socketkit-$name" || has_engine=1
