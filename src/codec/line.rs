@@ -68,11 +68,26 @@ impl LineCodec {
     }
 }
 
-impl Decoder for LineCodec {
-    type Item = Line;
-    type Error = FrameError;
+/// Where the line [`LineCodec::decode_span`] found lies at the front of the buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LineSpan {
+    /// The payload's length: the line is `buffer[..payload]`.
+    pub(crate) payload: usize,
+    /// The payload and its terminator: what the caller takes off the buffer once it is done.
+    pub(crate) consumed: usize,
+    /// As [`Line::terminator`].
+    pub(crate) terminator: &'static [u8],
+}
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
+impl LineCodec {
+    /// [`Decoder::decode`], leaving the line in `src`: a framed session answers it from there
+    /// and then advances past it (`consumed`), with no `Bytes` made and dropped for every line
+    /// (splitting one off makes the buffer shared: a reference count, and a reclaim at the
+    /// next read). The caller must take the `consumed` bytes off before the next call.
+    pub(crate) fn decode_span(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<LineSpan>, FrameError> {
         loop {
             let end = self.window().min(src.len());
             let from = self.scanned.min(end);
@@ -107,40 +122,68 @@ impl Decoder for LineCodec {
                 return Ok(None);
             };
             self.scanned = 0;
-            let mut line = src.split_to(at + 1);
-            let (len, terminator): (usize, &'static [u8]) = if at > 0 && line[at - 1] == b'\r' {
+            let (payload, terminator): (usize, &'static [u8]) = if at > 0 && src[at - 1] == b'\r' {
                 (at - 1, b"\r\n")
             } else {
                 (at, b"\n")
             };
-            if len > self.max_line {
+            if payload > self.max_line {
+                src.advance(at + 1);
                 return Err(self.too_long());
             }
-            line.truncate(len);
-            return Ok(Some(Line {
-                payload: line.freeze(),
+            return Ok(Some(LineSpan {
+                payload,
+                consumed: at + 1,
                 terminator,
             }));
         }
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
-        if let Some(line) = self.decode(src)? {
-            return Ok(Some(line));
+    /// [`Decoder::decode_eof`] as [`LineCodec::decode_span`] is `decode`.
+    pub(crate) fn decode_eof_span(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<LineSpan>, FrameError> {
+        if let Some(span) = self.decode_span(src)? {
+            return Ok(Some(span));
         }
         // No newline left: the rest is the last line, whatever it ends with.
         if src.is_empty() {
             return Ok(None);
         }
         self.scanned = 0;
-        let rest = src.split();
-        if rest.len() > self.max_line {
+        if src.len() > self.max_line {
+            src.clear();
             return Err(self.too_long());
         }
-        Ok(Some(Line {
-            payload: rest.freeze(),
+        Ok(Some(LineSpan {
+            payload: src.len(),
+            consumed: src.len(),
             terminator: b"",
         }))
+    }
+}
+
+/// A span's line, taken off the front of `src`.
+fn take(src: &mut BytesMut, span: LineSpan) -> Line {
+    let mut line = src.split_to(span.consumed);
+    line.truncate(span.payload);
+    Line {
+        payload: line.freeze(),
+        terminator: span.terminator,
+    }
+}
+
+impl Decoder for LineCodec {
+    type Item = Line;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
+        Ok(self.decode_span(src)?.map(|span| take(src, span)))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Line>, FrameError> {
+        Ok(self.decode_eof_span(src)?.map(|span| take(src, span)))
     }
 }
 
