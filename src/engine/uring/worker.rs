@@ -604,9 +604,18 @@ fn listener_fd(listener: &Listener) -> i32 {
     }
 }
 
-/// The peer of an accepted connection (a multishot accept does not return it).
+/// The peer of an accepted connection (a multishot accept does not return it). A peer that
+/// reset before the question (a balancer's connect-and-reset health check does) leaves the
+/// socket closed and `getpeername` fails with ENOTCONN: that is this connection's end, an
+/// abort like the ones accept itself reports, not an error of the listener to back off from.
 fn peer_of(fd: &OwnedFd, transport: Transport) -> io::Result<Address> {
-    let addr = socket2::SockRef::from(fd).peer_addr()?;
+    let addr = socket2::SockRef::from(fd).peer_addr().map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOTCONN) {
+            io::Error::new(io::ErrorKind::ConnectionAborted, e)
+        } else {
+            e
+        }
+    })?;
     Ok(match transport {
         Transport::Tcp => Address::Inet(addr.as_socket().ok_or(io::ErrorKind::InvalidData)?),
         _ => unix_address(&addr),
@@ -624,4 +633,25 @@ fn accept_now(listener: &Listener, transport: Transport) -> io::Result<(OwnedFd,
     let fd = OwnedFd::from(socket);
     let peer = peer_of(&fd, transport)?;
     Ok((fd, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::accept::is_per_connection_error;
+
+    #[test]
+    fn a_peer_that_reset_before_its_address_was_read_is_this_connections_end() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = socket2::Socket::from(
+            std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap(),
+        );
+        // SO_LINGER 0: the close sends a reset, delivered on loopback before close returns.
+        client.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+        drop(client);
+        let (accepted, _) = listener.accept().unwrap();
+        let e = peer_of(&OwnedFd::from(accepted), Transport::Tcp).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionAborted, "{e}");
+        assert!(is_per_connection_error(&e), "{e}");
+    }
 }
