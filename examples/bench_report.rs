@@ -536,7 +536,7 @@ fn markdown(results: &Results) -> String {
          CPU = utime + stime from `/proc/PID/stat` over the run, divided by the requests \
          answered; the load generator's own CPU is its report's (`own_cpu_s`, getrusage). \
          Ratios are medians of the ratios of runs with the same number, which ran close in \
-         time.\n",
+         time. {}\n",
         if pinned {
             "the server is pinned to core 0 and `socketkit bench` to core 1 (`taskset`)"
         } else {
@@ -546,6 +546,14 @@ fn markdown(results: &Results) -> String {
         text(meta, "idle_hold"),
         others(results),
         text(meta, "loadavg").split(' ').next().unwrap_or_default(),
+        // Reports written before --load-engine have no field: their load ran on async.
+        match meta["load_engine"].as_str() {
+            Some("uring") => {
+                "The load generator ran on io_uring (`socketkit bench -e uring`, \
+                 `bench.sh --load-engine uring`) in the ping-pong cells, on async in the others."
+            }
+            _ => "The load generator ran on its async engine (`socketkit bench -e async`).",
+        },
     );
 
     ab(&mut md, results);

@@ -43,6 +43,11 @@ Options:
                        this tree's only.
   --out DIR            where results.ndjson, report.md, chart.svg and logs/ go
                        (default target/bench-report)
+  --load-engine E      the load generator's engine: async (default) or uring
+                       (socketkit bench -e uring: about 0.7x the CPU per request, so that
+                       on a 2-core machine the servers rather than the load generator set
+                       the pace) for the ping-pong cells, the ones it runs; the others and
+                       pacing stay on async. A run that fell back to async is a failed run.
 
 Exit status: 0; 1 if a cell failed; 2 for a usage error (an unknown option, cell, server, REV).
 EOF
@@ -59,9 +64,10 @@ usage_error() {
 }
 
 quick=0 runs='' duration='' profile='' cells='' only_servers='' against='' out=target/bench-report
+load_engine=async
 while [ $# -gt 0 ]; do
   case $1 in
-    --runs | --duration | --profile | --cells | --servers | --against | --out)
+    --runs | --duration | --profile | --cells | --servers | --against | --out | --load-engine)
       [ $# -ge 2 ] || usage_error "$1 needs a value" ;;
   esac
   case $1 in
@@ -73,12 +79,14 @@ while [ $# -gt 0 ]; do
     --servers) only_servers=$2; shift ;;
     --against) against=$2; shift ;;
     --out) out=$2; shift ;;
+    --load-engine) load_engine=$2; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage_error "unknown option $1" ;;
   esac
   shift
 done
 case ${runs:-1} in '' | *[!0-9]* | 0) usage_error "--runs wants a positive number" ;; esac
+case $load_engine in async | uring) ;; *) usage_error "--load-engine is async or uring" ;; esac
 
 # Checks the comma-separated list $2 of --$1 against the names in $3.
 selection() {
@@ -255,7 +263,7 @@ emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")
 \"runs\":$runs,\"duration\":$(json_str "$duration"),\"stream_bytes\":$(json_str "$stream_bytes"),\
 \"idle_wanted\":$idle_wanted,\"idle_connections\":$idle_conns,\"idle_hold\":$(json_str "$idle_hold"),\
 \"nofile_before\":$(json_str "$nofile_before"),\"nofile\":$(json_str "$nofile"),\
-\"nofile_hard\":$(json_str "$nofile_hard"),\"pool_workers\":$pool_workers,\
+\"nofile_hard\":$(json_str "$nofile_hard"),\"pool_workers\":$pool_workers,\"load_engine\":$(json_str "$load_engine"),\
 \"against\":$([ -z "$rev_full" ] && echo null || echo "{\"rev\":\"$rev_short\",\"commit\":\"$rev_full\",\
 \"asked\":$(json_str "$against"),\"subject\":$(json_str "$rev_subject")}")}"
 
@@ -519,8 +527,11 @@ run_cell() {
         relay_pid=''
       fi
     fi
+    # The uring load generator runs the ping-pongs only (bench --help): the rest stay on async.
+    local engine=async
+    case $scenario in pingpong-* | udp-*) engine=$load_engine ;; esac
     # shellcheck disable=SC2206 # the arguments are split on spaces on purpose
-    local bench=("$sk" bench "$endpoint" $args --json)
+    local bench=("$sk" bench "$endpoint" $args -e "$engine" --json)
     before=$(path_ticks) machine_before=$(machine_ticks) children_before=$(children_ticks)
     if [ "$scenario" = idle ]; then
       # Sample the server's memory while the load generator holds the connections: the last
@@ -573,6 +584,11 @@ run_cell() {
   [ -z "${after:-}" ] || cpu=$((after - before))
   report=$(head -c 100000 "$logs/$tag.json" 2>/dev/null || true)
   case $report in "{"*) ;; *) report=null ;; esac
+  # A uring load generator that fell back to async (io_uring refused) measured something else.
+  if [ -z "$error" ] && [ "${engine:-async}" = uring ] && [ "$report" != null ] &&
+    ! [[ $report =~ \"engine\":\"uring\" ]]; then
+    error="the load generator did not run on io_uring: $(tail -n 1 "$logs/$tag.err")"
+  fi
   # A run that answered nothing (say, its time was up before a connection was made) has no
   # figure: a failure, though the bench exits 0 for it.
   if [ -z "$error" ] && [ "$short" = false ] && ! [[ $report =~ \"ok\":[1-9] ]]; then

@@ -77,6 +77,8 @@ fn bench_sh_refuses_unknown_cells_and_servers_naming_the_known_ones() {
     assert_usage_error(&output, &["--against", "--servers"]);
     let output = bench_sh(&["--quick", "--cells"], out.path());
     assert_usage_error(&output, &["--cells"]);
+    let output = bench_sh(&["--quick", "--load-engine", "threaded"], out.path());
+    assert_usage_error(&output, &["--load-engine", "async", "uring"]);
     assert!(!out.path().join("results.ndjson").exists());
 }
 
