@@ -18,7 +18,7 @@ use bytes::BytesMut;
 use socket2::SockAddr;
 
 use super::accept::{Backoff, is_per_connection_error};
-use super::guard::{Admitted, DatagramGuard, fingerprint};
+use super::guard::{Admitted, DatagramGuard, Fingerprint, fingerprint};
 use super::listener::abstract_addr;
 use super::peer_log::Senders;
 use super::rate::SourceLimiter;
@@ -67,7 +67,7 @@ pub(crate) struct Datagrams {
 }
 
 /// A reply a `DatagramHandler` sent: to whom, its [`fingerprint`], when.
-type SentReply = (Address, u64, Instant);
+type SentReply = (Address, Fingerprint, Instant);
 
 /// Replies recorded by handlers and not yet seen by the listener. The listener drains the log
 /// before each datagram, so it fills only while the listener waits for a free connection

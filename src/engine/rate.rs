@@ -12,10 +12,10 @@
 //! Sans-IO: the caller passes the time. No crate fits: `governor` has keyed limiters, but its
 //! store grows without bound unless swept by hand, and it has no notion of contention.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::sources::{SourceKey, Sources, quick_bytes, quick_mix};
+use super::sources::{Place, SourceKey, Sources, quick_bytes, quick_mix};
 use crate::service::Address;
 
 /// How long another source counts as waiting after its last datagram. Long, because during a
@@ -57,6 +57,16 @@ impl SourceKey for Source {
 }
 
 impl Source {
+    /// Whether `address` counts against this source: `Source::of(address) == *self`, with no
+    /// source made for an IPv4 address.
+    #[inline]
+    fn is_of(&self, address: &Address) -> bool {
+        match (self, address) {
+            (Source::Ip(IpAddr::V4(ip)), Address::Inet(SocketAddr::V4(a))) => ip == a.ip(),
+            _ => *self == Source::of(address),
+        }
+    }
+
     fn of(address: &Address) -> Source {
         match address {
             // A port is free to change; the address is what a flood comes from. IPv4-mapped
@@ -77,6 +87,16 @@ impl Source {
     }
 }
 
+/// A source heard from recently.
+#[derive(Debug)]
+struct Heard {
+    source: Source,
+    at: Instant,
+    /// Where its bucket is held, once looked up: the next datagram from the same source (the
+    /// common case: a flood, or clients of one host) goes straight to it.
+    bucket: Option<Place>,
+}
+
 #[derive(Debug)]
 struct Bucket {
     tokens: f64,
@@ -91,7 +111,7 @@ pub(crate) struct SourceLimiter {
     buckets: Sources<Source, Bucket>,
     /// The two sources heard from last, and when: enough to tell whether a source other than
     /// the current one has spoken within the window.
-    recent: [Option<(Source, Instant)>; 2],
+    recent: [Option<Heard>; 2],
     last_sweep: Option<Instant>,
     last_log: Option<Instant>,
 }
@@ -112,19 +132,19 @@ impl SourceLimiter {
         if self.rate == 0 {
             return true;
         }
-        let source = Source::of(from);
-        let contended = self.heard(&source, now);
         let rate = f64::from(self.rate);
-        if self.buckets.len() >= MAX_SOURCES
-            && self.buckets.get_mut(&source).is_none()
-            && !self.make_room(now)
-        {
-            return true;
-        }
-        let bucket = self.buckets.get_or_insert_with(&source, || Bucket {
-            tokens: rate,
-            updated: now,
-        });
+        let (contended, place) = match self.again(from, now) {
+            Some(again) => again,
+            None => {
+                let source = Source::of(from);
+                let contended = self.heard(&source, now);
+                let Some(place) = self.place(&source, now) else {
+                    return true;
+                };
+                (contended, place)
+            }
+        };
+        let bucket = self.buckets.at_place(place).expect("a current place");
         // Refilled only when time has passed: the datagrams of one receive call share one
         // clock reading, and the same source's next one would add nothing (the subtraction
         // and conversion were a quarter of the limiter's cost per datagram).
@@ -140,6 +160,15 @@ impl SourceLimiter {
         if !contended {
             return true; // alone: over its rate, but taking nothing from anybody
         }
+        self.dropping(from, now);
+        false
+    }
+
+    /// Logs (at most once every 10 s) that `from`'s excess is dropped. Out of line: inline,
+    /// the log call's registers were saved and restored on every datagram.
+    #[cold]
+    #[inline(never)]
+    fn dropping(&mut self, from: &Address, now: Instant) {
         if self
             .last_log
             .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
@@ -151,27 +180,74 @@ impl SourceLimiter {
                 self.rate
             );
         }
-        false
+    }
+
+    /// [`SourceLimiter::heard`] and [`SourceLimiter::place`] in the common case, where
+    /// `from` is of the source heard last and its bucket is where it was found (a flood, or
+    /// the clients of one host): no key made, and an IPv4 address compared as a number.
+    /// `None` in every other case.
+    fn again(&mut self, from: &Address, now: Instant) -> Option<(bool, Place)> {
+        let [latest, previous] = &mut self.recent;
+        let latest = latest.as_mut()?;
+        let place = latest.bucket.filter(|p| self.buckets.is_current(*p))?;
+        if !latest.source.is_of(from) {
+            return None;
+        }
+        latest.at = now;
+        let contended = previous
+            .as_ref()
+            .is_some_and(|h| now.saturating_duration_since(h.at) < CONTENTION_WINDOW);
+        Some((contended, place))
+    }
+
+    /// Where the bucket of `source`, the source heard last, is held, made if it is new; `None`
+    /// when the table is full of sources that matter (see [`MAX_SOURCES`]).
+    fn place(&mut self, source: &Source, now: Instant) -> Option<Place> {
+        if let Some(Heard {
+            bucket: Some(place),
+            ..
+        }) = self.recent[0]
+            && self.buckets.is_current(place)
+        {
+            return Some(place);
+        }
+        if self.buckets.len() >= MAX_SOURCES
+            && self.buckets.get_mut(source).is_none()
+            && !self.make_room(now)
+        {
+            return None;
+        }
+        let rate = f64::from(self.rate);
+        let (place, _) = self.buckets.place_or_insert_with(source, || Bucket {
+            tokens: rate,
+            updated: now,
+        });
+        self.recent[0].as_mut().expect("heard").bucket = Some(place);
+        Some(place)
     }
 
     /// Records `source` as heard at `now`; returns whether another source was heard within
     /// the contention window.
     fn heard(&mut self, source: &Source, now: Instant) -> bool {
         let [latest, previous] = &mut self.recent;
-        if latest.as_ref().is_some_and(|(s, _)| s == source) {
+        if latest.as_ref().is_some_and(|h| h.source == *source) {
             // The common case under a flood: the same source again, no allocation.
-        } else if previous.as_ref().is_some_and(|(s, _)| s == source) {
+        } else if previous.as_ref().is_some_and(|h| h.source == *source) {
             std::mem::swap(latest, previous);
         } else {
             *previous = latest.take();
-            *latest = Some((source.clone(), now));
+            *latest = Some(Heard {
+                source: source.clone(),
+                at: now,
+                bucket: None,
+            });
         }
-        if let Some((_, at)) = latest {
-            *at = now;
+        if let Some(h) = latest {
+            h.at = now;
         }
         previous
             .as_ref()
-            .is_some_and(|(_, at)| now.saturating_duration_since(*at) < CONTENTION_WINDOW)
+            .is_some_and(|h| now.saturating_duration_since(h.at) < CONTENTION_WINDOW)
     }
 
     /// Whether a new source can be tracked, sweeping refilled buckets if the table is full.

@@ -36,6 +36,16 @@ pub(crate) struct Sources<K, V> {
     /// Slot + 1 of a recently looked-up key, by its quick hash; 0 for none. A hit is checked
     /// against the slot's key, so a slot freed or reused since is only a miss.
     cache: Box<[usize; CACHE_SLOTS]>,
+    /// Bumped whenever keys are removed: a [`Place`] of an earlier epoch may hold another key.
+    epoch: u64,
+}
+
+/// Where a key's state is held in a [`Sources`] table, valid until the table next removes
+/// keys: coming back to it costs no lookup and no comparison of keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    slot: usize,
+    epoch: u64,
 }
 
 impl<K, V> Default for Sources<K, V> {
@@ -45,6 +55,7 @@ impl<K, V> Default for Sources<K, V> {
             slots: Vec::new(),
             free: Vec::new(),
             cache: Box::new([0; CACHE_SLOTS]),
+            epoch: 0,
         }
     }
 }
@@ -67,23 +78,65 @@ impl<K: SourceKey, V> Sources<K, V> {
         self.slots[slot].as_mut().map(|(_, v)| v)
     }
 
-    /// The state of `key` and where it is held, to come back to it with [`Sources::at`]
+    /// The state of `key` and where it is held, to come back to it with [`Sources::at_if`]
     /// without looking it up again.
+    #[cfg(test)]
     pub(crate) fn find(&mut self, key: &K) -> Option<(usize, &mut V)> {
-        let slot = self.slot(key)?;
+        self.find_as(key.quick_hash(), |k| k == key, || key.clone())
+    }
+
+    /// [`Sources::find`] without the key made first (a clone of an address, and its drop): the
+    /// key's [`SourceKey::quick_hash`], whether a key held is it, and the key itself, made only
+    /// when the cache misses.
+    #[inline]
+    pub(crate) fn find_as(
+        &mut self,
+        quick_hash: u64,
+        is_key: impl Fn(&K) -> bool,
+        key: impl FnOnce() -> K,
+    ) -> Option<(usize, &mut V)> {
+        let at = cache_slot(quick_hash);
+        let slot = match self.cache[at].checked_sub(1) {
+            Some(slot) if self.slots[slot].as_ref().is_some_and(|(k, _)| is_key(k)) => slot,
+            _ => self.slot_missed(&key(), at)?,
+        };
         self.slots[slot].as_mut().map(|(_, v)| (slot, v))
     }
 
-    /// The state in `slot` (from [`Sources::find`]) if that slot still holds `key`.
-    pub(crate) fn at(&mut self, slot: usize, key: &K) -> Option<&mut V> {
+    /// The state in `slot` (from [`Sources::find`]) if that slot still holds the key for
+    /// which `is_key` is true (a slot freed or reused since holds none or another).
+    pub(crate) fn at_if(&mut self, slot: usize, is_key: impl FnOnce(&K) -> bool) -> Option<&mut V> {
         match self.slots.get_mut(slot) {
-            Some(Some((k, v))) if k == key => Some(v),
+            Some(Some((k, v))) if is_key(k) => Some(v),
             _ => None,
         }
     }
 
+    /// Whether `place` still holds its key: no keys have been removed since it was given.
+    pub(crate) fn is_current(&self, place: Place) -> bool {
+        place.epoch == self.epoch
+    }
+
+    /// The state at `place` (from [`Sources::place_or_insert_with`]), unless keys have been
+    /// removed since.
+    pub(crate) fn at_place(&mut self, place: Place) -> Option<&mut V> {
+        if !self.is_current(place) {
+            return None;
+        }
+        self.slots[place.slot].as_mut().map(|(_, v)| v)
+    }
+
     /// The state of `key`, made with `make` if it is not held.
     pub(crate) fn get_or_insert_with(&mut self, key: &K, make: impl FnOnce() -> V) -> &mut V {
+        self.place_or_insert_with(key, make).1
+    }
+
+    /// [`Sources::get_or_insert_with`], and where the state is held.
+    pub(crate) fn place_or_insert_with(
+        &mut self,
+        key: &K,
+        make: impl FnOnce() -> V,
+    ) -> (Place, &mut V) {
         let slot = match self.slot(key) {
             Some(slot) => slot,
             None => {
@@ -103,11 +156,19 @@ impl<K: SourceKey, V> Sources<K, V> {
                 slot
             }
         };
-        &mut self.slots[slot].as_mut().expect("a held slot").1
+        let place = Place {
+            slot,
+            epoch: self.epoch,
+        };
+        (
+            place,
+            &mut self.slots[slot].as_mut().expect("a held slot").1,
+        )
     }
 
     /// Keeps only the sources for which `keep` is true.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.epoch += 1;
         let (slots, free) = (&mut self.slots, &mut self.free);
         self.slot_of.retain(|_, &mut slot| {
             let kept = slots[slot].as_ref().is_some_and(|(_, v)| keep(v));
@@ -150,7 +211,11 @@ impl<K: SourceKey, V> Sources<K, V> {
 }
 
 fn cache_index<K: SourceKey>(key: &K) -> usize {
-    (key.quick_hash() >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
+    cache_slot(key.quick_hash())
+}
+
+fn cache_slot(quick_hash: u64) -> usize {
+    (quick_hash >> (64 - CACHE_SLOTS.trailing_zeros())) as usize
 }
 
 /// Mixes `word` into `h` the way FxHash does; the top bits of the result are the best mixed.
@@ -227,14 +292,41 @@ mod tests {
         let (a, b) = (Key(1, 1 << 60), Key(2, 2 << 60));
         table.get_or_insert_with(&a, || "a");
         let (slot, _) = table.find(&a).unwrap();
-        assert_eq!(table.at(slot, &a), Some(&mut "a"));
-        assert_eq!(table.at(slot, &b), None, "another key");
+        assert_eq!(table.at_if(slot, |k| *k == a), Some(&mut "a"));
+        assert_eq!(table.at_if(slot, |k| *k == b), None, "another key");
         table.retain(|_| false);
-        assert_eq!(table.at(slot, &a), None, "removed");
+        assert_eq!(table.at_if(slot, |k| *k == a), None, "removed");
         table.get_or_insert_with(&b, || "b"); // takes a's slot
-        assert_eq!(table.at(slot, &a), None, "reused by another key");
-        assert_eq!(table.at(slot, &b), Some(&mut "b"));
-        assert_eq!(table.at(slot + 1, &b), None, "past the end");
+        assert_eq!(
+            table.at_if(slot, |k| *k == a),
+            None,
+            "reused by another key"
+        );
+        assert_eq!(table.at_if(slot, |k| *k == b), Some(&mut "b"));
+        assert_eq!(table.at_if(slot + 1, |k| *k == b), None, "past the end");
+    }
+
+    #[test]
+    fn a_place_holds_until_keys_are_removed() {
+        let mut table = Sources::default();
+        let (a, b) = (Key(1, 1 << 60), Key(2, 2 << 60));
+        let (place, _) = table.place_or_insert_with(&a, || "a");
+        assert_eq!(table.place_or_insert_with(&a, || "new").0, place);
+        table.get_or_insert_with(&b, || "b");
+        assert_eq!(
+            table.at_place(place),
+            Some(&mut "a"),
+            "an insert moves nothing"
+        );
+        table.retain(|v| *v == "a");
+        assert_eq!(table.at_place(place), None, "keys were removed");
+        let (again, _) = table.place_or_insert_with(&a, || "new");
+        assert_eq!(table.at_place(again), Some(&mut "a"));
+        table.retain(|_| false);
+        table.get_or_insert_with(&b, || "b"); // takes a's slot
+        assert_eq!(table.at_place(again), None, "a's slot holds b now");
+        assert_eq!(table.at_if(again.slot, |k| *k == b), Some(&mut "b"));
+        assert_eq!(table.at_if(again.slot, |k| *k == a), None);
     }
 
     #[test]

@@ -70,8 +70,23 @@ pub const SERVICES: &[ServiceInfo] = &[
 /// assert!(!socketkit::service::is_service_port(12000));
 /// ```
 pub fn is_service_port(port: u16) -> bool {
-    SERVICES.iter().any(|s| s.port == Some(port))
+    // Every datagram a listener receives is checked: most ports are past the highest at once.
+    port <= HIGHEST_SERVICE_PORT && SERVICES.iter().any(|s| s.port == Some(port))
 }
+
+/// The highest well-known port among [`SERVICES`].
+const HIGHEST_SERVICE_PORT: u16 = {
+    let (mut i, mut highest) = (0, 0);
+    while i < SERVICES.len() {
+        if let Some(port) = SERVICES[i].port
+            && port > highest
+        {
+            highest = port;
+        }
+        i += 1;
+    }
+    highest
+};
 
 /// The facts about a built-in service.
 pub fn info(name: &str) -> Option<&'static ServiceInfo> {
@@ -104,6 +119,14 @@ pub fn by_name(name: &str) -> Option<AnyService> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_quick_port_check_agrees_with_the_list_on_every_port() {
+        for port in 0..=u16::MAX {
+            let listed = super::SERVICES.iter().any(|s| s.port == Some(port));
+            assert_eq!(super::is_service_port(port), listed, "port {port}");
+        }
+    }
+
     #[test]
     fn every_listed_service_exists_under_its_name() {
         for info in super::SERVICES {

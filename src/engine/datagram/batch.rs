@@ -38,6 +38,10 @@ pub(crate) struct RecvBatch {
     /// Held for `hdrs`, which point into it; not read by this code.
     _iovs: Box<[libc::iovec; BATCH]>,
     hdrs: Box<[libc::mmsghdr; BATCH]>,
+    /// Headers the kernel wrote into at the last receive, to reset before the next: the
+    /// others are as [`RecvBatch::new`] left them. On ping-pong most receives take one or two
+    /// datagrams, and resetting all [`BATCH`] headers each time cost more than the rules of one.
+    used: usize,
 }
 
 // SAFETY: the raw pointers in `iovs` and `hdrs` point into `bufs`, `names` and `iovs`, heap
@@ -62,6 +66,7 @@ impl RecvBatch {
         }
         for i in 0..BATCH {
             hdrs[i].msg_hdr.msg_name = (&raw mut names[i]).cast();
+            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &raw mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
@@ -70,6 +75,7 @@ impl RecvBatch {
             names,
             _iovs: iovs,
             hdrs,
+            used: 0,
         }
     }
 
@@ -77,11 +83,12 @@ impl RecvBatch {
     /// without waiting (`WouldBlock` when there is none). Returns how many; the `i`-th is
     /// [`RecvBatch::get`]`(i)`.
     pub(crate) fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        for hdr in self.hdrs.iter_mut() {
+        for hdr in &mut self.hdrs[..self.used] {
             hdr.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_hdr.msg_flags = 0;
             hdr.msg_len = 0;
         }
+        self.used = 0;
         // SAFETY: `hdrs` holds BATCH valid headers whose name and iovec pointers point to
         // writable memory of the lengths they state (owned by `self`, see `new`); the kernel
         // writes no further than those lengths. No timeout (null): MSG_DONTWAIT returns at once.
@@ -97,6 +104,7 @@ impl RecvBatch {
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
+        self.used = n as usize;
         Ok(n as usize)
     }
 
@@ -179,17 +187,18 @@ impl SendBatch {
     /// Sends `replies[i]` to `to[i]` for each `i`, now or not at all, in as few system calls
     /// as the kernel allows: `sendmmsg` stops at the first reply it cannot send, which gets that
     /// error, and the rest go in the next call. Calls `sent(i, result)` for each reply, in order.
-    pub(crate) fn send(
+    pub(crate) fn send<R: AsRef<[u8]>>(
         &mut self,
         fd: BorrowedFd<'_>,
-        replies: &[&[u8]],
+        replies: &[R],
         to: &[SockAddr],
         mut sent: impl FnMut(usize, io::Result<()>),
     ) {
         let count = replies.len().min(to.len()).min(BATCH);
         for i in 0..count {
-            self.iovs[i].iov_base = replies[i].as_ptr().cast_mut().cast();
-            self.iovs[i].iov_len = replies[i].len();
+            let reply = replies[i].as_ref();
+            self.iovs[i].iov_base = reply.as_ptr().cast_mut().cast();
+            self.iovs[i].iov_len = reply.len();
             let hdr = &mut self.hdrs[i].msg_hdr;
             hdr.msg_name = to[i].as_ptr().cast_mut().cast();
             hdr.msg_namelen = to[i].len();
@@ -307,22 +316,23 @@ impl Batch {
                 Err(e) => datagrams.sent_reply(&ctx.peer, &self.replies[at], admitted, Err(e)),
             }
         }
-        let replies: [&[u8]; BATCH] =
-            std::array::from_fn(|i| self.replies.get(i).map_or(&[][..], |r| &r[..]));
-        let (peers, replies) = (&self.peers, &replies[..self.peers.len()]);
+        let answered = self.peers.len();
+        let (peers, replies) = (&self.peers, &self.replies[..answered]);
         self.send.send(fd, replies, &self.to, |i, sent| {
             let (peer, admitted) = &peers[i];
-            datagrams.sent_reply(peer, replies[i], *admitted, sent);
+            datagrams.sent_reply(peer, &replies[i], *admitted, sent);
         });
         // A service that once wrote a reply over the limit (not sent) must not leave its
         // buffer that big for the life of the loop. Cut back to the limit, not to nothing: a
         // reply the limit allows may grow a buffer past it (doubling), and must not cost an
-        // allocation every time.
+        // allocation every time. The buffers written in this batch: the answered ones, and the
+        // next, which a datagram answered with no reply (or one over the limit) wrote last.
         let limit = shared
             .limits
             .max_datagram
             .min(crate::limits::MAX_DATAGRAM_BYTES_V6);
-        for reply in &mut self.replies {
+        let written = (answered + 1).min(BATCH);
+        for reply in &mut self.replies[..written] {
             if reply.capacity() > limit {
                 *reply = BytesMut::with_capacity(limit);
             }
