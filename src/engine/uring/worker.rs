@@ -97,16 +97,7 @@ impl Worker {
         datagrams: Vec<(Listener, Arc<ListenerStats>)>,
         wake: UnixStream,
     ) -> io::Result<Worker> {
-        // Cooperative task work on a single-issuer ring: the kernel runs a completion's task
-        // work when this thread next enters it, not by interrupting it (an IPI and a forced
-        // kernel entry each time). Measured on 50-connection ping-pong, server pinned: 11-14
-        // µs of CPU a request without, 5.3-5.6 with (perf: 30% of the thread was task work,
-        // 11% spinning in lock_sock). Kernels before 6.0 refuse the flags: a plain ring then.
-        let ring = IoUring::builder()
-            .setup_coop_taskrun()
-            .setup_single_issuer()
-            .build(RING_ENTRIES)
-            .or_else(|_| IoUring::new(RING_ENTRIES))?;
+        let ring = ring()?;
         let limits = &shared.limits;
         let bufs = BufRing::new(
             &ring,
@@ -266,7 +257,11 @@ impl Worker {
             .any(|d| d.ready && d.resume_at.is_none_or(|t| now >= t));
         let next = self.next_deadline();
         let result = if busy {
-            self.ring.submit()
+            // With GETEVENTS (which `submit()` leaves out), so that the connections' deferred
+            // task work runs even while a datagram flood keeps this loop from sleeping.
+            self.ring
+                .submitter()
+                .submit_with_args(0, &types::SubmitArgs::new())
         } else if let Some(at) = next {
             let left = at.saturating_duration_since(Instant::now());
             let ts = types::Timespec::from(left.max(Duration::from_micros(1)));
@@ -417,6 +412,13 @@ impl Worker {
         let Some(poll) = &mut self.datagram_poll else {
             return;
         };
+        if let [only] = &mut self.datagrams[..] {
+            // The poll completes only when the instance has a ready socket, and this is its
+            // one socket: no `epoll_wait` to learn which (a system call per wake-up). The
+            // instance's own poll drops a socket found no longer readable from its ready list.
+            only.ready = true;
+            return;
+        }
         let mut events = mio::Events::with_capacity(self.datagrams.len().max(1));
         if poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
             for event in &events {
@@ -591,6 +593,30 @@ impl Worker {
         }
         self.streams.stop();
     }
+}
+
+/// A ring for the calling thread, which alone submits to it and reaps it. Its completions'
+/// task work is deferred until this thread waits for completions (`DEFER_TASKRUN`, Linux 6.1:
+/// every `io_uring_enter` of the loop asks for events), so the kernel neither interrupts the
+/// thread for each completion nor queues task work on it; Linux 6.0 gets cooperative task work
+/// (run at the thread's next kernel entry), older kernels a plain ring.
+///
+/// Measured on 50-connection ping-pong, server pinned: 11-14 µs of CPU a request with a plain
+/// ring, 5.3-5.6 with cooperative task work (perf: 30% of the thread had been task work run by
+/// interrupting it, 11% spinning in `lock_sock`); deferred task work trims what is left of the
+/// task work's cost (see the README's uring notes for the profile).
+fn ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .build(RING_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .build(RING_ENTRIES)
+        })
+        .or_else(|_| IoUring::new(RING_ENTRIES))
 }
 
 /// The raw descriptor of a stream listener.
