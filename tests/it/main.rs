@@ -6,6 +6,7 @@ mod common;
 mod abstract_names;
 mod balancer;
 mod bench;
+mod bench_script;
 mod bench_uring;
 mod broadcast;
 mod cli;
