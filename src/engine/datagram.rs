@@ -44,13 +44,12 @@ pub(crate) enum Received {
     BackOff(Duration),
 }
 
-/// One datagram listener's state, reused across datagrams: the receive and reply buffers and
-/// the rules' memories.
+/// One datagram listener's state, reused across datagrams: the receive buffer (replies are
+/// the batch's, see [`Batch`]) and the rules' memories.
 pub(crate) struct Datagrams {
     transport: Transport,
     local: Address,
     buf: Vec<u8>,
-    reply: BytesMut,
     truncation_log: Option<Instant>,
     /// The clock's reading at the last receive: one per datagram serves every rule and the
     /// reply (the rules' windows are a second or more).
@@ -104,7 +103,6 @@ impl Datagrams {
             transport,
             local,
             buf: vec![0u8; DATAGRAM_BUFFER],
-            reply: BytesMut::new(),
             truncation_log: None,
             now: Instant::now(),
             rate: SourceLimiter::new(shared.limits.datagram_rate),
@@ -203,34 +201,6 @@ impl Datagrams {
             n,
             context_at(self.transport, peer, self.local.clone(), wall),
         )
-    }
-
-    /// Answers a request of `len` bytes with the service (quick and sans-IO: on the loop's own
-    /// thread or task, whatever the engine). Returns the reply to send now, or `None` for none
-    /// (silence, a reply over the datagram limit, a panic, which is reported).
-    // One datagram at a time: for an engine that receives so (the io_uring engine's loop,
-    // in progress); the others answer a batch at a time ([`Batch`]).
-    #[allow(dead_code)]
-    pub(crate) fn answer(&mut self, shared: &Shared, ctx: &Context, len: usize) -> Option<&[u8]> {
-        answer(shared, &self.stats, ctx, &self.buf[..len], &mut self.reply).then_some(&self.reply)
-    }
-
-    /// How sending the reply of [`Datagrams::answer`] to `peer` went: the loop guard remembers
-    /// a reply sent, and logs (rate-limited) one dropped because it could not be sent at once.
-    // One datagram at a time: for an engine that receives so (the io_uring engine's loop,
-    // in progress); the others answer a batch at a time ([`Batch`]).
-    #[allow(dead_code)]
-    pub(crate) fn sent(&mut self, peer: &Address, result: io::Result<()>) {
-        match result {
-            Ok(()) => {
-                self.stats.datagram_answered(self.reply.len());
-                self.guard.replied(peer, &self.reply, self.now)
-            }
-            Err(e) => {
-                self.stats.dropped(send_failure(&e));
-                self.guard.not_sent(peer, &e, self.now)
-            }
-        }
     }
 
     /// Where the loop guard holds the sender of the last [`Received::Request`], for

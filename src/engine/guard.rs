@@ -140,11 +140,6 @@ impl DatagramGuard {
         }
     }
 
-    /// Records that `reply` was sent to `peer` at `now`.
-    pub(crate) fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
-        self.loops.replied(peer, reply, now);
-    }
-
     /// Where the source last admitted is held: [`DatagramGuard::replied_at`] records the
     /// reply to it without a second lookup, when the replies of several datagrams are sent
     /// together after all of them were admitted.
@@ -152,7 +147,7 @@ impl DatagramGuard {
         Admitted(self.loops.admitted.take())
     }
 
-    /// [`DatagramGuard::replied`] for a datagram admitted as `admitted`.
+    /// Records that `reply` was sent to `peer` at `now`, for a datagram admitted as `admitted`.
     pub(crate) fn replied_at(&mut self, peer: &Address, reply: &[u8], now: Instant, at: Admitted) {
         self.loops.replied_at(peer, reply, now, at.0);
     }
@@ -414,6 +409,7 @@ impl LoopDetector {
     }
 
     /// Remembers `reply` sent to `peer`, the source last admitted or another.
+    #[cfg(test)]
     fn replied(&mut self, peer: &Address, reply: &[u8], now: Instant) {
         let slot = self.admitted.take();
         self.replied_at(peer, reply, now, slot);

@@ -1,8 +1,9 @@
 //! A datagram listener on the uring engine (UDP, Unix datagram, multicast groups): one
 //! thread's, registered with that thread's epoll instance, which the ring watches with one
 //! multishot poll; the datagrams queued are received and answered by the rules every engine
-//! shares ([`crate::engine::datagram`]), each reply sent at once or dropped (a peer that does not
-//! read must not hold the listener).
+//! shares ([`crate::engine::datagram`]) a batch at a time, as the other engines do: one
+//! `recvmmsg` takes what is queued and one `sendmmsg` sends the replies, each at once or never
+//! (a peer that does not read must not hold the listener).
 //!
 //! Why an epoll instance between the ring and the sockets: an operation in the ring holds its
 //! socket open inside the kernel until it completes, and after a SIGKILL the kernel completes
@@ -15,21 +16,19 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::endpoint::Transport;
 use crate::engine::Shared;
-use crate::engine::datagram::{self, Datagrams, Received, recv_datagram};
+use crate::engine::datagram::{BATCH, Batch, Datagrams};
 use crate::engine::listener::Listener;
-use crate::service::Address;
 use crate::stats::ListenerStats;
 
-/// Datagrams answered per wake-up before the loop turns (the other listeners and the
-/// connections of the thread get their turn; the rest are answered at the next).
-const PER_TURN: usize = 64;
+/// Batches answered per wake-up before the loop turns (the other listeners and the
+/// connections of the thread get their turn; the rest are answered at the next): 64 datagrams.
+const BATCHES_PER_TURN: usize = 4;
 
 pub(super) struct DatagramLoop {
     socket: Option<Listener>,
-    transport: Transport,
     rules: Datagrams,
+    batch: Batch,
     /// Whether datagrams may be queued: answer them without waiting.
     pub(super) ready: bool,
     /// After an error of the process or system: when to receive again.
@@ -45,8 +44,8 @@ impl DatagramLoop {
         let (transport, local) = (listener.transport(), listener.local());
         DatagramLoop {
             socket: Some(listener),
-            transport,
             rules: Datagrams::new(shared, transport, local, stats),
+            batch: Batch::new(),
             ready: false,
             resume_at: None,
         }
@@ -61,9 +60,14 @@ impl DatagramLoop {
         }
     }
 
-    /// Receives and answers the datagrams queued, at most [`PER_TURN`].
+    /// Receives and answers the datagrams queued, at most [`BATCHES_PER_TURN`] batches.
+    ///
+    /// A batch of fewer than [`BATCH`] datagrams left the queue empty (on these unconnected
+    /// sockets without IP_RECVERR no error ends a batch early), so the loop waits for the
+    /// ring's poll again rather than spend a call to learn so; a datagram that arrives after
+    /// the receive wakes the poll (see [`super::worker`]).
     pub(super) fn answer(&mut self, shared: &Shared) {
-        for _ in 0..PER_TURN {
+        for _ in 0..BATCHES_PER_TURN {
             let fd = match &self.socket {
                 Some(Listener::Udp(s)) => s.as_fd(),
                 Some(Listener::UnixDatagram(s, _)) => s.as_fd(),
@@ -72,22 +76,18 @@ impl DatagramLoop {
                     return;
                 }
             };
-            let received = recv_datagram(fd, self.rules.buffer(), self.transport);
-            if matches!(&received, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                self.ready = false;
+            let received = self.batch.recv(fd);
+            let short = match &received {
+                Ok(count) => *count < BATCH,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            };
+            if let Some(delay) = self.batch.answer(fd, &mut self.rules, shared, received) {
+                self.resume_at = Some(Instant::now() + delay);
                 return;
             }
-            let (n, ctx) = match self.rules.received(shared, received) {
-                Received::Request(n, ctx) => (n, ctx),
-                Received::Next => continue,
-                Received::BackOff(delay) => {
-                    self.resume_at = Some(Instant::now() + delay);
-                    return;
-                }
-            };
-            if let Some(reply) = self.rules.answer(shared, &ctx, n) {
-                let sent = send_to(self.socket.as_ref(), reply, &ctx.peer);
-                self.rules.sent(&ctx.peer, sent);
+            if short {
+                self.ready = false;
+                return;
             }
         }
     }
@@ -97,15 +97,4 @@ impl DatagramLoop {
         self.socket = None;
         self.ready = false;
     }
-}
-
-/// Sends a reply now or never (the socket is non-blocking).
-fn send_to(socket: Option<&Listener>, reply: &[u8], peer: &Address) -> io::Result<()> {
-    let to = datagram::reply_addr(peer)?;
-    match socket {
-        Some(Listener::Udp(s)) => socket2::SockRef::from(s).send_to(reply, &to),
-        Some(Listener::UnixDatagram(s, _)) => socket2::SockRef::from(s).send_to(reply, &to),
-        _ => Err(io::ErrorKind::NotConnected.into()),
-    }
-    .map(drop)
 }

@@ -14,7 +14,8 @@
 //!   time-out at the earliest deadline of the connection machines;
 //! - **datagrams** (UDP, Unix datagram, multicast groups): each listener belongs to one thread,
 //!   whose ring watches it through an epoll instance ([`dgram`] says why); the datagrams queued
-//!   are then received and answered by the rules every engine shares ([`super::datagram`]);
+//!   are then received and answered by the rules every engine shares ([`super::datagram`]), a
+//!   batch at a time (`recvmmsg`, `sendmmsg`);
 //! - **PROXY header** (`--proxy-protocol`): a one-shot poll per waiting connection, then the
 //!   header step every engine shares (`proxied`); the connection's session begins after it.
 //!

@@ -97,16 +97,7 @@ impl Worker {
         datagrams: Vec<(Listener, Arc<ListenerStats>)>,
         wake: UnixStream,
     ) -> io::Result<Worker> {
-        // Cooperative task work on a single-issuer ring: the kernel runs a completion's task
-        // work when this thread next enters it, not by interrupting it (an IPI and a forced
-        // kernel entry each time). Measured on 50-connection ping-pong, server pinned: 11-14
-        // µs of CPU a request without, 5.3-5.6 with (perf: 30% of the thread was task work,
-        // 11% spinning in lock_sock). Kernels before 6.0 refuse the flags: a plain ring then.
-        let ring = IoUring::builder()
-            .setup_coop_taskrun()
-            .setup_single_issuer()
-            .build(RING_ENTRIES)
-            .or_else(|_| IoUring::new(RING_ENTRIES))?;
+        let ring = ring()?;
         let limits = &shared.limits;
         let bufs = BufRing::new(
             &ring,
@@ -266,6 +257,10 @@ impl Worker {
             .any(|d| d.ready && d.resume_at.is_none_or(|t| now >= t));
         let next = self.next_deadline();
         let result = if busy {
+            // The kernel flags deferred task work pending (TASKRUN_FLAG, see `ring`), and then
+            // this enter asks for events too, which runs it: the stop's poll and the
+            // connections' completions are seen even while a datagram flood keeps this loop
+            // from sleeping.
             self.ring.submit()
         } else if let Some(at) = next {
             let left = at.saturating_duration_since(Instant::now());
@@ -417,6 +412,13 @@ impl Worker {
         let Some(poll) = &mut self.datagram_poll else {
             return;
         };
+        if let [only] = &mut self.datagrams[..] {
+            // The poll completes only when the instance has a ready socket, and this is its
+            // one socket: no `epoll_wait` to learn which (a system call per wake-up). The
+            // instance's own poll drops a socket found no longer readable from its ready list.
+            only.ready = true;
+            return;
+        }
         let mut events = mio::Events::with_capacity(self.datagrams.len().max(1));
         if poll.poll(&mut events, Some(Duration::ZERO)).is_ok() {
             for event in &events {
@@ -591,6 +593,33 @@ impl Worker {
         }
         self.streams.stop();
     }
+}
+
+/// A ring for the calling thread, which alone submits to it and reaps it. Its completions'
+/// task work is deferred until this thread asks the kernel for events (`DEFER_TASKRUN`, Linux
+/// 6.1), so the kernel neither interrupts the thread for each completion nor queues task work
+/// on it. An enter that does not wait asks for events only when the kernel has flagged task
+/// work pending (`TASKRUN_FLAG`): without the flag, a loop kept busy by a datagram flood never
+/// ran it and missed the stop (the flood test). Linux 6.0 gets cooperative task work (run at
+/// the thread's next kernel entry), older kernels a plain ring.
+///
+/// Measured on 50-connection ping-pong, server pinned: 11-14 µs of CPU a request with a plain
+/// ring, 5.3-5.6 with cooperative task work (perf: 30% of the thread had been task work run by
+/// interrupting it, 11% spinning in `lock_sock`); deferred task work trims what is left of the
+/// task work's cost (see the README's uring notes for the profile).
+fn ring() -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(RING_ENTRIES)
+        .or_else(|_| {
+            IoUring::builder()
+                .setup_single_issuer()
+                .setup_coop_taskrun()
+                .build(RING_ENTRIES)
+        })
+        .or_else(|_| IoUring::new(RING_ENTRIES))
 }
 
 /// The raw descriptor of a stream listener.
