@@ -34,6 +34,8 @@ const PYTHON: &str = "py-threading";
 /// The Python peer of the summary where ThreadingTCPServer cannot serve (UDP).
 const PYTHON_UDP: &str = "py-udp";
 const ASYNC: &str = "socketkit-async";
+/// The io_uring engine's row, measured against C epoll by the performance issue's targets.
+const URING: &str = "socketkit-uring";
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -1057,6 +1059,35 @@ fn targets(md: &mut String, results: &Results) {
         format!("async memory per idle connection ({held} held) ≤ 2 KB"),
         cell("idle", ASYNC).measure().map(|m| m.value),
         2.0,
+        false,
+    );
+    // The performance issue's bounds for the uring engine, against the C epoll server.
+    for scenario in ["pingpong-50", "udp-8"] {
+        let label = results.scenario(scenario).map_or(scenario, |s| &s.label);
+        row(
+            format!("uring ≤ 0.80× C epoll in CPU per request, {label}"),
+            cell(scenario, URING)
+                .measure()
+                .zip(cell(scenario, C_EPOLL).measure())
+                .and_then(|(u, c)| u.cpu_ratio(c)),
+            0.8,
+            false,
+        );
+    }
+    let label = results.scenario("stream").map_or("stream", |s| &s.label);
+    row(
+        format!("uring ≥ 1.00× C epoll in throughput, {label}"),
+        cell("stream", URING)
+            .measure()
+            .zip(cell("stream", C_EPOLL).measure())
+            .map(|(u, c)| u.ratio(c)),
+        1.0,
+        true,
+    );
+    row(
+        format!("uring memory per idle connection ({held} held) ≤ 1 KB"),
+        cell("idle", URING).measure().map(|m| m.value),
+        1.0,
         false,
     );
     // Pacing: the medians over the runs of the paced p50, the closed-loop p50 and the lag.
