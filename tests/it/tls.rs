@@ -331,6 +331,10 @@ fn tls_to_a_plain_port_fails_in_one_line_with_exit_8_and_the_server_goes_on() {
                 &format!("tls://127.0.0.1:{port}"),
                 "hi",
                 "--tls-insecure",
+                // The plain server answers at once, but a loaded CI machine once took more than
+                // the default 5 s: exit 5, not the refusal under test.
+                "-w",
+                "60s",
             ]),
             b"",
         );
